@@ -1,0 +1,457 @@
+//! The miniprotocol: pure parsing of device lines and bounded line framing.
+//!
+//! A line is a command name and its arguments separated by spaces, ending in
+//! `\n` (a trailing `\r` is ignored). Numbers are written as they are; text
+//! is base64 of UTF-8.
+
+use base64::Engine as _;
+use bytes::{Buf, BytesMut};
+
+/// Longest line accepted, without its `\n`.
+pub const MAX_LINE: usize = 4096;
+
+/// A command from the device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `status 1` / `status 0`: the room is open / closed.
+    Status(bool),
+    /// `temperature <sensor:int> <value:decimal>`: a sample in °C.
+    Temperature { sensor: i64, value: f64 },
+    /// `message <base64>`: a message from the device.
+    Message(String),
+    /// `enter <id:int>`: member `id` arrives (keypad).
+    Enter(i64),
+    /// `leave <id:int>`: member `id` leaves (keypad).
+    Leave(i64),
+    /// `sound <id:int>`: play sound `id`.
+    Sound(i64),
+    /// `auth <token>`: the first line when a control token is configured.
+    Auth(String),
+}
+
+/// Why a line was skipped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty line")]
+    Empty,
+    #[error("line is not UTF-8")]
+    NotUtf8,
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    #[error("`{command}` takes {expected} argument(s), got {got}")]
+    Arguments {
+        command: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{what} `{value}` is not an integer")]
+    NotInteger { what: &'static str, value: String },
+    #[error("status must be 0 or 1, got `{0}`")]
+    BadStatus(String),
+    #[error("temperature `{0}` is not a decimal number")]
+    NotDecimal(String),
+    #[error("temperature {0} is outside -100..200 °C")]
+    OutOfRange(String),
+    #[error("sensor must not be negative, got {0}")]
+    NegativeSensor(i64),
+    #[error("message is not valid base64")]
+    BadBase64,
+    #[error("message is not valid UTF-8")]
+    MessageNotUtf8,
+    #[error("message is empty")]
+    EmptyMessage,
+}
+
+/// Parses one line (without its `\n`; a trailing `\r` is ignored).
+pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
+    let name = words.next().ok_or(ParseError::Empty)?;
+    let args: Vec<&str> = words.collect();
+    let expect = |command: &'static str, expected: usize| {
+        if args.len() == expected {
+            Ok(())
+        } else {
+            Err(ParseError::Arguments {
+                command,
+                expected,
+                got: args.len(),
+            })
+        }
+    };
+    match name {
+        "status" => {
+            expect("status", 1)?;
+            match args[0] {
+                "1" => Ok(Command::Status(true)),
+                "0" => Ok(Command::Status(false)),
+                other => Err(ParseError::BadStatus(other.to_string())),
+            }
+        }
+        "temperature" => {
+            expect("temperature", 2)?;
+            let sensor = integer("sensor", args[0])?;
+            if sensor < 0 {
+                return Err(ParseError::NegativeSensor(sensor));
+            }
+            let value = decimal(args[1])?;
+            Ok(Command::Temperature { sensor, value })
+        }
+        "message" => {
+            expect("message", 1)?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(args[0])
+                .map_err(|_| ParseError::BadBase64)?;
+            let text = String::from_utf8(bytes).map_err(|_| ParseError::MessageNotUtf8)?;
+            if text.trim().is_empty() {
+                return Err(ParseError::EmptyMessage);
+            }
+            Ok(Command::Message(text))
+        }
+        "enter" => {
+            expect("enter", 1)?;
+            Ok(Command::Enter(integer("user id", args[0])?))
+        }
+        "leave" => {
+            expect("leave", 1)?;
+            Ok(Command::Leave(integer("user id", args[0])?))
+        }
+        "sound" => {
+            expect("sound", 1)?;
+            Ok(Command::Sound(integer("sound id", args[0])?))
+        }
+        "auth" => {
+            expect("auth", 1)?;
+            Ok(Command::Auth(args[0].to_string()))
+        }
+        other => Err(ParseError::UnknownCommand(truncate(other))),
+    }
+}
+
+fn integer(what: &'static str, text: &str) -> Result<i64, ParseError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::NotInteger {
+            what,
+            value: truncate(text),
+        });
+    }
+    text.parse().map_err(|_| ParseError::NotInteger {
+        what,
+        value: truncate(text),
+    })
+}
+
+/// A decimal as the device writes it: digits, an optional sign and point.
+fn decimal(text: &str) -> Result<f64, ParseError> {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
+        return Err(ParseError::NotDecimal(truncate(text)));
+    }
+    let value: f64 = text
+        .parse()
+        .map_err(|_| ParseError::NotDecimal(truncate(text)))?;
+    if !value.is_finite() || !(-100.0..=200.0).contains(&value) {
+        return Err(ParseError::OutOfRange(truncate(text)));
+    }
+    Ok(value)
+}
+
+/// Keeps log lines short whatever the device sends.
+fn truncate(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The line `status 0|1` sent to the device.
+pub fn status_line(open: bool) -> String {
+    format!("status {}", u8::from(open))
+}
+
+/// The line `message <base64>` sent to the device.
+pub fn message_line(text: &str) -> String {
+    format!(
+        "message {}",
+        base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+    )
+}
+
+/// Splits a byte stream into lines, holding at most [`MAX_LINE`] bytes of an
+/// unfinished line.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    buf: BytesMut,
+}
+
+/// A line longer than [`MAX_LINE`] arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line longer than {MAX_LINE} bytes")]
+pub struct Overlong;
+
+impl LineFramer {
+    pub fn new() -> Self {
+        LineFramer {
+            buf: BytesMut::with_capacity(1024),
+        }
+    }
+
+    /// Adds bytes read from the connection.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into, for callers that read in place.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The next complete line without its `\n`, `None` when more bytes are
+    /// needed, or [`Overlong`] when a line exceeds the limit (the caller
+    /// closes the connection).
+    pub fn next_line(&mut self) -> Result<Option<BytesMut>, Overlong> {
+        match memchr(b'\n', &self.buf) {
+            Some(i) if i <= MAX_LINE => {
+                let mut line = self.buf.split_to(i + 1);
+                line.truncate(i);
+                Ok(Some(line))
+            }
+            Some(_) => Err(Overlong),
+            None if self.buf.len() > MAX_LINE => Err(Overlong),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes of an unfinished line, dropped at end of stream.
+    pub fn pending(&self) -> usize {
+        self.buf.remaining()
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn good_lines() {
+        let hello = format!("message {}", b64("ciao <3"));
+        let cases: Vec<(&str, Command)> = vec![
+            ("status 1", Command::Status(true)),
+            ("status 0", Command::Status(false)),
+            ("status 1\r", Command::Status(true)),
+            ("  status   0 ", Command::Status(false)),
+            (
+                "temperature 0 21.5",
+                Command::Temperature {
+                    sensor: 0,
+                    value: 21.5,
+                },
+            ),
+            (
+                "temperature 3 -7",
+                Command::Temperature {
+                    sensor: 3,
+                    value: -7.0,
+                },
+            ),
+            (
+                "temperature 1 +.5",
+                Command::Temperature {
+                    sensor: 1,
+                    value: 0.5,
+                },
+            ),
+            (
+                "temperature 2 200",
+                Command::Temperature {
+                    sensor: 2,
+                    value: 200.0,
+                },
+            ),
+            (
+                "temperature 2 -100.0",
+                Command::Temperature {
+                    sensor: 2,
+                    value: -100.0,
+                },
+            ),
+            (&hello, Command::Message("ciao <3".into())),
+            ("enter 42", Command::Enter(42)),
+            ("leave 42", Command::Leave(42)),
+            ("sound 3", Command::Sound(3)),
+            ("auth s3cret", Command::Auth("s3cret".into())),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_line(line.as_bytes()), Ok(expected), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn bad_lines() {
+        let not_utf8 = format!(
+            "message {}",
+            base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe])
+        );
+        let blank = format!("message {}", b64("   "));
+        let cases: Vec<(&[u8], ParseError)> = vec![
+            (b"", ParseError::Empty),
+            (b"   \r", ParseError::Empty),
+            (b"\xff\xfe", ParseError::NotUtf8),
+            (b"open", ParseError::UnknownCommand("open".into())),
+            (b"STATUS 1", ParseError::UnknownCommand("STATUS".into())),
+            (
+                b"status",
+                ParseError::Arguments {
+                    command: "status",
+                    expected: 1,
+                    got: 0,
+                },
+            ),
+            (
+                b"status 1 2",
+                ParseError::Arguments {
+                    command: "status",
+                    expected: 1,
+                    got: 2,
+                },
+            ),
+            (b"status 2", ParseError::BadStatus("2".into())),
+            (b"status on", ParseError::BadStatus("on".into())),
+            (
+                b"temperature 0",
+                ParseError::Arguments {
+                    command: "temperature",
+                    expected: 2,
+                    got: 1,
+                },
+            ),
+            (
+                b"temperature x 20",
+                ParseError::NotInteger {
+                    what: "sensor",
+                    value: "x".into(),
+                },
+            ),
+            (b"temperature -1 20", ParseError::NegativeSensor(-1)),
+            (b"temperature 0 hot", ParseError::NotDecimal("hot".into())),
+            (b"temperature 0 NaN", ParseError::NotDecimal("NaN".into())),
+            (b"temperature 0 inf", ParseError::NotDecimal("inf".into())),
+            (b"temperature 0 1e2", ParseError::NotDecimal("1e2".into())),
+            (b"temperature 0 .", ParseError::NotDecimal(".".into())),
+            (
+                b"temperature 0 200.1",
+                ParseError::OutOfRange("200.1".into()),
+            ),
+            (b"temperature 0 -273", ParseError::OutOfRange("-273".into())),
+            (
+                b"temperature 99999999999999999999 1",
+                ParseError::NotInteger {
+                    what: "sensor",
+                    value: "99999999999999999999".into(),
+                },
+            ),
+            (b"message !!!", ParseError::BadBase64),
+            (not_utf8.as_bytes(), ParseError::MessageNotUtf8),
+            (blank.as_bytes(), ParseError::EmptyMessage),
+            (
+                b"enter bob",
+                ParseError::NotInteger {
+                    what: "user id",
+                    value: "bob".into(),
+                },
+            ),
+            (
+                b"leave",
+                ParseError::Arguments {
+                    command: "leave",
+                    expected: 1,
+                    got: 0,
+                },
+            ),
+            (
+                b"sound 1.5",
+                ParseError::NotInteger {
+                    what: "sound id",
+                    value: "1.5".into(),
+                },
+            ),
+            (
+                b"auth",
+                ParseError::Arguments {
+                    command: "auth",
+                    expected: 1,
+                    got: 0,
+                },
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                parse_line(line),
+                Err(expected),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn long_words_are_truncated_in_errors() {
+        let line = "x".repeat(1000);
+        let Err(ParseError::UnknownCommand(word)) = parse_line(line.as_bytes()) else {
+            panic!("expected an unknown command");
+        };
+        assert!(word.len() < 80);
+    }
+
+    #[test]
+    fn lines_to_the_device() {
+        assert_eq!(status_line(true), "status 1");
+        assert_eq!(status_line(false), "status 0");
+        assert_eq!(message_line("ciao"), format!("message {}", b64("ciao")));
+    }
+
+    #[test]
+    fn framing_splits_and_bounds() {
+        let mut f = LineFramer::new();
+        f.extend(b"status 1\nstat");
+        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b"status 1"[..]));
+        assert_eq!(f.next_line().unwrap(), None);
+        f.extend(b"us 0\r\n\n");
+        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b"status 0\r"[..]));
+        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(f.pending(), 0);
+
+        let mut f = LineFramer::new();
+        f.extend(&vec![b'a'; MAX_LINE]);
+        assert_eq!(f.next_line(), Ok(None), "exactly the limit is still fine");
+        f.extend(b"\n");
+        assert_eq!(f.next_line().unwrap().map(|l| l.len()), Some(MAX_LINE));
+
+        let mut f = LineFramer::new();
+        f.extend(&vec![b'a'; MAX_LINE + 1]);
+        assert_eq!(f.next_line(), Err(Overlong));
+
+        let mut f = LineFramer::new();
+        let mut long = vec![b'a'; MAX_LINE + 10];
+        long.push(b'\n');
+        f.extend(&long);
+        assert_eq!(f.next_line(), Err(Overlong));
+    }
+}

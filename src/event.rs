@@ -1,0 +1,255 @@
+//! The records an event produces, and their JSON shapes (protocol version 3).
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::clock::LocalTime;
+
+/// Whether the room is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusValue {
+    Open,
+    Closed,
+    /// Only found in old data; reads as closed.
+    Away,
+}
+
+impl StatusValue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusValue::Open => "open",
+            StatusValue::Closed => "closed",
+            StatusValue::Away => "away",
+        }
+    }
+
+    /// Reads a stored value; anything unknown is closed.
+    pub fn from_stored(text: &str) -> StatusValue {
+        match text {
+            "open" => StatusValue::Open,
+            "away" => StatusValue::Away,
+            _ => StatusValue::Closed,
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        self == StatusValue::Open
+    }
+
+    /// The value as the device and `/status` write it: `1` open, `0` otherwise.
+    pub fn digit(self) -> char {
+        if self.is_open() { '1' } else { '0' }
+    }
+}
+
+/// Who caused a change: the device or automation, or a person on the web.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModifiedBy {
+    Bits,
+    Web,
+}
+
+impl ModifiedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModifiedBy::Bits => "BITS",
+            ModifiedBy::Web => "web",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> ModifiedBy {
+        if text == "web" {
+            ModifiedBy::Web
+        } else {
+            ModifiedBy::Bits
+        }
+    }
+}
+
+/// A row of `Status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub timestamp: LocalTime,
+    pub value: StatusValue,
+    pub modified_by: ModifiedBy,
+}
+
+/// A row of `Temperature`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemperatureSample {
+    pub timestamp: LocalTime,
+    pub sensor: i64,
+    pub value: f64,
+    pub modified_by: ModifiedBy,
+}
+
+/// A row of `Message`, with the author's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub timestamp: LocalTime,
+    pub user: String,
+    /// The text as written, not escaped.
+    pub text: String,
+}
+
+/// A committed change that live clients are told about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Status(StatusChange),
+    Temperature(TemperatureSample),
+    Message(Message),
+}
+
+impl Change {
+    /// The kind, as used in JSON keys and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Status(_) => "status",
+            Change::Temperature(_) => "tempint",
+            Change::Message(_) => "message",
+        }
+    }
+
+    /// The websocket message: `{"status": {...}}`, `{"tempint": {...}}` or
+    /// `{"message": {...}}`.
+    pub fn to_json(&self) -> String {
+        let body = match self {
+            Change::Status(s) => serde_json::to_string(&StatusJson::from(s)),
+            Change::Temperature(t) => serde_json::to_string(&TemperatureJson::from(t)),
+            Change::Message(m) => serde_json::to_string(&MessageJson::from(m)),
+        }
+        .expect("records serialise");
+        format!("{{\"{}\":{body}}}", self.kind())
+    }
+}
+
+/// `{"timestamp": "...", "modifiedby": "BITS", "value": "open"}`
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub timestamp: String,
+    pub modifiedby: &'static str,
+    pub value: &'static str,
+}
+
+impl From<&StatusChange> for StatusJson {
+    fn from(s: &StatusChange) -> Self {
+        StatusJson {
+            timestamp: s.timestamp.display(),
+            modifiedby: s.modified_by.as_str(),
+            value: s.value.as_str(),
+        }
+    }
+}
+
+/// `{"timestamp": "...", "value": 21.5, "modifiedby": "BITS", "sensor": 0}`
+#[derive(Debug, Serialize)]
+pub struct TemperatureJson {
+    pub timestamp: String,
+    pub value: f64,
+    pub modifiedby: &'static str,
+    pub sensor: i64,
+}
+
+impl From<&TemperatureSample> for TemperatureJson {
+    fn from(t: &TemperatureSample) -> Self {
+        TemperatureJson {
+            timestamp: t.timestamp.display(),
+            value: t.value,
+            modifiedby: t.modified_by.as_str(),
+            sensor: t.sensor,
+        }
+    }
+}
+
+/// `{"user": "alice", "timestamp": "...", "value": "see you &lt;3"}`
+#[derive(Debug, Serialize)]
+pub struct MessageJson {
+    pub user: String,
+    pub timestamp: String,
+    pub value: String,
+}
+
+impl From<&Message> for MessageJson {
+    fn from(m: &Message) -> Self {
+        MessageJson {
+            user: m.user.clone(),
+            timestamp: m.timestamp.display(),
+            value: html_escape(&m.text),
+        }
+    }
+}
+
+/// Escapes `&`, `<`, `>`, `"` and `'` as the original server did.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl fmt::Display for StatusValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> LocalTime {
+        LocalTime::parse(text).unwrap()
+    }
+
+    #[test]
+    fn json_shapes() {
+        let status = Change::Status(StatusChange {
+            timestamp: at("2024-03-01 18:30:05.123456"),
+            value: StatusValue::Open,
+            modified_by: ModifiedBy::Bits,
+        });
+        assert_eq!(
+            status.to_json(),
+            r#"{"status":{"timestamp":"2024-03-01 18:30:05","modifiedby":"BITS","value":"open"}}"#
+        );
+        let temp = Change::Temperature(TemperatureSample {
+            timestamp: at("2024-03-01 18:30:06"),
+            sensor: 0,
+            value: 21.5,
+            modified_by: ModifiedBy::Bits,
+        });
+        let v: serde_json::Value = serde_json::from_str(&temp.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"tempint": {"timestamp": "2024-03-01 18:30:06", "value": 21.5,
+                "modifiedby": "BITS", "sensor": 0}})
+        );
+        let message = Change::Message(Message {
+            timestamp: at("2024-03-01 18:30:07"),
+            user: "alice".into(),
+            text: "see you <3 & \"bye\" 'x'".into(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&message.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"message": {"user": "alice", "timestamp": "2024-03-01 18:30:07",
+                "value": "see you &lt;3 &amp; &quot;bye&quot; &#39;x&#39;"}})
+        );
+    }
+
+    #[test]
+    fn stored_values() {
+        assert_eq!(StatusValue::from_stored("away").digit(), '0');
+        assert_eq!(StatusValue::from_stored("open").digit(), '1');
+        assert_eq!(ModifiedBy::from_stored("web"), ModifiedBy::Web);
+    }
+}

@@ -1,0 +1,110 @@
+//! bitsd: a real-time presence server for club rooms and hackerspaces.
+//!
+//! Layout:
+//! - `config`: flags, `BITSD_*` variables and the TOML file, merged.
+//! - `clock`: local time in the configured zone and the timestamp formats.
+//! - `event`: the records a change produces and their JSON shapes.
+//! - `store`: SQLite, migrations, the only place with SQL.
+//! - `state`: the writer thread, the snapshot and the broadcast of changes.
+//! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes).
+//! - `web`: HTTP endpoints and pages.
+//! - `wiki`: markdown pages.
+//! - `net`: binding TCP and unix-socket listeners.
+
+pub mod clock;
+pub mod config;
+pub mod device;
+pub mod event;
+pub mod net;
+pub mod state;
+pub mod store;
+pub mod web;
+pub mod wiki;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::device::{DeviceLink, DeviceSettings};
+use crate::net::Listeners;
+use crate::state::State;
+use crate::store::{Db, Reader};
+
+/// How long shutdown waits for connections and pending writes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Opens the database (creating and migrating it) off the async runtime.
+pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let path = config.db_path.clone();
+    let log_queries = config.options.log_queries;
+    tokio::task::spawn_blocking(move || Db::open(&path, log_queries))
+        .await?
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))
+}
+
+/// Runs the server on already-bound listeners until `shutdown` is cancelled,
+/// then closes clients, finishes pending writes and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let db = open_db(&config).await?;
+    let reader = Reader::open(&config.db_path)
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
+    let clock = Clock::new(config.timezone);
+    let state = State::start(db, clock, config.options.jsonver, DeviceLink::default())
+        .context("cannot load the current state")?;
+    tracing::info!("database {}", config.db_path.display());
+    tracing::info!("web listening on {}", listeners.web.address()?);
+    tracing::info!("control listening on {}", listeners.control.address()?);
+
+    let tracker = TaskTracker::new();
+    let app = web::App {
+        state: state.clone(),
+        reader,
+        config: config.clone(),
+    };
+    let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
+    let settings = DeviceSettings {
+        allow: config.options.control_remote_address.clone(),
+        token: config.options.control_token.clone(),
+    };
+    tracker.spawn(device::serve(
+        listeners.control,
+        state.clone(),
+        settings,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    tracker.close();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        if let Ok(Err(e)) = web.await {
+            tracing::warn!("web server: {e}");
+        }
+        tracker.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    state.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `bitsd bootstrap`: creates the database if missing and loads the wiki.
+pub fn bootstrap(config: &Config) -> anyhow::Result<wiki::Loaded> {
+    let mut db = Db::open(&config.db_path, config.options.log_queries)
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
+    wiki::load(&mut db, &config.options.wiki_path)
+}

@@ -1,0 +1,91 @@
+//! The `bitsd` binary: configuration, logging, signals; the rest is the library.
+
+use std::process::ExitCode;
+
+use bitsd::config::{self, Command, Config};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let (config, command) = config::from_process();
+    init_logging(&config);
+    for name in &config.unknown_env {
+        tracing::warn!("{name} names no option; ignored");
+    }
+    let result = match command {
+        Some(Command::Bootstrap) => bootstrap(&config),
+        None => serve(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bitsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let default = if config.options.developer_mode {
+        "debug,hyper=info,tower_http=info"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn bootstrap(config: &Config) -> anyhow::Result<()> {
+    let loaded = bitsd::bootstrap(config)?;
+    println!(
+        "{}: {} page(s) loaded, {} unchanged{}",
+        config.db_path.display(),
+        loaded.changed.len(),
+        loaded.unchanged,
+        if loaded.changed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", loaded.changed.join(", "))
+        }
+    );
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    if config.options.developer_mode {
+        tracing::warn!(
+            "DEVELOPER MODE: debug logging, pages and files read from disk, no caching. Never use this in production."
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listeners = bitsd::net::Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        bitsd::run(config, listeners, shutdown).await
+    })?;
+    // Tasks that did not finish in the grace period are dropped here.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

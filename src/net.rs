@@ -1,0 +1,105 @@
+//! Binding the two listeners, on TCP or on a unix socket.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::Config;
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Where a listener listens, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listener {
+    pub fn address(&self) -> io::Result<Address> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Address::Tcp),
+            Listener::Unix(_, p) => Ok(Address::Unix(p.clone())),
+        }
+    }
+}
+
+/// The web and control listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub web: Listener,
+    pub control: Listener,
+}
+
+impl Listeners {
+    /// Binds both listeners as configured.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let o = &config.options;
+        let web = match &o.web_usocket {
+            Some(path) => bind_unix(path, config).await?,
+            None => bind_tcp(SocketAddr::new(o.web_address, o.web_port)).await?,
+        };
+        let control = match &o.control_local_usocket {
+            Some(path) => bind_unix(path, config).await?,
+            None => {
+                bind_tcp(SocketAddr::new(
+                    o.control_local_address,
+                    o.control_local_port,
+                ))
+                .await?
+            }
+        };
+        Ok(Listeners { web, control })
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Listener::Tcp(listener))
+}
+
+/// Binds a unix socket, replacing a stale socket file left by a previous run
+/// but never a live one or a file that is not a socket.
+async fn bind_unix(path: &Path, config: &Config) -> anyhow::Result<Listener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("{} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let o = &config.options;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(o.usocket_mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if o.usocket_uid.is_some() || o.usocket_gid.is_some() {
+        std::os::unix::fs::chown(path, o.usocket_uid, o.usocket_gid)
+            .with_context(|| format!("cannot set the owner of {}", path.display()))?;
+    }
+    Ok(Listener::Unix(listener, path.to_path_buf()))
+}

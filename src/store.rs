@@ -1,0 +1,532 @@
+//! SQLite storage: schema, migrations, and every SQL statement bitsd runs.
+//!
+//! The tables and columns are the original Python server's, so its databases
+//! open as they are. Migrations are numbered and recorded in `user_version`;
+//! they only add tables and indexes.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::clock::LocalTime;
+use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+
+/// Name of the device user; device messages are stored under it.
+pub const DEVICE_USER: &str = "BITS";
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database: bad timestamp {0:?} in table {1}")]
+    BadTimestamp(String, &'static str),
+    #[error("database: the writer has stopped")]
+    Closed,
+    #[error("database: a blocking task failed: {0}")]
+    Task(String),
+}
+
+/// The schema, one entry per version. Tables are created only when missing,
+/// so a database written by the original server gains just what it lacks.
+const MIGRATIONS: &[&str] = &[
+    // 1: the original server's tables.
+    r#"
+    CREATE TABLE IF NOT EXISTS "Status" (
+        timestamp DATETIME NOT NULL PRIMARY KEY,
+        value VARCHAR(6) NOT NULL,
+        modified_by VARCHAR(4) NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS "Temperature" (
+        timestamp DATETIME NOT NULL,
+        value FLOAT NOT NULL,
+        sensor INTEGER NOT NULL,
+        modified_by VARCHAR(4) NOT NULL,
+        PRIMARY KEY (timestamp, value)
+    );
+    CREATE TABLE IF NOT EXISTS "Message" (
+        userid BIGINT NOT NULL,
+        timestamp DATETIME NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (userid, timestamp)
+    );
+    CREATE TABLE IF NOT EXISTS "Pages" (
+        slug VARCHAR(100) NOT NULL PRIMARY KEY,
+        title VARCHAR(100) NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS "User" (
+        userid INTEGER NOT NULL PRIMARY KEY,
+        name VARCHAR(256) NOT NULL UNIQUE,
+        password VARCHAR(512) NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS "LoginAttempt" (
+        id INTEGER NOT NULL PRIMARY KEY,
+        username VARCHAR(256) NOT NULL,
+        ipaddress VARCHAR(39) NOT NULL,
+        timestamp DATETIME NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS "MACToUser" (
+        userid INTEGER NOT NULL REFERENCES "User" (userid),
+        mac_hash VARCHAR(64) NOT NULL PRIMARY KEY
+    );
+    "#,
+    // 2: indexes for the latest sample per sensor and the last message.
+    r#"
+    CREATE INDEX IF NOT EXISTS ix_temperature_sensor_timestamp ON "Temperature" (sensor, timestamp);
+    CREATE INDEX IF NOT EXISTS ix_message_timestamp ON "Message" (timestamp);
+    "#,
+    // 3: bitsd's own settings (the generated cookie secret).
+    r#"
+    CREATE TABLE IF NOT EXISTS bitsd_setting (
+        key TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// A wiki page as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub slug: String,
+    pub title: String,
+    pub body: String,
+}
+
+/// A member: id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+}
+
+/// What the snapshot needs at start-up.
+#[derive(Debug, Default)]
+pub struct Latest {
+    pub status: Option<StatusChange>,
+    /// Newest first.
+    pub temperatures: Vec<TemperatureSample>,
+    /// The newest sample of each sensor.
+    pub per_sensor: Vec<TemperatureSample>,
+    pub message: Option<Message>,
+}
+
+/// One SQLite connection.
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path, log_queries: bool) -> Result<Db, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        if log_queries {
+            conn.trace_v2(
+                rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+                Some(|event: rusqlite::trace::TraceEvent<'_>| {
+                    if let rusqlite::trace::TraceEvent::Stmt(_, sql) = event {
+                        tracing::info!(target: "bitsd::sql", "{sql}");
+                    }
+                }),
+            )?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let mut db = Db { conn };
+        db.migrate()?;
+        db.ensure_device_user()?;
+        Ok(db)
+    }
+
+    /// Opens a second connection for reads, on a database `open` prepared.
+    pub fn open_reader(path: &Path) -> Result<Db, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Db { conn })
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!("database migrated to schema version {}", i + 1);
+        }
+        Ok(())
+    }
+
+    fn ensure_device_user(&mut self) -> Result<(), StoreError> {
+        // `!` is no valid hash of any scheme, so nobody can log in as BITS.
+        self.conn.execute(
+            r#"INSERT INTO "User" (name, password) SELECT ?1, '!'
+               WHERE NOT EXISTS (SELECT 1 FROM "User" WHERE name = ?1)"#,
+            params![DEVICE_USER],
+        )?;
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Starts a write transaction.
+    pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
+        Ok(Batch {
+            tx: self.conn.transaction()?,
+        })
+    }
+
+    /// The current state as the snapshot needs it.
+    pub fn latest(&self, samples: usize) -> Result<Latest, StoreError> {
+        let status = self
+            .conn
+            .query_row(
+                r#"SELECT timestamp, value, modified_by FROM "Status"
+                   ORDER BY timestamp DESC LIMIT 1"#,
+                [],
+                status_row,
+            )
+            .optional()?
+            .transpose()?;
+        let mut stmt = self.conn.prepare(
+            r#"SELECT timestamp, value, sensor, modified_by FROM "Temperature"
+               ORDER BY timestamp DESC LIMIT ?1"#,
+        )?;
+        let temperatures = stmt
+            .query_map([samples as i64], temperature_row)?
+            .map(|r| r?)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn.prepare(
+            r#"SELECT MAX(timestamp), value, sensor, modified_by FROM "Temperature"
+               GROUP BY sensor ORDER BY sensor"#,
+        )?;
+        let per_sensor = stmt
+            .query_map([], temperature_row)?
+            .map(|r| r?)
+            .collect::<Result<Vec<_>, _>>()?;
+        let message = self
+            .conn
+            .query_row(
+                r#"SELECT m.timestamp, COALESCE(u.name, CAST(m.userid AS TEXT)), m.message
+                   FROM "Message" m LEFT JOIN "User" u ON u.userid = m.userid
+                   ORDER BY m.timestamp DESC LIMIT 1"#,
+                [],
+                |r| {
+                    let ts: String = r.get(0)?;
+                    Ok(parse_time(ts, "Message").map(|timestamp| Message {
+                        timestamp,
+                        user: r.get(1).unwrap_or_default(),
+                        text: r.get(2).unwrap_or_default(),
+                    }))
+                },
+            )
+            .optional()?
+            .transpose()?;
+        Ok(Latest {
+            status,
+            temperatures,
+            per_sensor,
+            message,
+        })
+    }
+
+    /// Status changes, newest first.
+    pub fn status_log(&self, offset: u64, limit: u64) -> Result<Vec<StatusChange>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT timestamp, value, modified_by FROM "Status"
+               ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#,
+        )?;
+        let rows = stmt
+            .query_map(
+                [
+                    limit.min(i64::MAX as u64) as i64,
+                    offset.min(i64::MAX as u64) as i64,
+                ],
+                status_row,
+            )?
+            .map(|r| r?)
+            .collect();
+        rows
+    }
+
+    /// The number of status changes.
+    pub fn status_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(r#"SELECT COUNT(*) FROM "Status""#, [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// A user by id.
+    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                r#"SELECT userid, name FROM "User" WHERE userid = ?1"#,
+                [id],
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// A user by name.
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                r#"SELECT userid, name FROM "User" WHERE name = ?1"#,
+                [name],
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// A wiki page by slug.
+    pub fn page(&self, slug: &str) -> Result<Option<Page>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                r#"SELECT slug, title, body FROM "Pages" WHERE slug = ?1"#,
+                [slug],
+                |r| {
+                    Ok(Page {
+                        slug: r.get(0)?,
+                        title: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Inserts or replaces a page; true when something changed.
+    pub fn put_page(&mut self, page: &Page) -> Result<bool, StoreError> {
+        if self.page(&page.slug)?.as_ref() == Some(page) {
+            return Ok(false);
+        }
+        self.conn.execute(
+            r#"INSERT INTO "Pages" (slug, title, body) VALUES (?1, ?2, ?3)
+               ON CONFLICT (slug) DO UPDATE SET title = excluded.title, body = excluded.body"#,
+            params![page.slug, page.title, page.body],
+        )?;
+        Ok(true)
+    }
+
+    /// A bitsd setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM bitsd_setting WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores `value` under `key` unless a value is already there; returns
+    /// the value in force.
+    pub fn setting_or_insert(&mut self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.conn.execute(
+            "INSERT INTO bitsd_setting (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            [key, value],
+        )?;
+        Ok(self.setting(key)?.unwrap_or_else(|| value.to_string()))
+    }
+}
+
+/// A write transaction; nothing is visible until [`Batch::commit`].
+pub struct Batch<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Batch<'_> {
+    pub fn insert_status(&self, s: &StatusChange) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, ?3)"#,
+            )?
+            .execute(params![
+                s.timestamp.stored(),
+                s.value.as_str(),
+                s.modified_by.as_str()
+            ])?;
+        Ok(())
+    }
+
+    pub fn insert_temperature(&self, t: &TemperatureSample) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                r#"INSERT INTO "Temperature" (timestamp, value, sensor, modified_by)
+                   VALUES (?1, ?2, ?3, ?4)"#,
+            )?
+            .execute(params![
+                t.timestamp.stored(),
+                t.value,
+                t.sensor,
+                t.modified_by.as_str()
+            ])?;
+        Ok(())
+    }
+
+    pub fn insert_message(
+        &self,
+        userid: i64,
+        timestamp: LocalTime,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                r#"INSERT INTO "Message" (userid, timestamp, message) VALUES (?1, ?2, ?3)"#,
+            )?
+            .execute(params![userid, timestamp.stored(), text])?;
+        Ok(())
+    }
+
+    /// A user by id, read inside the transaction.
+    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
+            .query_row([id], |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+fn parse_time(text: String, table: &'static str) -> Result<LocalTime, StoreError> {
+    LocalTime::parse(&text).ok_or(StoreError::BadTimestamp(text, table))
+}
+
+type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
+
+fn status_row(r: &rusqlite::Row<'_>) -> RowResult<StatusChange> {
+    let ts: String = r.get(0)?;
+    let value: String = r.get(1)?;
+    let by: String = r.get(2)?;
+    Ok(parse_time(ts, "Status").map(|timestamp| StatusChange {
+        timestamp,
+        value: StatusValue::from_stored(&value),
+        modified_by: ModifiedBy::from_stored(&by),
+    }))
+}
+
+fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
+    let ts: String = r.get(0)?;
+    let value: f64 = r.get(1)?;
+    let sensor: i64 = r.get(2)?;
+    let by: String = r.get(3)?;
+    Ok(
+        parse_time(ts, "Temperature").map(|timestamp| TemperatureSample {
+            timestamp,
+            sensor,
+            value,
+            modified_by: ModifiedBy::from_stored(&by),
+        }),
+    )
+}
+
+/// A read-only connection shared by the web handlers; each use runs on a
+/// blocking thread.
+#[derive(Clone)]
+pub struct Reader {
+    db: Arc<Mutex<Db>>,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            db: Arc::new(Mutex::new(Db::open_reader(path)?)),
+        })
+    }
+
+    /// Runs `f` with the connection, off the async runtime.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&db)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent_and_add_the_device_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path, false).unwrap();
+        assert!(db.user_by_name(DEVICE_USER).unwrap().is_some());
+        drop(db);
+        let db = Db::open(&path, false).unwrap();
+        let n: i64 = db
+            .conn
+            .query_row(r#"SELECT COUNT(*) FROM "User""#, [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let v: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn pages_upsert_reports_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+        let page = Page {
+            slug: "info".into(),
+            title: "Info".into(),
+            body: "# Info".into(),
+        };
+        assert!(db.put_page(&page).unwrap());
+        assert!(!db.put_page(&page).unwrap());
+        let changed = Page {
+            body: "# Info\nmore".into(),
+            ..page
+        };
+        assert!(db.put_page(&changed).unwrap());
+        assert_eq!(db.page("info").unwrap(), Some(changed));
+    }
+}

@@ -1,0 +1,93 @@
+//! Read endpoints for widgets, apps and bots, answered from the snapshot.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::App;
+
+pub fn router() -> Router<App> {
+    let widgets = Router::new()
+        .route("/status", get(status))
+        .route("/data", get(data))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ));
+    Router::new()
+        .merge(widgets)
+        .route("/data.php", get(device_clock))
+        .route("/healthz", get(healthz))
+}
+
+/// `1` when open, `0` otherwise.
+async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    let snapshot = app.state.snapshot();
+    let body = Bytes::from_static(snapshot.status_digit().as_bytes());
+    revalidated(
+        &headers,
+        &snapshot.status_etag,
+        "text/plain; charset=utf-8",
+        body,
+    )
+}
+
+/// The `/data` JSON, serialised when the state changed, not per request.
+async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    let snapshot = app.state.snapshot();
+    revalidated(
+        &headers,
+        &snapshot.data_etag,
+        "application/json",
+        snapshot.data_json.clone(),
+    )
+}
+
+/// The server's local time, for the device's clock.
+async fn device_clock(AxumState(app): AxumState<App>) -> Response {
+    let now = app.state.clock().now().display();
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], now).into_response()
+}
+
+/// `ok` while the database answers.
+async fn healthz(AxumState(app): AxumState<App>) -> Response {
+    match app.reader.read(|db| db.ping()).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!("health check failed: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+/// A body with an ETag, or 304 when the client already has it.
+fn revalidated(
+    headers: &HeaderMap,
+    etag: &str,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response {
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*");
+    let builder = Response::builder()
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, "no-cache");
+    let response = if fresh {
+        builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())
+    } else {
+        builder
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+    };
+    response.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,46 @@
+//! The web error type: one match from error to status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
+
+/// What a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A parameter is wrong; the text says which and why.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("template: {0}")]
+    Template(#[from] askama::Error),
+}
+
+impl Error {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Store(_) | Error::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        match self {
+            Error::BadRequest(why) => (status, format!("400 Bad Request: {why}\n")).into_response(),
+            Error::NotFound => super::pages::not_found_page(),
+            cause => {
+                tracing::error!("internal error: {cause}");
+                (status, "500 Internal Server Error\n").into_response()
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

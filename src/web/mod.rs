@@ -1,0 +1,112 @@
+//! HTTP: the router, the middleware every response goes through, serving.
+//!
+//! `api` answers widgets and scripts, `pages` renders HTML, `assets` serves
+//! `/static/`, `client` tells who is asking, `error` maps failures to codes.
+
+mod api;
+mod assets;
+pub mod client;
+mod error;
+mod pages;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::Config;
+use crate::net::Listener;
+use crate::state::State;
+use crate::store::Reader;
+use client::{Client, PeerAddr};
+
+pub use error::Error;
+
+/// Largest request body accepted (forms are small).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Responses smaller than this are not compressed.
+const COMPRESS_ABOVE: u64 = 256;
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub state: State,
+    pub reader: Reader,
+    pub config: Arc<Config>,
+}
+
+/// The whole HTTP application.
+pub fn router(app: App) -> Router {
+    let compress = SizeAbove::new(COMPRESS_ABOVE)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE);
+    let mut router = Router::new()
+        .merge(api::router())
+        .merge(pages::router())
+        .nest_service("/static", assets::service(&app))
+        .fallback(pages::not_found);
+    if app.config.options.log_requests {
+        router = router.layer(middleware::from_fn_with_state(app.clone(), access_log));
+    }
+    router
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(CompressionLayer::new().compress_when(compress))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(app)
+}
+
+/// One line per request: client, method, path, status, time taken.
+async fn access_log(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .and_then(|c| c.0.0);
+    let client = Client::resolve(peer, request.headers(), app.config.options.reverse_proxied);
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "bitsd::access",
+        "{} {method} {uri} {} {:.1}ms",
+        client.label(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    response
+}
+
+/// Serves HTTP on `listener` until `shutdown`, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: Listener,
+    app: App,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = router(app);
+    match listener {
+        Listener::Tcp(l) => {
+            axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Listener::Unix(l, _) => {
+            axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! HTML pages: the homepage, the history, wiki pages, the 404 page.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::App;
+use super::error::{Error, Result};
+use crate::event::{ModifiedBy, StatusChange, StatusJson};
+use crate::state::Snapshot;
+use crate::wiki;
+
+/// Scripts only from this origin; styles and images likewise, plus images
+/// from anywhere for wiki pages.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: https:; connect-src 'self'; object-src 'none'; \
+    base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Rows of the history per page, and the most a client may ask for.
+const LOG_PAGE: u64 = 20;
+const LOG_MAX: u64 = 1000;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/", get(home))
+        .route("/blind", get(blind))
+        .route("/log", get(log))
+        .route("/{slug}", get(wiki_page))
+}
+
+/// What the shared layout needs.
+struct Chrome {
+    title: String,
+    debug: bool,
+    version: &'static str,
+    open: bool,
+    blind: bool,
+}
+
+impl Chrome {
+    fn new(app: &App, title: impl Into<String>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            debug: app.config.options.developer_mode,
+            version: env!("CARGO_PKG_VERSION"),
+            open: app.state.snapshot().is_open(),
+            blind: false,
+        }
+    }
+}
+
+/// Renders `page` with the security headers of HTML pages.
+fn render(status: StatusCode, page: &impl Template) -> Result<Response> {
+    let html = page.render()?;
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    Ok(response)
+}
+
+struct SensorView {
+    sensor: i64,
+    value: String,
+    at: String,
+}
+
+struct MessageView {
+    user: String,
+    at: String,
+    text: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    chrome: Chrome,
+    open: bool,
+    since: Option<String>,
+    by: Option<&'static str>,
+    sensors: Vec<SensorView>,
+    message: Option<MessageView>,
+}
+
+fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
+    let open = snapshot.is_open();
+    let mut chrome = Chrome::new(
+        app,
+        if open {
+            "BITS · open"
+        } else {
+            "BITS · closed"
+        },
+    );
+    chrome.blind = blind;
+    HomePage {
+        chrome,
+        open,
+        since: snapshot.status.as_ref().map(|s| s.timestamp.display()),
+        by: snapshot.status.as_ref().map(|s| by_whom(s.modified_by)),
+        sensors: snapshot
+            .sensors
+            .values()
+            .map(|t| SensorView {
+                sensor: t.sensor,
+                value: format!("{:.1}", t.value),
+                at: t.timestamp.display(),
+            })
+            .collect(),
+        message: snapshot.message.as_ref().map(|m| MessageView {
+            user: m.user.clone(),
+            at: m.timestamp.display(),
+            text: m.text.clone(),
+        }),
+    }
+}
+
+fn by_whom(by: ModifiedBy) -> &'static str {
+    match by {
+        ModifiedBy::Bits => "the device",
+        ModifiedBy::Web => "a member, on the web",
+    }
+}
+
+async fn home(AxumState(app): AxumState<App>) -> Result<Response> {
+    let snapshot = app.state.snapshot();
+    render(StatusCode::OK, &home_page(&app, &snapshot, false))
+}
+
+async fn blind(AxumState(app): AxumState<App>) -> Result<Response> {
+    let snapshot = app.state.snapshot();
+    render(StatusCode::OK, &home_page(&app, &snapshot, true))
+}
+
+struct LogRow {
+    at: String,
+    value: &'static str,
+    by: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "log.html")]
+struct LogPage {
+    chrome: Chrome,
+    rows: Vec<LogRow>,
+    first: u64,
+    total: u64,
+    newer: Option<String>,
+    older: Option<String>,
+}
+
+/// The `?offset=N&limit=M&format=json|html` of `/log`.
+#[derive(Debug, PartialEq, Eq)]
+struct LogQuery {
+    offset: u64,
+    limit: u64,
+    json: bool,
+}
+
+impl LogQuery {
+    fn parse(params: &HashMap<String, String>) -> Result<LogQuery> {
+        let number = |name: &str, default: u64| -> Result<u64> {
+            match params.get(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                    Error::BadRequest(format!("{name} must be a non-negative integer, got {v:?}"))
+                }),
+            }
+        };
+        let offset = number("offset", 0)?;
+        let limit = number("limit", LOG_PAGE)?;
+        if limit == 0 {
+            return Err(Error::BadRequest("limit must be at least 1".into()));
+        }
+        let json = match params.get("format").map(String::as_str) {
+            None | Some("html") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "format must be json or html, got {other:?}"
+                )));
+            }
+        };
+        Ok(LogQuery {
+            offset,
+            limit: limit.min(LOG_MAX),
+            json,
+        })
+    }
+}
+
+/// History of status changes, newest first.
+async fn log(
+    AxumState(app): AxumState<App>,
+    query: std::result::Result<
+        Query<HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response> {
+    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let q = LogQuery::parse(&params)?;
+    let (rows, total) = app
+        .reader
+        .read(move |db| Ok((db.status_log(q.offset, q.limit)?, db.status_count()?)))
+        .await?;
+    if q.json {
+        let log: Vec<StatusJson> = rows.iter().map(StatusJson::from).collect();
+        return Ok(axum::Json(serde_json::json!({ "log": log })).into_response());
+    }
+    let link = |offset: u64| format!("/log?offset={offset}&limit={}", q.limit);
+    let page = LogPage {
+        chrome: Chrome::new(&app, "BITS · history"),
+        first: q.offset + 1,
+        total,
+        newer: (q.offset > 0).then(|| link(q.offset.saturating_sub(q.limit))),
+        older: (q.offset.saturating_add(q.limit) < total).then(|| link(q.offset + q.limit)),
+        rows: rows.iter().map(log_row).collect(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+fn log_row(s: &StatusChange) -> LogRow {
+    LogRow {
+        at: s.timestamp.display(),
+        value: s.value.as_str(),
+        by: s.modified_by.as_str(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "page.html")]
+struct WikiPage {
+    chrome: Chrome,
+    content: String,
+}
+
+/// A wiki page; from disk in developer mode, from the database otherwise.
+async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> Result<Response> {
+    let options = &app.config.options;
+    let page = if options.developer_mode {
+        let dir = options.wiki_path.clone();
+        let wanted = slug.clone();
+        tokio::task::spawn_blocking(move || {
+            wiki::read_dir(&dir)
+                .ok()
+                .and_then(|pages| pages.into_iter().find(|p| p.slug == wanted))
+        })
+        .await
+        .ok()
+        .flatten()
+    } else {
+        let wanted = slug.clone();
+        app.reader.read(move |db| db.page(&wanted)).await?
+    };
+    let page = page.ok_or(Error::NotFound)?;
+    let content = wiki::render(&page.body, options.mdescape);
+    render(
+        StatusCode::OK,
+        &WikiPage {
+            chrome: Chrome::new(&app, format!("BITS · {}", page.title)),
+            content,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage {
+    chrome: Chrome,
+}
+
+/// The 404 page, for any unknown path.
+pub async fn not_found(AxumState(app): AxumState<App>) -> Response {
+    let page = NotFoundPage {
+        chrome: Chrome::new(&app, "BITS · not found"),
+    };
+    render(StatusCode::NOT_FOUND, &page).unwrap_or_else(|e| e.into_response())
+}
+
+/// The 404 page where no state is at hand.
+pub fn not_found_page() -> Response {
+    let page = NotFoundPage {
+        chrome: Chrome {
+            title: "BITS · not found".into(),
+            debug: false,
+            version: env!("CARGO_PKG_VERSION"),
+            open: false,
+            blind: false,
+        },
+    };
+    render(StatusCode::NOT_FOUND, &page)
+        .unwrap_or_else(|_| (StatusCode::NOT_FOUND, "404 Not Found\n").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn log_query() {
+        let q = LogQuery::parse(&params(&[])).unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                offset: 0,
+                limit: 20,
+                json: false
+            }
+        );
+        let q = LogQuery::parse(&params(&[
+            ("offset", "40"),
+            ("limit", "5000"),
+            ("format", "json"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                offset: 40,
+                limit: 1000,
+                json: true
+            }
+        );
+        for bad in [
+            ("offset", "-1"),
+            ("offset", "x"),
+            ("limit", "1.5"),
+            ("limit", "0"),
+            ("format", "xml"),
+        ] {
+            let err = LogQuery::parse(&params(&[bad])).unwrap_err();
+            assert!(err.to_string().contains(bad.0), "{err}");
+        }
+    }
+}
