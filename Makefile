@@ -1,0 +1,24 @@
+# bitsd: `make run` for a local instance, `make test` for every check.
+CARGO ?= cargo
+DB ?= bitsd.db
+WEB_PORT ?= 8008
+CONTROL_PORT ?= 8888
+
+.PHONY: run test build lint
+
+build:
+	$(CARGO) build --release
+
+# Builds, loads the wiki into $(DB) (created when missing), serves on
+# http://127.0.0.1:$(WEB_PORT)/ with the device port on 127.0.0.1:$(CONTROL_PORT).
+run: build
+	./target/release/bitsd bootstrap --db $(DB)
+	./target/release/bitsd --db $(DB) --web-address 127.0.0.1 --web-port $(WEB_PORT) \
+		--control-local-address 127.0.0.1 --control-local-port $(CONTROL_PORT)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --all-targets

@@ -1,0 +1,257 @@
+//! The one helper every integration test uses: a real bitsd on port 0 with a
+//! temporary database, and clients that speak to it over real sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitsd::config::Config;
+use bitsd::net::{Address, Listeners};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The repository root, for `wiki/` and `assets/`.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub web: Address,
+    pub control: Address,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server on a new database with the repository's wiki loaded.
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// A server on a new database, with extra command-line options.
+    pub async fn start_with(extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("bitsd.db");
+        Self::start_in(dir, db, extra).await
+    }
+
+    /// A server on the database `db` inside `dir` (which it keeps alive).
+    pub async fn start_in(dir: tempfile::TempDir, db: PathBuf, extra: &[&str]) -> TestServer {
+        let config = test_config(&db, extra);
+        bitsd::bootstrap(&config).expect("bootstrap");
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        let web = listeners.web.address().unwrap();
+        let control = listeners.control.address().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(bitsd::run(config, listeners, shutdown.clone()));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_gzip()
+            .build()
+            .unwrap();
+        TestServer {
+            dir,
+            db,
+            web,
+            control,
+            http,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn web_addr(&self) -> SocketAddr {
+        match &self.web {
+            Address::Tcp(a) => *a,
+            Address::Unix(p) => panic!("web is on a unix socket: {}", p.display()),
+        }
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        match &self.control {
+            Address::Tcp(a) => *a,
+            Address::Unix(p) => panic!("control is on a unix socket: {}", p.display()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.web_addr())
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Connects as the device.
+    pub async fn device(&self) -> Device {
+        Device::connect(self.control_addr()).await
+    }
+
+    /// Waits until `/data` satisfies `check`; returns it.
+    pub async fn wait_for_data(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let data = self.json("/data").await;
+            if check(&data) {
+                return data;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; /data is {data}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `/status` answers `expected`.
+    pub async fn wait_for_status(&self, expected: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let status = self.text("/status").await;
+            if status == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/status stayed {status}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server as SIGTERM would and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("server stops in time")
+            .unwrap()
+            .unwrap();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The configuration of a test server: loopback, port 0, no config file.
+pub fn test_config(db: &Path, extra: &[&str]) -> Config {
+    let root = root();
+    let mut args: Vec<String> = [
+        "bitsd",
+        "--config",
+        "/dev/null",
+        "--web-address",
+        "127.0.0.1",
+        "--web-port",
+        "0",
+        "--control-local-port",
+        "0",
+        "--log-requests=false",
+        "--timezone",
+        "Europe/Rome",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--db".into(),
+        db.display().to_string(),
+        "--wiki-path".into(),
+        root.join("wiki").display().to_string(),
+        "--assets-path".into(),
+        root.join("assets").display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::from_args(args).expect("test configuration").0
+}
+
+/// A device connected to the control port.
+pub struct Device {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Device {
+    pub async fn connect(addr: SocketAddr) -> Device {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = stream.into_split();
+        Device {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Sends one line (a `\n` is added).
+    pub async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Sends raw bytes; false when the server has closed the connection.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).await.is_ok() && self.writer.flush().await.is_ok()
+    }
+
+    /// The next line from the server, without `\n`.
+    pub async fn recv(&mut self) -> String {
+        let mut line = String::new();
+        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
+            .await
+            .expect("a line from the server in time")
+            .unwrap();
+        assert!(n > 0, "connection closed while waiting for a line");
+        line.trim_end_matches('\n').to_string()
+    }
+
+    /// Waits until the server closes the connection.
+    pub async fn closed(&mut self) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
+                .await
+                .expect("the server closes the connection in time")
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// base64 of `text`, as the device writes messages.
+pub fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
