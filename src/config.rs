@@ -24,6 +24,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/bitsd.toml";
 #[command(
     name = "bitsd",
     version,
+    args_override_self = true,
     about = "Real-time presence server for club rooms and hackerspaces",
     long_about = "Real-time presence server for club rooms and hackerspaces.\n\n\
         Every option is also a BITSD_* environment variable and a key of the TOML \

@@ -1,0 +1,381 @@
+//! The read endpoints and pages over real HTTP.
+
+mod common;
+
+use common::TestServer;
+use reqwest::header;
+
+#[tokio::test]
+async fn empty_state() {
+    let server = TestServer::start().await;
+    let response = server.get("/status").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(response.text().await.unwrap(), "0");
+    assert_eq!(
+        server.json("/data").await,
+        serde_json::json!({"version": 3})
+    );
+}
+
+#[tokio::test]
+async fn jsonver_is_reported() {
+    let server = TestServer::start_with(&["--jsonver", "4"]).await;
+    assert_eq!(server.json("/data").await["version"], 4);
+}
+
+#[tokio::test]
+async fn widget_headers_etag_and_304() {
+    let server = TestServer::start().await;
+    for path in ["/status", "/data"] {
+        let response = server.get(path).await;
+        let h = response.headers();
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        let etag = h[header::ETAG].to_str().unwrap().to_string();
+        let again = server
+            .http
+            .get(server.url(path))
+            .header(header::IF_NONE_MATCH, &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()[header::ETAG], etag.as_str());
+        assert_eq!(again.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+
+        let mut device = server.device().await;
+        let value = if path == "/status" { 19.5 } else { 18.5 };
+        device.send(&format!("temperature 0 {value}")).await;
+        device
+            .send(if path == "/status" {
+                "status 1"
+            } else {
+                "status 0"
+            })
+            .await;
+        drop(device);
+        server
+            .wait_for_data("the sample", |d| d["tempint"]["value"] == value)
+            .await;
+        if path == "/status" {
+            server.wait_for_status("1").await;
+        }
+        let changed = server
+            .http
+            .get(server.url(path))
+            .header(header::IF_NONE_MATCH, &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200, "{path} changed");
+        assert_ne!(changed.headers()[header::ETAG], etag.as_str());
+    }
+}
+
+#[tokio::test]
+async fn log_pages_and_bad_parameters() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    for i in 0..45 {
+        device.send(&format!("status {}", (i + 1) % 2)).await;
+    }
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while server.json("/log?format=json&limit=1000").await["log"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 45
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let all = server.json("/log?format=json&limit=5000").await;
+    let all = all["log"].as_array().unwrap();
+    assert_eq!(all.len(), 45);
+    assert_eq!(all[0]["value"], "open", "newest first");
+    assert_eq!(all[1]["value"], "closed");
+    assert_eq!(all[44]["value"], "open");
+    let page = server.json("/log?format=json&offset=20&limit=20").await;
+    assert_eq!(page["log"].as_array().unwrap().as_slice(), &all[20..40]);
+    let last = server.json("/log?format=json&offset=40").await;
+    assert_eq!(last["log"].as_array().unwrap().len(), 5);
+
+    let html = server.text("/log").await;
+    assert_eq!(html.matches("<tr class=").count(), 20);
+    assert!(
+        html.contains("href=\"/log?offset=20&#38;limit=20\""),
+        "{html}"
+    );
+    assert!(!html.contains("rel=\"prev\""), "no newer page on the first");
+    let middle = server.text("/log?offset=20").await;
+    assert!(
+        middle.contains("rel=\"prev\" href=\"/log?offset=0&#38;limit=20\""),
+        "{middle}"
+    );
+    assert!(
+        middle.contains("rel=\"next\" href=\"/log?offset=40&#38;limit=20\""),
+        "{middle}"
+    );
+    let end = server.text("/log?offset=40").await;
+    assert!(!end.contains("rel=\"next\""), "no older page on the last");
+
+    for (query, word) in [
+        ("offset=-1", "offset"),
+        ("offset=abc", "offset"),
+        ("limit=2.5", "limit"),
+        ("limit=-3", "limit"),
+        ("format=xml", "format"),
+    ] {
+        let response = server.get(&format!("/log?{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(word), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn device_clock_and_health() {
+    let server = TestServer::start().await;
+    let now = server.text("/data.php").await;
+    let parsed = chrono::NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M:%S");
+    assert!(parsed.is_ok(), "{now}");
+    let expected = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .naive_local();
+    let skew = (expected - parsed.unwrap()).num_seconds().abs();
+    assert!(skew < 60, "{now} is local time in the configured zone");
+    assert_eq!(server.text("/healthz").await, "ok\n");
+}
+
+#[tokio::test]
+async fn wiki_pages_render_and_unknown_paths_get_404() {
+    let server = TestServer::start().await;
+    let response = server.get("/info").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<h1>About BITS</h1>"), "{html}");
+    assert!(html.contains("<table>"), "markdown tables: {html}");
+    assert!(
+        html.contains("<code class=\"language-text\">"),
+        "fenced code: {html}"
+    );
+
+    for path in ["/no-such-page", "/info/deeper", "/static/missing.css"] {
+        let response = server.get(path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("Not found"), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn raw_html_in_pages_is_escaped_unless_mdescape_is_off() {
+    for (flag, escaped) in [("--mdescape=true", true), ("--mdescape=false", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let wiki = dir.path().join("wiki");
+        std::fs::create_dir(&wiki).unwrap();
+        std::fs::write(
+            wiki.join("rules.md"),
+            "# Rules\n\n<b onclick=\"x()\">bold</b> <script>alert(1)</script>\n",
+        )
+        .unwrap();
+        let db = dir.path().join("bitsd.db");
+        let wiki_arg = wiki.display().to_string();
+        let server = TestServer::start_in(dir, db, &[flag, "--wiki-path", &wiki_arg]).await;
+        let html = server.text("/rules").await;
+        assert_eq!(
+            !html.contains("<script>alert(1)</script>"),
+            escaped,
+            "{flag}: {html}"
+        );
+        assert_eq!(html.contains("&lt;script&gt;"), escaped, "{flag}: {html}");
+    }
+}
+
+#[tokio::test]
+async fn static_files_and_traversal() {
+    let server = TestServer::start().await;
+    let response = server.get("/static/style.css").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    let cache = response.headers()[header::CACHE_CONTROL].to_str().unwrap();
+    assert!(cache.contains("max-age="), "{cache}");
+    assert_eq!(
+        response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+        "nosniff"
+    );
+    assert_eq!(
+        server.get("/static/open.svg").await.headers()[header::CONTENT_TYPE],
+        "image/svg+xml"
+    );
+
+    // Raw paths, so no client normalises the dots away.
+    let addr = server.web_addr();
+    for path in [
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+        "/static/%2E%2E%2FCargo.toml",
+        "/static/..%2fCargo.toml",
+        "/static/..%5cCargo.toml",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+        "/static/./../../etc/passwd",
+    ] {
+        let (status, body) = raw_get(addr, path).await;
+        assert!(status == 404 || status == 400, "{path}: {status}");
+        assert!(
+            !body.contains("[package]") && !body.contains("root:"),
+            "{path} leaked a file"
+        );
+    }
+}
+
+/// A GET with the path sent exactly as given.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn large_responses_are_compressed() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    for i in 0..100 {
+        device
+            .send(&format!("temperature {} 2{}.25", i % 3, i % 10))
+            .await;
+    }
+    server
+        .wait_for_data("100 samples", |d| {
+            d["tempinthist"].as_array().is_some_and(|h| h.len() == 100)
+        })
+        .await;
+    for encoding in ["gzip", "br"] {
+        for path in ["/data", "/static/style.css", "/info"] {
+            let response = server
+                .http
+                .get(server.url(path))
+                .header(header::ACCEPT_ENCODING, encoding)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.headers()[header::CONTENT_ENCODING],
+                encoding,
+                "{path}"
+            );
+        }
+    }
+    let small = server
+        .http
+        .get(server.url("/status"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        small.headers().get(header::CONTENT_ENCODING).is_none(),
+        "one byte is not worth compressing"
+    );
+}
+
+#[tokio::test]
+async fn homepage_shows_the_current_state() {
+    let server = TestServer::start().await;
+    let html = server.text("/").await;
+    assert!(html.contains("The room is closed"), "{html}");
+    assert!(html.contains("closed.svg"), "{html}");
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send("temperature 2 22.25").await;
+    device
+        .send(&format!("message {}", common::b64("back at 9")))
+        .await;
+    server
+        .wait_for_data("the message", |d| d["message"].is_object())
+        .await;
+    let response = server.get("/").await;
+    assert!(
+        response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains("The room is open"), "{html}");
+    assert!(html.contains("<title>BITS · open</title>"), "{html}");
+    assert!(html.contains("open.svg"), "{html}");
+    assert!(html.contains("Sensor 2"), "{html}");
+    assert!(
+        html.contains("22.2 °C") || html.contains("22.3 °C"),
+        "{html}"
+    );
+    assert!(html.contains("back at 9"), "{html}");
+    assert!(html.contains("href=\"/log\""), "{html}");
+    let blind = server.text("/blind").await;
+    assert!(blind.contains("<body class=\"blind\">"), "{blind}");
+}
+
+#[tokio::test]
+async fn web_on_a_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("web.sock");
+    let db = dir.path().join("bitsd.db");
+    let _server = TestServer::start_in(dir, db, &["--web-usocket", socket.to_str().unwrap()]).await;
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\n0"), "{response}");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_pending_writes() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    for i in 0..500 {
+        device.send(&format!("temperature 0 {}.0", i % 100)).await;
+    }
+    device.send("status 1").await;
+    server.wait_for_status("1").await;
+    let db = server.db.clone();
+    let dir = server.stop().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM Temperature", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 500);
+    drop(dir);
+}
