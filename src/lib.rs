@@ -36,7 +36,7 @@ use crate::state::State;
 use crate::store::{Db, Reader};
 
 /// How long shutdown waits for connections and pending writes.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
 
 /// Opens the database (creating and migrating it) off the async runtime.
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {

@@ -249,17 +249,15 @@ impl Db {
             r#"SELECT timestamp, value, modified_by FROM "Status"
                ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#,
         )?;
-        let rows = stmt
-            .query_map(
-                [
-                    limit.min(i64::MAX as u64) as i64,
-                    offset.min(i64::MAX as u64) as i64,
-                ],
-                status_row,
-            )?
-            .map(|r| r?)
-            .collect();
-        rows
+        stmt.query_map(
+            [
+                limit.min(i64::MAX as u64) as i64,
+                offset.min(i64::MAX as u64) as i64,
+            ],
+            status_row,
+        )?
+        .map(|r| r?)
+        .collect()
     }
 
     /// The number of status changes.
