@@ -17,6 +17,16 @@ async fn status_line_opens_the_room_and_is_logged() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["value"], "open");
     assert_eq!(rows[0]["modifiedby"], "BITS");
+    // Timestamps are local time in the configured zone (Europe/Rome here).
+    let stamp = chrono::NaiveDateTime::parse_from_str(
+        rows[0]["timestamp"].as_str().unwrap(),
+        "%Y-%m-%d %H:%M:%S",
+    )
+    .unwrap();
+    let rome = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .naive_local();
+    assert!((rome - stamp).num_seconds().abs() < 60, "{stamp} vs {rome}");
     let html = server.text("/log").await;
     assert!(html.contains("<td>open</td>"), "{html}");
 
@@ -248,4 +258,37 @@ async fn web_changes_reach_nobody_when_no_device_is_connected() {
     let mut again = Device::connect(server.control_addr()).await;
     again.send("status 0").await;
     server.wait_for_status("0").await;
+}
+
+#[tokio::test]
+async fn a_flood_is_stored_whole_and_in_order() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    let mut burst = String::new();
+    for i in 0..5000 {
+        burst.push_str(&format!("temperature {} {}.{}\n", i % 4, i % 90, i % 10));
+    }
+    burst.push_str("status 1\n");
+    assert!(device.send_raw(burst.as_bytes()).await);
+    server.wait_for_status("1").await;
+    let data = server.json("/data").await;
+    assert_eq!(
+        data["tempint"]["value"], 49.9,
+        "the last sample is the newest: {data}"
+    );
+    let db = server.db.clone();
+    let _dir = server.stop().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let values: Vec<f64> = conn
+        .prepare(r#"SELECT value FROM "Temperature" ORDER BY timestamp"#)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(values.len(), 5000);
+    for (i, v) in values.iter().enumerate() {
+        let expected: f64 = format!("{}.{}", i % 90, i % 10).parse().unwrap();
+        assert_eq!(*v, expected, "row {i}");
+    }
 }
