@@ -7,7 +7,8 @@
 //! - `store`: SQLite, migrations, the only place with SQL.
 //! - `state`: the writer thread, the snapshot and the broadcast of changes.
 //! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes).
-//! - `web`: HTTP endpoints and pages.
+//! - `web`: HTTP endpoints, pages and live push (websocket, SSE).
+//! - `metrics`: the Prometheus metrics.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod device;
 pub mod event;
+pub mod metrics;
 pub mod net;
 pub mod state;
 pub mod store;
@@ -59,8 +61,15 @@ pub async fn run(
     let reader = Reader::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let clock = Clock::new(config.timezone);
-    let state = State::start(db, clock, config.options.jsonver, DeviceLink::default())
-        .context("cannot load the current state")?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let state = State::start(
+        db,
+        clock,
+        config.options.jsonver,
+        DeviceLink::default(),
+        metrics.clone(),
+    )
+    .context("cannot load the current state")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
@@ -70,6 +79,9 @@ pub async fn run(
         state: state.clone(),
         reader,
         config: config.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
     };
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {

@@ -60,6 +60,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "DEVELOPER MODE: debug logging, pages and files read from disk, no caching. Never use this in production."
         );
     }
+    // Every live client is a file descriptor: use all the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("file descriptor limit {limit}"),
+        Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -7,7 +7,7 @@
 //! for the current state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use crate::event::{
     Change, Message, MessageJson, ModifiedBy, StatusChange, StatusJson, StatusValue,
     TemperatureJson, TemperatureSample,
 };
+use crate::metrics::Metrics;
 use crate::store::{DEVICE_USER, Db, StoreError, User};
 
 /// Samples kept for `tempinthist`.
@@ -100,6 +101,8 @@ pub struct Snapshot {
     pub data_etag: String,
     /// ETag of `/status`.
     pub status_etag: String,
+    data_gzip: OnceLock<Bytes>,
+    data_brotli: OnceLock<Bytes>,
 }
 
 impl Snapshot {
@@ -110,6 +113,35 @@ impl Snapshot {
     /// The `/status` body: `1` or `0`.
     pub fn status_digit(&self) -> &'static str {
         if self.is_open() { "1" } else { "0" }
+    }
+
+    /// The `/data` body compressed with gzip, computed on first use.
+    pub fn data_gzip(&self) -> Bytes {
+        self.data_gzip
+            .get_or_init(|| {
+                use std::io::Write as _;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let _ = encoder.write_all(&self.data_json);
+                Bytes::from(encoder.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+
+    /// The `/data` body compressed with brotli, computed on first use.
+    pub fn data_brotli(&self) -> Bytes {
+        self.data_brotli
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.data_json.len() / 4);
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: 5,
+                    ..Default::default()
+                };
+                let mut input = &self.data_json[..];
+                let _ = brotli::BrotliCompress(&mut input, &mut out, &params);
+                Bytes::from(out)
+            })
+            .clone()
     }
 }
 
@@ -162,6 +194,8 @@ impl Model {
             data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),
             data_etag: format!("\"{boot}-{}\"", self.seq),
             status_etag: format!("\"{boot}-s{}\"", self.status_seq),
+            data_gzip: OnceLock::new(),
+            data_brotli: OnceLock::new(),
         }
     }
 
@@ -208,6 +242,7 @@ impl State {
         clock: Clock,
         jsonver: u32,
         device: DeviceLink,
+        metrics: Arc<Metrics>,
     ) -> Result<State, StoreError> {
         let latest = db.latest(HISTORY_SAMPLES)?;
         let device_user = db
@@ -252,6 +287,7 @@ impl State {
             device: shared.device.clone(),
             device_user,
             stamper: Stamper { clock, last: None },
+            metrics,
             jsonver,
             boot,
         };
@@ -325,6 +361,7 @@ struct Writer {
     device: DeviceLink,
     device_user: User,
     stamper: Stamper,
+    metrics: Arc<Metrics>,
     jsonver: u32,
     boot: String,
 }
@@ -389,7 +426,9 @@ impl Writer {
         }
         let stored = pending.iter().filter(|p| p.change.is_some()).count();
         if stored > 0 {
-            tracing::debug!("committed {stored} changes in {:?}", started.elapsed());
+            let elapsed = started.elapsed();
+            self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
+            tracing::debug!("committed {stored} changes in {elapsed:?}");
         }
         let first_seq = self.model.seq;
         self.model = model;
@@ -401,6 +440,7 @@ impl Writer {
         for p in pending {
             if let Some(change) = &p.change {
                 seq += 1;
+                self.metrics.event(change.kind());
                 // No receivers is fine: nobody is listening.
                 let _ = self.changes.send(Published {
                     seq,

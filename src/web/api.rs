@@ -23,6 +23,7 @@ pub fn router() -> Router<App> {
         .merge(widgets)
         .route("/data.php", get(device_clock))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 /// `1` when open, `0` otherwise.
@@ -37,15 +38,73 @@ async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response 
     )
 }
 
-/// The `/data` JSON, serialised when the state changed, not per request.
+/// The `/data` JSON, serialised when the state changed, not per request,
+/// and compressed at most once per encoding and state.
 async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
     let snapshot = app.state.snapshot();
-    revalidated(
-        &headers,
-        &snapshot.data_etag,
-        "application/json",
-        snapshot.data_json.clone(),
+    let (encoding, body) = match preferred_encoding(&headers) {
+        Some(Encoding::Brotli) => (Some("br"), snapshot.data_brotli()),
+        Some(Encoding::Gzip) => (Some("gzip"), snapshot.data_gzip()),
+        None => (None, snapshot.data_json.clone()),
+    };
+    let mut response = revalidated(&headers, &snapshot.data_etag, "application/json", body);
+    let ok = response.status() == StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(encoding) = encoding.filter(|_| ok) {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    response
+}
+
+enum Encoding {
+    Brotli,
+    Gzip,
+}
+
+/// Brotli over gzip when the client accepts both; `q=0` means refused.
+fn preferred_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let mut gzip = false;
+    let mut brotli = false;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
+            }
+            match name {
+                "br" => brotli = true,
+                "gzip" => gzip = true,
+                _ => {}
+            }
+        }
+    }
+    if brotli {
+        Some(Encoding::Brotli)
+    } else if gzip {
+        Some(Encoding::Gzip)
+    } else {
+        None
+    }
+}
+
+/// Prometheus text format.
+async fn metrics(AxumState(app): AxumState<App>) -> Response {
+    let connected = i64::from(app.state.device().is_connected());
+    app.metrics.device_connected.set(connected);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.render(),
     )
+        .into_response()
 }
 
 /// The server's local time, for the device's clock.

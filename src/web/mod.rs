@@ -7,17 +7,19 @@ mod api;
 mod assets;
 pub mod client;
 mod error;
+mod live;
 mod pages;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State as AxumState};
+use axum::extract::{MatchedPath, Request, State as AxumState};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
@@ -25,6 +27,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
 use crate::store::Reader;
@@ -43,6 +46,11 @@ pub struct App {
     pub state: State,
     pub reader: Reader,
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on shutdown; live connections close on it.
+    pub shutdown: CancellationToken,
+    /// Live connections, so shutdown can wait for their close frames.
+    pub tracker: TaskTracker,
 }
 
 /// The whole HTTP application.
@@ -51,15 +59,14 @@ pub fn router(app: App) -> Router {
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
-    let mut router = Router::new()
+    let router = Router::new()
         .merge(api::router())
+        .merge(live::router())
         .merge(pages::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found);
-    if app.config.options.log_requests {
-        router = router.layer(middleware::from_fn_with_state(app.clone(), access_log));
-    }
     router
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(CompressionLayer::new().compress_when(compress))
@@ -83,24 +90,34 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
     response
 }
 
-/// One line per request: client, method, path, status, time taken.
-async fn access_log(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
+/// Counts every request by route and status and, with `log_requests`,
+/// logs one line: client, method, path, status, time taken.
+async fn observe(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<PeerAddr>>()
-        .and_then(|c| c.0.0);
-    let client = Client::resolve(peer, request.headers(), app.config.options.reverse_proxied);
-    let method = request.method().clone();
-    let uri = request.uri().clone();
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if path.as_str().starts_with("/static") => "/static".to_string(),
+        Some(path) => path.as_str().to_string(),
+        None => "unmatched".to_string(),
+    };
+    let logged = app.config.options.log_requests.then(|| {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<PeerAddr>>()
+            .and_then(|c| c.0.0);
+        let client = Client::resolve(peer, request.headers(), app.config.options.reverse_proxied);
+        (client, request.method().clone(), request.uri().clone())
+    });
     let response = next.run(request).await;
-    tracing::info!(
-        target: "bitsd::access",
-        "{} {method} {uri} {} {:.1}ms",
-        client.label(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    let status = response.status().as_u16();
+    app.metrics.http_request(&route, status);
+    if let Some((client, method, uri)) = logged {
+        tracing::info!(
+            target: "bitsd::access",
+            "{} {method} {uri} {status} {:.1}ms",
+            client.label(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     response
 }
 

@@ -1,0 +1,93 @@
+//! Prometheus metrics, rendered in the text format at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric bitsd exports.
+pub struct Metrics {
+    registry: Registry,
+    pub websocket_clients: Gauge,
+    pub sse_clients: Gauge,
+    pub device_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    events: Family<Labels, Counter<u64, AtomicU64>>,
+    http_requests: Family<Labels, Counter<u64, AtomicU64>>,
+    pub commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bitsd");
+        let websocket_clients = Gauge::default();
+        let sse_clients = Gauge::default();
+        let device_connected = Gauge::default();
+        let events = Family::default();
+        let http_requests = Family::default();
+        // 50 µs to about 1.6 s.
+        let commit_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "websocket_clients",
+            "Live websocket clients",
+            websocket_clients.clone(),
+        );
+        registry.register("sse_clients", "Live Server-Sent Events clients", sse_clients.clone());
+        registry.register(
+            "device_connected",
+            "Whether the device is connected (0 or 1)",
+            device_connected.clone(),
+        );
+        registry.register("events", "Events committed, by kind", events.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "db_commit_seconds",
+            "Time to write and commit one batch of events",
+            commit_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            websocket_clients,
+            sse_clients,
+            device_connected,
+            events,
+            http_requests,
+            commit_seconds,
+        }
+    }
+
+    /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
+    pub fn event(&self, kind: &'static str) {
+        self.events.get_or_create(&vec![("kind", kind.to_string())]).inc();
+    }
+
+    /// Counts an answered request.
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&vec![("route", route.to_string()), ("status", status.to_string())])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
