@@ -43,7 +43,11 @@ impl Metrics {
             "Live websocket clients",
             websocket_clients.clone(),
         );
-        registry.register("sse_clients", "Live Server-Sent Events clients", sse_clients.clone());
+        registry.register(
+            "sse_clients",
+            "Live Server-Sent Events clients",
+            sse_clients.clone(),
+        );
         registry.register(
             "device_connected",
             "Whether the device is connected (0 or 1)",
@@ -73,13 +77,18 @@ impl Metrics {
 
     /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
     pub fn event(&self, kind: &'static str) {
-        self.events.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        self.events
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 
     /// Counts an answered request.
     pub fn http_request(&self, route: &str, status: u16) {
         self.http_requests
-            .get_or_create(&vec![("route", route.to_string()), ("status", status.to_string())])
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("status", status.to_string()),
+            ])
             .inc();
     }
 

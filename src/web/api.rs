@@ -101,7 +101,10 @@ async fn metrics(AxumState(app): AxumState<App>) -> Response {
     let connected = i64::from(app.state.device().is_connected());
     app.metrics.device_connected.set(connected);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
         .into_response()

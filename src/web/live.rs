@@ -35,15 +35,13 @@ const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
 
 pub fn router() -> Router<App> {
-    Router::new()
-        .route("/ws", get(websocket))
-        .route(
-            "/events",
-            get(events).layer(SetResponseHeaderLayer::overriding(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            )),
-        )
+    Router::new().route("/ws", get(websocket)).route(
+        "/events",
+        get(events).layer(SetResponseHeaderLayer::overriding(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        )),
+    )
 }
 
 /// Counts a live client for as long as it lives.

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
 use crate::store::Reader;
-use client::{Client, PeerAddr};
+use client::{Client, PeerAddr, TcpAcceptor};
 
 pub use error::Error;
 
@@ -131,9 +131,12 @@ pub async fn serve(
     let router = router(app);
     match listener {
         Listener::Tcp(l) => {
-            axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            axum::serve(
+                TcpAcceptor(l),
+                router.into_make_service_with_connect_info::<PeerAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
         }
         Listener::Unix(l, _) => {
             axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
