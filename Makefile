@@ -4,7 +4,7 @@ DB ?= bitsd.db
 WEB_PORT ?= 8008
 CONTROL_PORT ?= 8888
 
-.PHONY: run test build lint
+.PHONY: run test build lint bench
 
 build:
 	$(CARGO) build --release
@@ -22,3 +22,9 @@ lint:
 
 test: lint
 	$(CARGO) test --all-targets
+
+# Load run (see BENCHMARKS.md): installs wrk when missing, then runs the
+# generator in benches/load.rs against the release binary.
+bench:
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(CARGO) bench --bench load

@@ -75,14 +75,14 @@ pub async fn run(
     tracing::info!("control listening on {}", listeners.control.address()?);
 
     let tracker = TaskTracker::new();
-    let app = web::App {
+    let app = web::App::new(web::Shared {
         state: state.clone(),
         reader,
         config: config.clone(),
         metrics,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
-    };
+    });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {
         allow: config.options.control_remote_address.clone(),
@@ -100,9 +100,7 @@ pub async fn run(
     tracing::info!("shutting down");
     tracker.close();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        if let Ok(Err(e)) = web.await {
-            tracing::warn!("web server: {e}");
-        }
+        let _ = web.await;
         tracker.wait().await;
     })
     .await;

@@ -9,7 +9,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(&'static str, String)>;
+use std::sync::RwLock;
+
+type EventLabels = [(&'static str, &'static str); 1];
+type RequestLabels = ([(&'static str, &'static str); 1], [(&'static str, u16); 1]);
 
 /// Every metric bitsd exports.
 pub struct Metrics {
@@ -17,8 +20,10 @@ pub struct Metrics {
     pub websocket_clients: Gauge,
     pub sse_clients: Gauge,
     pub device_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
-    events: Family<Labels, Counter<u64, AtomicU64>>,
-    http_requests: Family<Labels, Counter<u64, AtomicU64>>,
+    events: Family<EventLabels, Counter<u64, AtomicU64>>,
+    http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
+    /// Route patterns seen so far, kept so labels need no allocation.
+    routes: RwLock<Vec<&'static str>>,
     pub commit_seconds: Histogram,
 }
 
@@ -72,24 +77,38 @@ impl Metrics {
             events,
             http_requests,
             commit_seconds,
+            routes: RwLock::new(Vec::new()),
         }
     }
 
     /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
     pub fn event(&self, kind: &'static str) {
-        self.events
-            .get_or_create(&vec![("kind", kind.to_string())])
+        self.events.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts an answered request. `route` is a route pattern (never a raw
+    /// path), so the set of labels stays small.
+    pub fn http_request(&self, route: &str, status: u16) {
+        let route = self.intern(route);
+        self.http_requests
+            .get_or_create(&([("route", route)], [("status", status)]))
             .inc();
     }
 
-    /// Counts an answered request.
-    pub fn http_request(&self, route: &str, status: u16) {
-        self.http_requests
-            .get_or_create(&vec![
-                ("route", route.to_string()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+    fn intern(&self, route: &str) -> &'static str {
+        let known = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = known.iter().find(|r| **r == route) {
+            return r;
+        }
+        drop(known);
+        let mut known = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = known.iter().find(|r| **r == route) {
+            return r;
+        }
+        // Bounded by the number of routes in the router.
+        let leaked: &'static str = Box::leak(route.to_string().into_boxed_str());
+        known.push(leaked);
+        leaked
     }
 
     /// The text exposition format.

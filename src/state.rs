@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -98,9 +99,9 @@ pub struct Snapshot {
     /// The `/data` body.
     pub data_json: Bytes,
     /// ETag of `/data`.
-    pub data_etag: String,
+    pub data_etag: HeaderValue,
     /// ETag of `/status`.
-    pub status_etag: String,
+    pub status_etag: HeaderValue,
     data_gzip: OnceLock<Bytes>,
     data_brotli: OnceLock<Bytes>,
 }
@@ -192,8 +193,8 @@ impl Model {
             message: self.message.clone(),
             roster: self.roster.clone(),
             data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),
-            data_etag: format!("\"{boot}-{}\"", self.seq),
-            status_etag: format!("\"{boot}-s{}\"", self.status_seq),
+            data_etag: etag(boot, "", self.seq),
+            status_etag: etag(boot, "s", self.status_seq),
             data_gzip: OnceLock::new(),
             data_brotli: OnceLock::new(),
         }
@@ -214,6 +215,12 @@ impl Model {
             Change::Message(m) => self.message = Some(m.clone()),
         }
     }
+}
+
+/// `"<boot>-<kind><version>"`: unique across restarts.
+fn etag(boot: &str, kind: &str, version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{boot}-{kind}{version}\""))
+        .expect("hex digits and a number make a header value")
 }
 
 enum Job {

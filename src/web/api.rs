@@ -3,35 +3,65 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::App;
+use super::client::PeerAddr;
+use super::{App, Observation};
 
 pub fn router() -> Router<App> {
-    let widgets = Router::new()
+    Router::new()
         .route("/status", get(status))
         .route("/data", get(data))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        ));
-    Router::new()
-        .merge(widgets)
         .route("/data.php", get(device_clock))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
 }
 
-/// `1` when open, `0` otherwise.
+/// Answers `GET /status` and `GET /data` without the router: the hot read
+/// paths widgets poll. Everything else (HEAD included) goes to the router,
+/// which reaches the same functions.
+pub fn hot_path(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    peer: PeerAddr,
+) -> Option<Response> {
+    if method != Method::GET {
+        return None;
+    }
+    let answer: fn(&App, &HeaderMap) -> Response = match uri.path() {
+        "/status" => status_response,
+        "/data" => data_response,
+        _ => return None,
+    };
+    let observation = Observation::begin(app, method, uri, headers, peer);
+    let mut response = answer(app, headers);
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    observation.finish(app, uri.path(), response.status().as_u16());
+    Some(response)
+}
+
 async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    status_response(&app, &headers)
+}
+
+async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    data_response(&app, &headers)
+}
+
+/// `1` when open, `0` otherwise.
+fn status_response(app: &App, headers: &HeaderMap) -> Response {
     let snapshot = app.state.snapshot();
     let body = Bytes::from_static(snapshot.status_digit().as_bytes());
     revalidated(
-        &headers,
+        headers,
         &snapshot.status_etag,
         "text/plain; charset=utf-8",
         body,
@@ -40,14 +70,14 @@ async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response 
 
 /// The `/data` JSON, serialised when the state changed, not per request,
 /// and compressed at most once per encoding and state.
-async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+fn data_response(app: &App, headers: &HeaderMap) -> Response {
     let snapshot = app.state.snapshot();
-    let (encoding, body) = match preferred_encoding(&headers) {
+    let (encoding, body) = match preferred_encoding(headers) {
         Some(Encoding::Brotli) => (Some("br"), snapshot.data_brotli()),
         Some(Encoding::Gzip) => (Some("gzip"), snapshot.data_gzip()),
         None => (None, snapshot.data_json.clone()),
     };
-    let mut response = revalidated(&headers, &snapshot.data_etag, "application/json", body);
+    let mut response = revalidated(headers, &snapshot.data_etag, "application/json", body);
     let ok = response.status() == StatusCode::OK;
     let h = response.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -127,29 +157,38 @@ async fn healthz(AxumState(app): AxumState<App>) -> Response {
     }
 }
 
-/// A body with an ETag, or 304 when the client already has it.
+/// A widget body with an ETag, or 304 when the client already has it; any
+/// origin may read it.
 fn revalidated(
     headers: &HeaderMap,
-    etag: &str,
+    etag: &HeaderValue,
     content_type: &'static str,
     body: Bytes,
 ) -> Response {
+    let wanted = etag.to_str().unwrap_or_default();
     let fresh = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
-    let builder = Response::builder()
-        .header(header::ETAG, etag)
-        .header(header::CACHE_CONTROL, "no-cache");
-    let response = if fresh {
-        builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())
+        .any(|tag| tag == wanted || tag == "*");
+    let mut response = if fresh {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
     } else {
-        builder
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from(body))
+        let mut r = Response::new(Body::from(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
     };
-    response.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }

@@ -2,73 +2,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::serve::IncomingStream;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use super::App;
 
 /// The address of the connection's peer; none on a unix socket.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<SocketAddr>);
-
-impl Connected<IncomingStream<'_, TcpAcceptor>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpAcceptor>) -> Self {
-        PeerAddr(Some(*stream.remote_addr()))
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for PeerAddr {
-    fn connect_info(_: IncomingStream<'_, UnixListener>) -> Self {
-        PeerAddr(None)
-    }
-}
-
-/// Kernel send buffer of each HTTP connection.
-const SEND_BUFFER: usize = 64 * 1024;
-
-/// A TCP listener that tunes each accepted connection: no Nagle delay, and a
-/// bounded kernel send buffer, so a client that stops reading holds
-/// kilobytes, not the megabytes autotuning would allow.
-pub struct TcpAcceptor(pub TcpListener);
-
-impl axum::serve::Listener for TcpAcceptor {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
-                    return (stream, addr);
-                }
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!("web: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
-}
 
 /// The client as bitsd sees it; with `reverse_proxied`, as the proxy says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,13 +9,14 @@ pub mod client;
 mod error;
 mod live;
 mod pages;
+mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State as AxumState};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
 use crate::store::Reader;
-use client::{Client, PeerAddr, TcpAcceptor};
+use client::{Client, PeerAddr};
 
 pub use error::Error;
 
@@ -40,9 +41,26 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Responses smaller than this are not compressed.
 const COMPRESS_ABOVE: u64 = 256;
 
-/// What every handler can reach; cheap to clone.
+/// What every handler can reach; one reference count to clone.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<Shared>);
+
+impl App {
+    pub fn new(shared: Shared) -> App {
+        App(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`App`].
+pub struct Shared {
     pub state: State,
     pub reader: Reader,
     pub config: Arc<Config>,
@@ -90,58 +108,81 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
     response
 }
 
-/// Counts every request by route and status and, with `log_requests`,
-/// logs one line: client, method, path, status, time taken.
-async fn observe(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) if path.as_str().starts_with("/static") => "/static".to_string(),
-        Some(path) => path.as_str().to_string(),
-        None => "unmatched".to_string(),
-    };
-    let logged = app.config.options.log_requests.then(|| {
-        let peer = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<PeerAddr>>()
-            .and_then(|c| c.0.0);
-        let client = Client::resolve(peer, request.headers(), app.config.options.reverse_proxied);
-        (client, request.method().clone(), request.uri().clone())
-    });
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    app.metrics.http_request(&route, status);
-    if let Some((client, method, uri)) = logged {
-        tracing::info!(
-            target: "bitsd::access",
-            "{} {method} {uri} {status} {:.1}ms",
-            client.label(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+/// What the metrics and the access log need from a request, taken before
+/// it is answered.
+pub struct Observation {
+    started: Instant,
+    logged: Option<(Client, Method, Uri)>,
+}
+
+impl Observation {
+    pub fn begin(
+        app: &App,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        peer: PeerAddr,
+    ) -> Self {
+        let options = &app.config.options;
+        Observation {
+            started: Instant::now(),
+            logged: options.log_requests.then(|| {
+                let client = Client::resolve(peer.0, headers, options.reverse_proxied);
+                (client, method.clone(), uri.clone())
+            }),
+        }
     }
+
+    /// Counts the request under its route pattern and, with `log_requests`,
+    /// logs one line: client, method, path, status, time taken.
+    pub fn finish(self, app: &App, route: &str, status: u16) {
+        app.metrics.http_request(route, status);
+        if let Some((client, method, uri)) = self.logged {
+            tracing::info!(
+                target: "bitsd::access",
+                "{} {method} {uri} {status} {:.1}ms",
+                client.label(),
+                self.started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
+
+/// Observes every request that goes through the router.
+async fn observe(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if path.as_str().starts_with("/static") => MatchedRoute::Static("/static"),
+        Some(path) => MatchedRoute::Pattern(path.clone()),
+        None => MatchedRoute::Static("unmatched"),
+    };
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .map_or(PeerAddr(None), |c| c.0);
+    let observation = Observation::begin(
+        &app,
+        request.method(),
+        request.uri(),
+        request.headers(),
+        peer,
+    );
+    let response = next.run(request).await;
+    let route = match &route {
+        MatchedRoute::Static(s) => s,
+        MatchedRoute::Pattern(p) => p.as_str(),
+    };
+    observation.finish(&app, route, response.status().as_u16());
     response
+}
+
+enum MatchedRoute {
+    Static(&'static str),
+    Pattern(MatchedPath),
 }
 
 /// Serves HTTP on `listener` until `shutdown`, then lets requests in flight
 /// finish.
-pub async fn serve(
-    listener: Listener,
-    app: App,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let router = router(app);
-    match listener {
-        Listener::Tcp(l) => {
-            axum::serve(
-                TcpAcceptor(l),
-                router.into_make_service_with_connect_info::<PeerAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        }
-        Listener::Unix(l, _) => {
-            axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    }
+pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
+    let router = router(app.clone());
+    server::serve(listener, app, router, shutdown).await;
 }

@@ -1,0 +1,128 @@
+//! Accepting HTTP connections and serving them with hyper's HTTP/1 server.
+//!
+//! Owning the accept loop (instead of `axum::serve`) keeps the per-request
+//! path short and puts the connection settings in one place: no Nagle delay,
+//! a bounded kernel send buffer, a deadline for request headers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use futures_util::future::Either;
+
+use super::client::PeerAddr;
+use super::{App, api};
+use crate::net::Listener;
+
+/// Kernel send buffer of each connection: a client that stops reading holds
+/// kilobytes, not the megabytes autotuning would allow.
+const SEND_BUFFER: usize = 64 * 1024;
+/// Time a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) read into memory.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves `router` on `listener` until `shutdown`, then waits for requests in
+/// flight (the caller bounds how long).
+pub async fn serve(listener: Listener, app: App, router: Router, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+                let peer = PeerAddr(Some(peer));
+                connections.spawn(connection(&http, stream, peer, &app, &router, &shutdown));
+            }
+            Ok(Accepted::Unix(stream)) => {
+                let peer = PeerAddr(None);
+                connections.spawn(connection(&http, stream, peer, &app, &router, &shutdown));
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!("web: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// One connection; on shutdown it finishes the request in flight and closes.
+fn connection<I>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    peer: PeerAddr,
+    app: &App,
+    router: &Router,
+    shutdown: &CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (app, router) = (app.clone(), router.clone());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        if let Some(response) = api::hot_path(&app, method, uri, headers, peer) {
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        Either::Right(tower::Service::call(&mut router, request.map(Body::new)))
+    });
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let shutdown = shutdown.clone();
+    async move {
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended: {e}");
+        }
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
