@@ -177,6 +177,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -499,6 +510,8 @@ async fn fanout_phase(bitsd: &Bitsd, settings: &Settings) {
     );
 
     let mut dev = device(bitsd).await;
+    let (server_cpu, generator_cpu) = (cpu_ms(bitsd.child.id()), cpu_ms(std::process::id()));
+    let mut firsts = Vec::new();
     let mut p50s = Vec::new();
     let mut p99s = Vec::new();
     let mut alls = Vec::new();
@@ -525,6 +538,7 @@ async fn fanout_phase(bitsd: &Bitsd, settings: &Settings) {
         let pick =
             |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         if !latencies.is_empty() {
+            firsts.push(latencies[0]);
             p50s.push(pick(0.5));
             p99s.push(pick(0.99));
             alls.push(*latencies.last().unwrap());
@@ -532,8 +546,9 @@ async fn fanout_phase(bitsd: &Bitsd, settings: &Settings) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "- {} events, one every 200 ms (median over events): p50 {:.1} ms, p99 {:.1} ms, last client {:.1} ms{}",
+        "- {} events, one every 200 ms (median over events): first client {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last client {:.1} ms{}",
         settings.events,
+        median(&mut firsts),
         median(&mut p50s),
         median(&mut p99s),
         median(&mut alls),
@@ -542,6 +557,11 @@ async fn fanout_phase(bitsd: &Bitsd, settings: &Settings) {
         } else {
             String::new()
         }
+    );
+    println!(
+        "- CPU time over the events: bitsd {:.0} ms, this generator {:.0} ms",
+        cpu_ms(bitsd.child.id()) - server_cpu,
+        cpu_ms(std::process::id()) - generator_cpu
     );
     let mut sorted_all = alls.clone();
     sorted_all.sort_by(|a, b| a.total_cmp(b));

@@ -82,6 +82,7 @@ pub async fn run(
         metrics,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        pings: tokio::sync::broadcast::channel(1).0,
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {

@@ -10,23 +10,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State as AxumState;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::{HeaderValue, header};
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{SinkExt, Stream, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::App;
 use crate::state::{Published, State};
 
 /// Interval between pings; a client silent for two intervals is dropped.
-const PING_EVERY: Duration = Duration::from_secs(30);
+pub const PING_EVERY: Duration = Duration::from_secs(30);
 /// Keep-alive comment interval on `/events`.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Largest message a websocket client may send (it has nothing to say).
@@ -64,6 +71,7 @@ impl Drop for Live {
 enum Next {
     Change(Bytes),
     Snapshot(Bytes),
+    Ping,
     Closed,
 }
 
@@ -108,47 +116,102 @@ impl Follower {
     }
 }
 
-async fn websocket(AxumState(app): AxumState<App>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        // Tungstenite's defaults reserve 128 KiB per connection; clients
-        // only send pongs and a close.
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| {
-            let token = app.tracker.token();
-            async move {
-                let _live = Live::new(&app.metrics.websocket_clients);
-                serve_websocket(socket, &app).await;
-                drop(token);
+/// The websocket handshake, done here rather than by a framework extractor
+/// so the connection's raw stream stays reachable (see [`write_raw_text`]).
+async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Response {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request: /ws needs a websocket upgrade\n")
+            .into_response();
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "426 Upgrade Required: websocket version 13 only\n",
+        )
+            .into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request: Sec-WebSocket-Key is missing\n")
+            .into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request: this connection cannot be upgraded\n")
+            .into_response();
+    };
+    let token = app.tracker.token();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
             }
-        })
+        };
+        let _live = Live::new(&app.metrics.websocket_clients);
+        serve_websocket(TokioIo::new(upgraded), &app).await;
+        drop(token);
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
 
-async fn serve_websocket(mut socket: WebSocket, app: &App) {
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Buffers of one connection: clients only send pongs and a close, and every
+/// large message (a snapshot) is written around the library's buffer.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+}
+
+async fn serve_websocket(mut io: Io, app: &App) {
+    let shutdown = app.shutdown.cancelled();
+    tokio::pin!(shutdown);
     let (mut follower, snapshot) = Follower::start(&app.state);
-    if send(&mut socket, snapshot, app).await.is_err() {
+    let sent = tokio::select! {
+        sent = write_raw_text(&mut io, &snapshot) => sent.is_ok(),
+        _ = &mut shutdown => false,
+    };
+    if !sent {
         return;
     }
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config())).await;
+    let mut pings = app.pings.subscribe();
     let mut awaiting_pong = false;
     loop {
-        let text = tokio::select! {
-            _ = app.shutdown.cancelled() => {
+        let next = tokio::select! {
+            _ = &mut shutdown => {
                 let close = Message::Close(Some(CloseFrame {
-                    code: close_code::AWAY,
-                    reason: Utf8Bytes::from_static("server shutting down"),
+                    code: CloseCode::Away,
+                    reason: "server shutting down".into(),
                 }));
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close)).await;
                 return;
             }
-            next = follower.next() => match next {
-                Next::Change(json) | Next::Snapshot(json) => json,
-                Next::Closed => return,
-            },
-            incoming = socket.recv() => match incoming {
+            next = follower.next() => next,
+            incoming = socket.next() => match incoming {
                 Some(Ok(Message::Pong(_))) => {
                     awaiting_pong = false;
                     continue;
@@ -157,34 +220,66 @@ async fn serve_websocket(mut socket: WebSocket, app: &App) {
                 // Pings are answered by the library; text and binary are ignored.
                 Some(Ok(_)) => continue,
             },
-            _ = ping.tick() => {
+            tick = pings.recv() => {
+                if tick.is_err() {
+                    continue;
+                }
                 if awaiting_pong {
                     tracing::debug!("websocket client did not answer a ping; closing");
                     return;
                 }
                 awaiting_pong = true;
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                }
-                continue;
+                Next::Ping
             }
         };
-        if send(&mut socket, text, app).await.is_err() {
+        let sent = tokio::select! {
+            sent = deliver(&mut socket, next) => sent,
+            _ = &mut shutdown => Err(()),
+        };
+        if sent.is_err() {
             return;
         }
     }
 }
 
-/// Sends one text message; gives up when the server is shutting down.
-async fn send(socket: &mut WebSocket, json: Bytes, app: &App) -> Result<(), ()> {
-    let Ok(text) = Utf8Bytes::try_from(json) else {
-        tracing::error!("a live message is not UTF-8");
-        return Err(());
-    };
-    tokio::select! {
-        sent = socket.send(Message::Text(text)) => sent.map_err(|_| ()),
-        _ = app.shutdown.cancelled() => Err(()),
+/// Sends one item to a client.
+async fn deliver(socket: &mut WebSocketStream<Io>, next: Next) -> Result<(), ()> {
+    match next {
+        Next::Change(json) => {
+            let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
+            socket.send(Message::Text(text)).await.map_err(|_| ())
+        }
+        // Every send above completes with a flush, so the library holds no
+        // partial frame and a whole frame can go straight to the stream.
+        Next::Snapshot(json) => write_raw_text(socket.get_mut(), &json).await.map_err(|_| ()),
+        Next::Ping => socket.send(Message::Ping(Bytes::new())).await.map_err(|_| ()),
+        Next::Closed => Err(()),
     }
+}
+
+/// Writes `json` as one unmasked text frame (server to client, RFC 6455
+/// section 5.2) without copying it into the websocket library's buffer,
+/// whose capacity would otherwise stay at the size of the largest message
+/// for the life of the connection.
+async fn write_raw_text(io: &mut Io, json: &[u8]) -> std::io::Result<()> {
+    let mut head = [0u8; 10];
+    head[0] = 0x81; // FIN, text
+    let len = json.len();
+    let head_len = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    io.write_all(&head[..head_len]).await?;
+    io.write_all(json).await?;
+    io.flush().await
 }
 
 async fn events(AxumState(app): AxumState<App>) -> impl IntoResponse {
@@ -210,7 +305,7 @@ fn sse_stream(
                     _ = shutdown.cancelled() => return None,
                     next = follower.next() => match next {
                         Next::Change(json) | Next::Snapshot(json) => json,
-                        Next::Closed => return None,
+                        Next::Ping | Next::Closed => return None,
                     },
                 },
             };

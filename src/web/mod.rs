@@ -69,6 +69,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Live connections, so shutdown can wait for their close frames.
     pub tracker: TaskTracker,
+    /// One tick every [`live::PING_EVERY`]: websocket clients ping on it
+    /// (one timer for all of them, none per connection).
+    pub pings: tokio::sync::broadcast::Sender<()>,
 }
 
 /// The whole HTTP application.
@@ -183,6 +186,18 @@ enum MatchedRoute {
 /// Serves HTTP on `listener` until `shutdown`, then lets requests in flight
 /// finish.
 pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
+    let pings = app.pings.clone();
+    let ticker_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(live::PING_EVERY);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker_shutdown.cancelled() => return,
+                _ = every.tick() => { let _ = pings.send(()); }
+            }
+        }
+    });
     let router = router(app.clone());
     server::serve(listener, app, router, shutdown).await;
 }
