@@ -19,8 +19,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -129,10 +129,17 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return (StatusCode::BAD_REQUEST, "400 Bad Request: /ws needs a websocket upgrade\n")
+        return (
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: /ws needs a websocket upgrade\n",
+        )
             .into_response();
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return (
             StatusCode::UPGRADE_REQUIRED,
             [(header::SEC_WEBSOCKET_VERSION, "13")],
@@ -141,12 +148,21 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
             .into_response();
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return (StatusCode::BAD_REQUEST, "400 Bad Request: Sec-WebSocket-Key is missing\n")
+        return (
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: Sec-WebSocket-Key is missing\n",
+        )
             .into_response();
     };
     let accept = derive_accept_key(key.as_bytes());
-    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return (StatusCode::BAD_REQUEST, "400 Bad Request: this connection cannot be upgraded\n")
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: this connection cannot be upgraded\n",
+        )
             .into_response();
     };
     let token = app.tracker.token();
@@ -197,7 +213,8 @@ async fn serve_websocket(mut io: Io, app: &App) {
     if !sent {
         return;
     }
-    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config())).await;
+    let mut socket =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config())).await;
     let mut pings = app.pings.subscribe();
     let mut awaiting_pong = false;
     loop {
@@ -249,10 +266,18 @@ async fn deliver(socket: &mut WebSocketStream<Io>, next: Next) -> Result<(), ()>
             let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
             socket.send(Message::Text(text)).await.map_err(|_| ())
         }
-        // Every send above completes with a flush, so the library holds no
-        // partial frame and a whole frame can go straight to the stream.
-        Next::Snapshot(json) => write_raw_text(socket.get_mut(), &json).await.map_err(|_| ()),
-        Next::Ping => socket.send(Message::Ping(Bytes::new())).await.map_err(|_| ()),
+        // Once flushed, the library holds no partial frame (not even an
+        // automatic pong), so a whole frame can go straight to the stream.
+        Next::Snapshot(json) => {
+            socket.flush().await.map_err(|_| ())?;
+            write_raw_text(socket.get_mut(), &json)
+                .await
+                .map_err(|_| ())
+        }
+        Next::Ping => socket
+            .send(Message::Ping(Bytes::new()))
+            .await
+            .map_err(|_| ()),
         Next::Closed => Err(()),
     }
 }
