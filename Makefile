@@ -21,7 +21,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 # Load run (see BENCHMARKS.md): installs wrk when missing, then runs the
 # generator in benches/load.rs against the release binary.

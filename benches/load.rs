@@ -49,7 +49,12 @@ fn setting(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; there is nothing else to parse.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not,
+    // and a load run is no test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load generator: run it with `make bench`");
+        return;
+    }
     let settings = Settings {
         clients: setting("BENCH_CLIENTS", 10_000),
         events: setting("BENCH_EVENTS", 20),
