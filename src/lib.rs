@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `config`: flags, `BITSD_*` variables and the TOML file, merged.
+//! - `auth`: password hashes, signed login tokens, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
 //! - `event`: the records a change produces and their JSON shapes.
 //! - `store`: SQLite, migrations, the only place with SQL.
@@ -12,6 +13,7 @@
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod device;
@@ -57,7 +59,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let db = open_db(&config).await?;
+    let mut db = open_db(&config).await?;
+    let secret = match &config.options.cookie_secret {
+        Some(secret) => secret.clone(),
+        // Generated once and kept, so logins survive restarts.
+        None => db.setting_or_insert("cookie_secret", &auth::random_token(48))?,
+    };
     let reader = Reader::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let clock = Clock::new(config.timezone);
@@ -83,6 +90,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         pings: tokio::sync::broadcast::channel(1).0,
+        signer: auth::Signer::new(&secret),
+        throttles: web::auth::Throttles::default(),
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {

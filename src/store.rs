@@ -4,11 +4,12 @@
 //! open as they are. Migrations are numbered and recorded in `user_version`;
 //! they only add tables and indexes.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
 use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
@@ -102,6 +103,27 @@ pub struct User {
     pub name: String,
 }
 
+/// A member's stored credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: User,
+    /// The password hash as stored (argon2id, the original's `$6$`, or `!`).
+    pub hash: String,
+}
+
+/// Why an account change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user named {0}")]
+    NoSuchUser(String),
+    #[error("MAC hash {0} is already assigned to {1}")]
+    MacTaken(String, String),
+    #[error("no MAC hash {0}")]
+    NoSuchMac(String),
+}
+
 /// What the snapshot needs at start-up.
 #[derive(Debug, Default)]
 pub struct Latest {
@@ -140,16 +162,6 @@ impl Db {
         db.migrate()?;
         db.ensure_device_user()?;
         Ok(db)
-    }
-
-    /// Opens a second connection for reads, on a database `open` prepared.
-    pub fn open_reader(path: &Path) -> Result<Db, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        Ok(Db { conn })
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -300,6 +312,181 @@ impl Db {
                 },
             )
             .optional()?)
+    }
+
+    /// The credentials of the user `name`.
+    pub fn credentials(&self, name: &str) -> Result<Option<Credentials>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                r#"SELECT userid, name, password FROM "User" WHERE name = ?1"#,
+                [name],
+                |r| {
+                    Ok(Credentials {
+                        user: User {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                        },
+                        hash: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Adds a user with password hash `hash`.
+    pub fn add_user(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<User, AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let exists: bool = tx.query_row(
+            r#"SELECT EXISTS (SELECT 1 FROM "User" WHERE name = ?1)"#,
+            [name],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(Err(AccountError::UserExists(name.to_string())));
+        }
+        tx.execute(
+            r#"INSERT INTO "User" (name, password) VALUES (?1, ?2)"#,
+            params![name, hash],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Ok(User {
+            id,
+            name: name.to_string(),
+        }))
+    }
+
+    /// Deletes the user `name` and their MAC hashes.
+    pub fn delete_user(&mut self, name: &str) -> Result<Result<(), AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = tx
+            .query_row(
+                r#"SELECT userid FROM "User" WHERE name = ?1"#,
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
+        tx.execute(r#"DELETE FROM "User" WHERE userid = ?1"#, [id])?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Replaces the password hash of the user `name`.
+    pub fn set_password(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<(), AccountError>, StoreError> {
+        let changed = self.conn.execute(
+            r#"UPDATE "User" SET password = ?2 WHERE name = ?1"#,
+            params![name, hash],
+        )?;
+        if changed == 0 {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Replaces `old` by `new` as the hash of user `id`, unless the hash
+    /// changed meanwhile; true when replaced.
+    pub fn upgrade_password(&mut self, id: i64, old: &str, new: &str) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            r#"UPDATE "User" SET password = ?3 WHERE userid = ?1 AND password = ?2"#,
+            params![id, old, new],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Every user with their number of MAC hashes, by name.
+    pub fn users(&self) -> Result<Vec<(User, usize)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            r#"SELECT u.userid, u.name, COUNT(m.mac_hash) FROM "User" u
+               LEFT JOIN "MACToUser" m ON m.userid = u.userid
+               GROUP BY u.userid ORDER BY u.name"#,
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)? as usize,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Assigns MAC hash `hash` to the user `name`.
+    pub fn add_mac(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<(), AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = tx
+            .query_row(
+                r#"SELECT userid FROM "User" WHERE name = ?1"#,
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        let owner: Option<String> = tx
+            .query_row(
+                r#"SELECT COALESCE(u.name, '?') FROM "MACToUser" m
+                   LEFT JOIN "User" u ON u.userid = m.userid WHERE m.mac_hash = ?1"#,
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner {
+            return Ok(Err(AccountError::MacTaken(hash.to_string(), owner)));
+        }
+        tx.execute(
+            r#"INSERT INTO "MACToUser" (userid, mac_hash) VALUES (?1, ?2)"#,
+            params![id, hash],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Removes the MAC hash `hash`.
+    pub fn delete_mac(&mut self, hash: &str) -> Result<Result<(), AccountError>, StoreError> {
+        let changed = self
+            .conn
+            .execute(r#"DELETE FROM "MACToUser" WHERE mac_hash = ?1"#, [hash])?;
+        if changed == 0 {
+            return Ok(Err(AccountError::NoSuchMac(hash.to_string())));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The distinct names of the users owning any of `hashes`.
+    pub fn names_for_macs(&self, hashes: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT u.name FROM "MACToUser" m JOIN "User" u ON u.userid = m.userid
+               WHERE m.mac_hash = ?1"#,
+        )?;
+        let mut names = BTreeSet::new();
+        for hash in hashes {
+            if let Some(name) = stmt.query_row([hash], |r| r.get(0)).optional()? {
+                names.insert(name);
+            }
+        }
+        Ok(names)
     }
 
     /// A wiki page by slug.
@@ -455,8 +642,9 @@ fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
     )
 }
 
-/// A read-only connection shared by the web handlers; each use runs on a
-/// blocking thread.
+/// The web handlers' own connection: their reads (history, pages, users)
+/// and the few account writes (password upgrades). Each use runs on a
+/// blocking thread; events never go through it.
 #[derive(Clone)]
 pub struct Reader {
     db: Arc<Mutex<Db>>,
@@ -464,8 +652,10 @@ pub struct Reader {
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
         Ok(Reader {
-            db: Arc::new(Mutex::new(Db::open_reader(path)?)),
+            db: Arc::new(Mutex::new(Db { conn })),
         })
     }
 
@@ -473,12 +663,12 @@ impl Reader {
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&db)
+            let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut db)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?

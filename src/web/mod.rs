@@ -5,9 +5,11 @@
 
 mod api;
 mod assets;
+pub mod auth;
 pub mod client;
 mod error;
 mod live;
+mod members;
 mod pages;
 mod server;
 
@@ -72,6 +74,10 @@ pub struct Shared {
     /// One tick every [`live::PING_EVERY`]: websocket clients ping on it
     /// (one timer for all of them, none per connection).
     pub pings: tokio::sync::broadcast::Sender<()>,
+    /// Signs and checks login cookies.
+    pub signer: crate::auth::Signer,
+    /// Rate limits of the login form and of MAC updates.
+    pub throttles: auth::Throttles,
 }
 
 /// The whole HTTP application.
@@ -83,6 +89,8 @@ pub fn router(app: App) -> Router {
     let router = Router::new()
         .merge(api::router())
         .merge(live::router())
+        .merge(auth::router())
+        .merge(members::router())
         .merge(pages::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found);

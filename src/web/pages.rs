@@ -34,16 +34,16 @@ pub fn router() -> Router<App> {
 }
 
 /// What the shared layout needs.
-struct Chrome {
-    title: String,
-    debug: bool,
-    version: &'static str,
-    open: bool,
-    blind: bool,
+pub struct Chrome {
+    pub(super) title: String,
+    pub(super) debug: bool,
+    pub(super) version: &'static str,
+    pub(super) open: bool,
+    pub(super) blind: bool,
 }
 
 impl Chrome {
-    fn new(app: &App, title: impl Into<String>) -> Chrome {
+    pub fn new(app: &App, title: impl Into<String>) -> Chrome {
         Chrome {
             title: title.into(),
             debug: app.config.options.developer_mode,
@@ -55,7 +55,7 @@ impl Chrome {
 }
 
 /// Renders `page` with the security headers of HTML pages.
-fn render(status: StatusCode, page: &impl Template) -> Result<Response> {
+pub fn render(status: StatusCode, page: &impl Template) -> Result<Response> {
     let html = page.render()?;
     let mut response = (
         status,

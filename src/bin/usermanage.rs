@@ -1,0 +1,239 @@
+//! `usermanage`: adds, deletes, modifies and lists users and their MAC hashes.
+//!
+//! Safe while bitsd runs on the same database: SQLite serialises the writes
+//! and each command is one transaction.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bitsd::auth;
+use bitsd::store::{AccountError, DEVICE_USER, Db};
+use clap::{Parser, Subcommand};
+
+/// Manage the members of a bitsd installation.
+#[derive(Parser, Debug)]
+#[command(name = "usermanage", version)]
+struct Cli {
+    /// TOML configuration file whose `db` (or `db_uri`) is used [default: /etc/bitsd.toml when it exists]
+    #[arg(long, global = true, value_name = "F")]
+    config: Option<PathBuf>,
+    /// SQLite database file (also BITSD_DB) [default: bitsd.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add a user; the password is asked twice on the terminal.
+    Add {
+        user: String,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user and their MAC hashes.
+    Delete { user: String },
+    /// Change a user's password.
+    Modify {
+        user: String,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users and how many MAC hashes each has.
+    List,
+    /// Manage the MAC hashes that put a user in the roster.
+    Mac {
+        #[command(subcommand)]
+        command: MacCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MacCommand {
+    /// Assign a MAC hash (or the hash of a MAC address) to a user.
+    Add {
+        user: String,
+        /// The SHA-256 hex of the address, as the router reports it.
+        #[arg(
+            long,
+            value_name = "HASH",
+            required_unless_present = "mac",
+            conflicts_with = "mac"
+        )]
+        hash: Option<String>,
+        /// The address itself; its hash is stored.
+        #[arg(long, value_name = "AA:BB:CC:DD:EE:FF")]
+        mac: Option<String>,
+    },
+    /// Remove a MAC hash.
+    Delete { hash: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(message) => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("usermanage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String, String> {
+    let path = database_path(&cli)?;
+    // Check what can be checked before asking for a password or opening.
+    match &cli.command {
+        Command::Add { user, .. } => check_name(user)?,
+        Command::Delete { user } if user == DEVICE_USER => {
+            return Err(format!("the device user {DEVICE_USER} cannot be deleted"));
+        }
+        Command::Modify { user, .. } if user == DEVICE_USER => {
+            return Err(format!("the device user {DEVICE_USER} has no password"));
+        }
+        _ => {}
+    }
+    let mut db = Db::open(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;
+    let refused = |e: AccountError| e.to_string();
+    let store = |e: bitsd::store::StoreError| e.to_string();
+    match cli.command {
+        Command::Add {
+            user,
+            password_stdin,
+        } => {
+            if db.credentials(&user).map_err(store)?.is_some() {
+                return Err(AccountError::UserExists(user).to_string());
+            }
+            let hash = auth::hash_password(&read_password(&user, password_stdin)?);
+            db.add_user(&user, &hash).map_err(store)?.map_err(refused)?;
+            Ok(format!("added {user}"))
+        }
+        Command::Delete { user } => {
+            db.delete_user(&user).map_err(store)?.map_err(refused)?;
+            Ok(format!("deleted {user}"))
+        }
+        Command::Modify {
+            user,
+            password_stdin,
+        } => {
+            if db.credentials(&user).map_err(store)?.is_none() {
+                return Err(AccountError::NoSuchUser(user).to_string());
+            }
+            let hash = auth::hash_password(&read_password(&user, password_stdin)?);
+            db.set_password(&user, &hash)
+                .map_err(store)?
+                .map_err(refused)?;
+            Ok(format!("changed the password of {user}"))
+        }
+        Command::List => {
+            let users = db.users().map_err(store)?;
+            let lines: Vec<String> = users
+                .iter()
+                .map(|(u, macs)| format!("{}\t{} MAC hash(es)", u.name, macs))
+                .collect();
+            Ok(lines.join("\n"))
+        }
+        Command::Mac {
+            command: MacCommand::Add { user, hash, mac },
+        } => {
+            let hash = match (hash, mac) {
+                (Some(hash), _) => check_hash(&hash)?,
+                (None, Some(mac)) => auth::mac_hash(&mac).ok_or_else(|| {
+                    format!("{mac:?} is not a MAC address like AA:BB:CC:DD:EE:FF")
+                })?,
+                (None, None) => return Err("give --hash or --mac".into()),
+            };
+            db.add_mac(&user, &hash).map_err(store)?.map_err(refused)?;
+            Ok(format!("added MAC hash {hash} to {user}"))
+        }
+        Command::Mac {
+            command: MacCommand::Delete { hash },
+        } => {
+            let hash = check_hash(&hash)?;
+            db.delete_mac(&hash).map_err(store)?.map_err(refused)?;
+            Ok(format!("deleted MAC hash {hash}"))
+        }
+    }
+}
+
+/// The database bitsd would use with the same `--config`, `--db`, variables
+/// and file.
+fn database_path(cli: &Cli) -> Result<PathBuf, String> {
+    let mut args = vec!["bitsd".to_string()];
+    if let Some(config) = &cli.config {
+        args.extend(["--config".into(), config.display().to_string()]);
+    }
+    if let Some(db) = &cli.db {
+        args.extend(["--db".into(), db.display().to_string()]);
+    }
+    let env = std::env::vars().filter(|(k, _)| k.starts_with("BITSD_"));
+    bitsd::config::load(args, env)
+        .map(|(config, _)| config.db_path)
+        .map_err(|e| {
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("bad configuration")
+                .to_string()
+        })
+}
+
+/// User names: 1 to 64 characters, no spaces or control characters.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid user name (1 to 64 characters, no spaces)"
+        ))
+    }
+}
+
+/// MAC hashes are SHA-256 hex: 64 hex digits, stored lower-case.
+fn check_hash(hash: &str) -> Result<String, String> {
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{hash:?} is not a SHA-256 hex hash (64 hex digits)"
+        ))
+    }
+}
+
+fn read_password(user: &str, from_stdin: bool) -> Result<String, String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let prompt = format!("Password for {user}: ");
+        let first = rpassword::prompt_password(&prompt).map_err(|e| {
+            format!("cannot read a password from the terminal ({e}); use --password-stdin")
+        })?;
+        let second = rpassword::prompt_password(format!("Again, password for {user}: "))
+            .map_err(|e| format!("cannot read a password from the terminal ({e})"))?;
+        if first != second {
+            return Err("the two passwords differ; nothing changed".into());
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err("the password is empty; nothing changed".into());
+    }
+    Ok(password)
+}

@@ -1,0 +1,271 @@
+//! The members' side: the admin page (status toggle, roster), messages, and
+//! the router's MAC updates.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Form;
+use axum::Router;
+use axum::extract::{Query, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::App;
+use super::auth::{Member, Xsrf, forbidden, with_xsrf_cookie};
+use super::client::Client;
+use super::error::Result;
+use super::pages::{Chrome, not_found, render};
+use crate::event::{ModifiedBy, StatusValue};
+use crate::state::Event;
+
+/// Longest message, in characters.
+pub const MAX_MESSAGE: usize = 1000;
+/// Most MAC hashes one update may carry.
+const MAX_MACS: usize = 4096;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/admin", get(admin_page).post(admin_toggle))
+        .route("/message", get(message_form).post(message_post))
+        .route("/macupdate", post(mac_update))
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    chrome: Chrome,
+    user: String,
+    xsrf: String,
+    open: bool,
+    since: Option<String>,
+    roster: Vec<String>,
+}
+
+async fn admin_page(
+    AxumState(app): AxumState<App>,
+    Member(user): Member,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let xsrf = Xsrf::from_headers(&headers);
+    let snapshot = app.state.snapshot();
+    let page = AdminPage {
+        chrome: Chrome::new(&app, "BITS · admin"),
+        user: user.name,
+        xsrf: xsrf.token.clone(),
+        open: snapshot.is_open(),
+        since: snapshot.status.as_ref().map(|s| s.timestamp.display()),
+        roster: snapshot.roster.names().into_iter().collect(),
+    };
+    Ok(with_xsrf_cookie(
+        render(StatusCode::OK, &page)?,
+        &xsrf,
+        &client,
+    ))
+}
+
+#[derive(Deserialize)]
+struct ToggleForm {
+    /// The status wanted (`open` or `closed`), so a form sent twice does not
+    /// flip the room back; without it the status is toggled.
+    status: Option<String>,
+    _xsrf: Option<String>,
+}
+
+async fn admin_toggle(
+    AxumState(app): AxumState<App>,
+    Member(user): Member,
+    headers: HeaderMap,
+    Form(form): Form<ToggleForm>,
+) -> Result<Response> {
+    if !Xsrf::matches(&headers, form._xsrf.as_deref()) {
+        return Ok(forbidden());
+    }
+    let value = match form.status.as_deref() {
+        Some("open") => StatusValue::Open,
+        Some("closed") => StatusValue::Closed,
+        None => {
+            if app.state.snapshot().is_open() {
+                StatusValue::Closed
+            } else {
+                StatusValue::Open
+            }
+        }
+        Some(other) => {
+            return Err(super::Error::BadRequest(format!(
+                "status must be open or closed, got {other:?}"
+            )));
+        }
+    };
+    let outcome = app
+        .state
+        .apply(Event::Status {
+            value,
+            by: ModifiedBy::Web,
+        })
+        .await?;
+    tracing::info!(
+        "{} set the status to {value} from the web: {outcome:?}",
+        user.name
+    );
+    Ok(Redirect::to("/admin").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    chrome: Chrome,
+    user: String,
+    xsrf: String,
+    text: String,
+    max: usize,
+    error: Option<String>,
+    sent: bool,
+}
+
+#[derive(Deserialize)]
+struct SentQuery {
+    sent: Option<String>,
+}
+
+async fn message_form(
+    AxumState(app): AxumState<App>,
+    Member(user): Member,
+    client: Client,
+    headers: HeaderMap,
+    Query(query): Query<SentQuery>,
+) -> Result<Response> {
+    let xsrf = Xsrf::from_headers(&headers);
+    let page = MessagePage {
+        chrome: Chrome::new(&app, "BITS · message"),
+        user: user.name,
+        xsrf: xsrf.token.clone(),
+        text: String::new(),
+        max: MAX_MESSAGE,
+        error: None,
+        sent: query.sent.is_some(),
+    };
+    Ok(with_xsrf_cookie(
+        render(StatusCode::OK, &page)?,
+        &xsrf,
+        &client,
+    ))
+}
+
+#[derive(Deserialize)]
+struct MessageForm {
+    msgtext: Option<String>,
+    _xsrf: Option<String>,
+}
+
+async fn message_post(
+    AxumState(app): AxumState<App>,
+    Member(user): Member,
+    headers: HeaderMap,
+    Form(form): Form<MessageForm>,
+) -> Result<Response> {
+    if !Xsrf::matches(&headers, form._xsrf.as_deref()) {
+        return Ok(forbidden());
+    }
+    let text = form.msgtext.unwrap_or_default();
+    let error = if text.trim().is_empty() {
+        Some("The message is empty.".to_string())
+    } else if text.chars().count() > MAX_MESSAGE {
+        Some(format!(
+            "The message has {} characters; at most {MAX_MESSAGE} fit.",
+            text.chars().count()
+        ))
+    } else {
+        None
+    };
+    if let Some(error) = error {
+        let xsrf = Xsrf::from_headers(&headers);
+        let page = MessagePage {
+            chrome: Chrome::new(&app, "BITS · message"),
+            user: user.name,
+            xsrf: xsrf.token.clone(),
+            text,
+            max: MAX_MESSAGE,
+            error: Some(error),
+            sent: false,
+        };
+        return render(StatusCode::BAD_REQUEST, &page);
+    }
+    let name = user.name.clone();
+    app.state
+        .apply(Event::Message {
+            author: Some(user),
+            text,
+        })
+        .await?;
+    tracing::info!("{name} posted a message");
+    Ok(Redirect::to("/message?sent=1").into_response())
+}
+
+#[derive(Deserialize)]
+struct MacUpdateForm {
+    password: Option<String>,
+    macs: Option<String>,
+}
+
+/// The router's report of the MAC hashes on the network.
+async fn mac_update(
+    AxumState(app): AxumState<App>,
+    client: Client,
+    form: std::result::Result<Form<MacUpdateForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response> {
+    let options = &app.config.options;
+    let Some(expected) = options.mac_update_password.clone() else {
+        return Ok(not_found(AxumState(app.clone())).await);
+    };
+    let interval = Duration::from_secs(options.mac_update_interval);
+    if app
+        .throttles
+        .mac_update
+        .wait(&client.ip, interval)
+        .is_some()
+    {
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "429 Too Many Requests: at most one update every {} s\n",
+                options.mac_update_interval
+            ),
+        )
+            .into_response());
+    }
+    app.throttles.mac_update.record(client.ip, interval);
+    let bad = |why: &str| {
+        Ok((StatusCode::BAD_REQUEST, format!("400 Bad Request: {why}\n")).into_response())
+    };
+    let Ok(Form(form)) = form else {
+        return bad("expected a form with the fields password and macs");
+    };
+    let (Some(password), Some(macs)) = (form.password, form.macs) else {
+        return bad("the fields password and macs are both required");
+    };
+    if !bool::from(password.as_bytes().ct_eq(expected.as_bytes())) {
+        tracing::warn!("MAC update from {} with a wrong password", client.label());
+        return Ok((StatusCode::FORBIDDEN, "403 Forbidden: wrong password\n").into_response());
+    }
+    let Ok(hashes) = serde_json::from_str::<Vec<String>>(&macs) else {
+        return bad("macs must be a JSON array of strings");
+    };
+    if hashes.len() > MAX_MACS {
+        return bad(&format!("at most {MAX_MACS} MAC hashes per update"));
+    }
+    let hashes: Vec<String> = hashes
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    let names = app
+        .reader
+        .read(move |db| db.names_for_macs(&hashes))
+        .await?;
+    let count = names.len();
+    app.state.apply(Event::MacRoster(names)).await?;
+    Ok((StatusCode::OK, format!("ok: {count} member(s) present\n")).into_response())
+}

@@ -1,0 +1,557 @@
+//! Members over real HTTP: login, admin, messages, MAC updates, usermanage.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::TestServer;
+use reqwest::header;
+
+/// Adds a user with `usermanage add --password-stdin`.
+fn add_user(server: &TestServer, name: &str, password: &str) {
+    let out = usermanage(server, &["add", name, "--password-stdin"], Some(password));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usermanage"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&server.db)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A browser-like session: keeps cookies by hand, never follows redirects.
+struct Session<'a> {
+    server: &'a TestServer,
+    cookies: Vec<(String, String)>,
+}
+
+impl<'a> Session<'a> {
+    fn new(server: &'a TestServer) -> Self {
+        Session {
+            server,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            let expired = text.contains("Max-Age=0");
+            if !expired {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    async fn get(&mut self, path: &str) -> reqwest::Response {
+        let r = self
+            .server
+            .http
+            .get(self.server.url(path))
+            .header(header::COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        r
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let r = self
+            .server
+            .http
+            .post(self.server.url(path))
+            .header(header::COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        r
+    }
+
+    /// Logs in through the form; returns the response to the POST.
+    async fn login(&mut self, user: &str, password: &str, next: &str) -> reqwest::Response {
+        self.get(&format!("/login?next={next}")).await;
+        let xsrf = self.cookie("_xsrf").expect("the login form sets _xsrf");
+        self.post(
+            "/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("next", next),
+                ("_xsrf", &xsrf),
+            ],
+        )
+        .await
+    }
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()[header::LOCATION].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn login_admin_toggle_and_message_reach_the_device() {
+    let server = TestServer::start().await;
+    add_user(&server, "alice", "correct horse");
+    let mut device = server.device().await;
+    device.send("status 0").await;
+    server.wait_for_status("0").await;
+
+    let mut s = Session::new(&server);
+    let r = s.get("/admin").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login?next=/admin");
+
+    let r = s.login("alice", "correct horse", "/admin").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/admin");
+    let set = r
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        set.contains("usertoken=") && set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    assert!(set.contains("Max-Age=86400"), "{set}");
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+
+    let page = s.get("/admin").await.text().await.unwrap();
+    assert!(
+        page.contains("alice") && page.contains("Open the room"),
+        "{page}"
+    );
+    let xsrf = s.cookie("_xsrf").unwrap();
+    let r = s
+        .post("/admin", &[("_xsrf", &xsrf), ("status", "open")])
+        .await;
+    assert_eq!(r.status(), 303);
+    server.wait_for_status("1").await;
+    assert_eq!(device.recv().await, "status 1");
+    let log = server.json("/log?format=json").await;
+    assert_eq!(log["log"][0]["modifiedby"], "web");
+
+    let r = s
+        .post(
+            "/message",
+            &[("_xsrf", &xsrf), ("msgtext", "pizza at 8 <b>")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        device.recv().await,
+        format!("message {}", common::b64("pizza at 8 <b>"))
+    );
+    let data = server.json("/data").await;
+    assert_eq!(data["message"]["user"], "alice");
+    assert_eq!(data["message"]["value"], "pizza at 8 &lt;b&gt;");
+
+    let r = s.get("/logout").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(s.cookie("usertoken"), None);
+    assert_eq!(s.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn forged_and_tampered_requests_change_nothing() {
+    let server = TestServer::start().await;
+    add_user(&server, "bob", "pw-bob");
+    let mut s = Session::new(&server);
+    // No token at all, or a token that is not the cookie's.
+    let r = server
+        .http
+        .post(server.url("/login"))
+        .form(&[("username", "bob"), ("password", "pw-bob")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    s.get("/login").await;
+    let r = s
+        .post(
+            "/login",
+            &[
+                ("username", "bob"),
+                ("password", "pw-bob"),
+                ("_xsrf", "guess"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+
+    assert_eq!(s.login("bob", "pw-bob", "/admin").await.status(), 303);
+    let r = s.post("/admin", &[("status", "open")]).await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .post("/message", &[("msgtext", "forged"), ("_xsrf", "nope")])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(server.text("/status").await, "0");
+    assert!(server.json("/data").await.get("message").is_none());
+
+    // A tampered or made-up login cookie is no login.
+    let token = s.cookie("usertoken").unwrap();
+    for forged in [
+        format!("{}x", token),
+        "1:99999999999".to_string(),
+        "garbage%%".to_string(),
+        String::new(),
+    ] {
+        let r = server
+            .http
+            .get(server.url("/admin"))
+            .header(header::COOKIE, format!("usertoken={forged}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{forged}");
+    }
+    let r = server
+        .http
+        .get(server.url("/admin"))
+        .header(header::COOKIE, "usertoken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test]
+async fn an_expired_cookie_is_refused_even_if_the_browser_keeps_it() {
+    let server = TestServer::start_with(&["--cookie-secret", "test-secret"]).await;
+    add_user(&server, "carol", "pw");
+    // A cookie signed with the right key whose inner expiry has passed.
+    let signer = bitsd::auth::Signer::new("test-secret");
+    let past = signer.login_value(1, 1_000);
+    let r = server
+        .http
+        .get(server.url("/admin"))
+        .header(header::COOKIE, format!("usertoken={past}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let future = signer.login_value(2, 4_000_000_000);
+    let r = server
+        .http
+        .get(server.url("/admin"))
+        .header(header::COOKIE, format!("usertoken={future}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "user 2 is carol (1 is BITS)");
+}
+
+#[tokio::test]
+async fn next_never_leaves_the_site() {
+    let server = TestServer::start().await;
+    add_user(&server, "dave", "pw");
+    for (next, expected) in [
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/message", "/message"),
+    ] {
+        let mut s = Session::new(&server);
+        let r = s.login("dave", "pw", next).await;
+        assert_eq!(r.status(), 303, "{next}");
+        assert_eq!(location(&r), expected, "{next}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_get_401_then_429() {
+    let server = TestServer::start().await;
+    add_user(&server, "erin", "right");
+    let mut s = Session::new(&server);
+    let r = s.login("erin", "wrong", "/").await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Wrong user name or password")
+    );
+    // At once again: refused without checking, even with the right password.
+    let r = s.login("erin", "right", "/").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("Too many attempts"));
+    // An unknown user counts the same way.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = s.login("nobody", "x", "/").await;
+    assert_eq!(r.status(), 401);
+    let r = s.login("nobody", "x", "/").await;
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn a_legacy_hash_logs_in_and_becomes_argon2id() {
+    let server = TestServer::start().await;
+    // What the Python server stored: sha512_crypt.
+    let legacy = {
+        use sha_crypt::PasswordHasher as _;
+        let params = sha_crypt::Params::new(5000).unwrap();
+        sha_crypt::ShaCrypt::from(params)
+            .hash_password_with_salt(b"old pw", b"saltsalt")
+            .unwrap()
+            .to_string()
+    };
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    conn.execute(
+        r#"INSERT INTO "User" (name, password) VALUES ('frank', ?1)"#,
+        [&legacy],
+    )
+    .unwrap();
+    let mut s = Session::new(&server);
+    let r = s.login("frank", "old pw", "/admin").await;
+    assert_eq!(r.status(), 303);
+    let stored: String = conn
+        .query_row(
+            r#"SELECT password FROM "User" WHERE name = 'frank'"#,
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    let mut again = Session::new(&server);
+    assert_eq!(again.login("frank", "old pw", "/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn messages_are_checked_and_keep_the_text() {
+    let server = TestServer::start().await;
+    add_user(&server, "gina", "pw");
+    let mut s = Session::new(&server);
+    s.login("gina", "pw", "/message").await;
+    let xsrf = s.cookie("_xsrf").unwrap();
+    let r = s
+        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "   ")])
+        .await;
+    assert_eq!(r.status(), 400);
+    let long = "é".repeat(1001);
+    let r = s
+        .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
+        .await;
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&long), "the form keeps the text");
+    let ok = "ü".repeat(1000);
+    assert_eq!(
+        s.post("/message", &[("_xsrf", &xsrf), ("msgtext", &ok)])
+            .await
+            .status(),
+        303
+    );
+}
+
+#[tokio::test]
+async fn mac_updates_fill_the_roster() {
+    let server = TestServer::start_with(&[
+        "--mac-update-password",
+        "router-token",
+        "--mac-update-interval",
+        "1",
+    ])
+    .await;
+    add_user(&server, "heidi", "pw");
+    add_user(&server, "ivan", "pw");
+    let out = usermanage(
+        &server,
+        &["mac", "add", "heidi", "--mac", "AA:BB:CC:DD:EE:01"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ivan_hash = bitsd::auth::mac_hash("aa:bb:cc:dd:ee:02").unwrap();
+    assert!(
+        usermanage(&server, &["mac", "add", "ivan", "--hash", &ivan_hash], None)
+            .status
+            .success()
+    );
+    let heidi_hash = bitsd::auth::mac_hash("aa:bb:cc:dd:ee:01").unwrap();
+
+    let post = |form: Vec<(&'static str, String)>| {
+        let http = server.http.clone();
+        let url = server.url("/macupdate");
+        async move { http.post(url).form(&form).send().await.unwrap() }
+    };
+    let macs = serde_json::json!([heidi_hash, ivan_hash, "0".repeat(64)]).to_string();
+    let r = post(vec![("password", "wrong".into()), ("macs", macs.clone())]).await;
+    assert_eq!(r.status(), 403);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = post(vec![
+        ("password", "router-token".into()),
+        ("macs", macs.clone()),
+    ])
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = post(vec![
+        ("password", "router-token".into()),
+        ("macs", macs.clone()),
+    ])
+    .await;
+    assert_eq!(r.status(), 429);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        post(vec![("password", "router-token".into())])
+            .await
+            .status(),
+        400
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        post(vec![
+            ("password", "router-token".into()),
+            ("macs", "not json".into())
+        ])
+        .await
+        .status(),
+        400
+    );
+
+    let mut s = Session::new(&server);
+    s.login("heidi", "pw", "/admin").await;
+    let page = s.get("/admin").await.text().await.unwrap();
+    assert!(
+        page.contains("<li>heidi</li>") && page.contains("<li>ivan</li>"),
+        "{page}"
+    );
+
+    // The keypad adds to the roster; the MAC part is replaced by the next update.
+    let mut device = server.device().await;
+    let gina_id = 2; // BITS is 1, heidi 2
+    device.send(&format!("enter {gina_id}")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let only_ivan = serde_json::json!([ivan_hash]).to_string();
+    assert_eq!(
+        post(vec![
+            ("password", "router-token".into()),
+            ("macs", only_ivan)
+        ])
+        .await
+        .status(),
+        200
+    );
+    let page = s.get("/admin").await.text().await.unwrap();
+    assert!(
+        page.contains("<li>heidi</li>"),
+        "heidi is in by keypad: {page}"
+    );
+    assert!(page.contains("<li>ivan</li>"), "{page}");
+}
+
+#[tokio::test]
+async fn macupdate_is_404_without_a_password_configured() {
+    let server = TestServer::start().await;
+    let r = server
+        .http
+        .post(server.url("/macupdate"))
+        .form(&[("password", "x"), ("macs", "[]")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn usermanage_misuse_is_one_line_and_changes_nothing() {
+    let server = TestServer::start().await;
+    add_user(&server, "judy", "pw");
+    let cases: &[(&[&str], Option<&str>)] = &[
+        (&["add", "judy", "--password-stdin"], Some("pw2")),
+        (&["add", "kim", "--password-stdin"], Some("")),
+        (&["add", "with space", "--password-stdin"], Some("pw")),
+        (&["delete", "nobody"], None),
+        (&["delete", "BITS"], None),
+        (&["modify", "nobody", "--password-stdin"], Some("pw")),
+        (&["mac", "add", "judy", "--mac", "not-a-mac"], None),
+        (
+            &["mac", "add", "nobody", "--mac", "aa:bb:cc:dd:ee:ff"],
+            None,
+        ),
+        (&["mac", "delete", "abc"], None),
+        (&["add", "kim"], None),
+    ];
+    let before = usermanage(&server, &["list"], None).stdout;
+    for (args, stdin) in cases {
+        let out = usermanage(&server, args, *stdin);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    assert_eq!(usermanage(&server, &["list"], None).stdout, before);
+    let list = String::from_utf8(before).unwrap();
+    assert!(list.contains("judy") && list.contains("BITS"), "{list}");
+
+    // And the happy paths.
+    assert!(
+        usermanage(
+            &server,
+            &["modify", "judy", "--password-stdin"],
+            Some("new")
+        )
+        .status
+        .success()
+    );
+    let mut s = Session::new(&server);
+    assert_eq!(s.login("judy", "new", "/admin").await.status(), 303);
+    assert!(
+        usermanage(&server, &["delete", "judy"], None)
+            .status
+            .success()
+    );
+    assert_eq!(
+        s.get("/admin").await.status(),
+        303,
+        "a deleted user is logged out"
+    );
+}
