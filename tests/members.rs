@@ -555,3 +555,43 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
         "a deleted user is logged out"
     );
 }
+
+#[tokio::test]
+async fn logins_survive_a_restart_with_the_generated_secret() {
+    let server = TestServer::start().await;
+    add_user(&server, "kate", "pw");
+    let mut s = Session::new(&server);
+    assert_eq!(s.login("kate", "pw", "/admin").await.status(), 303);
+    let cookie = s.cookie_header();
+    let db = server.db.clone();
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, db, &[]).await;
+    let r = server
+        .http
+        .get(server.url("/admin"))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_an_https_proxy_only_when_proxied() {
+    for (proxied, secure) in [(true, true), (false, false)] {
+        let flag = format!("--reverse-proxied={proxied}");
+        let server = TestServer::start_with(&[&flag]).await;
+        let r = server
+            .http
+            .get(server.url("/login"))
+            .header("X-Forwarded-Proto", "https")
+            .send()
+            .await
+            .unwrap();
+        let set = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(set.contains("Secure"), secure, "proxied={proxied}: {set}");
+    }
+}
