@@ -282,35 +282,15 @@ impl Db {
 
     /// A user by id.
     pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                r#"SELECT userid, name FROM "User" WHERE userid = ?1"#,
-                [id],
-                |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?)
+        user_by_id(&self.conn, id)
     }
 
     /// A user by name.
     pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                r#"SELECT userid, name FROM "User" WHERE name = ?1"#,
-                [name],
-                |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                },
-            )
+            .prepare_cached(r#"SELECT userid, name FROM "User" WHERE name = ?1"#)?
+            .query_row([name], user_row)
             .optional()?)
     }
 
@@ -593,21 +573,26 @@ impl Batch<'_> {
 
     /// A user by id, read inside the transaction.
     pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .tx
-            .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
-            .query_row([id], |r| {
-                Ok(User {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                })
-            })
-            .optional()?)
+        user_by_id(&self.tx, id)
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
     }
+}
+
+fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
+    Ok(conn
+        .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
+        .query_row([id], user_row)
+        .optional()?)
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+    })
 }
 
 fn parse_time(text: String, table: &'static str) -> Result<LocalTime, StoreError> {

@@ -175,17 +175,31 @@ impl Xsrf {
 /// Adds the `_xsrf` cookie to `response` when the token is new.
 pub fn with_xsrf_cookie(mut response: Response, xsrf: &Xsrf, client: &Client) -> Response {
     if xsrf.fresh {
-        let cookie = Cookie::build((XSRF, xsrf.token.clone()))
-            .path("/")
-            .http_only(true)
-            .secure(client.https)
-            .same_site(SameSite::Lax)
-            .build();
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+        set_cookie(
+            &mut response,
+            site_cookie(XSRF, xsrf.token.clone(), client).build(),
+        );
     }
     response
+}
+
+/// A cookie for the whole site, out of scripts' reach, `Secure` over HTTPS.
+fn site_cookie(
+    name: &'static str,
+    value: String,
+    client: &Client,
+) -> cookie::CookieBuilder<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .secure(client.https)
+        .same_site(SameSite::Lax)
+}
+
+fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// The answer to a POST whose anti-forgery token is missing or wrong.
@@ -345,32 +359,20 @@ async fn login(
     tracing::info!("{} logged in from {}", user.name, client.label());
     let days = i64::from(options.cookie_max_age_days);
     let value = app.signer.login_value(user.id, unix_now() + days * 86_400);
-    let cookie = Cookie::build((LOGIN_COOKIE, value))
-        .path("/")
-        .http_only(true)
-        .secure(client.https)
-        .same_site(SameSite::Lax)
+    let cookie = site_cookie(LOGIN_COOKIE, value, &client)
         .max_age(cookie::time::Duration::days(days))
         .build();
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    set_cookie(&mut response, cookie);
     Ok(response)
 }
 
 async fn logout(client: Client) -> Response {
-    let cookie = Cookie::build((LOGIN_COOKIE, ""))
-        .path("/")
-        .http_only(true)
-        .secure(client.https)
-        .same_site(SameSite::Lax)
+    let cookie = site_cookie(LOGIN_COOKIE, String::new(), &client)
         .max_age(cookie::time::Duration::ZERO)
         .build();
     let mut response = Redirect::to("/").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    set_cookie(&mut response, cookie);
     response
 }
 
