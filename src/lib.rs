@@ -12,6 +12,7 @@
 //! - `metrics`: the Prometheus metrics.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
+//! - `presence`: the forecast of openings and its heat map.
 
 pub mod auth;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod device;
 pub mod event;
 pub mod metrics;
 pub mod net;
+pub mod presence;
 pub mod state;
 pub mod store;
 pub mod web;
@@ -92,6 +94,7 @@ pub async fn run(
         pings: tokio::sync::broadcast::channel(1).0,
         signer: auth::Signer::new(&secret),
         throttles: web::auth::Throttles::default(),
+        forecast: presence::ForecastCache::default(),
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {

@@ -124,6 +124,14 @@ pub enum AccountError {
     NoSuchMac(String),
 }
 
+/// Status history for the forecast; see [`Db::status_window`].
+#[derive(Debug, Default)]
+pub struct StatusWindow {
+    pub first: Option<LocalTime>,
+    pub before: Option<StatusValue>,
+    pub changes: Vec<StatusChange>,
+}
+
 /// What the snapshot needs at start-up.
 #[derive(Debug, Default)]
 pub struct Latest {
@@ -270,6 +278,44 @@ impl Db {
         )?
         .map(|r| r?)
         .collect()
+    }
+
+    /// What the forecast needs over `[from, ...)`: the status in force at
+    /// `from`, the changes from then on (oldest first), and the time of the
+    /// very first change.
+    pub fn status_window(&self, from: LocalTime) -> Result<StatusWindow, StoreError> {
+        let from_text = from.stored();
+        let first = self
+            .conn
+            .query_row(r#"SELECT MIN(timestamp) FROM "Status""#, [], |r| {
+                r.get::<_, Option<String>>(0)
+            })?
+            .map(|t| parse_time(t, "Status"))
+            .transpose()?;
+        let before = self
+            .conn
+            .query_row(
+                r#"SELECT timestamp, value, modified_by FROM "Status"
+                   WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
+                [&from_text],
+                status_row,
+            )
+            .optional()?
+            .transpose()?
+            .map(|s| s.value);
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT timestamp, value, modified_by FROM "Status"
+               WHERE timestamp >= ?1 ORDER BY timestamp"#,
+        )?;
+        let changes = stmt
+            .query_map([&from_text], status_row)?
+            .map(|r| r?)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StatusWindow {
+            first,
+            before,
+            changes,
+        })
     }
 
     /// The number of status changes.

@@ -10,6 +10,9 @@ use bytes::Bytes;
 
 use super::client::PeerAddr;
 use super::{App, Observation};
+use crate::presence::{self, Rendered};
+use crate::store::StoreError;
+use axum::extract::Query;
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -18,6 +21,8 @@ pub fn router() -> Router<App> {
         .route("/data.php", get(device_clock))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/presence", get(presence))
+        .route("/presence.svg", get(presence_svg))
 }
 
 /// Answers `GET /status` and `GET /data` without the router: the hot read
@@ -124,6 +129,61 @@ fn preferred_encoding(headers: &HeaderMap) -> Option<Encoding> {
     } else {
         None
     }
+}
+
+/// The forecast from the cache, recomputed there when due.
+async fn forecast(app: &App) -> Result<std::sync::Arc<Rendered>, StoreError> {
+    let version = app.state.snapshot().status_version;
+    let now = app.state.clock().now();
+    let weeks = app.config.options.forecast_weeks;
+    let reader = app.reader.clone();
+    app.forecast
+        .get(version, || async move {
+            reader
+                .read(move |db| presence::compute(db, now, weeks))
+                .await
+        })
+        .await
+}
+
+/// `{"forecast": [[48 numbers] x 7]}`, Monday first.
+async fn presence(AxumState(app): AxumState<App>) -> Result<Response, super::Error> {
+    let rendered = forecast(&app).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        rendered.json.clone(),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct SvgQuery {
+    blind: Option<String>,
+}
+
+/// The forecast as a heat map; `?blind=1` for the colour-blind palette.
+async fn presence_svg(
+    AxumState(app): AxumState<App>,
+    Query(query): Query<SvgQuery>,
+) -> Result<Response, super::Error> {
+    let rendered = forecast(&app).await?;
+    let blind = matches!(query.blind.as_deref(), Some("1" | "true"));
+    let body = if blind {
+        &rendered.svg_blind
+    } else {
+        &rendered.svg
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body.clone(),
+    )
+        .into_response())
 }
 
 /// Prometheus text format.

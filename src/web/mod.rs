@@ -78,6 +78,8 @@ pub struct Shared {
     pub signer: crate::auth::Signer,
     /// Rate limits of the login form and of MAC updates.
     pub throttles: auth::Throttles,
+    /// The last forecast.
+    pub forecast: crate::presence::ForecastCache,
 }
 
 /// The whole HTTP application.

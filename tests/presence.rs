@@ -1,0 +1,85 @@
+//! The forecast over real HTTP, from a history written into the database.
+
+mod common;
+
+use chrono::{Datelike, Duration, Utc};
+use common::TestServer;
+use reqwest::header;
+
+#[tokio::test]
+async fn forecast_from_a_weekly_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bitsd.db");
+    {
+        // The schema first, then four past Tuesdays open 14:00-16:00 local time.
+        let config = common::test_config(&db, &[]);
+        bitsd::bootstrap(&config).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let today = Utc::now()
+            .with_timezone(&chrono_tz::Europe::Rome)
+            .date_naive();
+        let back = (today.weekday().num_days_from_monday() as i64 - 1).rem_euclid(7);
+        let last_tuesday = today - Duration::days(if back == 0 { 7 } else { back });
+        for week in 0..4 {
+            let day = last_tuesday - Duration::weeks(week);
+            for (time, value) in [("14:00:00.000000", "open"), ("16:00:00.000000", "closed")] {
+                conn.execute(
+                    r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
+                    [format!("{day} {time}"), value.to_string()],
+                )
+                .unwrap();
+            }
+        }
+    }
+    let server = TestServer::start_in(dir, db, &[]).await;
+    let response = server.get("/presence").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let days = body["forecast"].as_array().unwrap();
+    assert_eq!(days.len(), 7);
+    for (d, day) in days.iter().enumerate() {
+        let slots = day.as_array().unwrap();
+        assert_eq!(slots.len(), 48);
+        for (s, v) in slots.iter().enumerate() {
+            let v = v.as_f64().unwrap();
+            let expected = if d == 1 && (28..32).contains(&s) {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(v, expected, "day {d} slot {s}");
+        }
+    }
+
+    let svg = server.get("/presence.svg").await;
+    assert_eq!(svg.headers()[header::CONTENT_TYPE], "image/svg+xml");
+    let plain = svg.text().await.unwrap();
+    assert!(
+        plain.starts_with("<svg") && plain.contains("Tue 14:00 100%"),
+        "{}",
+        &plain[..200]
+    );
+    let blind = server.text("/presence.svg?blind=1").await;
+    assert_ne!(plain, blind);
+    assert!(server.text("/").await.contains("src=\"/presence.svg\""));
+    assert!(
+        server
+            .text("/blind")
+            .await
+            .contains("src=\"/presence.svg?blind=1\"")
+    );
+}
+
+#[tokio::test]
+async fn no_history_gives_zeros() {
+    let server = TestServer::start().await;
+    let body = server.json("/presence").await;
+    let all_zero = body["forecast"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d.as_array().unwrap())
+        .all(|v| v.as_f64() == Some(0.0));
+    assert!(all_zero, "{body}");
+}
