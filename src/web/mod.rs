@@ -12,6 +12,7 @@ mod live;
 mod members;
 mod pages;
 mod server;
+mod spaceapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,6 +94,7 @@ pub fn router(app: App) -> Router {
         .merge(live::router())
         .merge(auth::router())
         .merge(members::router())
+        .merge(spaceapi::router())
         .merge(pages::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found);

@@ -1,0 +1,216 @@
+//! `/spaceapi.json` validated against the published SpaceAPI schemas.
+
+mod common;
+
+use common::{TestServer, b64};
+use reqwest::header;
+
+fn schema(version: &str) -> jsonschema::Validator {
+    let path = format!(
+        "{}/tests/data/spaceapi-{version}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Validates `doc` against every version it claims, and checks that it
+/// claims 15, plus 14 exactly when it has both coordinates.
+fn assert_valid(doc: &serde_json::Value) {
+    let claimed: Vec<&str> = doc["api_compatibility"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(claimed.contains(&"15"), "{claimed:?}");
+    let located = doc["location"]["lat"].is_number() && doc["location"]["lon"].is_number();
+    assert_eq!(claimed.contains(&"14"), located, "{claimed:?}");
+    for version in claimed {
+        let validator = schema(version);
+        let errors: Vec<String> = validator
+            .iter_errors(doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "version {version}: {errors:?}\n{doc:#}");
+    }
+    // Nothing unset is sent as null or empty.
+    fn no_nulls(v: &serde_json::Value, path: &str) {
+        match v {
+            serde_json::Value::Null => panic!("null at {path}"),
+            serde_json::Value::String(s) => assert!(!s.is_empty(), "empty string at {path}"),
+            serde_json::Value::Array(items) => {
+                assert!(
+                    !items.is_empty() || !path.ends_with("names"),
+                    "empty list at {path}"
+                );
+                for (i, item) in items.iter().enumerate() {
+                    no_nulls(item, &format!("{path}/{i}"));
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    no_nulls(item, &format!("{path}/{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    no_nulls(doc, "");
+}
+
+fn config_file(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("bitsd.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn without_configuration_it_is_still_valid() {
+    let server = TestServer::start().await;
+    let response = server.get("/spaceapi.json").await;
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert_valid(&doc);
+    let base = format!("http://{}", server.web_addr());
+    assert_eq!(doc["space"], "BITS");
+    assert_eq!(doc["url"], base);
+    assert_eq!(doc["logo"], format!("{base}/static/logo.svg"));
+    assert_eq!(doc["contact"], serde_json::json!({}));
+    assert_eq!(doc["state"]["open"], false);
+    assert!(doc["state"].get("lastchange").is_none());
+    assert_eq!(
+        doc["state"]["icon"]["open"],
+        format!("{base}/static/open.svg")
+    );
+    assert_eq!(
+        doc["sensors"]["people_now_present"],
+        serde_json::json!([{"value": 0}])
+    );
+    assert_eq!(doc["ext_bits_version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc.get("location").is_none());
+    // The schema check is not vacuous: a broken document fails it.
+    let mut broken = doc.clone();
+    broken["state"]["open"] = serde_json::json!("yes");
+    assert!(!schema("15").is_valid(&broken));
+    let mut broken = doc.clone();
+    broken.as_object_mut().unwrap().remove("space");
+    assert!(!schema("15").is_valid(&broken));
+    // The logo it names is served.
+    assert_eq!(server.get("/static/logo.svg").await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_a_full_configuration_and_live_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        r##"
+[spaceapi]
+space = "POuL"
+logo = "https://poul.example/logo.png"
+url = "https://poul.example"
+address = "Via Ponzio 34/5, Milano"
+lat = 45.4781
+lon = 9.2273
+timezone = "Europe/Rome"
+country_code = "IT"
+email = "info@poul.example"
+irc = "ircs://irc.libera.chat/#poul"
+mastodon = "@poul@mastodon.example"
+matrix = "#poul:matrix.example"
+ml = "soci@poul.example"
+show_names = true
+"##,
+    );
+    let db = dir.path().join("bitsd.db");
+    let server = TestServer::start_in(dir, db, &["--config", &config]).await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send("temperature 0 21.5").await;
+    device.send("temperature 1 18.25").await;
+    device
+        .send(&format!("message {}", b64("Pizza <tonight>")))
+        .await;
+    device.send("enter 1").await; // the device user: some name is enough
+    server
+        .wait_for_data("the message", |d| d["message"].is_object())
+        .await;
+
+    let doc = server.json("/spaceapi.json").await;
+    assert_valid(&doc);
+    assert_eq!(doc["api_compatibility"], serde_json::json!(["14", "15"]));
+    assert_eq!(doc["space"], "POuL");
+    assert_eq!(doc["url"], "https://poul.example");
+    assert_eq!(doc["location"]["country_code"], "IT");
+    assert_eq!(doc["contact"]["mastodon"], "@poul@mastodon.example");
+    assert_eq!(doc["state"]["open"], true);
+    assert!(doc["state"]["lastchange"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(
+        doc["state"]["message"], "Pizza <tonight>",
+        "not HTML-escaped"
+    );
+    let temps = doc["sensors"]["temperature"].as_array().unwrap();
+    assert_eq!(temps.len(), 2);
+    assert_eq!(temps[1]["value"], 18.25);
+    assert_eq!(temps[1]["unit"], "°C");
+    assert_eq!(
+        doc["sensors"]["people_now_present"],
+        serde_json::json!([{"value": 1, "names": ["BITS"]}])
+    );
+}
+
+#[tokio::test]
+async fn names_only_when_allowed_and_latitude_alone_claims_only_15() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "[spaceapi]\nspace = \"Lab\"\nlat = 45.0\n");
+    let db = dir.path().join("bitsd.db");
+    let server = TestServer::start_in(dir, db, &["--config", &config]).await;
+    let mut device = server.device().await;
+    device.send("enter 1").await;
+    device.send("status 1").await;
+    server.wait_for_status("1").await;
+    let doc = server.json("/spaceapi.json").await;
+    assert_valid(&doc);
+    assert_eq!(doc["api_compatibility"], serde_json::json!(["15"]));
+    assert_eq!(
+        doc["sensors"]["people_now_present"],
+        serde_json::json!([{"value": 1}])
+    );
+}
+
+#[tokio::test]
+async fn the_base_url_follows_the_proxy_only_when_proxied() {
+    let server = TestServer::start_with(&["--reverse-proxied"]).await;
+    let doc: serde_json::Value = server
+        .http
+        .get(server.url("/spaceapi.json"))
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "bits.example.org")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_valid(&doc);
+    assert_eq!(doc["url"], "https://bits.example.org");
+    let direct = TestServer::start().await;
+    let doc: serde_json::Value = direct
+        .http
+        .get(direct.url("/spaceapi.json"))
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "bits.example.org")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["url"], format!("http://{}", direct.web_addr()));
+}
