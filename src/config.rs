@@ -39,10 +39,37 @@ pub struct Cli {
 }
 
 /// What `bitsd` does; the server when no subcommand is given.
-#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
     /// Create the database if missing and (re)load every page under wiki_path.
     Bootstrap,
+    /// Simulate a device, or fill the database with a plausible past.
+    #[command(subcommand)]
+    Fake(Fake),
+}
+
+/// `bitsd fake ...`: development and demos without hardware.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum Fake {
+    /// Connect to bitsd as the device and play a day in the room: openings,
+    /// temperatures drifting, now and then a message.
+    Device {
+        /// bitsd's device port
+        #[arg(long, default_value = "127.0.0.1:8888", value_name = "HOST:PORT")]
+        control: String,
+        /// Send `auth <token>` first (bitsd's control_token)
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+        /// Seconds between two rounds of temperature samples
+        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+        interval: f64,
+    },
+    /// Write plausible past days (openings, temperatures, messages) into the database.
+    History {
+        /// How many days back from yesterday
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+    },
 }
 
 /// Every option of SPEC section 3, by group.

@@ -9,6 +9,7 @@
 //! - `state`: the writer thread, the snapshot and the broadcast of changes.
 //! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes).
 //! - `web`: HTTP endpoints, pages and live push (websocket, SSE).
+//! - `fake`: the simulated device and history of `bitsd fake`.
 //! - `metrics`: the Prometheus metrics.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod device;
 pub mod event;
+pub mod fake;
 pub mod metrics;
 pub mod net;
 pub mod presence;

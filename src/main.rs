@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use bitsd::config::{self, Command, Config};
+use bitsd::config::{self, Command, Config, Fake};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +14,12 @@ fn main() -> ExitCode {
     }
     let result = match command {
         Some(Command::Bootstrap) => bootstrap(&config),
+        Some(Command::Fake(Fake::History { days })) => fake_history(&config, days),
+        Some(Command::Fake(Fake::Device {
+            control,
+            token,
+            interval,
+        })) => fake_device(&control, token.as_deref(), interval),
         None => serve(config),
     };
     match result {
@@ -52,6 +58,32 @@ fn bootstrap(config: &Config) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+fn fake_history(config: &Config, days: u32) -> anyhow::Result<()> {
+    let written = bitsd::fake::history(config, days)?;
+    println!(
+        "{}: {days} past day(s) written: {} status changes, {} temperature samples, {} messages",
+        config.db_path.display(),
+        written.status_changes,
+        written.samples,
+        written.messages
+    );
+    Ok(())
+}
+
+fn fake_device(control: &str, token: Option<&str>, interval: f64) -> anyhow::Result<()> {
+    if !(interval.is_finite() && interval > 0.0) {
+        anyhow::bail!("--interval must be a positive number of seconds");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bitsd::fake::device(
+        control,
+        token,
+        std::time::Duration::from_secs_f64(interval),
+    ))
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

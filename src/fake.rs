@@ -1,0 +1,218 @@
+//! `bitsd fake`: a simulated device and a plausible past, for development
+//! and demos without hardware.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{Datelike, Duration as Span, NaiveTime, Timelike};
+use rand::Rng;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::clock::{Clock, LocalTime};
+use crate::config::Config;
+use crate::device::protocol;
+use crate::event::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+use crate::store::{DEVICE_USER, Db};
+
+const MESSAGES: &[&str] = &[
+    "Who left the soldering iron on?",
+    "Pizza tonight, who is in?",
+    "The 3D printer is free again",
+    "Coffee is ready",
+    "Meeting at 21:00 in the big room",
+    "Somebody please water the plant",
+];
+
+/// Plays the device against bitsd at `control` until it closes the
+/// connection or the process is stopped; reconnects after a failure.
+pub async fn device(control: &str, token: Option<&str>, interval: Duration) -> anyhow::Result<()> {
+    loop {
+        match play(control, token, interval).await {
+            Ok(()) => {
+                println!("bitsd closed the connection");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("fake device: {e:#}; trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn play(control: &str, token: Option<&str>, interval: Duration) -> anyhow::Result<()> {
+    let stream = tokio::net::TcpStream::connect(control)
+        .await
+        .with_context(|| format!("cannot connect to {control}"))?;
+    println!("connected to {control}");
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader).lines();
+    let mut send = async |line: String| -> anyhow::Result<()> {
+        println!("> {line}");
+        writer.write_all(format!("{line}\n").as_bytes()).await?;
+        Ok(())
+    };
+    if let Some(token) = token {
+        send(format!("auth {token}")).await?;
+    }
+    let mut room = Room::new();
+    send(protocol::status_line(room.open)).await?;
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                for line in room.step() {
+                    send(line).await?;
+                }
+            }
+            line = lines.next_line() => match line? {
+                Some(line) => println!("< {line}"),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// The simulated room: two sensors drifting, openings, messages.
+struct Room {
+    open: bool,
+    temperatures: [f64; 2],
+    rounds: u32,
+}
+
+impl Room {
+    fn new() -> Room {
+        Room {
+            open: true,
+            temperatures: [21.0, 19.5],
+            rounds: 0,
+        }
+    }
+
+    /// The lines of one round: a sample per sensor, sometimes a status
+    /// change or a message.
+    fn step(&mut self) -> Vec<String> {
+        let mut rng = rand::rng();
+        self.rounds += 1;
+        let mut lines = Vec::new();
+        for (sensor, t) in self.temperatures.iter_mut().enumerate() {
+            let target = if self.open { 22.0 } else { 18.0 };
+            *t += (target - *t) * 0.02 + rng.random_range(-0.15..0.15);
+            lines.push(format!("temperature {sensor} {:.2}", t));
+        }
+        if self.rounds % 20 == 0 && rng.random_bool(0.5) {
+            self.open = !self.open;
+            lines.push(protocol::status_line(self.open));
+        }
+        if self.rounds % 15 == 0 {
+            let text = MESSAGES[rng.random_range(0..MESSAGES.len())];
+            lines.push(protocol::message_line(text));
+        }
+        lines
+    }
+}
+
+/// What `fake history` wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub status_changes: usize,
+    pub samples: usize,
+    pub messages: usize,
+}
+
+/// Writes `days` plausible days ending yesterday: openings in the afternoon
+/// and evening (fewer at weekends), a temperature sample per sensor every
+/// ten minutes, a few messages. Today is left to the live device.
+pub fn history(config: &Config, days: u32) -> anyhow::Result<Written> {
+    let mut db = Db::open(&config.db_path, config.options.log_queries)
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
+    let device = db
+        .user_by_name(DEVICE_USER)?
+        .context("the device user is missing")?;
+    let today = Clock::new(config.timezone).now().0.date();
+    let mut rng = rand::rng();
+    let mut written = Written::default();
+    let batch = db.batch()?;
+    for back in (1..=i64::from(days)).rev() {
+        let day = today - Span::days(back);
+        let weekend = day.weekday().num_days_from_monday() >= 5;
+        let mut openings = Vec::new();
+        if !weekend || rng.random_bool(0.4) {
+            let open = 13 * 60 + rng.random_range(0..120);
+            let close = 19 * 60 + rng.random_range(0..150);
+            openings.push((open, close));
+            if !weekend && rng.random_bool(0.3) {
+                openings.insert(
+                    0,
+                    (
+                        9 * 60 + rng.random_range(0..60),
+                        12 * 60 + rng.random_range(0..30),
+                    ),
+                );
+            }
+        }
+        let at = |minute: i64, second: u32| {
+            let time = NaiveTime::from_hms_opt((minute / 60) as u32, (minute % 60) as u32, second)
+                .unwrap_or(NaiveTime::MIN);
+            LocalTime(day.and_time(time))
+        };
+        for (open, close) in &openings {
+            for (minute, value) in [(*open, StatusValue::Open), (*close, StatusValue::Closed)] {
+                batch.insert_status(&StatusChange {
+                    timestamp: at(minute, rng.random_range(0..60)),
+                    value,
+                    modified_by: ModifiedBy::Bits,
+                })?;
+                written.status_changes += 1;
+            }
+            if rng.random_bool(0.3) {
+                let text = MESSAGES[rng.random_range(0..MESSAGES.len())];
+                batch.insert_message(device.id, at(open + 30, 0), text)?;
+                written.messages += 1;
+            }
+        }
+        for minute in (0..24 * 60).step_by(10) {
+            let inside = openings.iter().any(|(o, c)| (*o..*c).contains(&minute));
+            let time = at(minute, 0);
+            let daily = ((time.0.hour() as f64 - 15.0) / 24.0 * std::f64::consts::TAU).cos();
+            for sensor in 0..2 {
+                let base = if inside { 21.5 } else { 18.5 } - sensor as f64 * 1.2;
+                batch.insert_temperature(&TemperatureSample {
+                    timestamp: LocalTime(time.0 + Span::seconds(sensor)),
+                    sensor,
+                    value: ((base + daily + rng.random_range(-0.3..0.3)) * 10.0).round() / 10.0,
+                    modified_by: ModifiedBy::Bits,
+                })?;
+                written.samples += 1;
+            }
+        }
+    }
+    batch.commit()?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_drifts_and_speaks_the_protocol() {
+        let mut room = Room::new();
+        let mut saw_status = false;
+        let mut saw_message = false;
+        for _ in 0..200 {
+            for line in room.step() {
+                let parsed = protocol::parse_line(line.as_bytes());
+                assert!(parsed.is_ok(), "{line}: {parsed:?}");
+                saw_status |= line.starts_with("status");
+                saw_message |= line.starts_with("message");
+            }
+        }
+        assert!(saw_message);
+        assert!(
+            saw_status,
+            "200 rounds flip the status at least once (p = 1 - 2^-10)"
+        );
+        assert!(room.temperatures.iter().all(|t| (10.0..30.0).contains(t)));
+    }
+}
