@@ -111,6 +111,15 @@ pub async fn run(
         tracker.clone(),
     ));
 
+    if config.options.auto_status {
+        tracker.spawn(presence::run_auto_status(
+            state.clone(),
+            Duration::from_secs(config.options.auto_open_after),
+            Duration::from_secs(config.options.auto_close_after),
+            shutdown.clone(),
+        ));
+    }
+
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     tracker.close();

@@ -7,7 +7,7 @@
 //! for the current state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::http::HeaderValue;
@@ -37,7 +37,7 @@ const BROADCAST_CAPACITY: usize = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Open or close the room.
-    Status { value: StatusValue, by: ModifiedBy },
+    Status { value: StatusValue, origin: Origin },
     /// A sample from a sensor of the device.
     Temperature { sensor: i64, value: f64 },
     /// A message from the device (`author` None) or from a member.
@@ -48,6 +48,27 @@ pub enum Event {
     Leave(i64),
     /// The names seen by the last MAC update.
     MacRoster(BTreeSet<String>),
+}
+
+/// Where a status change comes from, which decides its `modified_by` and
+/// whether the device is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The device itself (`BITS`; it knows already).
+    Device,
+    /// A member on the admin page (`web`; the device is told).
+    Web,
+    /// Automatic status from the roster (`BITS`; the device is told).
+    Automation,
+}
+
+impl Origin {
+    fn modified_by(self) -> ModifiedBy {
+        match self {
+            Origin::Web => ModifiedBy::Web,
+            Origin::Device | Origin::Automation => ModifiedBy::Bits,
+        }
+    }
 }
 
 /// What became of an event.
@@ -230,7 +251,7 @@ enum Job {
 
 struct Shared {
     jobs: mpsc::Sender<Job>,
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: tokio::sync::watch::Sender<Arc<Snapshot>>,
     changes: broadcast::Sender<Published>,
     device: DeviceLink,
     clock: Clock,
@@ -280,7 +301,7 @@ impl State {
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
         let shared = Arc::new(Shared {
             jobs,
-            snapshot: RwLock::new(Arc::new(model.snapshot(jsonver, &boot))),
+            snapshot: tokio::sync::watch::Sender::new(Arc::new(model.snapshot(jsonver, &boot))),
             changes,
             device,
             clock,
@@ -336,11 +357,12 @@ impl State {
 
     /// The current state.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared
-            .snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.snapshot.borrow().clone()
+    }
+
+    /// The snapshot, with a notification each time a new one is published.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.shared.snapshot.subscribe()
     }
 
     /// Committed changes from now on. Subscribe before taking the snapshot
@@ -441,7 +463,7 @@ impl Writer {
         self.model = model;
         if let Some(shared) = self.shared.upgrade() {
             let snapshot = Arc::new(self.model.snapshot(self.jsonver, &self.boot));
-            *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            shared.snapshot.send_replace(snapshot);
         }
         let mut seq = first_seq;
         for p in pending {
@@ -485,7 +507,7 @@ fn prepare(
         outcome: Outcome::Applied,
     };
     let result = match event {
-        Event::Status { value, by } => {
+        Event::Status { value, origin } => {
             let current = model.status.as_ref().map(|s| s.value.is_open());
             if current == Some(value.is_open()) {
                 p.outcome = Outcome::Ignored("the status is already that");
@@ -494,9 +516,9 @@ fn prepare(
             let change = StatusChange {
                 timestamp: stamper.next(),
                 value,
-                modified_by: by,
+                modified_by: origin.modified_by(),
             };
-            if by == ModifiedBy::Web {
+            if origin != Origin::Device {
                 p.to_device = Some(protocol::status_line(value.is_open()));
             }
             batch

@@ -83,3 +83,37 @@ async fn no_history_gives_zeros() {
         .all(|v| v.as_f64() == Some(0.0));
     assert!(all_zero, "{body}");
 }
+
+#[tokio::test]
+async fn automatic_status_follows_the_roster_and_tells_the_device() {
+    let server = TestServer::start_with(&[
+        "--auto-status",
+        "--auto-open-after",
+        "1",
+        "--auto-close-after",
+        "1",
+    ])
+    .await;
+    let mut device = server.device().await;
+    device.send("enter 1").await;
+    assert_eq!(
+        device.recv().await,
+        "status 1",
+        "the automation tells the device"
+    );
+    server.wait_for_status("1").await;
+    let log = server.json("/log?format=json").await;
+    assert_eq!(log["log"][0]["modifiedby"], "BITS");
+    device.send("leave 1").await;
+    assert_eq!(device.recv().await, "status 0");
+    server.wait_for_status("0").await;
+}
+
+#[tokio::test]
+async fn without_auto_status_the_roster_changes_nothing() {
+    let server = TestServer::start_with(&["--auto-open-after", "1"]).await;
+    let mut device = server.device().await;
+    device.send("enter 1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(server.text("/status").await, "0");
+}

@@ -11,9 +11,9 @@ use tokio_util::task::TaskTracker;
 use super::link::Attachment;
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use crate::config::Allowlist;
-use crate::event::{ModifiedBy, StatusValue};
+use crate::event::StatusValue;
 use crate::net::Listener;
-use crate::state::{Event, State};
+use crate::state::{Event, Origin, State};
 
 /// Who may be the device and how it proves it.
 #[derive(Debug, Clone)]
@@ -202,7 +202,7 @@ async fn handle_line(line: &[u8], peer: &str, state: &State) -> Result<(), Strin
             } else {
                 StatusValue::Closed
             },
-            by: ModifiedBy::Bits,
+            origin: Origin::Device,
         },
         Command::Temperature { sensor, value } => Event::Temperature { sensor, value },
         Command::Message(text) => Event::Message { author: None, text },

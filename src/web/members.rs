@@ -18,8 +18,8 @@ use super::auth::{Member, Xsrf, forbidden, with_xsrf_cookie};
 use super::client::Client;
 use super::error::Result;
 use super::pages::{Chrome, not_found, render};
-use crate::event::{ModifiedBy, StatusValue};
-use crate::state::Event;
+use crate::event::StatusValue;
+use crate::state::{Event, Origin};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
@@ -104,7 +104,7 @@ async fn admin_toggle(
         .state
         .apply(Event::Status {
             value,
-            by: ModifiedBy::Web,
+            origin: Origin::Web,
         })
         .await?;
     tracing::info!(
