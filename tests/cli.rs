@@ -257,3 +257,35 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn developer_mode_says_so_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bitsd()
+        .args([
+            "--config",
+            "/dev/null",
+            "--developer-mode",
+            "--web-address",
+            "127.0.0.1",
+        ])
+        .args(["--web-port", "0", "--control-local-port", "0", "--db"])
+        .arg(dir.path().join("d.db"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("web listening on") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "bitsd exited: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("DEVELOPER MODE"), "{seen}");
+    assert!(seen.contains("DEBUG"), "debug-level logging: {seen}");
+}

@@ -21,10 +21,17 @@ pub fn service(app: &App) -> Router {
         .not_found_service(not_found);
     let router = Router::new().fallback_service(files);
     if app.config.options.developer_mode {
-        router
+        router.layer(axum::middleware::map_response(no_cache))
     } else {
         router.layer(axum::middleware::map_response(long_cache))
     }
+}
+
+/// Developer mode: no caching headers at all, not even a validator, so a
+/// reload always shows the file as it is on disk.
+async fn no_cache(mut response: Response) -> Response {
+    response.headers_mut().remove(header::LAST_MODIFIED);
+    response
 }
 
 async fn long_cache(mut response: Response) -> Response {
