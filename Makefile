@@ -27,4 +27,5 @@ test: lint
 # generator in benches/load.rs against the release binary.
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(CARGO) bench --bench forecast
 	$(CARGO) bench --bench load

@@ -95,8 +95,7 @@ pub fn forecast(
 /// The forecast over the `weeks` weeks before `now`, from the database.
 pub fn compute(db: &Db, now: LocalTime, weeks: u32) -> Result<Forecast, StoreError> {
     let window_start = LocalTime(now.0 - Duration::weeks(i64::from(weeks)));
-    let first = db.status_window(now)?.first;
-    let Some(first) = first else {
+    let Some(first) = db.first_status()? else {
         return Ok(Forecast::default());
     };
     let start = window_start.max(first);

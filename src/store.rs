@@ -127,7 +127,6 @@ pub enum AccountError {
 /// Status history for the forecast; see [`Db::status_window`].
 #[derive(Debug, Default)]
 pub struct StatusWindow {
-    pub first: Option<LocalTime>,
     pub before: Option<StatusValue>,
     pub changes: Vec<StatusChange>,
 }
@@ -280,18 +279,20 @@ impl Db {
         .collect()
     }
 
-    /// What the forecast needs over `[from, ...)`: the status in force at
-    /// `from`, the changes from then on (oldest first), and the time of the
-    /// very first change.
-    pub fn status_window(&self, from: LocalTime) -> Result<StatusWindow, StoreError> {
-        let from_text = from.stored();
-        let first = self
-            .conn
+    /// The time of the first recorded status change.
+    pub fn first_status(&self) -> Result<Option<LocalTime>, StoreError> {
+        self.conn
             .query_row(r#"SELECT MIN(timestamp) FROM "Status""#, [], |r| {
                 r.get::<_, Option<String>>(0)
             })?
             .map(|t| parse_time(t, "Status"))
-            .transpose()?;
+            .transpose()
+    }
+
+    /// What the forecast needs over `[from, ...)`: the status in force at
+    /// `from` and the changes from then on, oldest first.
+    pub fn status_window(&self, from: LocalTime) -> Result<StatusWindow, StoreError> {
+        let from_text = from.stored();
         let before = self
             .conn
             .query_row(
@@ -311,11 +312,7 @@ impl Db {
             .query_map([&from_text], status_row)?
             .map(|r| r?)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(StatusWindow {
-            first,
-            before,
-            changes,
-        })
+        Ok(StatusWindow { before, changes })
     }
 
     /// The number of status changes.
