@@ -323,14 +323,28 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool) -> String {
     svg
 }
 
-/// Red to green, or (colour-blind safe) orange to blue.
+/// Red through amber to green, or (colour-blind safe) orange through pale
+/// grey to blue.
 fn colour(p: f64, blind: bool) -> String {
-    let (from, to) = if blind {
-        ((230.0, 97.0, 0.0), (10.0, 95.0, 168.0))
+    let stops: [(f64, f64, f64); 3] = if blind {
+        [
+            (230.0, 97.0, 0.0),
+            (215.0, 215.0, 215.0),
+            (10.0, 95.0, 168.0),
+        ]
     } else {
-        ((200.0, 40.0, 30.0), (30.0, 150.0, 60.0))
+        [
+            (200.0, 40.0, 30.0),
+            (230.0, 170.0, 40.0),
+            (30.0, 150.0, 60.0),
+        ]
     };
-    let mix = |a: f64, b: f64| (a + (b - a) * p).round() as u8;
+    let (from, to, t) = if p < 0.5 {
+        (stops[0], stops[1], p * 2.0)
+    } else {
+        (stops[1], stops[2], (p - 0.5) * 2.0)
+    };
+    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
     format!(
         "#{:02x}{:02x}{:02x}",
         mix(from.0, to.0),
