@@ -4,7 +4,7 @@ DB ?= bitsd.db
 WEB_PORT ?= 8008
 CONTROL_PORT ?= 8888
 
-.PHONY: run test build lint bench
+.PHONY: run test build lint bench test-deps
 
 build:
 	$(CARGO) build --release
@@ -20,7 +20,13 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint
+# The browser tests drive Debian's Chromium (no browser download).
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| (echo "installing Debian's chromium for the browser tests" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: test-deps lint
 	$(CARGO) test
 
 # Load run (see BENCHMARKS.md): installs wrk when missing, then runs the

@@ -74,6 +74,8 @@ struct SensorView {
     sensor: i64,
     value: String,
     at: String,
+    trend: &'static str,
+    trend_words: &'static str,
 }
 
 struct MessageView {
@@ -91,6 +93,8 @@ struct HomePage {
     by: Option<&'static str>,
     sensors: Vec<SensorView>,
     message: Option<MessageView>,
+    /// The `/data` JSON for the page script, safe inside a script element.
+    data_json: String,
 }
 
 fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
@@ -112,10 +116,15 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
         sensors: snapshot
             .sensors
             .values()
-            .map(|t| SensorView {
-                sensor: t.sensor,
-                value: format!("{:.1}", t.value),
-                at: t.timestamp.display(),
+            .map(|t| {
+                let (trend, trend_words) = trend(snapshot, t.sensor);
+                SensorView {
+                    sensor: t.sensor,
+                    value: format!("{:.1}", t.value),
+                    at: t.timestamp.display(),
+                    trend,
+                    trend_words,
+                }
             })
             .collect(),
         message: snapshot.message.as_ref().map(|m| MessageView {
@@ -123,6 +132,17 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
             at: m.timestamp.display(),
             text: m.text.clone(),
         }),
+        data_json: String::from_utf8_lossy(&snapshot.data_json).replace('<', "\\u003c"),
+    }
+}
+
+/// The direction of a sensor's last two samples among the recent ones.
+fn trend(snapshot: &Snapshot, sensor: i64) -> (&'static str, &'static str) {
+    let mut recent = snapshot.temperatures.iter().filter(|t| t.sensor == sensor);
+    match (recent.next(), recent.next()) {
+        (Some(last), Some(before)) if last.value - before.value > 0.05 => ("↑", "rising"),
+        (Some(last), Some(before)) if before.value - last.value > 0.05 => ("↓", "falling"),
+        _ => ("→", "steady"),
     }
 }
 

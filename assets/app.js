@@ -1,0 +1,282 @@
+// bitsd homepage: keeps the server-rendered page live.
+// Websocket first, then Server-Sent Events, then polling /data; reconnects
+// with backoff and says when the data may be stale. No framework, no build.
+(function () {
+  "use strict";
+
+  var debug = !!document.querySelector('meta[name="mode"][content="debug"]');
+  function log() {
+    if (debug) console.log.apply(console, ["[bits]"].concat([].slice.call(arguments)));
+  }
+
+  var HISTORY = 100;
+  var state = { status: null, tempint: null, message: null, tempinthist: [] };
+  var lastData = null; // when the page last heard from the server
+  var $ = function (id) { return document.getElementById(id); };
+
+  // ---- rendering --------------------------------------------------------
+
+  function unescapeHtml(text) {
+    // The server escapes message text for old clients that insert HTML.
+    return new DOMParser().parseFromString(String(text), "text/html").documentElement.textContent;
+  }
+
+  function renderStatus() {
+    var s = state.status;
+    var open = !!s && s.value === "open";
+    var box = $("status");
+    if (box) box.className = "status " + (open ? "open" : "closed");
+    var text = $("status-text");
+    if (text) text.textContent = "The room is " + (open ? "open" : "closed");
+    var since = $("status-since");
+    if (since) {
+      since.textContent = s
+        ? "since " + s.timestamp + ", set by " + (s.modifiedby === "web" ? "a member, on the web" : "the device")
+        : "No status has been recorded yet.";
+    }
+    document.title = "BITS · " + (open ? "open" : "closed");
+    var icon = $("favicon");
+    if (icon) icon.href = icon.href.replace(/(open|closed)\.svg/, open ? "open.svg" : "closed.svg");
+  }
+
+  function renderSensors() {
+    var list = $("sensors");
+    if (!list) return;
+    var latest = {};
+    var previous = {};
+    state.tempinthist.forEach(function (t) {
+      if (!(t.sensor in latest)) latest[t.sensor] = t;
+      else if (!(t.sensor in previous)) previous[t.sensor] = t;
+    });
+    var ids = Object.keys(latest).map(Number).sort(function (a, b) { return a - b; });
+    var none = $("sensors-none");
+    if (none) none.hidden = ids.length > 0;
+    list.textContent = "";
+    ids.forEach(function (id, n) {
+      var t = latest[id];
+      var p = previous[id];
+      var li = document.createElement("li");
+      li.dataset.sensor = id;
+      li.style.setProperty("--series", COLOURS[n % COLOURS.length]);
+      var label = document.createElement("span");
+      label.className = "label";
+      label.textContent = "Sensor " + id;
+      var value = document.createElement("strong");
+      value.className = "value";
+      value.textContent = Number(t.value).toFixed(1) + " °C";
+      var trend = document.createElement("span");
+      trend.className = "trend";
+      var arrow = "→", words = "steady";
+      if (p && t.value - p.value > 0.05) { arrow = "↑"; words = "rising"; }
+      if (p && p.value - t.value > 0.05) { arrow = "↓"; words = "falling"; }
+      trend.textContent = arrow;
+      trend.title = words;
+      trend.setAttribute("aria-label", words);
+      var time = document.createElement("time");
+      time.textContent = t.timestamp;
+      li.append(label, " ", value, " ", trend, " ", time);
+      list.appendChild(li);
+    });
+    renderChart();
+  }
+
+  var COLOURS = ["#0b57d0", "#b35300", "#1b7f3b", "#8e24aa", "#00838f"];
+
+  function renderChart() {
+    var svg = $("chart");
+    if (!svg) return;
+    var samples = state.tempinthist.slice().reverse();
+    svg.textContent = "";
+    if (samples.length < 2) {
+      svg.setAttribute("hidden", "");
+      return;
+    }
+    svg.removeAttribute("hidden");
+    var W = 600, H = 160, PAD = 28;
+    var values = samples.map(function (t) { return Number(t.value); });
+    var min = Math.floor(Math.min.apply(null, values) - 0.5);
+    var max = Math.ceil(Math.max.apply(null, values) + 0.5);
+    var x = function (i) { return PAD + (i / (samples.length - 1)) * (W - PAD - 4); };
+    var y = function (v) { return 4 + (1 - (v - min) / (max - min)) * (H - 24); };
+    var ns = "http://www.w3.org/2000/svg";
+    [min, (min + max) / 2, max].forEach(function (v) {
+      var line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", PAD); line.setAttribute("x2", W - 4);
+      line.setAttribute("y1", y(v)); line.setAttribute("y2", y(v));
+      line.setAttribute("class", "grid");
+      var label = document.createElementNS(ns, "text");
+      label.setAttribute("x", 0); label.setAttribute("y", y(v) + 4);
+      label.textContent = v.toFixed(0) + "°";
+      svg.append(line, label);
+    });
+    var bySensor = {};
+    samples.forEach(function (t, i) {
+      (bySensor[t.sensor] = bySensor[t.sensor] || []).push(x(i).toFixed(1) + "," + y(Number(t.value)).toFixed(1));
+    });
+    Object.keys(bySensor).forEach(function (id, n) {
+      var line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", bySensor[id].join(" "));
+      line.setAttribute("stroke", COLOURS[n % COLOURS.length]);
+      line.setAttribute("class", "series");
+      line.dataset.sensor = id;
+      svg.appendChild(line);
+    });
+    svg.setAttribute("aria-label", "Temperature of the last " + samples.length + " samples, " + min + " to " + max + " °C");
+  }
+
+  function renderMessage() {
+    var m = state.message;
+    if (!m) return;
+    var none = $("message-none");
+    if (none) none.hidden = true;
+    var body = $("message-body");
+    if (body) body.hidden = false;
+    $("message-text").textContent = unescapeHtml(m.value);
+    $("message-user").textContent = m.user;
+    $("message-time").textContent = m.timestamp;
+  }
+
+  function renderAll() {
+    renderStatus();
+    renderSensors();
+    renderMessage();
+  }
+
+  // ---- state ------------------------------------------------------------
+
+  function apply(data) {
+    log("message", data);
+    lastData = new Date();
+    if ("version" in data) {
+      state = {
+        status: data.status || null,
+        tempint: data.tempint || null,
+        message: data.message || null,
+        tempinthist: data.tempinthist || [],
+      };
+      renderAll();
+      return;
+    }
+    if (data.status) { state.status = data.status; renderStatus(); }
+    if (data.tempint) {
+      state.tempint = data.tempint;
+      state.tempinthist.unshift(data.tempint);
+      state.tempinthist.length = Math.min(state.tempinthist.length, HISTORY);
+      renderSensors();
+    }
+    if (data.message) { state.message = data.message; renderMessage(); }
+  }
+
+  // ---- connection -------------------------------------------------------
+
+  var live = $("live");
+  function showLive(how) {
+    if (!live) return;
+    live.className = "live on";
+    live.textContent = "Live (" + how + ")";
+    live.dataset.transport = how;
+  }
+  function showOffline() {
+    if (!live) return;
+    live.className = "live off";
+    var age = lastData ? " Data from " + lastData.toLocaleTimeString() + "." : "";
+    live.textContent = "Offline, reconnecting…" + age;
+    live.dataset.transport = "none";
+  }
+
+  var delay = 1000;
+  function backoff(next) {
+    showOffline();
+    var wait = delay;
+    delay = Math.min(delay * 2, 30000);
+    log("reconnecting in", wait, "ms");
+    setTimeout(next, wait);
+  }
+
+  function parse(text) {
+    try { return JSON.parse(text); } catch (e) { log("bad message", text); return null; }
+  }
+
+  var wsFailures = 0;
+  function connectWebsocket() {
+    if (!("WebSocket" in window) || wsFailures >= 2) return connectEvents();
+    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    var opened = false;
+    var ws;
+    try { ws = new WebSocket(url); } catch (e) { wsFailures++; return connectEvents(); }
+    ws.onopen = function () { opened = true; wsFailures = 0; delay = 1000; showLive("websocket"); };
+    ws.onmessage = function (e) { var d = parse(e.data); if (d) apply(d); };
+    ws.onclose = function () {
+      if (!opened) {
+        wsFailures++;
+        log("websocket failed", wsFailures);
+        if (wsFailures >= 2) return connectEvents();
+      }
+      backoff(connectWebsocket);
+    };
+  }
+
+  var sseFailures = 0;
+  function connectEvents() {
+    if (!("EventSource" in window) || sseFailures >= 2) return poll();
+    var opened = false;
+    var source = new EventSource("/events");
+    source.onopen = function () { opened = true; sseFailures = 0; delay = 1000; showLive("events"); };
+    source.onmessage = function (e) { var d = parse(e.data); if (d) apply(d); };
+    source.onerror = function () {
+      source.close();
+      if (!opened) {
+        sseFailures++;
+        if (sseFailures >= 2) return poll();
+      }
+      backoff(connectEvents);
+    };
+  }
+
+  var POLL_EVERY = 5000;
+  function poll() {
+    fetch("/data", { cache: "no-cache" })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (d) { apply(d); showLive("polling"); setTimeout(poll, POLL_EVERY); })
+      .catch(function () { backoff(poll); });
+  }
+
+  // ---- colour-blind palette ---------------------------------------------
+
+  var KEY = "bits-blind";
+  function setBlind(on) {
+    document.body.classList.toggle("blind", on);
+    var map = $("forecast");
+    if (map) map.src = "/presence.svg" + (on ? "?blind=1" : "");
+    var toggle = $("blind-toggle");
+    if (toggle) {
+      toggle.setAttribute("aria-pressed", on ? "true" : "false");
+      toggle.textContent = on ? "Standard colours" : "Colour-blind palette";
+    }
+  }
+  var stored = null;
+  try { stored = localStorage.getItem(KEY); } catch (e) { /* private mode */ }
+  var blind = document.body.classList.contains("blind") || stored === "1";
+  setBlind(blind);
+  var toggle = $("blind-toggle");
+  if (toggle) {
+    toggle.hidden = false;
+    var link = $("blind-link");
+    if (link) link.hidden = true;
+    toggle.addEventListener("click", function () {
+      blind = !blind;
+      try { localStorage.setItem(KEY, blind ? "1" : "0"); } catch (e) { /* private mode */ }
+      setBlind(blind);
+    });
+  }
+
+  // ---- start ------------------------------------------------------------
+
+  var initial = $("initial-data");
+  if (initial) {
+    var d = parse(initial.textContent);
+    if (d) apply(d);
+  }
+  setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
+  connectWebsocket();
+})();

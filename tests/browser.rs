@@ -1,0 +1,256 @@
+//! The homepage in headless Chromium (Debian's `chromium`, which `make test`
+//! installs when missing), against a real server on port 0.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{Page, cdp::browser_protocol::page::CaptureScreenshotFormat};
+use common::{PATIENCE, TestServer};
+use futures_util::StreamExt;
+
+fn chromium() -> PathBuf {
+    let candidates = [
+        std::env::var("CHROMIUM").unwrap_or_default(),
+        "/usr/bin/chromium".into(),
+        "/usr/bin/chromium-browser".into(),
+        "/usr/bin/google-chrome".into(),
+    ];
+    candidates
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("no Chromium found: `make test` installs Debian's chromium, or set CHROMIUM=/path")
+}
+
+async fn launch() -> (Browser, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+    let profile = tempfile::tempdir().unwrap();
+    let config = BrowserConfig::builder()
+        .chrome_executable(chromium())
+        .no_sandbox()
+        .user_data_dir(profile.path())
+        .window_size(1280, 900)
+        .args([
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .build()
+        .unwrap();
+    let (browser, mut handler) = Browser::launch(config).await.expect("Chromium starts");
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    (browser, events, profile)
+}
+
+/// Evaluates `expression` (a JS expression) until it is true.
+async fn wait_until(page: &Page, what: &str, expression: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let value: bool = page
+            .evaluate(format!("!!({expression})"))
+            .await
+            .ok()
+            .and_then(|v| v.into_value().ok())
+            .unwrap_or(false);
+        if value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {expression}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn text(page: &Page, expression: &str) -> String {
+    page.evaluate(expression)
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap()
+}
+
+async fn screenshot(page: &Page, name: &str, width: i64, height: i64, mobile: bool) {
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        width, height, 1.0, mobile,
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = common::root().join("target").join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let params = ScreenshotParams::builder()
+        .format(CaptureScreenshotFormat::Png)
+        .full_page(true)
+        .build();
+    page.save_screenshot(params, dir.join(name)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_homepage_is_live_in_a_real_browser() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    device.send("status 0").await;
+    device.send("temperature 0 20.5").await;
+    device.send("temperature 0 21.0").await;
+    device
+        .send(&format!("message {}", common::b64("Welcome <back>")))
+        .await;
+    server
+        .wait_for_data("the message", |d| d["message"].is_object())
+        .await;
+    let (mut browser, events, _profile) = launch().await;
+
+    // Server-rendered state, then live over the websocket.
+    let page = browser.new_page(server.url("/")).await.unwrap();
+    wait_until(
+        &page,
+        "the script",
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+    assert_eq!(
+        text(&page, "document.getElementById('status-text').textContent").await,
+        "The room is closed"
+    );
+    assert_eq!(
+        text(&page, "document.getElementById('message-text').textContent").await,
+        "Welcome <back>"
+    );
+    assert_eq!(text(&page, "document.title").await, "BITS · closed");
+
+    // A status line from the device changes text, title and favicon.
+    device.send("status 1").await;
+    wait_until(
+        &page,
+        "the open status",
+        "document.getElementById('status-text').textContent === 'The room is open'",
+    )
+    .await;
+    assert_eq!(text(&page, "document.title").await, "BITS · open");
+    assert!(
+        text(&page, "document.getElementById('favicon').href")
+            .await
+            .contains("open.svg")
+    );
+    assert_eq!(
+        text(&page, "document.getElementById('status').className").await,
+        "status open"
+    );
+
+    // A temperature line updates the value, the trend and the chart.
+    let points_before: usize = page
+        .evaluate(
+            "document.querySelector('#chart polyline').getAttribute('points').split(' ').length",
+        )
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    device.send("temperature 0 23.5").await;
+    wait_until(
+        &page,
+        "the new sample",
+        "document.querySelector('#sensors li[data-sensor=\"0\"] .value').textContent === '23.5 °C'",
+    )
+    .await;
+    assert_eq!(
+        text(
+            &page,
+            "document.querySelector('#sensors li[data-sensor=\"0\"] .trend').textContent"
+        )
+        .await,
+        "↑"
+    );
+    let points_after: usize = page
+        .evaluate(
+            "document.querySelector('#chart polyline').getAttribute('points').split(' ').length",
+        )
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert_eq!(points_after, points_before + 1);
+
+    // The colour-blind toggle is remembered across a reload.
+    page.evaluate("document.getElementById('blind-toggle').click()")
+        .await
+        .unwrap();
+    wait_until(
+        &page,
+        "the blind palette",
+        "document.body.classList.contains('blind')",
+    )
+    .await;
+    page.reload().await.unwrap();
+    wait_until(
+        &page,
+        "the reloaded page",
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+    assert!(text(&page, "String(document.body.classList.contains('blind'))").await == "true");
+    assert!(
+        text(&page, "document.getElementById('forecast').src")
+            .await
+            .contains("blind=1")
+    );
+
+    // Screenshots for review, phone and desktop.
+    screenshot(&page, "home-phone.png", 390, 844, true).await;
+    screenshot(&page, "home-desktop.png", 1280, 900, false).await;
+    page.evaluate("document.getElementById('blind-toggle').click()")
+        .await
+        .unwrap();
+
+    // With websockets broken the page falls back to Server-Sent Events.
+    let blocked = browser.new_page("about:blank").await.unwrap();
+    blocked
+        .evaluate_on_new_document(
+            "window.WebSocket = function () { var s = this; setTimeout(function () { s.onclose && s.onclose({}); }, 5); };",
+        )
+        .await
+        .unwrap();
+    blocked.goto(server.url("/")).await.unwrap();
+    wait_until(
+        &blocked,
+        "the fallback",
+        "document.getElementById('live').dataset.transport === 'events'",
+    )
+    .await;
+    device.send("status 0").await;
+    wait_until(
+        &blocked,
+        "the closed status over SSE",
+        "document.getElementById('status-text').textContent === 'The room is closed'",
+    )
+    .await;
+    assert_eq!(text(&blocked, "document.title").await, "BITS · closed");
+
+    // Server gone: the page says it is offline.
+    let _dir = server.stop().await;
+    wait_until(
+        &page,
+        "the offline notice",
+        "document.getElementById('live').classList.contains('off')",
+    )
+    .await;
+    assert!(
+        text(&page, "document.getElementById('live').textContent")
+            .await
+            .contains("Offline")
+    );
+
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+}
