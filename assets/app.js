@@ -277,6 +277,7 @@
     var d = parse(initial.textContent);
     if (d) apply(d);
   }
+  if (live) live.textContent = "Connecting…";
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
   connectWebsocket();
 })();
