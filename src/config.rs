@@ -109,6 +109,9 @@ pub struct Options {
     /// Take the client address and scheme from X-Real-IP / X-Forwarded-For / X-Forwarded-Proto
     #[arg(long, env = "BITSD_REVERSE_PROXIED", global = true, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = parse_bool, help_heading = "Web")]
     pub reverse_proxied: bool,
+    /// Most HTTP and websocket connections at once; past it new ones wait
+    #[arg(long, env = "BITSD_WEB_MAX_CONNECTIONS", global = true, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", help_heading = "Web")]
+    pub web_max_connections: u32,
     /// Folder served under /static/
     #[arg(
         long,
@@ -175,6 +178,16 @@ pub struct Options {
     /// When set, the device's first line must be `auth <token>`
     #[arg(long, env = "BITSD_CONTROL_TOKEN", global = true, value_name = "TOKEN", value_parser = parse_nonempty, help_heading = "Device")]
     pub control_token: Option<String>,
+    /// Seconds a device may stay silent before it is disconnected (0 = never)
+    #[arg(
+        long,
+        env = "BITSD_CONTROL_IDLE_TIMEOUT",
+        global = true,
+        default_value_t = 3600,
+        value_name = "SECONDS",
+        help_heading = "Device"
+    )]
+    pub control_idle_timeout: u64,
 
     /// Owner applied to unix sockets [default: unchanged]
     #[arg(

@@ -102,6 +102,10 @@ pub async fn run(
     let settings = DeviceSettings {
         allow: config.options.control_remote_address.clone(),
         token: config.options.control_token.clone(),
+        idle_timeout: match config.options.control_idle_timeout {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        },
     };
     tracker.spawn(device::serve(
         listeners.control,

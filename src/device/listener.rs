@@ -20,6 +20,8 @@ use crate::state::{Event, Origin, State};
 pub struct DeviceSettings {
     pub allow: Allowlist,
     pub token: Option<String>,
+    /// Silence after which the device is disconnected; `None` waits forever.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Accepts device connections until `shutdown`.
@@ -154,7 +156,18 @@ where
                 }
             }
             framer.buffer().reserve(MAX_LINE);
-            match reader.read_buf(framer.buffer()).await {
+            let read = reader.read_buf(framer.buffer());
+            let read = match settings.idle_timeout {
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::warn!("device {peer}: silent for {limit:?}; closing");
+                        return format!("silent for {limit:?}");
+                    }
+                },
+                None => read.await,
+            };
+            match read {
                 Ok(0) if framer.pending() > 0 => {
                     tracing::warn!(
                         "device {peer}: unfinished line of {} bytes dropped",

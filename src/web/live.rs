@@ -166,6 +166,10 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
             .into_response();
     };
     let token = app.tracker.token();
+    let slot = request
+        .extensions()
+        .get::<super::server::ConnectionSlot>()
+        .cloned();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -176,7 +180,7 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         };
         let _live = Live::new(&app.metrics.websocket_clients);
         serve_websocket(TokioIo::new(upgraded), &app).await;
-        drop(token);
+        drop((token, slot));
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

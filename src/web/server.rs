@@ -5,6 +5,7 @@
 //! a bounded kernel send buffer, a deadline for request headers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,11 +36,30 @@ const MAX_HEAD: usize = 16 * 1024;
 /// flight (the caller bounds how long).
 pub async fn serve(listener: Listener, app: App, router: Router, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
+    let max = app.config.options.web_max_connections as usize;
+    let slots = Arc::new(Semaphore::new(max));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD);
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's
+        // backlog until one of ours closes.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::warn!(
+                    "web: {max} connections open (web_max_connections); new ones wait until one closes"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
@@ -48,11 +69,15 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
                 let peer = PeerAddr(Some(peer));
-                connections.spawn(connection(&http, stream, peer, &app, &router, &shutdown));
+                connections.spawn(connection(
+                    &http, stream, peer, slot, &app, &router, &shutdown,
+                ));
             }
             Ok(Accepted::Unix(stream)) => {
                 let peer = PeerAddr(None);
-                connections.spawn(connection(&http, stream, peer, &app, &router, &shutdown));
+                connections.spawn(connection(
+                    &http, stream, peer, slot, &app, &router, &shutdown,
+                ));
             }
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
@@ -83,6 +108,7 @@ fn connection<I>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     peer: PeerAddr,
+    slot: OwnedSemaphorePermit,
     app: &App,
     router: &Router,
     shutdown: &CancellationToken,
@@ -91,12 +117,18 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (app, router) = (app.clone(), router.clone());
+    // Shared with a websocket the connection may become, which keeps it.
+    let slot = ConnectionSlot {
+        _permit: Arc::new(slot),
+    };
+    let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         if let Some(response) = api::hot_path(&app, method, uri, headers, peer) {
             return Either::Left(std::future::ready(Ok(response)));
         }
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
         let mut router = router.clone();
         Either::Right(tower::Service::call(&mut router, request.map(Body::new)))
     });
@@ -116,7 +148,15 @@ where
         if let Err(e) = result {
             tracing::debug!("connection ended: {e}");
         }
+        drop(held);
     }
+}
+
+/// One of the `web_max_connections` places, held for as long as the
+/// connection (or the websocket it became) lives.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

@@ -1,0 +1,184 @@
+//! Hostile and broken clients: each gets a bounded, logged answer and the
+//! server keeps working for everybody else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn a_silent_device_is_disconnected() {
+    let server = TestServer::start_with(&["--control-idle-timeout", "1"]).await;
+    let mut silent = server.device().await;
+    silent.closed().await;
+    // A device that talks stays.
+    let mut device = server.device().await;
+    for _ in 0..4 {
+        device.send("temperature 0 20.0").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    device.send("status 1").await;
+    server.wait_for_status("1").await;
+}
+
+#[tokio::test]
+async fn a_mebibyte_without_newline_closes_only_that_device() {
+    let server = TestServer::start().await;
+    let mut device = server.device().await;
+    let junk = vec![b'x'; 1024 * 1024];
+    let _ = device.send_raw(&junk).await;
+    device.closed().await;
+    let mut next = server.device().await;
+    next.send("status 1").await;
+    server.wait_for_status("1").await;
+}
+
+#[tokio::test]
+async fn a_thousand_connections_from_a_refused_address() {
+    let server = TestServer::start_with(&["--control-remote-address", "10.9.8.7"]).await;
+    for _ in 0..10 {
+        let mut batch = Vec::new();
+        for _ in 0..100 {
+            batch.push(server.device().await);
+        }
+        for mut d in batch {
+            d.closed().await;
+        }
+    }
+    assert_eq!(server.text("/status").await, "0");
+    assert_eq!(server.text("/healthz").await, "ok\n");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let server = TestServer::start_with(&["--mac-update-password", "x"]).await;
+    let big = "a".repeat(200 * 1024);
+    let response = server
+        .http
+        .post(server.url("/macupdate"))
+        .form(&[("password", "x"), ("macs", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(server.text("/healthz").await, "ok\n");
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_cut_off() {
+    let server = TestServer::start().await;
+    let mut stream = tokio::net::TcpStream::connect(server.web_addr())
+        .await
+        .unwrap();
+    stream.write_all(b"GET /status HTTP/1.1\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    // One header byte every half second; the server gives 10 s for headers.
+    while started.elapsed() < Duration::from_secs(20) {
+        if stream.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                closed = true; // an error response, then the close
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "the connection was still open after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(server.text("/status").await, "0");
+}
+
+/// Sends a request on `stream` and reads the response head.
+async fn request(stream: &mut tokio::net::TcpStream) -> String {
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_new_clients_until_a_place_frees() {
+    let server = TestServer::start_with(&["--web-max-connections", "5"]).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(server.web_addr())
+            .await
+            .unwrap();
+        assert!(request(&mut s).await.starts_with("HTTP/1.1 200"));
+        open.push(s);
+    }
+    let mut waiting = tokio::net::TcpStream::connect(server.web_addr())
+        .await
+        .unwrap();
+    waiting
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "the sixth connection is not served while five are open"
+    );
+    drop(open.pop());
+    let n = tokio::time::timeout(PATIENCE, waiting.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn script_in_names_and_messages_is_always_escaped() {
+    let server = TestServer::start().await;
+    let evil = "<script>alert(1)</script>";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usermanage"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&server.db)
+        .args(["add", evil, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"pw\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    let mut device = server.device().await;
+    device.send("enter 2").await;
+    device.send(&format!("message {}", common::b64(evil))).await;
+    server
+        .wait_for_data("the message", |d| d["message"].is_object())
+        .await;
+    let home = server.text("/").await;
+    assert!(!home.contains(evil), "homepage");
+    let data = server.json("/data").await;
+    assert_eq!(
+        data["message"]["value"],
+        "&lt;script&gt;alert(1)&lt;/script&gt;"
+    );
+    let log = server.text("/log").await;
+    assert!(!log.contains("<script>alert"));
+}
