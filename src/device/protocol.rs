@@ -191,6 +191,9 @@ pub fn message_line(text: &str) -> String {
 #[derive(Debug, Default)]
 pub struct LineFramer {
     buf: BytesMut,
+    /// Bytes of `buf` already searched for `\n`: bytes arriving one at a
+    /// time must not make each search start over (quadratic time).
+    scanned: usize,
 }
 
 /// A line longer than [`MAX_LINE`] arrived.
@@ -202,6 +205,7 @@ impl LineFramer {
     pub fn new() -> Self {
         LineFramer {
             buf: BytesMut::with_capacity(1024),
+            scanned: 0,
         }
     }
 
@@ -219,15 +223,20 @@ impl LineFramer {
     /// needed, or [`Overlong`] when a line exceeds the limit (the caller
     /// closes the connection).
     pub fn next_line(&mut self) -> Result<Option<BytesMut>, Overlong> {
-        match memchr(b'\n', &self.buf) {
+        let found = memchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned);
+        match found {
             Some(i) if i <= MAX_LINE => {
                 let mut line = self.buf.split_to(i + 1);
                 line.truncate(i);
+                self.scanned = 0;
                 Ok(Some(line))
             }
             Some(_) => Err(Overlong),
             None if self.buf.len() > MAX_LINE => Err(Overlong),
-            None => Ok(None),
+            None => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
         }
     }
 
@@ -425,6 +434,26 @@ mod tests {
         assert_eq!(status_line(true), "status 1");
         assert_eq!(status_line(false), "status 0");
         assert_eq!(message_line("ciao"), format!("message {}", b64("ciao")));
+    }
+
+    #[test]
+    fn framing_byte_by_byte() {
+        let mut f = LineFramer::new();
+        let mut lines = Vec::new();
+        for b in b"status 1\ntemperature 0 2\n".iter() {
+            f.extend(&[*b]);
+            while let Some(line) = f.next_line().unwrap() {
+                lines.push(line);
+            }
+        }
+        assert_eq!(lines, vec![&b"status 1"[..], &b"temperature 0 2"[..]]);
+        let mut f = LineFramer::new();
+        for _ in 0..=MAX_LINE {
+            f.extend(b"x");
+            assert_eq!(f.next_line(), Ok(None));
+        }
+        f.extend(b"x");
+        assert_eq!(f.next_line(), Err(Overlong));
     }
 
     #[test]
