@@ -448,7 +448,7 @@ mod tests {
         }
         assert_eq!(lines, vec![&b"status 1"[..], &b"temperature 0 2"[..]]);
         let mut f = LineFramer::new();
-        for _ in 0..=MAX_LINE {
+        for _ in 0..MAX_LINE {
             f.extend(b"x");
             assert_eq!(f.next_line(), Ok(None));
         }
