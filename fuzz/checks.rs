@@ -1,7 +1,9 @@
 //! What must hold for any input: shared by the fuzz targets and by the
 //! regression test that replays the kept corpus (`tests/fuzz_corpus.rs`).
 
-use bitsd::device::protocol::{Command, LineFramer, MAX_LINE, message_line, parse_line, status_line};
+use bitsd::device::protocol::{
+    Command, LineFramer, MAX_LINE, message_line, parse_line, status_line,
+};
 
 /// Device bytes: the framer stays bounded whatever the chunking, every line
 /// parses without panicking, and what bitsd writes parses back the same.
@@ -27,17 +29,26 @@ pub fn protocol(data: &[u8]) {
                 Err(_) => break 'stream,
             }
         }
-        assert!(framer.pending() <= MAX_LINE + chunk, "the framer holds too much");
+        assert!(
+            framer.pending() <= MAX_LINE + chunk,
+            "the framer holds too much"
+        );
     }
 }
 
 fn round_trip(command: &Command) {
     match command {
         Command::Status(open) => {
-            assert_eq!(parse_line(status_line(*open).as_bytes()), Ok(command.clone()));
+            assert_eq!(
+                parse_line(status_line(*open).as_bytes()),
+                Ok(command.clone())
+            );
         }
         Command::Message(text) => {
-            assert_eq!(parse_line(message_line(text).as_bytes()), Ok(command.clone()));
+            assert_eq!(
+                parse_line(message_line(text).as_bytes()),
+                Ok(command.clone())
+            );
         }
         Command::Temperature { value, .. } => {
             assert!(value.is_finite() && (-100.0..=200.0).contains(value));
