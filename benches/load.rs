@@ -14,9 +14,9 @@
 //! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000).
 //! Every wait is bounded; the run stops by itself.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +26,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[path = "../tests/common/process.rs"]
+mod process;
+use process::{Spawned, rss_kib};
 
 /// Sensor ids mark the events whose latency is measured.
 const FLOOD_END: u64 = 1_000_000;
@@ -76,7 +80,7 @@ fn main() {
 
 async fn run(settings: Settings) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let bitsd = Bitsd::start(dir.path());
+    let bitsd = start_bitsd(dir.path());
     seed(&bitsd).await;
     let idle = bitsd.rss_kib();
     println!(
@@ -91,95 +95,30 @@ async fn run(settings: Settings) {
     fanout_phase(&bitsd, &settings).await;
 }
 
-/// The release bitsd as a child process.
-struct Bitsd {
-    child: Child,
-    web: SocketAddr,
-    control: SocketAddr,
-}
-
-impl Bitsd {
-    fn start(dir: &std::path::Path) -> Bitsd {
-        let exe = env!("CARGO_BIN_EXE_bitsd");
-        let root = env!("CARGO_MANIFEST_DIR");
-        let db = dir.join("bench.db");
-        let common = |cmd: &mut Command| {
-            cmd.args(["--config", "/dev/null", "--db"])
-                .arg(&db)
-                .args(["--wiki-path", &format!("{root}/wiki")])
-                .args(["--assets-path", &format!("{root}/assets")]);
-        };
-        let mut bootstrap = Command::new(exe);
-        common(&mut bootstrap);
-        let status = bootstrap
-            .arg("bootstrap")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("bootstrap");
-        assert!(status.success());
-        let mut cmd = Command::new(exe);
-        common(&mut cmd);
-        cmd.args([
-            "--web-address",
-            "127.0.0.1",
-            "--web-port",
-            "0",
-            "--control-local-port",
-            "0",
-        ])
-        .args(["--log-requests=false", "--timezone", "UTC"])
-        .env("RUST_LOG", "warn,bitsd=info")
-        .stdin(Stdio::null())
+/// The release bitsd as a child process, on a bootstrapped database.
+fn start_bitsd(dir: &std::path::Path) -> Spawned {
+    let db = dir.join("bench.db");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (wiki, assets) = (format!("{root}/wiki"), format!("{root}/assets"));
+    let paths = [
+        "--wiki-path",
+        wiki.as_str(),
+        "--assets-path",
+        assets.as_str(),
+    ];
+    let status = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&db)
+        .args(paths)
+        .arg("bootstrap")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start bitsd");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let (mut web, mut control) = (None, None);
-        while web.is_none() || control.is_none() {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "bitsd exited");
-            let addr = |marker: &str| {
-                line.split(marker)
-                    .nth(1)
-                    .and_then(|r| r.trim().parse::<SocketAddr>().ok())
-            };
-            web = web.or_else(|| addr("web listening on "));
-            control = control.or_else(|| addr("control listening on "));
-        }
-        // Keep draining the log so bitsd never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-        Bitsd {
-            child,
-            web: web.unwrap(),
-            control: control.unwrap(),
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-}
-
-impl Drop for Bitsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+        .stderr(Stdio::null())
+        .status()
+        .expect("bootstrap");
+    assert!(status.success());
+    let mut extra = paths.to_vec();
+    extra.extend(["--timezone", "UTC"]);
+    Spawned::start_with(&db, &extra, "warn,bitsd=info")
 }
 
 /// CPU time (user + system) a process has used, in milliseconds.
@@ -217,7 +156,7 @@ fn memory() -> String {
 }
 
 /// The device of the benchmark.
-async fn device(bitsd: &Bitsd) -> tokio::net::TcpStream {
+async fn device(bitsd: &Spawned) -> tokio::net::TcpStream {
     let stream = tokio::net::TcpStream::connect(bitsd.control)
         .await
         .expect("device connects");
@@ -226,7 +165,7 @@ async fn device(bitsd: &Bitsd) -> tokio::net::TcpStream {
 }
 
 /// A status, a message and 100 temperature samples: the reference `/data`.
-async fn seed(bitsd: &Bitsd) {
+async fn seed(bitsd: &Spawned) {
     let mut dev = device(bitsd).await;
     let mut lines =
         String::from("status 1\nmessage U2VlIHlvdSBhdCB0aGUgbWVldGluZyB0b25pZ2h0IQ==\n");
@@ -321,7 +260,7 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-async fn wrk_phase(bitsd: &Bitsd, settings: &Settings) {
+async fn wrk_phase(bitsd: &Spawned, settings: &Settings) {
     if Command::new("wrk").arg("-v").output().is_err() {
         println!("## HTTP throughput\n\nwrk is not installed (Debian package `wrk`); skipped.\n");
         return;
@@ -410,7 +349,7 @@ fn sensor_of(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-async fn flood_phase(bitsd: &Bitsd, settings: &Settings) {
+async fn flood_phase(bitsd: &Spawned, settings: &Settings) {
     let mut watcher = ws_connect(bitsd.web).await.expect("watcher connects");
     watcher.next().await;
     let before = bitsd.rss_kib();
@@ -478,7 +417,7 @@ async fn flood_phase(bitsd: &Bitsd, settings: &Settings) {
     );
 }
 
-async fn fanout_phase(bitsd: &Bitsd, settings: &Settings) {
+async fn fanout_phase(bitsd: &Spawned, settings: &Settings) {
     let n = settings.clients;
     let rss_before = bitsd.rss_kib();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(u64, Instant)>();

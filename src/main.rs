@@ -86,15 +86,30 @@ fn fake_device(control: &str, token: Option<&str>, interval: f64) -> anyhow::Res
     ))
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// File descriptors kept back from `web_max_connections` for the database,
+/// the listeners, the device and the log.
+const RESERVED_FDS: u64 = 64;
+
+fn serve(mut config: Config) -> anyhow::Result<()> {
     if config.options.developer_mode {
         tracing::warn!(
             "DEVELOPER MODE: debug logging, pages and files read from disk, no caching. Never use this in production."
         );
     }
     // Every live client is a file descriptor: use all the system allows.
+    // A cap above what the process may open would turn into failed accepts.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!("file descriptor limit {limit}"),
+        Ok(limit) => {
+            tracing::debug!("file descriptor limit {limit}");
+            let cap = u64::from(config.options.web_max_connections);
+            let room = limit.saturating_sub(RESERVED_FDS).max(1);
+            if cap > room {
+                tracing::warn!(
+                    "web_max_connections {cap} is above what the file descriptor limit {limit} allows; using {room}"
+                );
+                config.options.web_max_connections = room as u32;
+            }
+        }
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
 use crate::config::Config;
 
@@ -72,10 +72,22 @@ impl Listeners {
     }
 }
 
+/// Connections the kernel completes and queues before bitsd accepts them
+/// (the system's `somaxconn` may lower it): room for every client
+/// reconnecting at once after a restart.
+const BACKLOG: u32 = 4096;
+
 async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    let listener = listen().with_context(|| format!("cannot listen on {addr}"))?;
     Ok(Listener::Tcp(listener))
 }
 

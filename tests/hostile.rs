@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer};
+use common::{PATIENCE, Spawned, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -181,4 +181,75 @@ async fn script_in_names_and_messages_is_always_escaped() {
     );
     let log = server.text("/log").await;
     assert!(!log.contains("<script>alert"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_reach_the_cap_and_are_cut_off() {
+    const IDLE: usize = 10_000;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    assert!(
+        limit > IDLE as u64 + 500,
+        "this test needs {} file descriptors; the limit is {limit}",
+        IDLE + 500
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cap = IDLE.to_string();
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &["--web-max-connections", &cap],
+        "info",
+    );
+    let before = bitsd.rss_kib();
+
+    // Connections that never send a byte, opened a few hundred at a time.
+    // Until its first byte a connection holds no buffers (about 2 KiB each).
+    let mut idle = Vec::with_capacity(IDLE);
+    while idle.len() < IDLE {
+        let batch = (0..500).map(|_| tokio::net::TcpStream::connect(bitsd.web));
+        for stream in futures_util::future::join_all(batch).await {
+            idle.push(stream.unwrap());
+        }
+    }
+    let warning = bitsd
+        .wait_for_log("connections open (web_max_connections)", PATIENCE)
+        .await;
+    assert!(
+        warning.contains(&format!("web: {IDLE} connections")),
+        "{warning}"
+    );
+    let held = bitsd.rss_kib();
+    let per_connection = held.saturating_sub(before) as f64 / IDLE as f64;
+    assert!(
+        per_connection < 6.0,
+        "{per_connection:.1} KiB per idle connection ({before} KiB before, {held} KiB with them)"
+    );
+
+    // A member arriving now waits for a place, and gets one when the idle
+    // connections run out of time for their headers.
+    let mut member = tokio::net::TcpStream::connect(bitsd.web).await.unwrap();
+    let started = tokio::time::Instant::now();
+    member
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), member.read(&mut buf))
+        .await
+        .expect("served once the idle connections were cut")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(started.elapsed() > Duration::from_secs(2), "the cap held");
+
+    // Every idle connection was closed by the server.
+    let closing = idle.into_iter().map(|mut stream| async move {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await,
+            Ok(Ok(_) | Err(_))
+        )
+    });
+    let closed = futures_util::future::join_all(closing).await;
+    assert_eq!(closed.iter().filter(|c| **c).count(), IDLE);
+    assert_eq!(bitsd.log_lines("connections open").len(), 1, "said once");
 }

@@ -31,6 +31,8 @@ const SEND_BUFFER: usize = 64 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) read into memory.
 const MAX_HEAD: usize = 16 * 1024;
+/// Least time between two warnings that the connection cap is reached.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Serves `router` on `listener` until `shutdown`, then waits for requests in
 /// flight (the caller bounds how long).
@@ -42,15 +44,20 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD);
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's
         // backlog until one of ours closes.
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                tracing::warn!(
-                    "web: {max} connections open (web_max_connections); new ones wait until one closes"
-                );
+                // Said once a minute at most, however often the cap is hit.
+                if last_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                    tracing::warn!(
+                        "web: {max} connections open (web_max_connections); new ones wait until one closes"
+                    );
+                    last_warning = Some(tokio::time::Instant::now());
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     slot = slots.clone().acquire_owned() => match slot {
@@ -69,15 +76,13 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
                 let peer = PeerAddr(Some(peer));
-                connections.spawn(connection(
-                    &http, stream, peer, slot, &app, &router, &shutdown,
-                ));
+                let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
+                connections.spawn(serve);
             }
             Ok(Accepted::Unix(stream)) => {
                 let peer = PeerAddr(None);
-                connections.spawn(connection(
-                    &http, stream, peer, slot, &app, &router, &shutdown,
-                ));
+                let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
+                connections.spawn(serve);
             }
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
@@ -103,8 +108,39 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
+/// A stream that can wait for its first byte without reading it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Returns once a byte (or the end of the stream) can be read.
+    fn first_byte(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+macro_rules! first_byte_by_peeking {
+    ($stream:ty) => {
+        impl Stream for $stream {
+            async fn first_byte(&self) -> std::io::Result<()> {
+                // Readiness can be reported spuriously; peeking tells.
+                let mut byte = [std::mem::MaybeUninit::uninit()];
+                loop {
+                    self.readable().await?;
+                    let peeked = self.try_io(tokio::io::Interest::READABLE, || {
+                        socket2::SockRef::from(self).peek(&mut byte)
+                    });
+                    match peeked {
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    };
+}
+
+first_byte_by_peeking!(tokio::net::TcpStream);
+first_byte_by_peeking!(tokio::net::UnixStream);
+
 /// One connection; on shutdown it finishes the request in flight and closes.
-fn connection<I>(
+fn connection<I: Stream>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     peer: PeerAddr,
@@ -112,11 +148,8 @@ fn connection<I>(
     app: &App,
     router: &Router,
     shutdown: &CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (app, router) = (app.clone(), router.clone());
+) -> impl Future<Output = ()> + Send + 'static {
+    let (http, app, router) = (http.clone(), app.clone(), router.clone());
     // Shared with a websocket the connection may become, which keeps it.
     let slot = ConnectionSlot {
         _permit: Arc::new(slot),
@@ -132,11 +165,21 @@ where
         let mut router = router.clone();
         Either::Right(tower::Service::call(&mut router, request.map(Body::new)))
     });
-    let connection = http
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
     let shutdown = shutdown.clone();
     async move {
+        // Until its first byte arrives a connection holds no buffers, so
+        // idle connections cost little; it has HEADER_TIMEOUT to send it.
+        let first_byte = tokio::select! {
+            first = tokio::time::timeout(HEADER_TIMEOUT, io.first_byte()) => first,
+            _ = shutdown.cancelled() => return,
+        };
+        if !matches!(first_byte, Ok(Ok(()))) {
+            tracing::debug!("connection closed: nothing sent within {HEADER_TIMEOUT:?}");
+            return;
+        }
+        let connection = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,

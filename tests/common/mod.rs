@@ -14,6 +14,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod process;
+#[allow(unused_imports)]
+pub use process::{Spawned, rss_kib};
+
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -254,67 +258,4 @@ impl Device {
 pub fn b64(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-/// The `bitsd` binary running as a child process, for tests that kill it.
-pub struct Spawned {
-    pub child: std::process::Child,
-    pub web: SocketAddr,
-    pub control: SocketAddr,
-}
-
-impl Spawned {
-    /// Starts `bitsd` on `db` on loopback, port 0, and reads its addresses
-    /// from the log.
-    pub fn start(db: &Path) -> Spawned {
-        use std::io::{BufRead, Read};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bitsd"))
-            .args([
-                "--config",
-                "/dev/null",
-                "--web-address",
-                "127.0.0.1",
-                "--web-port",
-                "0",
-            ])
-            .args(["--control-local-port", "0", "--log-requests=false", "--db"])
-            .arg(db)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("bitsd starts");
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let (mut web, mut control) = (None, None);
-        while web.is_none() || control.is_none() {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "bitsd exited early"
-            );
-            let addr = |marker: &str| {
-                line.split(marker)
-                    .nth(1)
-                    .and_then(|r| r.trim().parse::<SocketAddr>().ok())
-            };
-            web = web.or_else(|| addr("web listening on "));
-            control = control.or_else(|| addr("control listening on "));
-        }
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-        Spawned {
-            child,
-            web: web.unwrap(),
-            control: control.unwrap(),
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

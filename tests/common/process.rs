@@ -1,0 +1,124 @@
+//! The `bitsd` binary as a child process: for tests that kill it or measure
+//! its memory, and for the load generator.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Log lines kept for [`Spawned::wait_for_log`]; older ones are dropped.
+const KEPT_LINES: usize = 10_000;
+
+pub struct Spawned {
+    pub child: Child,
+    pub web: SocketAddr,
+    pub control: SocketAddr,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Spawned {
+    /// Starts `bitsd` on `db` on loopback, port 0.
+    pub fn start(db: &Path) -> Spawned {
+        Self::start_with(db, &[], "info")
+    }
+
+    /// Starts `bitsd` on `db` on loopback, port 0, with `extra` options and
+    /// `RUST_LOG=log`, and reads its addresses from the log.
+    pub fn start_with(db: &Path, extra: &[&str], log: &str) -> Spawned {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+            .args(["--config", "/dev/null", "--db"])
+            .arg(db)
+            .args(["--web-address", "127.0.0.1", "--web-port", "0"])
+            .args(["--control-local-port", "0", "--log-requests=false"])
+            .args(extra)
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bitsd starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut web, mut control) = (None, None);
+        while web.is_none() || control.is_none() {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "bitsd exited early"
+            );
+            let addr = |marker: &str| {
+                line.split(marker)
+                    .nth(1)
+                    .and_then(|r| r.trim().parse::<SocketAddr>().ok())
+            };
+            web = web.or_else(|| addr("web listening on "));
+            control = control.or_else(|| addr("control listening on "));
+        }
+        // Keep reading the log so bitsd never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == KEPT_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        Spawned {
+            child,
+            web: web.unwrap(),
+            control: control.unwrap(),
+            log,
+        }
+    }
+
+    /// Log lines (after the start) that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// Waits up to `patience` for a log line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str, patience: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log_lines(needle).pop() {
+                return line;
+            }
+            assert!(
+                started.elapsed() < patience,
+                "no log line with {needle:?} after {patience:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of process `pid`, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
