@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{PATIENCE, Spawned, TestServer};
@@ -252,4 +254,121 @@ async fn ten_thousand_idle_connections_reach_the_cap_and_are_cut_off() {
     let closed = futures_util::future::join_all(closing).await;
     assert_eq!(closed.iter().filter(|c| **c).count(), IDLE);
     assert_eq!(bitsd.log_lines("connections open").len(), 1, "said once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_never_reads_through_ten_thousand_events() {
+    const EVENTS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = Spawned::start(&dir.path().join("bitsd.db"));
+    let ws_url = format!("ws://{}/ws", bitsd.web);
+
+    // The stalled client reads its snapshot, then nothing, with a small
+    // receive buffer so the server's side fills at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(bitsd.web).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream)
+        .await
+        .unwrap();
+    next_text(&mut stalled).await;
+    let (mut reader, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .unwrap();
+    next_text(&mut reader).await;
+    let before = bitsd.rss_kib();
+
+    // 10,000 messages of 3,000 characters (30 MB of broadcast JSON), sent
+    // no more than 100 ahead of the reading client, so that what bitsd
+    // holds is not the device's queue but what it keeps for its clients.
+    let filler = "x".repeat(3000 - 6);
+    let mut device = tokio::net::TcpStream::connect(bitsd.control).await.unwrap();
+    let (received, mut read_so_far) = tokio::sync::watch::channel(0usize);
+    let sending = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            if i >= 100 {
+                read_so_far.wait_for(|n| *n >= i - 100).await.unwrap();
+            }
+            let line = format!("message {}\n", common::b64(&format!("{i:05} {filler}")));
+            device.write_all(line.as_bytes()).await.unwrap();
+        }
+        device
+    });
+    let peak = Arc::new(AtomicU64::new(before));
+    let pid = bitsd.child.id();
+    let sampling = tokio::spawn({
+        let peak = peak.clone();
+        async move {
+            loop {
+                peak.fetch_max(common::rss_kib(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    // The reading client gets every event, in order.
+    let mut halfway = 0;
+    for i in 0..EVENTS {
+        let event: serde_json::Value = serde_json::from_str(&next_text(&mut reader).await).unwrap();
+        let text = event["message"]["value"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("{i:05} ")),
+            "event {i}: {}",
+            &text[..text.len().min(12)]
+        );
+        received.send_replace(i + 1);
+        if i + 1 == EVENTS / 2 {
+            halfway = peak.load(Ordering::Relaxed);
+        }
+    }
+    let _device = sending.await.unwrap();
+    sampling.abort();
+    let peak = peak.load(Ordering::Relaxed);
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 12 * 1024,
+        "bitsd grew by {grown} KiB while broadcasting 30 MB to a client that does not read"
+    );
+    // What it holds for the lagging client is bounded (the shared ring of
+    // recent changes), so the second 5,000 events add nothing.
+    let second_half = peak.saturating_sub(halfway);
+    assert!(
+        second_half < 1024,
+        "{second_half} KiB more after 5,000 events ({halfway} KiB at 5,000, {peak} KiB at 10,000)"
+    );
+
+    // When it reads again it is given a snapshot in place of what it
+    // missed, and ends on the current state.
+    let mut snapshots = 0;
+    loop {
+        let event: serde_json::Value =
+            serde_json::from_str(&next_text(&mut stalled).await).unwrap();
+        snapshots += usize::from(event.get("version").is_some());
+        let text = event["message"]["value"].as_str().unwrap_or_default();
+        if text.starts_with(&format!("{:05} ", EVENTS - 1)) {
+            break;
+        }
+    }
+    assert!(
+        snapshots >= 1,
+        "the stalled client lagged and was resynchronised"
+    );
+}
+
+/// The next text message of `ws`.
+async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream goes on")
+            .expect("a valid frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return text.to_string();
+        }
+    }
 }
