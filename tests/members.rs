@@ -595,3 +595,178 @@ async fn cookies_are_secure_behind_an_https_proxy_only_when_proxied() {
         assert_eq!(set.contains("Secure"), secure, "proxied={proxied}: {set}");
     }
 }
+
+/// Sends `request` (a full HTTP/1.1 request) on a new connection; returns the
+/// status code and the whole response.
+async fn raw(server: &TestServer, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.web_addr())
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    (status, text)
+}
+
+#[tokio::test]
+async fn malformed_cookies_and_xsrf_tokens_are_refused_cleanly() {
+    let server = TestServer::start().await;
+    add_user(&server, "erin", "pw");
+    let get = |path: &str, cookie: &[u8]| {
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: ").into_bytes();
+        request.extend_from_slice(cookie);
+        request.extend_from_slice(b"\r\n\r\n");
+        request
+    };
+
+    // An `_xsrf` cookie that is not one of ours is replaced, never echoed.
+    for cookie in [
+        &b"_xsrf=\"><script>alert(1)</script>"[..],
+        b"_xsrf=short",
+        &[b"_xsrf=".as_slice(), "a".repeat(129).as_bytes()].concat(),
+        b"_xsrf=\xff\xfe\x80",
+    ] {
+        let (status, response) = raw(&server, &get("/login", cookie)).await;
+        assert_eq!(status, 200, "{response}");
+        assert!(!response.contains("<script>alert"), "{response}");
+        let fresh = response
+            .split("set-cookie: _xsrf=")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .unwrap_or_else(|| panic!("a new _xsrf cookie: {response}"));
+        assert!(response.contains(&format!("value=\"{fresh}\"")));
+    }
+
+    // A malformed cookie that matches the form field is still refused.
+    let r = server
+        .http
+        .post(server.url("/login"))
+        .header(header::COOKIE, "_xsrf=not-a-token!")
+        .form(&[
+            ("username", "erin"),
+            ("password", "pw"),
+            ("_xsrf", "not-a-token!"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Broken cookie headers are no login, and no error.
+    for cookie in [
+        &b"usertoken=\xff\xfe"[..],
+        b";;;;==;usertoken==;=",
+        b"usertoken=1|2|3; usertoken=4",
+        b"usertoken=\"unterminated",
+        &[b"x=", "y; ".repeat(4000).as_bytes()].concat(),
+    ] {
+        let (status, response) = raw(&server, &get("/admin", cookie)).await;
+        assert_eq!(
+            status,
+            303,
+            "{}: {response}",
+            String::from_utf8_lossy(cookie)
+        );
+    }
+    // A login cookie signed by another server's key.
+    let other = bitsd::auth::Signer::new("another server");
+    let forged = other.login_value(2, 4_000_000_000);
+    let (status, _) = raw(
+        &server,
+        &get("/admin", format!("usertoken={forged}").as_bytes()),
+    )
+    .await;
+    assert_eq!(status, 303);
+    // A cookie header past the 16 KiB head limit.
+    let huge = [b"x=".as_slice(), "y".repeat(20 * 1024).as_bytes()].concat();
+    let (status, _) = raw(&server, &get("/admin", &huge)).await;
+    assert_eq!(status, 431);
+
+    // Forms that do not parse get a 400 that says so, logged in or not.
+    let mut s = Session::new(&server);
+    assert_eq!(s.login("erin", "pw", "/admin").await.status(), 303);
+    let xsrf = s.cookie("_xsrf").unwrap();
+    for body in [
+        format!("_xsrf={xsrf}&status=%ZZ"),
+        format!("_xsrf={xsrf}&_xsrf={xsrf}&status=open"),
+        format!("_xsrf={xsrf}&status=%FF%FE"),
+    ] {
+        let r = server
+            .http
+            .post(server.url("/admin"))
+            .header(header::COOKIE, s.cookie_header())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.starts_with("400 Bad Request: "), "{text}");
+    }
+    assert_eq!(server.text("/status").await, "0");
+    assert_eq!(server.text("/healthz").await, "ok\n");
+}
+
+#[tokio::test]
+async fn names_in_the_roster_and_the_admin_page_are_escaped() {
+    let server = TestServer::start_with(&["--mac-update-password", "router-token"]).await;
+    let by_keypad = "<img/src=x/onerror=alert(1)>";
+    let by_mac = "\"><svg/onload=alert(2)>";
+    add_user(&server, by_keypad, "pw");
+    add_user(&server, by_mac, "pw");
+    let mac = bitsd::auth::mac_hash("aa:bb:cc:dd:ee:03").unwrap();
+    assert!(
+        usermanage(&server, &["mac", "add", by_mac, "--hash", &mac], None)
+            .status
+            .success()
+    );
+    let mut device = server.device().await;
+    device.send("enter 2").await;
+    let macs = serde_json::json!([mac]).to_string();
+    let r = server
+        .http
+        .post(server.url("/macupdate"))
+        .form(&[("password", "router-token"), ("macs", macs.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Logged in as the second of them, with both in the room.
+    let mut s = Session::new(&server);
+    assert_eq!(s.login(by_mac, "pw", "/admin").await.status(), 303);
+    let started = std::time::Instant::now();
+    let page = loop {
+        let page = s.get("/admin").await.text().await.unwrap();
+        if page.matches("<li>").count() == 2 {
+            break page;
+        }
+        assert!(started.elapsed() < common::PATIENCE, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for (raw, escaped) in [
+        (by_keypad, "&#60;img/src=x/onerror=alert(1)&#62;"),
+        (by_mac, "&#34;&#62;&#60;svg/onload=alert(2)&#62;"),
+    ] {
+        assert!(!page.contains(raw), "{raw} in {page}");
+        assert!(page.contains(escaped), "{escaped} not in {page}");
+    }
+    // The roster on the homepage and in /data is escaped text too.
+    let home = server.text("/").await;
+    assert!(!home.contains(by_keypad) && !home.contains(by_mac));
+    let presence = server.text("/presence").await;
+    assert!(!presence.contains(by_keypad) && !presence.contains(by_mac));
+}

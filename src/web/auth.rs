@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::error::Form;
 use askama::Template;
-use axum::Form;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, State as AxumState};
 use axum::http::request::Parts;
@@ -149,7 +149,7 @@ pub struct Xsrf {
 
 impl Xsrf {
     pub fn from_headers(headers: &HeaderMap) -> Xsrf {
-        match cookie_value(headers, XSRF).filter(|t| t.len() <= 128) {
+        match cookie_value(headers, XSRF).filter(|t| is_token(t)) {
             Some(token) => Xsrf {
                 token,
                 fresh: false,
@@ -164,12 +164,21 @@ impl Xsrf {
     /// Whether a POSTed `_xsrf` field matches the cookie (constant time).
     pub fn matches(headers: &HeaderMap, field: Option<&str>) -> bool {
         match (cookie_value(headers, XSRF), field) {
-            (Some(cookie), Some(field)) if !field.is_empty() => {
+            (Some(cookie), Some(field)) if is_token(&cookie) => {
                 bool::from(cookie.as_bytes().ct_eq(field.as_bytes()))
             }
             _ => false,
         }
     }
+}
+
+/// Whether `token` looks like one [`auth::random_token`] makes (URL-safe
+/// base64); any other `_xsrf` cookie is replaced, never echoed into a page.
+fn is_token(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Adds the `_xsrf` cookie to `response` when the token is new.

@@ -44,3 +44,26 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `axum::Form`, except that a body that does not parse (a duplicate or
+/// badly encoded field) is a 400 saying why rather than a 422.
+pub struct Form<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Form<T>
+where
+    axum::Form<T>:
+        axum::extract::FromRequest<S, Rejection = axum::extract::rejection::FormRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match axum::Form::<T>::from_request(request, state).await {
+            Ok(axum::Form(value)) => Ok(Form(value)),
+            Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(Error::BadRequest(e.body_text()).into_response())
+            }
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::error::Form;
 use askama::Template;
-use axum::Form;
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
@@ -215,7 +215,7 @@ struct MacUpdateForm {
 async fn mac_update(
     AxumState(app): AxumState<App>,
     client: Client,
-    form: std::result::Result<Form<MacUpdateForm>, axum::extract::rejection::FormRejection>,
+    form: std::result::Result<Form<MacUpdateForm>, Response>,
 ) -> Result<Response> {
     let options = &app.config.options;
     let Some(expected) = options.mac_update_password.clone() else {
