@@ -105,16 +105,17 @@ async fn slowloris_headers_are_cut_off() {
     assert_eq!(server.text("/status").await, "0");
 }
 
-/// Sends a request on `stream` and reads the response head.
-async fn request(stream: &mut tokio::net::TcpStream) -> String {
+/// Sends a request on `stream` and reads the response head, waiting up to
+/// `patience` for it.
+async fn request(stream: &mut tokio::net::TcpStream, patience: Duration) -> String {
     stream
         .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+    let n = tokio::time::timeout(patience, stream.read(&mut buf))
         .await
-        .unwrap()
+        .expect("a response in time")
         .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
@@ -127,7 +128,7 @@ async fn the_connection_cap_holds_new_clients_until_a_place_frees() {
         let mut s = tokio::net::TcpStream::connect(server.web_addr())
             .await
             .unwrap();
-        assert!(request(&mut s).await.starts_with("HTTP/1.1 200"));
+        assert!(request(&mut s, PATIENCE).await.starts_with("HTTP/1.1 200"));
         open.push(s);
     }
     let mut waiting = tokio::net::TcpStream::connect(server.web_addr())
@@ -230,16 +231,7 @@ async fn ten_thousand_idle_connections_reach_the_cap_and_are_cut_off() {
     // connections run out of time for their headers.
     let mut member = tokio::net::TcpStream::connect(bitsd.web).await.unwrap();
     let started = tokio::time::Instant::now();
-    member
-        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(30), member.read(&mut buf))
-        .await
-        .expect("served once the idle connections were cut")
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]);
+    let head = request(&mut member, Duration::from_secs(30)).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(started.elapsed() > Duration::from_secs(2), "the cap held");
 
@@ -271,11 +263,11 @@ async fn a_websocket_that_never_reads_through_ten_thousand_events() {
     let (mut stalled, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream)
         .await
         .unwrap();
-    next_text(&mut stalled).await;
+    common::ws_next_text(&mut stalled).await;
     let (mut reader, _) = tokio_tungstenite::connect_async(ws_url.as_str())
         .await
         .unwrap();
-    next_text(&mut reader).await;
+    common::ws_next_text(&mut reader).await;
     let before = bitsd.rss_kib();
 
     // 10,000 messages of 3,000 characters (30 MB of broadcast JSON), sent
@@ -309,7 +301,8 @@ async fn a_websocket_that_never_reads_through_ten_thousand_events() {
     // The reading client gets every event, in order.
     let mut halfway = 0;
     for i in 0..EVENTS {
-        let event: serde_json::Value = serde_json::from_str(&next_text(&mut reader).await).unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&common::ws_next_text(&mut reader).await).unwrap();
         let text = event["message"]["value"].as_str().unwrap_or_default();
         assert!(
             text.starts_with(&format!("{i:05} ")),
@@ -342,7 +335,7 @@ async fn a_websocket_that_never_reads_through_ten_thousand_events() {
     let mut snapshots = 0;
     loop {
         let event: serde_json::Value =
-            serde_json::from_str(&next_text(&mut stalled).await).unwrap();
+            serde_json::from_str(&common::ws_next_text(&mut stalled).await).unwrap();
         snapshots += usize::from(event.get("version").is_some());
         let text = event["message"]["value"].as_str().unwrap_or_default();
         if text.starts_with(&format!("{:05} ", EVENTS - 1)) {
@@ -353,22 +346,4 @@ async fn a_websocket_that_never_reads_through_ten_thousand_events() {
         snapshots >= 1,
         "the stalled client lagged and was resynchronised"
     );
-}
-
-/// The next text message of `ws`.
-async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use futures_util::StreamExt;
-    loop {
-        let message = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream goes on")
-            .expect("a valid frame");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            return text.to_string();
-        }
-    }
 }

@@ -29,18 +29,7 @@ async fn connect_with_buffer(server: &TestServer, recv_buffer: Option<u32>) -> W
 
 /// The next text message as JSON.
 async fn next_json(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream goes on")
-            .expect("a valid frame");
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    serde_json::from_str(&common::ws_next_text(ws).await).unwrap()
 }
 
 #[tokio::test]
