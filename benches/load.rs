@@ -8,7 +8,8 @@
 //!    peak and after;
 //! 3. N websocket clients: connect rate (each gets its snapshot), RSS per
 //!    client, and for each event sent on the device port the latency to every
-//!    client (p50, p99, time until all received).
+//!    client (p50, p99, time until all received);
+//! 4. on a second, fresh bitsd: N idle HTTP connections and their RSS.
 //!
 //! Settings come from the environment: BENCH_CLIENTS (10000), BENCH_EVENTS
 //! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000).
@@ -93,6 +94,11 @@ async fn run(settings: Settings) {
     wrk_phase(&bitsd, &settings).await;
     flood_phase(&bitsd, &settings).await;
     fanout_phase(&bitsd, &settings).await;
+    drop(bitsd);
+    // On a fresh bitsd: memory freed by the websocket clients would hide
+    // what idle connections cost.
+    let dir = tempfile::tempdir().expect("temp dir");
+    idle_phase(&start_bitsd(dir.path()), &settings).await;
 }
 
 /// The release bitsd as a child process, on a bootstrapped database.
@@ -560,5 +566,41 @@ async fn fanout_phase(bitsd: &Spawned, settings: &Settings) {
     for task in tasks {
         task.abort();
     }
+    let _ = std::io::stdout().flush();
+}
+
+/// N HTTP connections that never send a byte: what each costs bitsd while
+/// it waits (at most 10 s) for a request.
+async fn idle_phase(bitsd: &Spawned, settings: &Settings) {
+    let n = settings.clients;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = bitsd.rss_kib();
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(n);
+    while idle.len() < n {
+        let batch =
+            (0..(n - idle.len()).min(500)).map(|_| tokio::net::TcpStream::connect(bitsd.web));
+        for stream in futures_util::future::join_all(batch).await {
+            match stream {
+                Ok(stream) => idle.push(stream),
+                Err(e) => {
+                    println!("- idle connection failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = bitsd.rss_kib();
+    println!(
+        "## {n} idle HTTP connections
+"
+    );
+    println!(
+        "- opened in {:.2} s; bitsd RSS {rss_before} KiB before, {rss_after} KiB with them open: {:.2} KiB per connection\n",
+        opened.as_secs_f64(),
+        rss_after.saturating_sub(rss_before) as f64 / n as f64
+    );
     let _ = std::io::stdout().flush();
 }

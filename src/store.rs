@@ -387,14 +387,7 @@ impl Db {
     /// Deletes the user `name` and their MAC hashes.
     pub fn delete_user(&mut self, name: &str) -> Result<Result<(), AccountError>, StoreError> {
         let tx = self.conn.transaction()?;
-        let Some(id) = tx
-            .query_row(
-                r#"SELECT userid FROM "User" WHERE name = ?1"#,
-                [name],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
+        let Some(id) = user_id(&tx, name)? else {
             return Ok(Err(AccountError::NoSuchUser(name.to_string())));
         };
         tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
@@ -457,14 +450,7 @@ impl Db {
         hash: &str,
     ) -> Result<Result<(), AccountError>, StoreError> {
         let tx = self.conn.transaction()?;
-        let Some(id) = tx
-            .query_row(
-                r#"SELECT userid FROM "User" WHERE name = ?1"#,
-                [name],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
+        let Some(id) = user_id(&tx, name)? else {
             return Ok(Err(AccountError::NoSuchUser(name.to_string())));
         };
         let owner: Option<String> = tx
@@ -629,6 +615,17 @@ fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
         .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
         .query_row([id], user_row)
         .optional()?)
+}
+
+fn user_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    let id = conn
+        .query_row(
+            r#"SELECT userid FROM "User" WHERE name = ?1"#,
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id)
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
