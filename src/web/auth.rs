@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::error::Form;
 use askama::Template;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, State as AxumState};
@@ -21,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::App;
 use super::client::Client;
-use super::error::Result;
+use super::error::{Form, Result};
 use super::pages::{Chrome, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::store::User;

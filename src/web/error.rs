@@ -1,4 +1,5 @@
-//! The web error type: one match from error to status code.
+//! The web error type (one match from error to status code), and the form
+//! extractor whose parse failures are such errors.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::error::Form;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
@@ -16,7 +15,7 @@ use subtle::ConstantTimeEq;
 use super::App;
 use super::auth::{Member, Xsrf, forbidden, with_xsrf_cookie};
 use super::client::Client;
-use super::error::Result;
+use super::error::{Form, Result};
 use super::pages::{Chrome, not_found, render};
 use crate::event::StatusValue;
 use crate::state::{Event, Origin};
