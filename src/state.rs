@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::clock::{Clock, LocalTime};
 use crate::device::{DeviceLink, protocol};
@@ -30,6 +30,9 @@ pub const HISTORY_SAMPLES: usize = 100;
 const MAX_BATCH: usize = 4096;
 /// Events waiting for the writer before senders wait their turn.
 const QUEUE: usize = 8192;
+/// Bytes of message text waiting for (or in) the writer before senders wait
+/// their turn: messages are long, so they are counted by size as well.
+const MESSAGE_BUDGET: usize = 1 << 20;
 /// Changes a live client may fall behind before it is resynchronised.
 const BROADCAST_CAPACITY: usize = 1024;
 
@@ -245,7 +248,11 @@ fn etag(boot: &str, kind: &str, version: u64) -> HeaderValue {
 }
 
 enum Job {
-    Event(Event, Option<oneshot::Sender<Result<Outcome, StoreError>>>),
+    Event(
+        Event,
+        Option<oneshot::Sender<Result<Outcome, StoreError>>>,
+        Option<OwnedSemaphorePermit>,
+    ),
     Flush(oneshot::Sender<()>),
 }
 
@@ -255,6 +262,7 @@ struct Shared {
     changes: broadcast::Sender<Published>,
     device: DeviceLink,
     clock: Clock,
+    message_budget: Arc<Semaphore>,
 }
 
 /// Handle on the state; cheap to clone.
@@ -305,6 +313,7 @@ impl State {
             changes,
             device,
             clock,
+            message_budget: Arc::new(Semaphore::new(MESSAGE_BUDGET)),
         });
         let writer = Writer {
             db,
@@ -327,24 +336,45 @@ impl State {
     }
 
     /// Queues `event` without waiting for its commit; waits only while the
-    /// queue is full.
+    /// queue (or the budget for message text) is full.
     pub async fn submit(&self, event: Event) -> Result<(), StoreError> {
+        let budget = self.message_budget(&event).await?;
         self.shared
             .jobs
-            .send(Job::Event(event, None))
+            .send(Job::Event(event, None, budget))
             .await
             .map_err(|_| StoreError::Closed)
     }
 
     /// Applies `event` and waits until it is committed and broadcast.
     pub async fn apply(&self, event: Event) -> Result<Outcome, StoreError> {
+        let budget = self.message_budget(&event).await?;
         let (tx, rx) = oneshot::channel();
         self.shared
             .jobs
-            .send(Job::Event(event, Some(tx)))
+            .send(Job::Event(event, Some(tx), budget))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// For a message, its share of [`MESSAGE_BUDGET`], held until the writer
+    /// is done with it.
+    async fn message_budget(
+        &self,
+        event: &Event,
+    ) -> Result<Option<OwnedSemaphorePermit>, StoreError> {
+        let Event::Message { text, .. } = event else {
+            return Ok(None);
+        };
+        let bytes = text.len().clamp(1, MESSAGE_BUDGET) as u32;
+        let permit = self
+            .shared
+            .message_budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await;
+        permit.map(Some).map_err(|_| StoreError::Closed)
     }
 
     /// Waits until every event queued before this call is committed.
@@ -422,6 +452,8 @@ impl Writer {
         let started = Instant::now();
         let mut flushes = Vec::new();
         let mut pending = Vec::with_capacity(jobs.len());
+        // Message budget comes back when the batch is done, not before.
+        let mut budgets = Vec::new();
         // Work on a copy so a failed commit leaves the model as it was.
         let mut model = self.model.clone();
         let committed = (|| -> Result<(), StoreError> {
@@ -429,7 +461,8 @@ impl Writer {
             for job in jobs {
                 match job {
                     Job::Flush(tx) => flushes.push(tx),
-                    Job::Event(event, reply) => {
+                    Job::Event(event, reply, budget) => {
+                        budgets.extend(budget);
                         let p = prepare(
                             &batch,
                             &mut model,
