@@ -186,31 +186,25 @@ async fn names_only_when_allowed_and_latitude_alone_claims_only_15() {
 
 #[tokio::test]
 async fn the_base_url_follows_the_proxy_only_when_proxied() {
-    let server = TestServer::start_with(&["--reverse-proxied"]).await;
-    let doc: serde_json::Value = server
-        .http
-        .get(server.url("/spaceapi.json"))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "bits.example.org")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    /// `/spaceapi.json` as asked through an HTTPS proxy.
+    async fn proxied(server: &TestServer) -> serde_json::Value {
+        server
+            .http
+            .get(server.url("/spaceapi.json"))
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "bits.example.org")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+    let behind = TestServer::start_with(&["--reverse-proxied"]).await;
+    let doc = proxied(&behind).await;
     assert_valid(&doc);
     assert_eq!(doc["url"], "https://bits.example.org");
     let direct = TestServer::start().await;
-    let doc: serde_json::Value = direct
-        .http
-        .get(direct.url("/spaceapi.json"))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "bits.example.org")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = proxied(&direct).await;
     assert_eq!(doc["url"], format!("http://{}", direct.web_addr()));
 }
