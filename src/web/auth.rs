@@ -159,15 +159,37 @@ impl Xsrf {
             },
         }
     }
+}
 
-    /// Whether a POSTed `_xsrf` field matches the cookie (constant time).
-    pub fn matches(headers: &HeaderMap, field: Option<&str>) -> bool {
-        match (cookie_value(headers, XSRF), field) {
-            (Some(cookie), Some(field)) if is_token(&cookie) => {
-                bool::from(cookie.as_bytes().ct_eq(field.as_bytes()))
-            }
+/// A form that carries the anti-forgery field `_xsrf`.
+pub trait XsrfField {
+    fn xsrf(&self) -> Option<&str>;
+}
+
+/// A POSTed form whose `_xsrf` field matches the cookie; any other is a 403
+/// and reaches no handler.
+pub struct Guarded<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Guarded<T>
+where
+    Form<T>: axum::extract::FromRequest<S, Rejection = Response>,
+    T: XsrfField,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let cookie = cookie_value(request.headers(), XSRF).filter(|c| is_token(c));
+        let Form(form) = Form::<T>::from_request(request, state).await?;
+        // Compared in constant time.
+        let matches = match (cookie, form.xsrf()) {
+            (Some(cookie), Some(field)) => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
             _ => false,
+        };
+        if !matches {
+            return Err(forbidden());
         }
+        Ok(Guarded(form))
     }
 }
 
@@ -278,15 +300,18 @@ struct LoginForm {
     _xsrf: Option<String>,
 }
 
+impl XsrfField for LoginForm {
+    fn xsrf(&self) -> Option<&str> {
+        self._xsrf.as_deref()
+    }
+}
+
 async fn login(
     AxumState(app): AxumState<App>,
     client: Client,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    Guarded(form): Guarded<LoginForm>,
 ) -> Result<Response> {
-    if !Xsrf::matches(&headers, form._xsrf.as_deref()) {
-        return Ok(forbidden());
-    }
     let username = form.username.unwrap_or_default().trim().to_string();
     let password = form.password.unwrap_or_default();
     let next = safe_next(form.next.as_deref());
@@ -335,18 +360,12 @@ async fn login(
     })
     .await
     .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
-    let (credentials, Verified::Right { rehash }) = checked else {
+    let (Some(credentials), Verified::Right { rehash }) = checked else {
         app.throttles
             .login_by_address
             .record(client.ip, Duration::from_secs(1));
         app.throttles.login_by_user.record(by_user, retry);
         tracing::info!("failed login for {username:?} from {}", client.label());
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Wrong user name or password.".into(),
-        );
-    };
-    let Some(credentials) = credentials else {
         return page(
             StatusCode::UNAUTHORIZED,
             "Wrong user name or password.".into(),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::App;
-use super::auth::{Member, Xsrf, forbidden, with_xsrf_cookie};
+use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
 use super::error::{Form, Result};
 use super::pages::{Chrome, not_found, render};
@@ -74,15 +74,17 @@ struct ToggleForm {
     _xsrf: Option<String>,
 }
 
+impl XsrfField for ToggleForm {
+    fn xsrf(&self) -> Option<&str> {
+        self._xsrf.as_deref()
+    }
+}
+
 async fn admin_toggle(
     AxumState(app): AxumState<App>,
     Member(user): Member,
-    headers: HeaderMap,
-    Form(form): Form<ToggleForm>,
+    Guarded(form): Guarded<ToggleForm>,
 ) -> Result<Response> {
-    if !Xsrf::matches(&headers, form._xsrf.as_deref()) {
-        return Ok(forbidden());
-    }
     let value = match form.status.as_deref() {
         Some("open") => StatusValue::Open,
         Some("closed") => StatusValue::Closed,
@@ -160,15 +162,18 @@ struct MessageForm {
     _xsrf: Option<String>,
 }
 
+impl XsrfField for MessageForm {
+    fn xsrf(&self) -> Option<&str> {
+        self._xsrf.as_deref()
+    }
+}
+
 async fn message_post(
     AxumState(app): AxumState<App>,
     Member(user): Member,
     headers: HeaderMap,
-    Form(form): Form<MessageForm>,
+    Guarded(form): Guarded<MessageForm>,
 ) -> Result<Response> {
-    if !Xsrf::matches(&headers, form._xsrf.as_deref()) {
-        return Ok(forbidden());
-    }
     let text = form.msgtext.unwrap_or_default();
     let error = if text.trim().is_empty() {
         Some("The message is empty.".to_string())
