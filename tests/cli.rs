@@ -4,16 +4,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bitsd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bitsd"));
-    command.env_remove("RUST_LOG").stdin(Stdio::null());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("BITSD_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+mod common;
+
+use common::{bitsd_command as bitsd, stdout_of};
 
 #[test]
 fn a_bad_value_is_refused_with_status_2_naming_the_option() {
@@ -140,12 +133,7 @@ fn bootstrap_is_idempotent() {
             .args(["bootstrap", "--wiki-path", wiki])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of(out)
     };
     let first = run();
     assert!(

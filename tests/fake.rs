@@ -2,15 +2,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::TestServer;
-
-fn bitsd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bitsd"));
-    c.env_remove("RUST_LOG").stdin(Stdio::null());
-    c
-}
+use common::{TestServer, bitsd_command as bitsd, stdout_of};
 
 /// Kills the child when the test ends, however it ends.
 struct Kill(std::process::Child);
@@ -69,12 +63,7 @@ async fn fake_history_fills_the_log_and_the_forecast() {
         .args(["fake", "history", "--days", "21"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = stdout_of(out);
     assert!(said.contains("21 past day(s) written"), "{said}");
     let server = TestServer::start_in(dir, db, &[]).await;
     let log = server.json("/log?format=json&limit=1000").await;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 mod process;
 #[allow(unused_imports)]
-pub use process::{Spawned, rss_kib};
+pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);

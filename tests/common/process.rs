@@ -10,6 +10,30 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The `bitsd` binary, free of the test's `RUST_LOG`, `BITSD_*` variables
+/// and standard input.
+pub fn bitsd_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bitsd"));
+    command.env_remove("RUST_LOG").stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BITSD_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The standard output of a command that had to succeed (its standard
+/// error is the failure message otherwise).
+pub fn stdout_of(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Log lines kept for [`Spawned::wait_for_log`]; older ones are dropped.
 const KEPT_LINES: usize = 10_000;
 
