@@ -123,7 +123,13 @@ fn start_bitsd(dir: &std::path::Path) -> Spawned {
         .expect("bootstrap");
     assert!(status.success());
     let mut extra = paths.to_vec();
-    extra.extend(["--timezone", "UTC"]);
+    // Every client of this run comes from 127.0.0.1.
+    extra.extend([
+        "--timezone",
+        "UTC",
+        "--web-max-connections-per-address",
+        "100000",
+    ]);
     Spawned::start_with(&db, &extra, "warn,bitsd=info")
 }
 

@@ -1,4 +1,5 @@
-//! Passwords, the signed login token and anti-forgery tokens; no I/O.
+//! Passwords (checked on threads of their own), session tokens and their
+//! signed cookie, anti-forgery tokens, MAC hashes.
 //!
 //! Passwords are stored as argon2id PHC strings. The original server's
 //! `sha512_crypt` hashes (`$6$...`) still verify, and the caller replaces
@@ -98,9 +99,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Signs and checks login tokens. The cookie value carries the user id and
-/// an expiry, both covered by the signature, so a cookie kept past its
-/// `Max-Age` is refused anyway.
+/// Signs login cookies. The cookie carries a session token; the signature
+/// lets bitsd refuse a forged or damaged cookie before looking it up.
 #[derive(Clone)]
 pub struct Signer {
     key: Key,
@@ -115,26 +115,93 @@ impl Signer {
         }
     }
 
-    /// The signed value of a login cookie for `userid`, valid until `expires`
-    /// (unix seconds).
-    pub fn login_value(&self, userid: i64, expires: i64) -> String {
+    /// The signed cookie value carrying `token`.
+    pub fn sign(&self, token: &str) -> String {
         let mut jar = CookieJar::new();
         jar.signed_mut(&self.key)
-            .add(Cookie::new(LOGIN_COOKIE, format!("{userid}:{expires}")));
+            .add(Cookie::new(LOGIN_COOKIE, token.to_string()));
         jar.get(LOGIN_COOKIE)
             .map(|c| c.value().to_string())
             .unwrap_or_default()
     }
 
-    /// The user id in a login cookie value, if the signature holds and
-    /// `now` (unix seconds) is before its expiry.
-    pub fn check_login(&self, value: &str, now: i64) -> Option<i64> {
+    /// The session token in a signed cookie value, if the signature holds.
+    pub fn verify(&self, value: &str) -> Option<String> {
         let mut jar = CookieJar::new();
         jar.add_original(Cookie::new(LOGIN_COOKIE, value.to_string()));
         let verified = jar.signed(&self.key).get(LOGIN_COOKIE)?;
-        let (id, expires) = verified.value().split_once(':')?;
-        let expires: i64 = expires.parse().ok()?;
-        (now < expires).then(|| id.parse().ok()).flatten()
+        Some(verified.value().to_string())
+    }
+}
+
+/// A new session token: 256 random bits.
+pub fn session_token() -> String {
+    random_token(32)
+}
+
+/// What the database keeps of a session token: its SHA-256, in hex.
+pub fn session_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Password checks at once in the whole process; each holds argon2's 19 MiB.
+pub const PASSWORD_CHECKERS: usize = 2;
+/// Password checks that may wait their turn; past them a login is refused.
+pub const PASSWORD_QUEUE: usize = 16;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs password checks on [`PASSWORD_CHECKERS`] threads of their own, with
+/// room for [`PASSWORD_QUEUE`] more waiting. Owning the threads (rather
+/// than borrowing the runtime's blocking pool) keeps argon2's memory in two
+/// threads' allocators, reused from one check to the next.
+pub struct PasswordChecks {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// Every checker is busy and the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once")]
+pub struct Busy;
+
+impl PasswordChecks {
+    /// Starts the checker threads; they end when this is dropped.
+    pub fn start() -> PasswordChecks {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(PASSWORD_QUEUE);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for _ in 0..PASSWORD_CHECKERS {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name("bitsd-password".into())
+                .spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a password checker thread: {e}");
+            }
+        }
+        PasswordChecks { jobs }
+    }
+
+    /// Runs `check` on a checker thread, or refuses at once when
+    /// [`PASSWORD_QUEUE`] checks are already waiting.
+    pub async fn run<R, F>(&self, check: F) -> Result<R, Busy>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(check());
+        });
+        self.jobs.try_send(job).map_err(|_| Busy)?;
+        result.await.map_err(|_| Busy)
     }
 }
 
@@ -187,21 +254,61 @@ mod tests {
     }
 
     #[test]
-    fn login_tokens() {
+    fn signed_session_cookies() {
         let signer = Signer::new("k");
-        let value = signer.login_value(42, 2_000);
-        assert_eq!(signer.check_login(&value, 1_999), Some(42));
-        assert_eq!(signer.check_login(&value, 2_000), None, "expired");
-        assert_eq!(
-            Signer::new("other").check_login(&value, 1_000),
-            None,
-            "other key"
-        );
+        let token = session_token();
+        assert!(token.len() >= 22, "at least 128 bits");
+        let value = signer.sign(&token);
+        assert_eq!(signer.verify(&value), Some(token.clone()));
+        assert_eq!(Signer::new("other").verify(&value), None, "other key");
         let mut tampered = value.clone();
-        tampered.replace_range(tampered.len() - 7.., "43:9999");
-        assert_eq!(signer.check_login(&tampered, 1_000), None);
-        assert_eq!(signer.check_login("garbage", 1_000), None);
-        assert_eq!(signer.check_login("", 1_000), None);
+        tampered.replace_range(tampered.len() - 3.., "abc");
+        assert_eq!(signer.verify(&tampered), None);
+        assert_eq!(signer.verify("garbage"), None);
+        assert_eq!(signer.verify(""), None);
+        assert_ne!(session_token(), token);
+        assert_eq!(session_hash(&token).len(), 64);
+        assert_ne!(session_hash(&token), token);
+    }
+
+    #[tokio::test]
+    async fn two_checks_run_sixteen_wait_and_more_are_refused() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Barrier};
+        let checks = Arc::new(PasswordChecks::start());
+        let running = Arc::new(AtomicUsize::new(0));
+        // Holds the two checkers until every attempt has been made.
+        let gate = Arc::new(Barrier::new(PASSWORD_CHECKERS + 1));
+        let submit = |i: usize, hold: bool| {
+            let (checks, running, gate) = (checks.clone(), running.clone(), gate.clone());
+            tokio::spawn(async move {
+                checks
+                    .run(move || {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        if hold {
+                            gate.wait();
+                        }
+                        i
+                    })
+                    .await
+            })
+        };
+        let mut admitted: Vec<_> = (0..PASSWORD_CHECKERS).map(|i| submit(i, true)).collect();
+        while running.load(Ordering::SeqCst) < PASSWORD_CHECKERS {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        for i in PASSWORD_CHECKERS..(PASSWORD_CHECKERS + PASSWORD_QUEUE) {
+            admitted.push(submit(i, false));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(running.load(Ordering::SeqCst), PASSWORD_CHECKERS);
+        assert_eq!(checks.run(|| 99).await, Err(Busy), "the queue is full");
+        gate.wait();
+        for (i, task) in admitted.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap(), Ok(i));
+        }
+        assert_eq!(checks.run(|| 7).await, Ok(7));
     }
 
     #[test]

@@ -112,6 +112,12 @@ pub struct Options {
     /// Most HTTP and websocket connections at once; past it new ones wait
     #[arg(long, env = "BITSD_WEB_MAX_CONNECTIONS", global = true, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", help_heading = "Web")]
     pub web_max_connections: u32,
+    /// Most connections one client address (IPv4, or IPv6 /64) holds at once, websockets and SSE included
+    #[arg(long, env = "BITSD_WEB_MAX_CONNECTIONS_PER_ADDRESS", global = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", help_heading = "Web")]
+    pub web_max_connections_per_address: u32,
+    /// How many reverse proxies stand in front (with reverse_proxied): the client is the address this many places from the right of X-Forwarded-For
+    #[arg(long, env = "BITSD_TRUSTED_PROXY_HOPS", global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16), value_name = "N", help_heading = "Web")]
+    pub trusted_proxy_hops: u32,
     /// Folder served under /static/
     #[arg(
         long,

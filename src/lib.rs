@@ -14,6 +14,7 @@
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings and its heat map.
+//! - `limits`: rate limits, connections per address, client text in logs.
 
 pub mod auth;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod device;
 pub mod event;
 pub mod fake;
+pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod presence;
@@ -86,6 +88,7 @@ pub async fn run(
     tracing::info!("control listening on {}", listeners.control.address()?);
 
     let tracker = TaskTracker::new();
+    tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
     let app = web::App::new(web::Shared {
         state: state.clone(),
         reader,
@@ -96,6 +99,11 @@ pub async fn run(
         pings: tokio::sync::broadcast::channel(1).0,
         signer: auth::Signer::new(&secret),
         throttles: web::auth::Throttles::default(),
+        quiet: web::auth::QuietLogs::default(),
+        passwords: auth::PasswordChecks::start(),
+        per_address: limits::PerAddress::new(
+            config.options.web_max_connections_per_address as usize,
+        ),
         forecast: presence::ForecastCache::default(),
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
@@ -138,6 +146,26 @@ pub async fn run(
     state.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often expired sessions are removed.
+pub const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes expired sessions now and every [`SESSION_SWEEP_EVERY`].
+async fn sweep_sessions(reader: Reader, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(SESSION_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = web::auth::unix_now();
+        match reader.read(move |db| db.sweep_sessions(now)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} expired session(s) removed"),
+            Err(e) => tracing::warn!("cannot remove expired sessions: {e}"),
+        }
+    }
 }
 
 /// `bitsd bootstrap`: creates the database if missing and loads the wiki.

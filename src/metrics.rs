@@ -25,6 +25,10 @@ pub struct Metrics {
     /// Route patterns seen so far, kept so labels need no allocation.
     routes: RwLock<Vec<&'static str>>,
     pub commit_seconds: Histogram,
+    /// Password hashes computed for logins.
+    pub password_checks: Counter,
+    /// Connections closed at once because their address had too many.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -69,8 +73,22 @@ impl Metrics {
             "Time to write and commit one batch of events",
             commit_seconds.clone(),
         );
+        let password_checks = Counter::default();
+        registry.register(
+            "password_checks",
+            "Password hashes computed for login attempts",
+            password_checks.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "web_connections_refused_per_address",
+            "Connections closed at once because their address held web_max_connections_per_address",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            password_checks,
+            connections_refused,
             websocket_clients,
             sse_clients,
             device_connected,

@@ -173,11 +173,14 @@ async fn a_token_is_required_when_configured() {
     intruder.send("status 1").await;
     intruder.closed().await;
 
+    // One token check a second per address: the next one waits.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let mut wrong = server.device().await;
     wrong.send("auth guess").await;
     wrong.closed().await;
     assert_eq!(server.text("/status").await, "0");
 
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let mut device = server.device().await;
     device.send("auth s3cret").await;
     device.send("status 1").await;

@@ -34,15 +34,17 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete a user and their MAC hashes.
+    /// Delete a user, their MAC hashes and their sessions.
     Delete { user: String },
-    /// Change a user's password.
+    /// Change a user's password and end their sessions.
     Modify {
         user: String,
         /// Read the password as one line from standard input.
         #[arg(long)]
         password_stdin: bool,
     },
+    /// End every session of a user (log them out everywhere); nothing else changes.
+    Logout { user: String },
     /// List users and how many MAC hashes each has.
     List,
     /// Manage the MAC hashes that put a user in the roster.
@@ -132,7 +134,13 @@ fn run(cli: Cli) -> Result<String, String> {
             db.set_password(&user, &hash)
                 .map_err(store)?
                 .map_err(refused)?;
-            Ok(format!("changed the password of {user}"))
+            Ok(format!(
+                "changed the password of {user}; their sessions are ended"
+            ))
+        }
+        Command::Logout { user } => {
+            let ended = db.end_sessions(&user).map_err(store)?.map_err(refused)?;
+            Ok(format!("ended {ended} session(s) of {user}"))
         }
         Command::List => {
             let users = db.users().map_err(store)?;
@@ -187,16 +195,19 @@ fn database_path(cli: &Cli) -> Result<PathBuf, String> {
         })
 }
 
-/// User names: 1 to 64 characters, no spaces or control characters.
+/// New user names: 1 to 64 letters (of any script), digits, `.`, `_` and
+/// `-`. Existing users with other names keep working.
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.chars().count() <= 64
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid user name (1 to 64 characters, no spaces)"
+            "{name:?} is not a valid user name (1 to 64 letters, digits, '.', '_' or '-')"
         ))
     }
 }

@@ -12,6 +12,7 @@ use super::link::Attachment;
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use crate::config::Allowlist;
 use crate::event::StatusValue;
+use crate::limits::{AddressKey, Rate, RateLimiter};
 use crate::net::Listener;
 use crate::state::{Event, Origin, State};
 
@@ -24,6 +25,36 @@ pub struct DeviceSettings {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Time a connection has to send its `auth` line when a token is set.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections that may be waiting to authenticate at once; past them new
+/// ones are closed at once.
+const AUTHENTICATING: usize = 32;
+/// Idle time before the first keepalive probe, then the time between
+/// probes and how many go unanswered before the link is dropped: a device
+/// that vanished is noticed within two minutes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 5;
+
+/// What the device listener remembers of strangers: bounded tables.
+#[derive(Default)]
+struct Guards {
+    /// One token check a second per address.
+    token_checks: RateLimiter<Option<AddressKey>>,
+    /// One warning a minute per address, for refusals and wrong tokens.
+    warnings: RateLimiter<Option<AddressKey>>,
+}
+
+impl Guards {
+    /// Whether a warning about `address` may be logged now.
+    fn may_warn(&self, address: Option<AddressKey>) -> bool {
+        self.warnings
+            .try_take(address, Rate::once_every(Duration::from_secs(60)))
+            .is_ok()
+    }
+}
+
 /// Accepts device connections until `shutdown`.
 pub async fn serve(
     listener: Listener,
@@ -33,10 +64,12 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let settings = Arc::new(settings);
+    let guards = Arc::new(Guards::default());
+    let authenticating = Arc::new(tokio::sync::Semaphore::new(AUTHENTICATING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = accept(&listener, &settings) => accepted,
+            accepted = accept(&listener, &settings, &guards) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(Some(conn)) => conn,
@@ -48,19 +81,112 @@ pub async fn serve(
                 continue;
             }
         };
-        tracing::info!("device connected from {peer}");
-        let attachment = state.device().attach(&shutdown);
-        let state = state.clone();
-        let settings = settings.clone();
+        let waiting = match settings.token {
+            None => None,
+            Some(_) => match authenticating.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    if guards.may_warn(peer.key) {
+                        tracing::warn!(
+                            "control: closed {}: {AUTHENTICATING} connections are already authenticating",
+                            peer.name
+                        );
+                    }
+                    continue;
+                }
+            },
+        };
+        let (state, settings, guards) = (state.clone(), settings.clone(), guards.clone());
+        let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let id = attachment.id;
             let reason = match stream {
-                Stream::Tcp(s) => connection(s, &peer, &state, &settings, attachment).await,
-                Stream::Unix(s) => connection(s, &peer, &state, &settings, attachment).await,
+                Stream::Tcp(s) => {
+                    run_device(s, &peer, &state, &settings, &guards, waiting, &shutdown).await
+                }
+                Stream::Unix(s) => {
+                    run_device(s, &peer, &state, &settings, &guards, waiting, &shutdown).await
+                }
             };
-            state.device().detach(id);
-            tracing::info!("device {peer} disconnected: {reason}");
+            if let Some(reason) = reason {
+                tracing::info!("device {} disconnected: {reason}", peer.name);
+            }
         });
+    }
+}
+
+/// Who connected: for logs, and the address the limits count.
+struct Peer {
+    name: String,
+    key: Option<AddressKey>,
+}
+
+/// Authenticates a connection when a token is set, then makes it the
+/// device until it leaves. `None` when it never became the device (its
+/// refusal is already logged, at a bounded rate).
+async fn run_device<S>(
+    mut stream: S,
+    peer: &Peer,
+    state: &State,
+    settings: &DeviceSettings,
+    guards: &Guards,
+    waiting: Option<tokio::sync::OwnedSemaphorePermit>,
+    shutdown: &CancellationToken,
+) -> Option<String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut framer = LineFramer::new();
+    if let Some(token) = &settings.token {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            outcome = tokio::time::timeout(AUTH_TIMEOUT, first_line(&mut stream, &mut framer)) => outcome,
+        };
+        drop(waiting);
+        let refused = match outcome {
+            Err(_) => Some(format!("no auth line within {AUTH_TIMEOUT:?}")),
+            Ok(None) => Some("closed before authenticating".to_string()),
+            Ok(Some(line)) => {
+                let limit = Rate::once_every(Duration::from_secs(1));
+                if guards.token_checks.try_take(peer.key, limit).is_err() {
+                    Some("a second token check within a second; not checked".to_string())
+                } else {
+                    check_auth(&line, token).err().map(str::to_string)
+                }
+            }
+        };
+        if let Some(why) = refused {
+            if guards.may_warn(peer.key) {
+                tracing::warn!("control: closed {}: {why}", peer.name);
+            }
+            return None;
+        }
+        tracing::info!("device {} authenticated", peer.name);
+    }
+    tracing::info!("device connected from {}", peer.name);
+    let attachment = state.device().attach(shutdown);
+    let id = attachment.id;
+    let reason = connection(stream, framer, &peer.name, state, settings, attachment).await;
+    state.device().detach(id);
+    Some(reason)
+}
+
+/// The first line of a connection; `None` when it ends or sends an
+/// overlong line first. Bytes after the line stay in `framer`.
+async fn first_line<S>(stream: &mut S, framer: &mut LineFramer) -> Option<bytes::BytesMut>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        match framer.next_line() {
+            Ok(Some(line)) => return Some(line),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        framer.buffer().reserve(MAX_LINE);
+        match stream.read_buf(framer.buffer()).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -73,27 +199,37 @@ enum Stream {
 async fn accept(
     listener: &Listener,
     settings: &DeviceSettings,
-) -> std::io::Result<Option<(Stream, String)>> {
+    guards: &Guards,
+) -> std::io::Result<Option<(Stream, Peer)>> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, peer) = l.accept().await?;
+            let key = Some(AddressKey::from(peer.ip()));
             if !settings.allow.allows(peer.ip()) {
-                tracing::warn!(
-                    "control: refused {}: not in control_remote_address",
-                    peer.ip()
-                );
+                if guards.may_warn(key) {
+                    tracing::warn!(
+                        "control: refused {}: not in control_remote_address",
+                        peer.ip()
+                    );
+                }
                 return Ok(None);
             }
             let _ = stream.set_nodelay(true);
-            Ok(Some((Stream::Tcp(stream), peer.to_string())))
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(KEEPALIVE_IDLE)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_PROBES);
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                tracing::warn!("control: cannot turn on TCP keepalive for {peer}: {e}");
+            }
+            let name = peer.to_string();
+            Ok(Some((Stream::Tcp(stream), Peer { name, key })))
         }
         // File permissions guard a unix socket: every peer is accepted.
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
-            Ok(Some((
-                Stream::Unix(stream),
-                format!("unix:{}", path.display()),
-            )))
+            let name = format!("unix:{}", path.display());
+            Ok(Some((Stream::Unix(stream), Peer { name, key: None })))
         }
     }
 }
@@ -102,6 +238,7 @@ async fn accept(
 /// Returns why the connection ended.
 async fn connection<S>(
     stream: S,
+    mut framer: LineFramer,
     peer: &str,
     state: &State,
     settings: &DeviceSettings,
@@ -126,8 +263,6 @@ where
         "link closed".to_string()
     };
     let read = async {
-        let mut framer = LineFramer::new();
-        let mut authenticated = settings.token.is_none();
         loop {
             loop {
                 let line = match framer.next_line() {
@@ -138,19 +273,6 @@ where
                         return format!("line longer than {MAX_LINE} bytes");
                     }
                 };
-                if !authenticated {
-                    match check_auth(&line, settings.token.as_deref().unwrap_or_default()) {
-                        Ok(()) => {
-                            authenticated = true;
-                            tracing::info!("device {peer} authenticated");
-                            continue;
-                        }
-                        Err(why) => {
-                            tracing::warn!("device {peer}: {why}; closing");
-                            return why.to_string();
-                        }
-                    }
-                }
                 if let Err(why) = handle_line(&line, peer, state).await {
                     return why;
                 }

@@ -9,6 +9,10 @@ use bytes::{Buf, BytesMut};
 
 /// Longest line accepted, without its `\n`.
 pub const MAX_LINE: usize = 4096;
+/// Largest sensor number (the original stored it in a 32-bit column).
+pub const MAX_SENSOR: i64 = i32::MAX as i64;
+/// Longest device message, in characters after decoding.
+pub const MAX_MESSAGE: usize = 1000;
 
 /// A command from the device.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,14 +56,16 @@ pub enum ParseError {
     NotDecimal(String),
     #[error("temperature {0} is outside -100..200 °C")]
     OutOfRange(String),
-    #[error("sensor must not be negative, got {0}")]
-    NegativeSensor(i64),
+    #[error("sensor must lie in 0..={MAX_SENSOR}, got {0}")]
+    SensorOutOfRange(i64),
     #[error("message is not valid base64")]
     BadBase64,
     #[error("message is not valid UTF-8")]
     MessageNotUtf8,
     #[error("message is empty")]
     EmptyMessage,
+    #[error("message has {0} characters; at most {MAX_MESSAGE} fit")]
+    MessageTooLong(usize),
 }
 
 /// Parses one line (without its `\n`; a trailing `\r` is ignored).
@@ -92,8 +98,8 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
         "temperature" => {
             expect("temperature", 2)?;
             let sensor = integer("sensor", args[0])?;
-            if sensor < 0 {
-                return Err(ParseError::NegativeSensor(sensor));
+            if !(0..=MAX_SENSOR).contains(&sensor) {
+                return Err(ParseError::SensorOutOfRange(sensor));
             }
             let value = decimal(args[1])?;
             Ok(Command::Temperature { sensor, value })
@@ -106,6 +112,10 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             let text = String::from_utf8(bytes).map_err(|_| ParseError::MessageNotUtf8)?;
             if text.trim().is_empty() {
                 return Err(ParseError::EmptyMessage);
+            }
+            let chars = text.chars().count();
+            if chars > MAX_MESSAGE {
+                return Err(ParseError::MessageTooLong(chars));
             }
             Ok(Command::Message(text))
         }
@@ -160,17 +170,23 @@ fn decimal(text: &str) -> Result<f64, ParseError> {
     Ok(value)
 }
 
-/// Keeps log lines short whatever the device sends.
+/// Keeps log lines short and free of control characters whatever the
+/// device sends.
 fn truncate(text: &str) -> String {
     const MAX: usize = 64;
-    if text.len() <= MAX {
-        return text.to_string();
+    let mut shown = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    shown
 }
 
 /// The line `status 0|1` sent to the device.
@@ -261,7 +277,9 @@ mod tests {
     #[test]
     fn good_lines() {
         let hello = format!("message {}", b64("ciao <3"));
+        let longest = format!("message {}", b64(&"é".repeat(1000)));
         let cases: Vec<(&str, Command)> = vec![
+            (longest.as_str(), Command::Message("é".repeat(1000))),
             ("status 1", Command::Status(true)),
             ("status 0", Command::Status(false)),
             ("status 1\r", Command::Status(true)),
@@ -295,6 +313,13 @@ mod tests {
                 },
             ),
             (
+                "temperature 2147483647 20",
+                Command::Temperature {
+                    sensor: 2_147_483_647,
+                    value: 20.0,
+                },
+            ),
+            (
                 "temperature 2 -100.0",
                 Command::Temperature {
                     sensor: 2,
@@ -319,6 +344,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe])
         );
         let blank = format!("message {}", b64("   "));
+        let long = format!("message {}", b64(&"é".repeat(1001)));
         let cases: Vec<(&[u8], ParseError)> = vec![
             (b"", ParseError::Empty),
             (b"   \r", ParseError::Empty),
@@ -358,7 +384,15 @@ mod tests {
                     value: "x".into(),
                 },
             ),
-            (b"temperature -1 20", ParseError::NegativeSensor(-1)),
+            (b"temperature -1 20", ParseError::SensorOutOfRange(-1)),
+            (
+                b"temperature 2147483648 20",
+                ParseError::SensorOutOfRange(2_147_483_648),
+            ),
+            (
+                b"\x1b[2Jopen",
+                ParseError::UnknownCommand("\\u{1b}[2Jopen".into()),
+            ),
             (b"temperature 0 hot", ParseError::NotDecimal("hot".into())),
             (b"temperature 0 NaN", ParseError::NotDecimal("NaN".into())),
             (b"temperature 0 inf", ParseError::NotDecimal("inf".into())),
@@ -379,6 +413,7 @@ mod tests {
             (b"message !!!", ParseError::BadBase64),
             (not_utf8.as_bytes(), ParseError::MessageNotUtf8),
             (blank.as_bytes(), ParseError::EmptyMessage),
+            (long.as_bytes(), ParseError::MessageTooLong(1001)),
             (
                 b"enter bob",
                 ParseError::NotInteger {

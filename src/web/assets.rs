@@ -1,9 +1,16 @@
-//! `/static/`: files under `assets_path`, nothing outside it.
+//! `/static/`: files under `assets_path`, nothing outside it (no `..`, no
+//! symbolic link leading out).
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::any;
+use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
 use super::{App, pages};
@@ -19,11 +26,33 @@ pub fn service(app: &App) -> Router {
     let files = ServeDir::new(&app.config.options.assets_path)
         .append_index_html_on_directories(false)
         .not_found_service(not_found);
-    let router = Router::new().fallback_service(files);
+    let root = Arc::new(
+        std::fs::canonicalize(&app.config.options.assets_path)
+            .unwrap_or_else(|_| app.config.options.assets_path.clone()),
+    );
+    let router = Router::new()
+        .fallback_service(files)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            inside(root.clone(), request, next)
+        }));
     if app.config.options.developer_mode {
         router.layer(axum::middleware::map_response(no_cache))
     } else {
         router.layer(axum::middleware::map_response(long_cache))
+    }
+}
+
+/// Lets a request through only when the file it names, symbolic links
+/// followed, lies under `root`; anything else is a 404 like a missing file.
+async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
+    let path = percent_decode_str(request.uri().path()).decode_utf8_lossy();
+    let wanted = root.join(path.trim_start_matches('/'));
+    match tokio::fs::canonicalize(&wanted).await {
+        Ok(real) if !real.starts_with(&*root) => {
+            tracing::debug!("/static/: {} leads outside assets_path", wanted.display());
+            pages::not_found_page()
+        }
+        _ => next.run(request).await,
     }
 }
 

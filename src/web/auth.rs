@@ -1,11 +1,7 @@
 //! Login, logout, the logged-in member extractor, anti-forgery tokens and
 //! the throttles that slow down guessing.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
@@ -20,65 +16,45 @@ use subtle::ConstantTimeEq;
 
 use super::App;
 use super::client::Client;
-use super::error::{Form, Result};
+use super::error::{Error, Form, Result};
 use super::pages::{Chrome, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
+use crate::limits::{AddressKey, QuietLog, Rate, RateLimiter, Shown};
 use crate::store::User;
 
-/// Most remembered clients per throttle; the oldest are forgotten first.
-const THROTTLE_ENTRIES: usize = 10_000;
+/// Longest user name a login may give, in characters.
+pub const MAX_NAME: usize = 64;
+/// Longest password a login may give, in bytes.
+pub const MAX_PASSWORD: usize = 1024;
 
 pub fn router() -> Router<App> {
     Router::new()
         .route("/login", get(login_form).post(login))
-        .route("/logout", get(logout))
+        .route("/logout", get(logout).post(logout))
 }
 
-/// Remembers when each key last did something, to refuse doing it again too
-/// soon. Bounded: past [`THROTTLE_ENTRIES`] keys, stale and then oldest
-/// entries are dropped.
-pub struct Throttle<K> {
-    last: Mutex<HashMap<K, Instant>>,
-}
-
-impl<K: Hash + Eq + Clone> Default for Throttle<K> {
-    fn default() -> Self {
-        Throttle {
-            last: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> Throttle<K> {
-    /// How long `key` must still wait, if it acted less than `interval` ago.
-    pub fn wait(&self, key: &K, interval: Duration) -> Option<Duration> {
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = last.get(key)?.elapsed();
-        (elapsed < interval).then(|| interval - elapsed)
-    }
-
-    /// Records that `key` acted now.
-    pub fn record(&self, key: K, interval: Duration) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.len() >= THROTTLE_ENTRIES {
-            last.retain(|_, at| at.elapsed() < interval);
-            if last.len() >= THROTTLE_ENTRIES {
-                let mut ages: Vec<Instant> = last.values().copied().collect();
-                ages.sort();
-                let cutoff = ages[ages.len() / 2];
-                last.retain(|_, at| *at > cutoff);
-            }
-        }
-        last.insert(key, Instant::now());
-    }
-}
-
-/// The throttles of the login form and of `/macupdate`.
+/// The rate limits of the login form and of `/macupdate`, by client
+/// address (`None` on a unix socket without a proxy).
 #[derive(Default)]
 pub struct Throttles {
-    pub login_by_address: Throttle<Option<IpAddr>>,
-    pub login_by_user: Throttle<(Option<IpAddr>, String)>,
-    pub mac_update: Throttle<Option<IpAddr>>,
+    /// Login attempts: one a second.
+    pub login_by_address: RateLimiter<Option<AddressKey>>,
+    /// Login attempts per user name: one per `min_login_retry` seconds.
+    pub login_by_user: RateLimiter<(Option<AddressKey>, String)>,
+    /// MAC updates: one per `mac_update_interval` seconds.
+    pub mac_update: RateLimiter<Option<AddressKey>>,
+    /// Wrong MAC update passwords: five a minute.
+    pub mac_wrong: RateLimiter<Option<AddressKey>>,
+}
+
+/// Log lines strangers can cause, each kind let through ten a minute.
+#[derive(Default)]
+pub struct QuietLogs {
+    pub failed_login: QuietLog,
+    pub refused_login: QuietLog,
+    pub mac_update: QuietLog,
+    pub connections: QuietLog,
+    pub forms: QuietLog,
 }
 
 /// A logged-in member. Extracting it from a request without a valid login
@@ -100,15 +76,17 @@ impl FromRequestParts<App> for Member {
 
 async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     let value = cookie_value(headers, LOGIN_COOKIE)?;
-    let id = app.signer.check_login(&value, unix_now())?;
+    let token = app.signer.verify(&value)?;
+    let hash = auth::session_hash(&token);
+    let now = unix_now();
     app.reader
-        .read(move |db| db.user_by_id(id))
+        .read(move |db| db.session_user(&hash, now))
         .await
         .ok()
         .flatten()
 }
 
-fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -314,9 +292,18 @@ async fn login(
 ) -> Result<Response> {
     let username = form.username.unwrap_or_default().trim().to_string();
     let password = form.password.unwrap_or_default();
+    // Refused before any work, so a long name costs neither time nor memory.
+    if username.chars().count() > MAX_NAME {
+        return Err(Error::BadRequest(format!(
+            "the user name is longer than {MAX_NAME} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(Error::BadRequest(format!(
+            "the password is longer than {MAX_PASSWORD} bytes"
+        )));
+    }
     let next = safe_next(form.next.as_deref());
-    let options = &app.config.options;
-    let retry = Duration::from_secs(options.min_login_retry);
     let page = |status: StatusCode, error: String| {
         let xsrf = Xsrf::from_headers(&headers);
         let page = LoginPage {
@@ -328,49 +315,77 @@ async fn login(
         };
         render(status, &page)
     };
-    let by_user = (client.ip, username.clone());
-    let wait = [
-        app.throttles
-            .login_by_address
-            .wait(&client.ip, Duration::from_secs(1)),
-        app.throttles.login_by_user.wait(&by_user, retry),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    if let Some(wait) = wait {
-        tracing::warn!(
-            "login for {username:?} from {} refused: too many attempts",
-            client.label()
-        );
+    // An attempt counts when it arrives: of many sent at once from one
+    // address, one is checked and the others wait their turn as 429s.
+    let address = client.ip.map(AddressKey::from);
+    let retry = Rate::once_every(Duration::from_secs(app.config.options.min_login_retry));
+    let by_user = (address, username.clone());
+    let allowed = app
+        .throttles
+        .login_by_address
+        .try_take(address, Rate::once_every(Duration::from_secs(1)))
+        .and_then(|()| app.throttles.login_by_user.try_take(by_user.clone(), retry));
+    if let Err(wait) = allowed {
+        if let Some(held) = app.quiet.refused_login.pass() {
+            tracing::warn!(
+                "login for {} from {} refused: too many attempts{held}",
+                Shown(&username),
+                client.label()
+            );
+        }
         let seconds = wait.as_secs_f64().ceil().max(1.0);
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many attempts. Wait {seconds:.0} s and try again."),
         );
     }
+    let reader = app.reader.clone();
     let name = username.clone();
-    let credentials = app.reader.read(move |db| db.credentials(&name)).await?;
-    let checked = tokio::task::spawn_blocking(move || match credentials {
-        Some(c) => (Some(c.clone()), auth::verify_password(&password, &c.hash)),
-        None => {
-            auth::waste_time(&password);
-            (None, Verified::Wrong)
+    let checked = app
+        .passwords
+        .run(move || {
+            let credentials = reader.read_blocking(|db| db.credentials(&name))?;
+            Ok::<_, crate::store::StoreError>(match credentials {
+                Some(c) => {
+                    let verified = auth::verify_password(&password, &c.hash);
+                    (Some(c), verified)
+                }
+                None => {
+                    auth::waste_time(&password);
+                    (None, Verified::Wrong)
+                }
+            })
+        })
+        .await;
+    let Ok(checked) = checked else {
+        if let Some(held) = app.quiet.refused_login.pass() {
+            tracing::warn!(
+                "login from {} refused: too many password checks at once{held}",
+                client.label()
+            );
         }
-    })
-    .await
-    .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
-    let (Some(credentials), Verified::Right { rehash }) = checked else {
-        app.throttles
-            .login_by_address
-            .record(client.ip, Duration::from_secs(1));
-        app.throttles.login_by_user.record(by_user, retry);
-        tracing::info!("failed login for {username:?} from {}", client.label());
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many logins at once. Try again in a moment.".into(),
+        );
+    };
+    app.metrics.password_checks.inc();
+    let (Some(credentials), Verified::Right { rehash }) = checked? else {
+        if let Some(held) = app.quiet.failed_login.pass() {
+            tracing::info!(
+                "failed login for {} from {}{held}",
+                Shown(&username),
+                client.label()
+            );
+        }
         return page(
             StatusCode::UNAUTHORIZED,
             "Wrong user name or password.".into(),
         );
     };
+    // A right password does not hold back this member's next login.
+    app.throttles.login_by_user.forget(&by_user);
+    app.throttles.login_by_address.forget(&address);
     let user = credentials.user.clone();
     if let Some(new_hash) = rehash {
         let old = credentials.hash.clone();
@@ -380,13 +395,17 @@ async fn login(
             .read(move |db| db.upgrade_password(id, &old, &new_hash))
             .await?;
         if upgraded {
-            tracing::info!("password of {} upgraded to argon2id", user.name);
+            tracing::info!("password of {} upgraded to argon2id", Shown(&user.name));
         }
     }
-    tracing::info!("{} logged in from {}", user.name, client.label());
-    let days = i64::from(options.cookie_max_age_days);
-    let value = app.signer.login_value(user.id, unix_now() + days * 86_400);
-    let cookie = site_cookie(LOGIN_COOKIE, value, &client)
+    let days = i64::from(app.config.options.cookie_max_age_days);
+    let token = auth::session_token();
+    let (hash, session_user, now) = (auth::session_hash(&token), user.clone(), unix_now());
+    app.reader
+        .read(move |db| db.create_session(&hash, &session_user, now, now + days * 86_400))
+        .await?;
+    tracing::info!("{} logged in from {}", Shown(&user.name), client.label());
+    let cookie = site_cookie(LOGIN_COOKIE, app.signer.sign(&token), &client)
         .max_age(cookie::time::Duration::days(days))
         .build();
     let mut response = Redirect::to(&next).into_response();
@@ -394,13 +413,23 @@ async fn login(
     Ok(response)
 }
 
-async fn logout(client: Client) -> Response {
+/// Ends the session (a copy of the cookie no longer works), clears the
+/// cookie and goes home.
+async fn logout(
+    AxumState(app): AxumState<App>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if let Some(token) = cookie_value(&headers, LOGIN_COOKIE).and_then(|v| app.signer.verify(&v)) {
+        let hash = auth::session_hash(&token);
+        app.reader.read(move |db| db.end_session(&hash)).await?;
+    }
     let cookie = site_cookie(LOGIN_COOKIE, String::new(), &client)
         .max_age(cookie::time::Duration::ZERO)
         .build();
     let mut response = Redirect::to("/").into_response();
     set_cookie(&mut response, cookie);
-    response
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -423,20 +452,6 @@ mod tests {
         for (next, expected) in cases {
             assert_eq!(safe_next(next), expected, "{next:?}");
         }
-    }
-
-    #[test]
-    fn throttle_waits_and_stays_bounded() {
-        let t = Throttle::default();
-        let second = Duration::from_secs(1);
-        assert_eq!(t.wait(&1u32, second), None);
-        t.record(1u32, second);
-        assert!(t.wait(&1u32, second).is_some());
-        assert_eq!(t.wait(&2u32, second), None);
-        for k in 0..(THROTTLE_ENTRIES as u32 * 3) {
-            t.record(k, Duration::from_secs(3600));
-        }
-        assert!(t.last.lock().unwrap().len() <= THROTTLE_ENTRIES);
     }
 
     #[test]

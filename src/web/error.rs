@@ -14,6 +14,12 @@ pub enum Error {
     BadRequest(String),
     #[error("not found")]
     NotFound,
+    /// Refused for who is asking; the text says why.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests; the text says what the limit is.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("template: {0}")]
@@ -25,6 +31,8 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Store(_) | Error::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -34,7 +42,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
         match self {
-            Error::BadRequest(why) => (status, format!("400 Bad Request: {why}\n")).into_response(),
+            Error::BadRequest(why) | Error::Forbidden(why) | Error::TooManyRequests(why) => {
+                (status, format!("{status}: {why}\n")).into_response()
+            }
             Error::NotFound => super::pages::not_found_page(),
             cause => {
                 tracing::error!("internal error: {cause}");

@@ -311,9 +311,14 @@ async fn write_raw_text(io: &mut Io, json: &[u8]) -> std::io::Result<()> {
     io.flush().await
 }
 
-async fn events(AxumState(app): AxumState<App>) -> impl IntoResponse {
+async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoResponse {
     let (follower, snapshot) = Follower::start(&app.state);
-    let live = Arc::new(Live::new(&app.metrics.sse_clients));
+    // The stream keeps the connection's places for as long as it lasts.
+    let slot = request
+        .extensions()
+        .get::<super::server::ConnectionSlot>()
+        .cloned();
+    let live = Arc::new((Live::new(&app.metrics.sse_clients), slot));
     let stream = sse_stream(follower, snapshot, app.shutdown.clone(), live);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE).text("keep-alive"))
 }
@@ -322,7 +327,7 @@ fn sse_stream(
     follower: Follower,
     snapshot: Bytes,
     shutdown: tokio_util::sync::CancellationToken,
-    live: Arc<Live>,
+    live: Arc<(Live, Option<super::server::ConnectionSlot>)>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let first = Some(snapshot);
     futures_util::stream::unfold(

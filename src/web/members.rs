@@ -12,18 +12,24 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::App;
 use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
 use super::error::{Form, Result};
 use super::pages::{Chrome, not_found, render};
+use super::{App, Error};
 use crate::event::StatusValue;
+use crate::limits::{AddressKey, Rate};
 use crate::state::{Event, Origin};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
 /// Most MAC hashes one update may carry.
 const MAX_MACS: usize = 4096;
+/// Wrong `/macupdate` passwords accepted from one address.
+const MAC_WRONG_PASSWORDS: Rate = Rate {
+    burst: 5,
+    every: Duration::from_secs(12),
+};
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -96,7 +102,7 @@ async fn admin_toggle(
             }
         }
         Some(other) => {
-            return Err(super::Error::BadRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "status must be open or closed, got {other:?}"
             )));
         }
@@ -225,41 +231,51 @@ async fn mac_update(
     let Some(expected) = options.mac_update_password.clone() else {
         return Ok(not_found(AxumState(app.clone())).await);
     };
-    let interval = Duration::from_secs(options.mac_update_interval);
-    if app
-        .throttles
-        .mac_update
-        .wait(&client.ip, interval)
-        .is_some()
-    {
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "429 Too Many Requests: at most one update every {} s\n",
-                options.mac_update_interval
-            ),
-        )
-            .into_response());
+    let address = client.ip.map(AddressKey::from);
+    let throttles = &app.throttles;
+    let interval = Rate::once_every(Duration::from_secs(options.mac_update_interval));
+    if throttles.mac_update.try_take(address, interval).is_err() {
+        return Err(Error::TooManyRequests(format!(
+            "at most one update every {} s",
+            options.mac_update_interval
+        )));
     }
-    app.throttles.mac_update.record(client.ip, interval);
-    let bad = |why: &str| {
-        Ok((StatusCode::BAD_REQUEST, format!("400 Bad Request: {why}\n")).into_response())
-    };
+    // Wrong passwords are counted; past the limit nothing is compared.
+    if let Err(wait) = throttles.mac_wrong.check(&address, MAC_WRONG_PASSWORDS) {
+        return Err(Error::TooManyRequests(format!(
+            "too many wrong passwords; wait {} s",
+            wait.as_secs_f64().ceil()
+        )));
+    }
     let Ok(Form(form)) = form else {
-        return bad("expected a form with the fields password and macs");
+        return Err(Error::BadRequest(
+            "expected a form with the fields password and macs".into(),
+        ));
     };
     let (Some(password), Some(macs)) = (form.password, form.macs) else {
-        return bad("the fields password and macs are both required");
+        return Err(Error::BadRequest(
+            "the fields password and macs are both required".into(),
+        ));
     };
     if !bool::from(password.as_bytes().ct_eq(expected.as_bytes())) {
-        tracing::warn!("MAC update from {} with a wrong password", client.label());
-        return Ok((StatusCode::FORBIDDEN, "403 Forbidden: wrong password\n").into_response());
+        let _ = throttles.mac_wrong.try_take(address, MAC_WRONG_PASSWORDS);
+        if let Some(held) = app.quiet.mac_update.pass() {
+            tracing::warn!(
+                "MAC update from {} with a wrong password{held}",
+                client.label()
+            );
+        }
+        return Err(Error::Forbidden("wrong password".into()));
     }
     let Ok(hashes) = serde_json::from_str::<Vec<String>>(&macs) else {
-        return bad("macs must be a JSON array of strings");
+        return Err(Error::BadRequest(
+            "macs must be a JSON array of strings".into(),
+        ));
     };
     if hashes.len() > MAX_MACS {
-        return bad(&format!("at most {MAX_MACS} MAC hashes per update"));
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_MACS} MAC hashes per update"
+        )));
     }
     let hashes: Vec<String> = hashes
         .into_iter()

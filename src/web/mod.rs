@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -31,6 +32,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
+use crate::limits::Shown;
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
@@ -41,6 +43,8 @@ pub use error::Error;
 
 /// Largest request body accepted (forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Time a request body has to arrive whole, once its headers are in.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Responses smaller than this are not compressed.
 const COMPRESS_ABOVE: u64 = 256;
 
@@ -79,6 +83,12 @@ pub struct Shared {
     pub signer: crate::auth::Signer,
     /// Rate limits of the login form and of MAC updates.
     pub throttles: auth::Throttles,
+    /// Log lines strangers can cause, rate-limited.
+    pub quiet: auth::QuietLogs,
+    /// The password checker threads.
+    pub passwords: crate::auth::PasswordChecks,
+    /// Connections open per client address.
+    pub per_address: std::sync::Arc<crate::limits::PerAddress>,
     /// The last forecast.
     pub forecast: crate::presence::ForecastCache,
 }
@@ -99,6 +109,11 @@ pub fn router(app: App) -> Router {
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found);
     router
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            same_origin_posts,
+        ))
+        .layer(middleware::from_fn(body_in_time))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -108,6 +123,79 @@ pub fn router(app: App) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .with_state(app)
+}
+
+/// Reads a request's body whole before any handler sees it: a body that
+/// takes longer than [`BODY_TIMEOUT`] is a 408 and the connection closes.
+async fn body_in_time(request: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                closing(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+            } else {
+                closing(StatusCode::BAD_REQUEST, "the body could not be read")
+            }
+        }
+        Err(_) => closing(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive within 10 s",
+        ),
+    }
+}
+
+/// An error answer after which the connection is closed (its body is
+/// left unread).
+fn closing(status: StatusCode, why: &str) -> Response {
+    let mut response = Response::new(Body::from(format!("{status}: {why}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Refuses a `POST` whose `Origin` names another site: a browser says
+/// where a form came from, whatever cookies the other site planted.
+async fn same_origin_posts(
+    AxumState(app): AxumState<App>,
+    client: Client,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+    {
+        let trust = client::Trust::of(&app.config.options);
+        let own = client::own_origin(request.headers(), &client, trust);
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !client::same_origin(origin, &own) {
+            if let Some(held) = app.quiet.forms.pass() {
+                tracing::warn!(
+                    "POST {} from {} refused: Origin {} is not {own}{held}",
+                    Shown(request.uri().path()),
+                    client.label(),
+                    Shown(origin)
+                );
+            }
+            return Error::Forbidden(format!(
+                "this form was sent from {}, not from this site",
+                Shown(origin)
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// A handler panicked: log it, answer 500, keep serving.
@@ -142,7 +230,7 @@ impl Observation {
         Observation {
             started: Instant::now(),
             logged: options.log_requests.then(|| {
-                let client = Client::resolve(peer.0, headers, options.reverse_proxied);
+                let client = Client::resolve(peer.0, headers, client::Trust::of(options));
                 (client, method.clone(), uri.clone())
             }),
         }
@@ -155,8 +243,9 @@ impl Observation {
         if let Some((client, method, uri)) = self.logged {
             tracing::info!(
                 target: "bitsd::access",
-                "{} {method} {uri} {status} {:.1}ms",
+                "{} {method} {} {status} {:.1}ms",
                 client.label(),
+                Shown(&uri.to_string()),
                 self.started.elapsed().as_secs_f64() * 1000.0
             );
         }

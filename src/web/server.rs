@@ -4,7 +4,7 @@
 //! path short and puts the connection settings in one place: no Nagle delay,
 //! a bounded kernel send buffer, a deadline for request headers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use futures_util::future::Either;
 
-use super::client::PeerAddr;
+use super::client::{Client, PeerAddr, Trust};
 use super::{App, api};
+use crate::limits::{AddressHold, AddressKey};
 use crate::net::Listener;
 
 /// Kernel send buffer of each connection: a client that stops reading holds
@@ -45,6 +46,7 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD);
     let mut last_warning: Option<tokio::time::Instant> = None;
+    let proxied = matches!(Trust::of(&app.config.options), Trust::Proxies { .. });
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's
         // backlog until one of ours closes.
@@ -73,14 +75,28 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
         };
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
+                // Behind a proxy every connection comes from the proxy: the
+                // client's address is known, and counted, per request.
+                let hold = match proxied {
+                    true => None,
+                    false => match app.per_address.hold(peer.ip()) {
+                        Some(hold) => Some(hold),
+                        None => {
+                            refuse_crowded(&app, peer.ip());
+                            continue;
+                        }
+                    },
+                };
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
                 let peer = PeerAddr(Some(peer));
+                let slot = ConnectionSlot::new(slot, hold);
                 let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
                 connections.spawn(serve);
             }
             Ok(Accepted::Unix(stream)) => {
                 let peer = PeerAddr(None);
+                let slot = ConnectionSlot::new(slot, None);
                 let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
                 connections.spawn(serve);
             }
@@ -139,29 +155,54 @@ macro_rules! first_byte_by_peeking {
 first_byte_by_peeking!(tokio::net::TcpStream);
 first_byte_by_peeking!(tokio::net::UnixStream);
 
+/// Closes a connection whose address holds all it may, and says so (at a
+/// bounded rate).
+fn refuse_crowded(app: &App, ip: IpAddr) {
+    app.metrics.connections_refused.inc();
+    if let Some(held) = app.quiet.connections.pass() {
+        tracing::warn!(
+            "web: refused a connection from {}: it holds {} (web_max_connections_per_address){held}",
+            AddressKey::from(ip),
+            app.config.options.web_max_connections_per_address
+        );
+    }
+}
+
 /// One connection; on shutdown it finishes the request in flight and closes.
 fn connection<I: Stream>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     peer: PeerAddr,
-    slot: OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     app: &App,
     router: &Router,
     shutdown: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (http, app, router) = (http.clone(), app.clone(), router.clone());
-    // Shared with a websocket the connection may become, which keeps it.
-    let slot = ConnectionSlot {
-        _permit: Arc::new(slot),
-    };
+    let trust = Trust::of(&app.config.options);
+    // Shared with a websocket or event stream the request may become.
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let mut slot = slot.clone();
+        if trust != Trust::Peer {
+            // Proxied: this request holds a place of its client's address.
+            let client = Client::resolve(peer.0, request.headers(), trust);
+            if let Some(ip) = client.ip {
+                match app.per_address.hold(ip) {
+                    Some(hold) => slot.hold = Some(Arc::new(hold)),
+                    None => {
+                        refuse_crowded(&app, ip);
+                        return Either::Left(std::future::ready(Ok(crowded())));
+                    }
+                }
+            }
+        }
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         if let Some(response) = api::hot_path(&app, method, uri, headers, peer) {
             return Either::Left(std::future::ready(Ok(response)));
         }
         request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(slot.clone());
+        request.extensions_mut().insert(slot);
         let mut router = router.clone();
         Either::Right(tower::Service::call(&mut router, request.map(Body::new)))
     });
@@ -195,11 +236,35 @@ fn connection<I: Stream>(
     }
 }
 
-/// One of the `web_max_connections` places, held for as long as the
-/// connection (or the websocket it became) lives.
+/// One of the `web_max_connections` places and of its address's
+/// `web_max_connections_per_address`, held for as long as the connection
+/// (or the websocket or event stream it became) lives.
 #[derive(Clone)]
 pub struct ConnectionSlot {
     _permit: Arc<OwnedSemaphorePermit>,
+    hold: Option<Arc<AddressHold>>,
+}
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit, hold: Option<AddressHold>) -> ConnectionSlot {
+        ConnectionSlot {
+            _permit: Arc::new(permit),
+            hold: hold.map(Arc::new),
+        }
+    }
+}
+
+/// The answer to a proxied request whose client holds all it may.
+fn crowded() -> hyper::Response<Body> {
+    let mut response = hyper::Response::new(Body::from(
+        "429 Too Many Requests: too many connections from your address\n",
+    ));
+    *response.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::App;
-use super::client::Client;
+use super::client::{Client, Trust, own_origin};
 use crate::config::SpaceApi;
 use crate::state::Snapshot;
 
@@ -20,7 +20,7 @@ pub fn router() -> Router<App> {
 }
 
 async fn spaceapi(AxumState(app): AxumState<App>, client: Client, headers: HeaderMap) -> Response {
-    let base = base_url(&headers, &client, app.config.options.reverse_proxied);
+    let base = own_origin(&headers, &client, Trust::of(&app.config.options));
     let empty = SpaceApi::default();
     let facts = app.config.spaceapi.as_ref().unwrap_or(&empty);
     let snapshot = app.state.snapshot();
@@ -33,24 +33,6 @@ async fn spaceapi(AxumState(app): AxumState<App>, client: Client, headers: Heade
         document.to_string(),
     )
         .into_response()
-}
-
-/// This server's own base URL as the client reached it.
-fn base_url(headers: &HeaderMap, client: &Client, proxied: bool) -> String {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
-    };
-    let host = proxied
-        .then(|| header("x-forwarded-host"))
-        .flatten()
-        .or_else(|| header("host"))
-        .unwrap_or_else(|| "localhost".into());
-    let scheme = if client.https { "https" } else { "http" };
-    format!("{scheme}://{host}")
 }
 
 /// The document for the current state.

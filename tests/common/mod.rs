@@ -14,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod member;
 mod process;
 #[allow(unused_imports)]
 pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
@@ -206,7 +207,11 @@ pub struct Device {
 
 impl Device {
     pub async fn connect(addr: SocketAddr) -> Device {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        Device::from_stream(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// A device on a connection already made (from a chosen address, say).
+    pub fn from_stream(stream: TcpStream) -> Device {
         let (r, w) = stream.into_split();
         Device {
             reader: BufReader::new(r),

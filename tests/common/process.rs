@@ -42,6 +42,7 @@ pub struct Spawned {
     pub web: SocketAddr,
     pub control: SocketAddr,
     log: Arc<Mutex<VecDeque<String>>>,
+    log_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Spawned {
@@ -83,9 +84,11 @@ impl Spawned {
         }
         // Keep reading the log so bitsd never blocks on a full pipe.
         let log = Arc::new(Mutex::new(VecDeque::new()));
-        let kept = log.clone();
+        let log_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (kept, counted) = (log.clone(), log_bytes.clone());
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                counted.fetch_add(line.len() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
                 let mut kept = kept.lock().unwrap();
                 if kept.len() == KEPT_LINES {
                     kept.pop_front();
@@ -98,6 +101,7 @@ impl Spawned {
             web: web.unwrap(),
             control: control.unwrap(),
             log,
+            log_bytes,
         }
     }
 
@@ -120,6 +124,11 @@ impl Spawned {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Bytes logged since the start.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resident memory of the process, in KiB.

@@ -4,7 +4,6 @@
 //! open as they are. Migrations are numbered and recorded in `user_version`;
 //! they only add tables and indexes.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +12,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
 use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+
+mod accounts;
+
+use accounts::user_by_id;
+pub use accounts::{AccountError, Credentials, User};
 
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";
@@ -86,6 +90,18 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 4: login sessions, by the SHA-256 of their token; times in unix seconds.
+    r#"
+    CREATE TABLE IF NOT EXISTS bitsd_session (
+        token_hash TEXT NOT NULL PRIMARY KEY,
+        userid INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS ix_bitsd_session_userid ON bitsd_session (userid);
+    CREATE INDEX IF NOT EXISTS ix_bitsd_session_expires ON bitsd_session (expires);
+    "#,
 ];
 
 /// A wiki page as stored.
@@ -94,34 +110,6 @@ pub struct Page {
     pub slug: String,
     pub title: String,
     pub body: String,
-}
-
-/// A member: id and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: i64,
-    pub name: String,
-}
-
-/// A member's stored credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: User,
-    /// The password hash as stored (argon2id, the original's `$6$`, or `!`).
-    pub hash: String,
-}
-
-/// Why an account change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AccountError {
-    #[error("user {0} already exists")]
-    UserExists(String),
-    #[error("no user named {0}")]
-    NoSuchUser(String),
-    #[error("MAC hash {0} is already assigned to {1}")]
-    MacTaken(String, String),
-    #[error("no MAC hash {0}")]
-    NoSuchMac(String),
 }
 
 /// Status history for the forecast; see [`Db::status_window`].
@@ -323,181 +311,6 @@ impl Db {
         Ok(n as u64)
     }
 
-    /// A user by id.
-    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        user_by_id(&self.conn, id)
-    }
-
-    /// A user by name.
-    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(r#"SELECT userid, name FROM "User" WHERE name = ?1"#)?
-            .query_row([name], user_row)
-            .optional()?)
-    }
-
-    /// The credentials of the user `name`.
-    pub fn credentials(&self, name: &str) -> Result<Option<Credentials>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                r#"SELECT userid, name, password FROM "User" WHERE name = ?1"#,
-                [name],
-                |r| {
-                    Ok(Credentials {
-                        user: User {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                        },
-                        hash: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
-
-    /// Adds a user with password hash `hash`.
-    pub fn add_user(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<User, AccountError>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let exists: bool = tx.query_row(
-            r#"SELECT EXISTS (SELECT 1 FROM "User" WHERE name = ?1)"#,
-            [name],
-            |r| r.get(0),
-        )?;
-        if exists {
-            return Ok(Err(AccountError::UserExists(name.to_string())));
-        }
-        tx.execute(
-            r#"INSERT INTO "User" (name, password) VALUES (?1, ?2)"#,
-            params![name, hash],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(Ok(User {
-            id,
-            name: name.to_string(),
-        }))
-    }
-
-    /// Deletes the user `name` and their MAC hashes.
-    pub fn delete_user(&mut self, name: &str) -> Result<Result<(), AccountError>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
-        };
-        tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
-        tx.execute(r#"DELETE FROM "User" WHERE userid = ?1"#, [id])?;
-        tx.commit()?;
-        Ok(Ok(()))
-    }
-
-    /// Replaces the password hash of the user `name`.
-    pub fn set_password(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<(), AccountError>, StoreError> {
-        let changed = self.conn.execute(
-            r#"UPDATE "User" SET password = ?2 WHERE name = ?1"#,
-            params![name, hash],
-        )?;
-        if changed == 0 {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
-        }
-        Ok(Ok(()))
-    }
-
-    /// Replaces `old` by `new` as the hash of user `id`, unless the hash
-    /// changed meanwhile; true when replaced.
-    pub fn upgrade_password(&mut self, id: i64, old: &str, new: &str) -> Result<bool, StoreError> {
-        let changed = self.conn.execute(
-            r#"UPDATE "User" SET password = ?3 WHERE userid = ?1 AND password = ?2"#,
-            params![id, old, new],
-        )?;
-        Ok(changed == 1)
-    }
-
-    /// Every user with their number of MAC hashes, by name.
-    pub fn users(&self) -> Result<Vec<(User, usize)>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            r#"SELECT u.userid, u.name, COUNT(m.mac_hash) FROM "User" u
-               LEFT JOIN "MACToUser" m ON m.userid = u.userid
-               GROUP BY u.userid ORDER BY u.name"#,
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    },
-                    r.get::<_, i64>(2)? as usize,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Assigns MAC hash `hash` to the user `name`.
-    pub fn add_mac(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<(), AccountError>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
-        };
-        let owner: Option<String> = tx
-            .query_row(
-                r#"SELECT COALESCE(u.name, '?') FROM "MACToUser" m
-                   LEFT JOIN "User" u ON u.userid = m.userid WHERE m.mac_hash = ?1"#,
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(owner) = owner {
-            return Ok(Err(AccountError::MacTaken(hash.to_string(), owner)));
-        }
-        tx.execute(
-            r#"INSERT INTO "MACToUser" (userid, mac_hash) VALUES (?1, ?2)"#,
-            params![id, hash],
-        )?;
-        tx.commit()?;
-        Ok(Ok(()))
-    }
-
-    /// Removes the MAC hash `hash`.
-    pub fn delete_mac(&mut self, hash: &str) -> Result<Result<(), AccountError>, StoreError> {
-        let changed = self
-            .conn
-            .execute(r#"DELETE FROM "MACToUser" WHERE mac_hash = ?1"#, [hash])?;
-        if changed == 0 {
-            return Ok(Err(AccountError::NoSuchMac(hash.to_string())));
-        }
-        Ok(Ok(()))
-    }
-
-    /// The distinct names of the users owning any of `hashes`.
-    pub fn names_for_macs(&self, hashes: &[String]) -> Result<BTreeSet<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            r#"SELECT u.name FROM "MACToUser" m JOIN "User" u ON u.userid = m.userid
-               WHERE m.mac_hash = ?1"#,
-        )?;
-        let mut names = BTreeSet::new();
-        for hash in hashes {
-            if let Some(name) = stmt.query_row([hash], |r| r.get(0)).optional()? {
-                names.insert(name);
-            }
-        }
-        Ok(names)
-    }
-
     /// A wiki page by slug.
     pub fn page(&self, slug: &str) -> Result<Option<Page>, StoreError> {
         Ok(self
@@ -610,31 +423,6 @@ impl Batch<'_> {
     }
 }
 
-fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
-    Ok(conn
-        .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
-        .query_row([id], user_row)
-        .optional()?)
-}
-
-fn user_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
-    let id = conn
-        .query_row(
-            r#"SELECT userid FROM "User" WHERE name = ?1"#,
-            [name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(id)
-}
-
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: r.get(0)?,
-        name: r.get(1)?,
-    })
-}
-
 fn parse_time(text: String, table: &'static str) -> Result<LocalTime, StoreError> {
     LocalTime::parse(&text).ok_or(StoreError::BadTimestamp(text, table))
 }
@@ -682,6 +470,15 @@ impl Reader {
         Ok(Reader {
             db: Arc::new(Mutex::new(Db { conn })),
         })
+    }
+
+    /// Runs `f` with the connection on this thread, which may block.
+    pub fn read_blocking<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
+        let mut db = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut db)
     }
 
     /// Runs `f` with the connection, off the async runtime.

@@ -1,0 +1,310 @@
+//! Members, their sessions and their MAC hashes.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Db, StoreError};
+
+/// A member: id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A member's stored credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: User,
+    /// The password hash as stored (argon2id, the original's `$6$`, or `!`).
+    pub hash: String,
+}
+
+/// Most sessions one member keeps; logging in once more ends the oldest.
+pub const SESSIONS_PER_USER: i64 = 32;
+
+/// Why an account change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user named {0}")]
+    NoSuchUser(String),
+    #[error("MAC hash {0} is already assigned to {1}")]
+    MacTaken(String, String),
+    #[error("no MAC hash {0}")]
+    NoSuchMac(String),
+}
+
+impl Db {
+    /// A user by id.
+    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        user_by_id(&self.conn, id)
+    }
+
+    /// A user by name.
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(r#"SELECT userid, name FROM "User" WHERE name = ?1"#)?
+            .query_row([name], user_row)
+            .optional()?)
+    }
+
+    /// The credentials of the user `name`.
+    pub fn credentials(&self, name: &str) -> Result<Option<Credentials>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                r#"SELECT userid, name, password FROM "User" WHERE name = ?1"#,
+                [name],
+                |r| {
+                    Ok(Credentials {
+                        user: User {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                        },
+                        hash: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Adds a user with password hash `hash`.
+    pub fn add_user(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<User, AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let exists: bool = tx.query_row(
+            r#"SELECT EXISTS (SELECT 1 FROM "User" WHERE name = ?1)"#,
+            [name],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(Err(AccountError::UserExists(name.to_string())));
+        }
+        tx.execute(
+            r#"INSERT INTO "User" (name, password) VALUES (?1, ?2)"#,
+            params![name, hash],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Ok(User {
+            id,
+            name: name.to_string(),
+        }))
+    }
+
+    /// Deletes the user `name` and their MAC hashes.
+    pub fn delete_user(&mut self, name: &str) -> Result<Result<(), AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = user_id(&tx, name)? else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
+        tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
+        tx.execute(r#"DELETE FROM "User" WHERE userid = ?1"#, [id])?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Replaces the password hash of the user `name` and ends their sessions.
+    pub fn set_password(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<(), AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = user_id(&tx, name)? else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        tx.execute(
+            r#"UPDATE "User" SET password = ?2 WHERE userid = ?1"#,
+            params![id, hash],
+        )?;
+        tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Replaces `old` by `new` as the hash of user `id`, unless the hash
+    /// changed meanwhile; true when replaced.
+    pub fn upgrade_password(&mut self, id: i64, old: &str, new: &str) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            r#"UPDATE "User" SET password = ?3 WHERE userid = ?1 AND password = ?2"#,
+            params![id, old, new],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Every user with their number of MAC hashes, by name.
+    pub fn users(&self) -> Result<Vec<(User, usize)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            r#"SELECT u.userid, u.name, COUNT(m.mac_hash) FROM "User" u
+               LEFT JOIN "MACToUser" m ON m.userid = u.userid
+               GROUP BY u.userid ORDER BY u.name"#,
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)? as usize,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Assigns MAC hash `hash` to the user `name`.
+    pub fn add_mac(
+        &mut self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Result<(), AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = user_id(&tx, name)? else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        let owner: Option<String> = tx
+            .query_row(
+                r#"SELECT COALESCE(u.name, '?') FROM "MACToUser" m
+                   LEFT JOIN "User" u ON u.userid = m.userid WHERE m.mac_hash = ?1"#,
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner {
+            return Ok(Err(AccountError::MacTaken(hash.to_string(), owner)));
+        }
+        tx.execute(
+            r#"INSERT INTO "MACToUser" (userid, mac_hash) VALUES (?1, ?2)"#,
+            params![id, hash],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Removes the MAC hash `hash`.
+    pub fn delete_mac(&mut self, hash: &str) -> Result<Result<(), AccountError>, StoreError> {
+        let changed = self
+            .conn
+            .execute(r#"DELETE FROM "MACToUser" WHERE mac_hash = ?1"#, [hash])?;
+        if changed == 0 {
+            return Ok(Err(AccountError::NoSuchMac(hash.to_string())));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The distinct names of the users owning any of `hashes`.
+    pub fn names_for_macs(&self, hashes: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT u.name FROM "MACToUser" m JOIN "User" u ON u.userid = m.userid
+               WHERE m.mac_hash = ?1"#,
+        )?;
+        let mut names = BTreeSet::new();
+        for hash in hashes {
+            if let Some(name) = stmt.query_row([hash], |r| r.get(0)).optional()? {
+                names.insert(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Records a session of `user` whose token hashes to `token_hash`,
+    /// ending their oldest beyond [`SESSIONS_PER_USER`].
+    pub fn create_session(
+        &mut self,
+        token_hash: &str,
+        user: &User,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO bitsd_session (token_hash, userid, name, created, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_hash, user.id, user.name, now, expires],
+        )?;
+        tx.execute(
+            "DELETE FROM bitsd_session WHERE userid = ?1 AND token_hash NOT IN (
+                SELECT token_hash FROM bitsd_session WHERE userid = ?1
+                ORDER BY created DESC, rowid DESC LIMIT ?2)",
+            params![user.id, SESSIONS_PER_USER],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The member a session token hash logs in at `now`: the session exists,
+    /// has not expired, and its user still exists under the same name.
+    pub fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                r#"SELECT u.userid, u.name FROM bitsd_session s
+                   JOIN "User" u ON u.userid = s.userid AND u.name = s.name
+                   WHERE s.token_hash = ?1 AND s.expires > ?2"#,
+            )?
+            .query_row(params![token_hash, now], user_row)
+            .optional()?)
+    }
+
+    /// Ends one session; true when it existed.
+    pub fn end_session(&mut self, token_hash: &str) -> Result<bool, StoreError> {
+        let ended = self.conn.execute(
+            "DELETE FROM bitsd_session WHERE token_hash = ?1",
+            [token_hash],
+        )?;
+        Ok(ended > 0)
+    }
+
+    /// Ends every session of the user `name`; how many there were.
+    pub fn end_sessions(&mut self, name: &str) -> Result<Result<usize, AccountError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = user_id(&tx, name)? else {
+            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+        };
+        let ended = tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
+        tx.commit()?;
+        Ok(Ok(ended))
+    }
+
+    /// Removes the sessions expired at `now`; how many.
+    pub fn sweep_sessions(&mut self, now: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM bitsd_session WHERE expires <= ?1", [now])?)
+    }
+}
+
+pub(super) fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
+    Ok(conn
+        .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
+        .query_row([id], user_row)
+        .optional()?)
+}
+
+fn user_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    let id = conn
+        .query_row(
+            r#"SELECT userid FROM "User" WHERE name = ?1"#,
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id)
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+    })
+}

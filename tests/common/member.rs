@@ -1,0 +1,135 @@
+//! A member's side of the tests: usermanage, and a browser that keeps its
+//! cookies.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+
+use reqwest::header;
+
+use super::TestServer;
+
+/// Adds a user with `usermanage add --password-stdin`.
+pub fn add_user(server: &TestServer, name: &str, password: &str) {
+    let out = usermanage(server, &["add", name, "--password-stdin"], Some(password));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usermanage"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&server.db)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A browser-like session: keeps cookies by hand, never follows redirects.
+pub struct Session<'a> {
+    pub server: &'a TestServer,
+    pub cookies: Vec<(String, String)>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(server: &'a TestServer) -> Self {
+        Session {
+            server,
+            cookies: Vec::new(),
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            let expired = text.contains("Max-Age=0");
+            if !expired {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub async fn get(&mut self, path: &str) -> reqwest::Response {
+        let r = self
+            .server
+            .http
+            .get(self.server.url(path))
+            .header(header::COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        r
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let r = self
+            .server
+            .http
+            .post(self.server.url(path))
+            .header(header::COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        r
+    }
+
+    /// Logs in through the form; returns the response to the POST.
+    pub async fn login(&mut self, user: &str, password: &str, next: &str) -> reqwest::Response {
+        self.get(&format!("/login?next={next}")).await;
+        let xsrf = self.cookie("_xsrf").expect("the login form sets _xsrf");
+        self.post(
+            "/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("next", next),
+                ("_xsrf", &xsrf),
+            ],
+        )
+        .await
+    }
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()[header::LOCATION].to_str().unwrap().to_string()
+}
