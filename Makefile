@@ -4,7 +4,7 @@ DB ?= bitsd.db
 WEB_PORT ?= 8008
 CONTROL_PORT ?= 8888
 
-.PHONY: run test build lint bench test-deps
+.PHONY: run test build lint bench bench-abuse test-deps
 
 build:
 	$(CARGO) build --release
@@ -35,3 +35,9 @@ bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(CARGO) bench --bench forecast
 	$(CARGO) bench --bench load
+	$(CARGO) bench --bench abuse
+
+# What strangers can take (see BENCHMARKS.md): logins, failed logins,
+# connections from one address, against the release binary.
+bench-abuse:
+	$(CARGO) bench --bench abuse

@@ -1,0 +1,305 @@
+//! Abuse run, by `make bench-abuse` (and `make bench`): what strangers can
+//! take from the release `bitsd`, each phase on a fresh one (127.0.0.0/8
+//! only; client sockets bound to different addresses act as many clients).
+//!
+//! 1. 1,000 simultaneous login attempts from one address: password hashes
+//!    computed, bitsd's RSS before, at its peak and after, and `/status`
+//!    latency (p50, p99) from another address meanwhile;
+//! 2. 10,000 failed logins in a row from as many addresses: the same
+//!    figures;
+//! 3. one address opening event streams up to its limit and past it: the
+//!    same figures, and how many were refused.
+//!
+//! Settings: ABUSE_LOGINS (1000), ABUSE_FAILED (10000), ABUSE_EXTRA (500
+//! connections past the limit).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+#[path = "../tests/common/process.rs"]
+mod process;
+use process::{Spawned, rss_kib};
+
+const XSRF: &str = "abcdefghijklmnopqrstuvwx";
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("abuse run: run it with `make bench-abuse`");
+        return;
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("# bitsd abuse run\n");
+    println!(
+        "| attack | password hashes | bitsd RSS before / peak / after (KiB) | growth (MB) | `/status` p50 / p99 from another address (ms) | answers |"
+    );
+    println!("|---|---:|---|---:|---|---|");
+    runtime.block_on(async {
+        simultaneous_logins(setting("ABUSE_LOGINS", 1000)).await;
+        failed_logins(setting("ABUSE_FAILED", 10_000)).await;
+        connections(setting("ABUSE_EXTRA", 500)).await;
+    });
+}
+
+/// A fresh release bitsd with one member, `alice`.
+fn start(dir: &std::path::Path) -> Spawned {
+    let db = dir.join("abuse.db");
+    let bitsd = Spawned::start_with(&db, &["--timezone", "UTC"], "warn");
+    let mut add = Command::new(env!("CARGO_BIN_EXE_usermanage"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&db)
+        .args(["add", "alice", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("usermanage");
+    {
+        use std::io::Write;
+        add.stdin.take().unwrap().write_all(b"right\n").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    bitsd
+}
+
+fn client_from(from: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn attempt(client: &reqwest::Client, web: SocketAddr) -> u16 {
+    let response = client
+        .post(format!("http://{web}/login"))
+        .header("Cookie", format!("_xsrf={XSRF}"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "wrong"),
+            ("_xsrf", XSRF),
+        ])
+        .send()
+        .await;
+    match response {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Watches bitsd while an attack runs: its peak RSS, and `/status` asked
+/// over and over from 127.0.0.250.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    latencies: tokio::task::JoinHandle<Vec<f64>>,
+}
+
+impl Watch {
+    fn start(bitsd: &Spawned) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(bitsd.rss_kib()));
+        let pid = bitsd.child.id();
+        let (s, p) = (stop.clone(), peak.clone());
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let url = format!("http://{}/status", bitsd.web);
+        let s = stop.clone();
+        let latencies = tokio::spawn(async move {
+            let client = client_from("127.0.0.250".parse().unwrap());
+            let mut taken = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                taken.push(if ok { ms } else { f64::INFINITY });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            taken
+        });
+        Watch {
+            stop,
+            peak,
+            latencies,
+        }
+    }
+
+    async fn report(self, bitsd: &Spawned, attack: &str, before: u64, answers: String) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut latencies = self.latencies.await.unwrap();
+        // What stays once the attack is over.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = bitsd.rss_kib();
+        let peak = self.peak.load(Ordering::Relaxed).max(after);
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        let hashes = metric(bitsd, "bitsd_password_checks_total").await;
+        println!(
+            "| {attack} | {hashes} | {before} / {peak} / {after} | {:.1} | {:.2} / {:.2} ({} requests) | {answers} |",
+            (peak.saturating_sub(before)) as f64 / 1024.0,
+            at(0.5),
+            at(0.99),
+            latencies.len()
+        );
+    }
+}
+
+async fn metric(bitsd: &Spawned, name: &str) -> String {
+    let text = reqwest::get(format!("http://{}/metrics", bitsd.web))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn tally(statuses: &[u16]) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for s in statuses {
+        *counts.entry(*s).or_insert(0) += 1;
+    }
+    counts
+        .iter()
+        .map(|(s, n)| format!("{n} × {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn simultaneous_logins(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start(dir.path());
+    let before = bitsd.rss_kib();
+    let watch = Watch::start(&bitsd);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = client_from("127.0.0.2".parse().unwrap());
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, barrier, web) = (client.clone(), barrier.clone(), bitsd.web);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                attempt(&client, web).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attack = format!("{n} simultaneous logins from one address");
+    watch
+        .report(&bitsd, &attack, before, tally(&statuses))
+        .await;
+}
+
+async fn failed_logins(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start(dir.path());
+    let before = bitsd.rss_kib();
+    let watch = Watch::start(&bitsd);
+    let started = Instant::now();
+    // In a row: two at a time, as many as are checked at once, each from
+    // an address of its own.
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (next, web) = (next.clone(), bitsd.web);
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= n {
+                        return statuses;
+                    }
+                    let from = IpAddr::from([
+                        127,
+                        1 + (i / 62_500) as u8,
+                        (i / 250 % 250) as u8,
+                        (i % 250 + 1) as u8,
+                    ]);
+                    statuses.push(attempt(&client_from(from), web).await);
+                }
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for w in workers {
+        statuses.extend(w.await.unwrap());
+    }
+    let answers = format!(
+        "{} in {:.0} s",
+        tally(&statuses),
+        started.elapsed().as_secs_f64()
+    );
+    watch
+        .report(
+            &bitsd,
+            &format!("{n} failed logins in a row, from {n} addresses"),
+            before,
+            answers,
+        )
+        .await;
+}
+
+async fn connections(extra: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start(dir.path());
+    let limit = 1024;
+    let before = bitsd.rss_kib();
+    let watch = Watch::start(&bitsd);
+    let mut held = Vec::new();
+    for _ in 0..(limit + extra) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let Ok(mut stream): Result<TcpStream, _> = socket.connect(bitsd.web).await else {
+            continue;
+        };
+        let _ = stream
+            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = metric(&bitsd, "bitsd_web_connections_refused_per_address_total").await;
+    let streams = metric(&bitsd, "bitsd_sse_clients").await;
+    let answers = format!("{streams} event streams held, {refused} connections refused");
+    watch
+        .report(
+            &bitsd,
+            &format!(
+                "one address opens {} event streams (limit {limit})",
+                limit + extra
+            ),
+            before,
+            answers,
+        )
+        .await;
+    drop(held);
+}
