@@ -60,7 +60,7 @@ fn main() {
 /// A fresh release bitsd with one member, `alice`.
 fn start(dir: &std::path::Path) -> Spawned {
     let db = dir.join("abuse.db");
-    let bitsd = Spawned::start_with(&db, &["--timezone", "UTC"], "warn");
+    let bitsd = Spawned::start_with(&db, &["--timezone", "UTC"], "warn,bitsd=info");
     let mut add = Command::new(env!("CARGO_BIN_EXE_usermanage"))
         .args(["--config", "/dev/null", "--db"])
         .arg(&db)

@@ -587,7 +587,7 @@ fn prepare(
         Event::Enter(id) => {
             match batch.user_by_id(id) {
                 Ok(Some(user)) => {
-                    tracing::info!("{} entered (keypad)", user.name);
+                    tracing::info!("{} entered (keypad)", crate::limits::Shown(&user.name));
                     model.roster.keypad.insert(id, user.name);
                 }
                 Ok(None) => {

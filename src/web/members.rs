@@ -18,8 +18,8 @@ use super::error::{Form, Result};
 use super::pages::{Chrome, not_found, render};
 use super::{App, Error};
 use crate::event::StatusValue;
-use crate::limits::{AddressKey, Rate};
-use crate::state::{Event, Origin};
+use crate::limits::{AddressKey, Rate, Shown};
+use crate::state::{Event, Origin, Outcome};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
@@ -114,10 +114,13 @@ async fn admin_toggle(
             origin: Origin::Web,
         })
         .await?;
-    tracing::info!(
-        "{} set the status to {value} from the web: {outcome:?}",
-        user.name
-    );
+    match outcome {
+        Outcome::Applied => tracing::info!("{} set the status to {value}", Shown(&user.name)),
+        Outcome::Ignored(why) => tracing::info!(
+            "{} set the status to {value}: nothing to do, {why}",
+            Shown(&user.name)
+        ),
+    }
     Ok(Redirect::to("/admin").into_response())
 }
 
@@ -211,7 +214,7 @@ async fn message_post(
             text,
         })
         .await?;
-    tracing::info!("{name} posted a message");
+    tracing::info!("{} posted a message", Shown(&name));
     Ok(Redirect::to("/message?sent=1").into_response())
 }
 
