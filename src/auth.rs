@@ -176,9 +176,10 @@ impl PasswordChecks {
                 .spawn(move || {
                     loop {
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        match next {
-                            Ok(job) => job(),
-                            Err(_) => return,
+                        let Ok(job) = next else { return };
+                        // A check that panics must not take its thread along.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a password check panicked");
                         }
                     }
                 });

@@ -99,7 +99,7 @@ pub async fn run(
         pings: tokio::sync::broadcast::channel(1).0,
         signer: auth::Signer::new(&secret),
         throttles: web::auth::Throttles::default(),
-        quiet: web::auth::QuietLogs::default(),
+        quiet: web::QuietLogs::default(),
         passwords: auth::PasswordChecks::start(),
         per_address: limits::PerAddress::new(
             config.options.web_max_connections_per_address as usize,

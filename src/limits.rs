@@ -18,9 +18,11 @@ use tokio::time::Instant;
 pub const RATE_LIMIT_ENTRIES: usize = 10_000;
 /// Characters of client-chosen text shown in a log line.
 pub const SHOWN_CHARS: usize = 64;
+/// The longest interval a rate counts with; longer ones are cut to it.
+const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
 
 /// How often something may happen: `burst` times in a row, then once every
-/// `every`.
+/// `every` (so never more than `burst` within `every`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub burst: u32,
@@ -33,18 +35,23 @@ impl Rate {
         Rate { burst: 1, every }
     }
 
-    /// `n` (at least 1) a minute, all of them at once if the client likes.
-    pub fn per_minute(n: u32) -> Rate {
-        let n = n.max(1);
+    /// `n` (at least 1) a minute on average, up to `n` in a row.
+    pub const fn per_minute(n: u32) -> Rate {
+        let n = if n == 0 { 1 } else { n };
         Rate {
             burst: n,
-            every: Duration::from_secs(60) / n,
+            every: Duration::from_secs(60 / n as u64),
         }
+    }
+
+    /// The interval, at most a year (so instants never overflow).
+    fn every(&self) -> Duration {
+        self.every.min(LONGEST_INTERVAL)
     }
 
     /// How far ahead of now a key's allowance may be spent.
     fn tolerance(&self) -> Duration {
-        self.every * self.burst.saturating_sub(1)
+        self.every() * self.burst.saturating_sub(1).min(1000)
     }
 }
 
@@ -65,6 +72,7 @@ impl<K: Hash + Eq> Default for RateLimiter<K> {
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
+    /// A limiter remembering at most `capacity` keys.
     pub fn with_capacity(capacity: usize) -> Self {
         RateLimiter {
             whole_at: Mutex::new(HashMap::new()),
@@ -91,7 +99,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
         if table.len() >= self.capacity && !table.contains_key(&key) {
             Self::make_room(&mut table, now, self.capacity);
         }
-        table.insert(key, whole_at + rate.every);
+        table.insert(key, whole_at + rate.every());
         Ok(())
     }
 
@@ -105,6 +113,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
         self.lock().len()
     }
 
+    /// Whether no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -191,15 +200,37 @@ pub struct Shown<'a>(pub &'a str);
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"")?;
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(SHOWN_CHARS) {
-            write!(f, "{}", c.escape_debug())?;
-        }
-        if chars.next().is_some() {
-            f.write_str("…")?;
-        }
+        write_cut(f, self.0)?;
         f.write_str("\"")
     }
+}
+
+/// Client-chosen text as an error message shows it: [`Shown`] without the
+/// quotes.
+pub fn cut(text: &str) -> String {
+    struct Cut<'a>(&'a str);
+    impl fmt::Display for Cut<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_cut(f, self.0)
+        }
+    }
+    Cut(text).to_string()
+}
+
+/// At most [`SHOWN_CHARS`] characters of `text`; control and invisible
+/// characters, quotes and backslashes escaped.
+fn write_cut(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(SHOWN_CHARS) {
+        match c {
+            '\'' => f.write_str("'")?,
+            c => write!(f, "{}", c.escape_debug())?,
+        }
+    }
+    if chars.next().is_some() {
+        f.write_str("…")?;
+    }
+    Ok(())
 }
 
 /// A client address as the limits count it: an IPv4 address, or the /64
@@ -238,6 +269,7 @@ pub struct PerAddress {
 }
 
 impl PerAddress {
+    /// Counts with room for `limit` connections per address.
     pub fn new(limit: usize) -> Arc<PerAddress> {
         Arc::new(PerAddress {
             limit,
@@ -339,16 +371,29 @@ mod tests {
     async fn the_table_stays_bounded() {
         let limiter = RateLimiter::with_capacity(1000);
         let rate = Rate::once_every(Duration::from_secs(3600));
-        for key in 0..50_000u32 {
+        for key in 0..5_000u32 {
             limiter.try_take(key, rate).unwrap();
             assert!(limiter.len() <= 1000);
+            tokio::time::advance(Duration::from_millis(1)).await;
         }
-        // The newest are kept.
-        assert!(limiter.check(&49_999, rate).is_err());
-        // Entries whose allowance is whole go first.
+        // The newest half stays, the oldest go.
+        assert!(limiter.len() >= 500, "{}", limiter.len());
+        assert!(limiter.check(&4_999, rate).is_err());
+        assert!(limiter.check(&4_500, rate).is_err());
+        assert_eq!(limiter.check(&0, rate), Ok(()));
+        // Entries whose allowance is whole go first, all of them.
         tokio::time::advance(Duration::from_secs(3600)).await;
-        limiter.try_take(1_000_000, rate).unwrap();
-        assert_eq!(limiter.len(), 1);
+        let (mut added, mut before) = (0, limiter.len());
+        loop {
+            limiter.try_take(1_000_000 + added, rate).unwrap();
+            added += 1;
+            if limiter.len() < before {
+                assert_eq!(limiter.len(), added as usize, "only the fresh stay");
+                break;
+            }
+            before = limiter.len();
+            assert!(added <= 1000, "the table never made room");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -366,6 +411,35 @@ mod tests {
         assert_eq!(HeldBack(0).to_string(), "");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn huge_intervals_do_not_overflow() {
+        let limiter = RateLimiter::default();
+        let rate = Rate::once_every(Duration::from_secs(u64::MAX / 4));
+        assert_eq!(limiter.try_take(1, rate), Ok(()));
+        assert!(limiter.try_take(1, rate).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_the_burst_within_the_interval() {
+        let limiter = RateLimiter::default();
+        let rate = Rate {
+            burst: 5,
+            every: Duration::from_secs(60),
+        };
+        let mut taken = Vec::new();
+        for second in 0..600u64 {
+            if limiter.try_take((), rate).is_ok() {
+                taken.push(second);
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        for (i, at) in taken.iter().enumerate() {
+            let within = taken[i..].iter().take_while(|t| **t < at + 60).count();
+            assert!(within <= 5, "{within} within a minute from {at} s");
+        }
+        assert_eq!(&taken[..6], &[0, 1, 2, 3, 4, 60]);
+    }
+
     #[test]
     fn shown_text_is_cut_and_escaped() {
         assert_eq!(Shown("alice").to_string(), "\"alice\"");
@@ -381,6 +455,8 @@ mod tests {
             Shown(&"x".repeat(SHOWN_CHARS)).to_string().len(),
             SHOWN_CHARS + 2
         );
+        assert_eq!(Shown("o'brien").to_string(), "\"o'brien\"");
+        assert_eq!(cut("a\u{202e}b"), "a\\u{202e}b", "bidi override");
     }
 
     #[test]

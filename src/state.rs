@@ -604,7 +604,7 @@ fn prepare(
         Event::Leave(id) => {
             match model.roster.keypad.remove(&id) {
                 Some(name) => {
-                    tracing::info!("{name} left (keypad)");
+                    tracing::info!("{} left (keypad)", crate::limits::Shown(&name));
                 }
                 None => {
                     tracing::warn!("keypad: user {id} left without entering; ignored");

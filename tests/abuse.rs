@@ -401,22 +401,25 @@ async fn the_client_is_the_rightmost_forwarded_address() {
             "2.2.2.2, 203.0.113.8, 10.0.0.2",
         ),
     ] {
-        let server =
-            TestServer::start_with(&["--reverse-proxied", "--trusted-proxy-hops", hops]).await;
+        // One attempt per name and client for ten minutes: the second
+        // attempt tells whether bitsd saw the same client.
+        let server = TestServer::start_with(&[
+            "--reverse-proxied",
+            "--trusted-proxy-hops",
+            hops,
+            "--min-login-retry",
+            "600",
+        ])
+        .await;
         let url = server.url("");
         let client = client_from("127.0.0.1");
-        let (status, _) = attempt(&client, &url, "x", "y", &[("X-Forwarded-For", first)]).await;
+        let forwarded = |value| [("X-Forwarded-For", value)];
+        let (status, _) = attempt(&client, &url, "x", "y", &forwarded(first)).await;
         assert_eq!(status, 401);
-        let (status, _) = attempt(&client, &url, "z", "y", &[("X-Forwarded-For", second)]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, _) = attempt(&client, &url, "x", "y", &forwarded(second)).await;
         assert_eq!(status, 429, "hops {hops}: the same client");
-        let (status, _) = attempt(
-            &client,
-            &url,
-            "z",
-            "y",
-            &[("X-Forwarded-For", "203.0.113.99")],
-        )
-        .await;
+        let (status, _) = attempt(&client, &url, "x", "y", &forwarded("203.0.113.99")).await;
         assert_eq!(status, 401, "hops {hops}: another client");
     }
 }

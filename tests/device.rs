@@ -167,21 +167,33 @@ async fn sound_is_echoed_to_the_device() {
 
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
-    let server = TestServer::start_with(&["--control-token", "s3cret"]).await;
+    let server = TestServer::start_with(&[
+        "--control-token",
+        "s3cret",
+        "--control-remote-address",
+        "127.0.0.0/8",
+    ])
+    .await;
+    // Each from an address of its own: one token check a second per address.
+    let from = |ip: &'static str| {
+        let control = server.control_addr();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            common::Device::from_stream(socket.connect(control).await.unwrap())
+        }
+    };
 
-    let mut intruder = server.device().await;
+    let mut intruder = from("127.0.0.2").await;
     intruder.send("status 1").await;
     intruder.closed().await;
 
-    // One token check a second per address: the next one waits.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let mut wrong = server.device().await;
+    let mut wrong = from("127.0.0.3").await;
     wrong.send("auth guess").await;
     wrong.closed().await;
     assert_eq!(server.text("/status").await, "0");
 
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let mut device = server.device().await;
+    let mut device = from("127.0.0.4").await;
     device.send("auth s3cret").await;
     device.send("status 1").await;
     server.wait_for_status("1").await;

@@ -202,7 +202,7 @@ fn check_name(name: &str) -> Result<(), String> {
         && name.chars().count() <= 64
         && name
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            .all(|c| c.is_alphabetic() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {

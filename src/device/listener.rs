@@ -12,7 +12,7 @@ use super::link::Attachment;
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use crate::config::Allowlist;
 use crate::event::StatusValue;
-use crate::limits::{AddressKey, Rate, RateLimiter};
+use crate::limits::{AddressHold, AddressKey, HeldBack, PerAddress, QuietLog, Rate, RateLimiter};
 use crate::net::Listener;
 use crate::state::{Event, Origin, State};
 
@@ -27,9 +27,10 @@ pub struct DeviceSettings {
 
 /// Time a connection has to send its `auth` line when a token is set.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections that may be waiting to authenticate at once; past them new
-/// ones are closed at once.
+/// Connections that may be waiting to authenticate at once, in all and
+/// from one address; past them new ones are closed at once.
 const AUTHENTICATING: usize = 32;
+const AUTHENTICATING_PER_ADDRESS: usize = 4;
 /// Idle time before the first keepalive probe, then the time between
 /// probes and how many go unanswered before the link is dropped: a device
 /// that vanished is noticed within two minutes.
@@ -38,20 +39,34 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 5;
 
 /// What the device listener remembers of strangers: bounded tables.
-#[derive(Default)]
 struct Guards {
     /// One token check a second per address.
     token_checks: RateLimiter<Option<AddressKey>>,
-    /// One warning a minute per address, for refusals and wrong tokens.
+    /// One warning a minute per address, for refusals and wrong tokens...
     warnings: RateLimiter<Option<AddressKey>>,
+    /// ...and a bounded number in all, however many addresses there are.
+    all_warnings: QuietLog,
+    /// Connections authenticating, per address.
+    authenticating: Arc<PerAddress>,
 }
 
 impl Guards {
-    /// Whether a warning about `address` may be logged now.
-    fn may_warn(&self, address: Option<AddressKey>) -> bool {
+    fn new() -> Guards {
+        Guards {
+            token_checks: RateLimiter::default(),
+            warnings: RateLimiter::default(),
+            all_warnings: QuietLog::default(),
+            authenticating: PerAddress::new(AUTHENTICATING_PER_ADDRESS),
+        }
+    }
+
+    /// Whether a warning about `address` may be logged now: `Some` with
+    /// the note on warnings held back in all.
+    fn may_warn(&self, address: Option<AddressKey>) -> Option<HeldBack> {
         self.warnings
             .try_take(address, Rate::once_every(Duration::from_secs(60)))
-            .is_ok()
+            .ok()?;
+        self.all_warnings.pass()
     }
 }
 
@@ -64,7 +79,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let settings = Arc::new(settings);
-    let guards = Arc::new(Guards::default());
+    let guards = Arc::new(Guards::new());
     let authenticating = Arc::new(tokio::sync::Semaphore::new(AUTHENTICATING));
     loop {
         let accepted = tokio::select! {
@@ -83,18 +98,24 @@ pub async fn serve(
         };
         let waiting = match settings.token {
             None => None,
-            Some(_) => match authenticating.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    if guards.may_warn(peer.key) {
-                        tracing::warn!(
-                            "control: closed {}: {AUTHENTICATING} connections are already authenticating",
-                            peer.name
-                        );
+            Some(_) => {
+                let ours = match peer.ip {
+                    Some(ip) => guards.authenticating.hold(ip).map(Some),
+                    None => Some(None),
+                };
+                match (authenticating.clone().try_acquire_owned(), ours) {
+                    (Ok(permit), Some(hold)) => Some((permit, hold)),
+                    _ => {
+                        if let Some(held) = guards.may_warn(peer.key) {
+                            tracing::warn!(
+                                "control: closed {}: too many connections authenticating{held}",
+                                peer.name
+                            );
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            },
+            }
         };
         let (state, settings, guards) = (state.clone(), settings.clone(), guards.clone());
         let shutdown = shutdown.clone();
@@ -117,6 +138,7 @@ pub async fn serve(
 /// Who connected: for logs, and the address the limits count.
 struct Peer {
     name: String,
+    ip: Option<std::net::IpAddr>,
     key: Option<AddressKey>,
 }
 
@@ -129,7 +151,7 @@ async fn run_device<S>(
     state: &State,
     settings: &DeviceSettings,
     guards: &Guards,
-    waiting: Option<tokio::sync::OwnedSemaphorePermit>,
+    waiting: Option<(tokio::sync::OwnedSemaphorePermit, Option<AddressHold>)>,
     shutdown: &CancellationToken,
 ) -> Option<String>
 where
@@ -155,8 +177,8 @@ where
             }
         };
         if let Some(why) = refused {
-            if guards.may_warn(peer.key) {
-                tracing::warn!("control: closed {}: {why}", peer.name);
+            if let Some(held) = guards.may_warn(peer.key) {
+                tracing::warn!("control: closed {}: {why}{held}", peer.name);
             }
             return None;
         }
@@ -206,9 +228,9 @@ async fn accept(
             let (stream, peer) = l.accept().await?;
             let key = Some(AddressKey::from(peer.ip()));
             if !settings.allow.allows(peer.ip()) {
-                if guards.may_warn(key) {
+                if let Some(held) = guards.may_warn(key) {
                     tracing::warn!(
-                        "control: refused {}: not in control_remote_address",
+                        "control: refused {}: not in control_remote_address{held}",
                         peer.ip()
                     );
                 }
@@ -223,13 +245,19 @@ async fn accept(
                 tracing::warn!("control: cannot turn on TCP keepalive for {peer}: {e}");
             }
             let name = peer.to_string();
-            Ok(Some((Stream::Tcp(stream), Peer { name, key })))
+            let ip = Some(peer.ip());
+            Ok(Some((Stream::Tcp(stream), Peer { name, ip, key })))
         }
         // File permissions guard a unix socket: every peer is accepted.
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
             let name = format!("unix:{}", path.display());
-            Ok(Some((Stream::Unix(stream), Peer { name, key: None })))
+            let peer = Peer {
+                name,
+                ip: None,
+                key: None,
+            };
+            Ok(Some((Stream::Unix(stream), peer)))
         }
     }
 }

@@ -170,23 +170,9 @@ fn decimal(text: &str) -> Result<f64, ParseError> {
     Ok(value)
 }
 
-/// Keeps log lines short and free of control characters whatever the
-/// device sends.
+/// Keeps log lines short and escaped whatever the device sends.
 fn truncate(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut shown = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == MAX {
-            shown.push('…');
-            break;
-        }
-        if c.is_control() {
-            shown.extend(c.escape_debug());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
+    crate::limits::cut(text)
 }
 
 /// The line `status 0|1` sent to the device.

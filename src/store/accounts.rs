@@ -218,20 +218,28 @@ impl Db {
     }
 
     /// Records a session of `user` whose token hashes to `token_hash`,
-    /// ending their oldest beyond [`SESSIONS_PER_USER`].
+    /// ending their oldest beyond [`SESSIONS_PER_USER`]; only while the
+    /// user's password hash is still `password` (the one just checked), so
+    /// a password changed or a user deleted meanwhile leaves no session.
+    /// True when recorded.
     pub fn create_session(
         &mut self,
         token_hash: &str,
         user: &User,
+        password: &str,
         now: i64,
         expires: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO bitsd_session (token_hash, userid, name, created, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![token_hash, user.id, user.name, now, expires],
+        let created = tx.execute(
+            r#"INSERT INTO bitsd_session (token_hash, userid, name, created, expires)
+               SELECT ?1, userid, name, ?4, ?5 FROM "User"
+               WHERE userid = ?2 AND name = ?3 AND password = ?6"#,
+            params![token_hash, user.id, user.name, now, expires, password],
         )?;
+        if created == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "DELETE FROM bitsd_session WHERE userid = ?1 AND token_hash NOT IN (
                 SELECT token_hash FROM bitsd_session WHERE userid = ?1
@@ -239,7 +247,7 @@ impl Db {
             params![user.id, SESSIONS_PER_USER],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// The member a session token hash logs in at `now`: the session exists,

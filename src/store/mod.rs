@@ -455,8 +455,9 @@ fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
     )
 }
 
-/// The web handlers' own connection: their reads (history, pages, users)
-/// and the few account writes (password upgrades). Each use runs on a
+/// The web handlers' own connection: their reads (history, pages, users,
+/// sessions) and the account writes (password upgrades, sessions made,
+/// ended and swept). Each use runs on a
 /// blocking thread; events never go through it.
 #[derive(Clone)]
 pub struct Reader {
@@ -519,6 +520,25 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_session_is_made_only_with_the_password_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+        let alice = db.add_user("alice", "hash-1").unwrap().unwrap();
+        // Checked against hash-1, but the password changed meanwhile.
+        db.set_password("alice", "hash-2").unwrap().unwrap();
+        assert!(!db.create_session("s1", &alice, "hash-1", 100, 200).unwrap());
+        assert!(db.create_session("s2", &alice, "hash-2", 100, 200).unwrap());
+        assert_eq!(db.session_user("s1", 150).unwrap(), None);
+        assert_eq!(db.session_user("s2", 150).unwrap(), Some(alice.clone()));
+        assert_eq!(db.session_user("s2", 200).unwrap(), None, "expired");
+        assert_eq!(db.sweep_sessions(199).unwrap(), 0);
+        assert_eq!(db.sweep_sessions(200).unwrap(), 1);
+        // Deleted meanwhile: no session either.
+        db.delete_user("alice").unwrap().unwrap();
+        assert!(!db.create_session("s3", &alice, "hash-2", 100, 200).unwrap());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
 use super::{App, pages};
+use crate::limits::Shown;
 
 /// How long browsers keep static files; page links carry `?v=<version>`.
 const CACHE_CONTROL: &str = "public, max-age=604800";
@@ -26,10 +27,7 @@ pub fn service(app: &App) -> Router {
     let files = ServeDir::new(&app.config.options.assets_path)
         .append_index_html_on_directories(false)
         .not_found_service(not_found);
-    let root = Arc::new(
-        std::fs::canonicalize(&app.config.options.assets_path)
-            .unwrap_or_else(|_| app.config.options.assets_path.clone()),
-    );
+    let root = Arc::new(app.config.options.assets_path.clone());
     let router = Router::new()
         .fallback_service(files)
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -44,12 +42,18 @@ pub fn service(app: &App) -> Router {
 
 /// Lets a request through only when the file it names, symbolic links
 /// followed, lies under `root`; anything else is a 404 like a missing file.
+/// Both are resolved on each request, so a root that is itself a link may
+/// be switched while bitsd runs.
 async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     let path = percent_decode_str(request.uri().path()).decode_utf8_lossy();
     let wanted = root.join(path.trim_start_matches('/'));
-    match tokio::fs::canonicalize(&wanted).await {
-        Ok(real) if !real.starts_with(&*root) => {
-            tracing::debug!("/static/: {} leads outside assets_path", wanted.display());
+    let (real_root, real) = tokio::join!(
+        tokio::fs::canonicalize(&*root),
+        tokio::fs::canonicalize(&wanted)
+    );
+    match (real_root, real) {
+        (Ok(real_root), Ok(real)) if !real.starts_with(&real_root) => {
+            tracing::debug!("/static/: {} leads outside assets_path", Shown(&path));
             pages::not_found_page()
         }
         _ => next.run(request).await,

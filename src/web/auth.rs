@@ -19,7 +19,7 @@ use super::client::Client;
 use super::error::{Error, Form, Result};
 use super::pages::{Chrome, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
-use crate::limits::{AddressKey, QuietLog, Rate, RateLimiter, Shown};
+use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::store::User;
 
 /// Longest user name a login may give, in characters.
@@ -45,16 +45,6 @@ pub struct Throttles {
     pub mac_update: RateLimiter<Option<AddressKey>>,
     /// Wrong MAC update passwords: five a minute.
     pub mac_wrong: RateLimiter<Option<AddressKey>>,
-}
-
-/// Log lines strangers can cause, each kind let through ten a minute.
-#[derive(Default)]
-pub struct QuietLogs {
-    pub failed_login: QuietLog,
-    pub refused_login: QuietLog,
-    pub mac_update: QuietLog,
-    pub connections: QuietLog,
-    pub forms: QuietLog,
 }
 
 /// A logged-in member. Extracting it from a request without a valid login
@@ -316,7 +306,7 @@ async fn login(
         render(status, &page)
     };
     // An attempt counts when it arrives: of many sent at once from one
-    // address, one is checked and the others wait their turn as 429s.
+    // address, one is checked and the others get 429.
     let address = client.ip.map(AddressKey::from);
     let retry = Rate::once_every(Duration::from_secs(app.config.options.min_login_retry));
     let by_user = (address, username.clone());
@@ -369,8 +359,9 @@ async fn login(
             "Too many logins at once. Try again in a moment.".into(),
         );
     };
+    let checked = checked?;
     app.metrics.password_checks.inc();
-    let (Some(credentials), Verified::Right { rehash }) = checked? else {
+    let (Some(credentials), Verified::Right { rehash }) = checked else {
         if let Some(held) = app.quiet.failed_login.pass() {
             tracing::info!(
                 "failed login for {} from {}{held}",
@@ -387,23 +378,34 @@ async fn login(
     app.throttles.login_by_user.forget(&by_user);
     app.throttles.login_by_address.forget(&address);
     let user = credentials.user.clone();
+    let mut hash = credentials.hash.clone();
     if let Some(new_hash) = rehash {
-        let old = credentials.hash.clone();
-        let id = user.id;
+        let (old, id, new) = (hash.clone(), user.id, new_hash.clone());
         let upgraded = app
             .reader
-            .read(move |db| db.upgrade_password(id, &old, &new_hash))
+            .read(move |db| db.upgrade_password(id, &old, &new))
             .await?;
         if upgraded {
             tracing::info!("password of {} upgraded to argon2id", Shown(&user.name));
+            hash = new_hash;
         }
     }
     let days = i64::from(app.config.options.cookie_max_age_days);
     let token = auth::session_token();
-    let (hash, session_user, now) = (auth::session_hash(&token), user.clone(), unix_now());
-    app.reader
-        .read(move |db| db.create_session(&hash, &session_user, now, now + days * 86_400))
+    let (token_hash, session_user, now) = (auth::session_hash(&token), user.clone(), unix_now());
+    let created = app
+        .reader
+        .read(move |db| {
+            db.create_session(&token_hash, &session_user, &hash, now, now + days * 86_400)
+        })
         .await?;
+    if !created {
+        // The password changed, or the user went, while it was checked.
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password.".into(),
+        );
+    }
     tracing::info!("{} logged in from {}", Shown(&user.name), client.label());
     let cookie = site_cookie(LOGIN_COOKIE, app.signer.sign(&token), &client)
         .max_age(cookie::time::Duration::days(days))

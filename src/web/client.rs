@@ -62,6 +62,7 @@ impl Client {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
+            .filter(|entry| !entry.is_empty())
             .collect();
         let chosen = if forwarded.is_empty() {
             headers.get("x-real-ip").and_then(|v| v.to_str().ok())
@@ -225,6 +226,14 @@ mod tests {
         assert_eq!(Client::resolve(peer, &h, ONE).ip, ip("198.51.100.7"));
         let h = headers(&[("x-real-ip", "198.51.100.6")]);
         assert_eq!(Client::resolve(peer, &h, ONE).ip, ip("198.51.100.6"));
+        // Empty entries are no entries.
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.4, "),
+            ("x-forwarded-for", ""),
+        ]);
+        assert_eq!(Client::resolve(peer, &h, ONE).ip, ip("198.51.100.4"));
+        let h = headers(&[("x-forwarded-for", ""), ("x-real-ip", "198.51.100.5")]);
+        assert_eq!(Client::resolve(peer, &h, ONE).ip, ip("198.51.100.5"));
         // Garbage falls back to the peer; ports and brackets are understood.
         let h = headers(&[("x-forwarded-for", "1.2.3.4, garbage")]);
         assert_eq!(Client::resolve(peer, &h, ONE).ip, ip("127.0.0.1"));

@@ -318,16 +318,26 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
         .extensions()
         .get::<super::server::ConnectionSlot>()
         .cloned();
-    let live = Arc::new((Live::new(&app.metrics.sse_clients), slot));
+    let live = Arc::new(SseClient {
+        _counted: Live::new(&app.metrics.sse_clients),
+        _slot: slot,
+    });
     let stream = sse_stream(follower, snapshot, app.shutdown.clone(), live);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE).text("keep-alive"))
+}
+
+/// What an event stream holds while it lasts: its place in the metrics and
+/// its connection's places.
+struct SseClient {
+    _counted: Live,
+    _slot: Option<super::server::ConnectionSlot>,
 }
 
 fn sse_stream(
     follower: Follower,
     snapshot: Bytes,
     shutdown: tokio_util::sync::CancellationToken,
-    live: Arc<(Live, Option<super::server::ConnectionSlot>)>,
+    live: Arc<SseClient>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let first = Some(snapshot);
     futures_util::stream::unfold(

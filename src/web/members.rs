@@ -25,10 +25,11 @@ use crate::state::{Event, Origin, Outcome};
 pub const MAX_MESSAGE: usize = 1000;
 /// Most MAC hashes one update may carry.
 const MAX_MACS: usize = 4096;
-/// Wrong `/macupdate` passwords accepted from one address.
+/// Wrong `/macupdate` passwords taken from one address: five in a row,
+/// then one a minute (never more than five within a minute).
 const MAC_WRONG_PASSWORDS: Rate = Rate {
     burst: 5,
-    every: Duration::from_secs(12),
+    every: Duration::from_secs(60),
 };
 
 pub fn router() -> Router<App> {
@@ -243,8 +244,9 @@ async fn mac_update(
             options.mac_update_interval
         )));
     }
-    // Wrong passwords are counted; past the limit nothing is compared.
-    if let Err(wait) = throttles.mac_wrong.check(&address, MAC_WRONG_PASSWORDS) {
+    // Every update counts against the wrong-password limit when it arrives
+    // (a right password gives its place back): past it nothing is compared.
+    if let Err(wait) = throttles.mac_wrong.try_take(address, MAC_WRONG_PASSWORDS) {
         return Err(Error::TooManyRequests(format!(
             "too many wrong passwords; wait {} s",
             wait.as_secs_f64().ceil()
@@ -261,7 +263,6 @@ async fn mac_update(
         ));
     };
     if !bool::from(password.as_bytes().ct_eq(expected.as_bytes())) {
-        let _ = throttles.mac_wrong.try_take(address, MAC_WRONG_PASSWORDS);
         if let Some(held) = app.quiet.mac_update.pass() {
             tracing::warn!(
                 "MAC update from {} with a wrong password{held}",
@@ -270,6 +271,7 @@ async fn mac_update(
         }
         return Err(Error::Forbidden("wrong password".into()));
     }
+    throttles.mac_wrong.forget(&address);
     let Ok(hashes) = serde_json::from_str::<Vec<String>>(&macs) else {
         return Err(Error::BadRequest(
             "macs must be a JSON array of strings".into(),

@@ -32,7 +32,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
-use crate::limits::Shown;
+use crate::limits::{QuietLog, Shown};
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
@@ -43,6 +43,8 @@ pub use error::Error;
 
 /// Largest request body accepted (forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest body of a login or logout form.
+pub const LOGIN_BODY: usize = 8 * 1024;
 /// Time a request body has to arrive whole, once its headers are in.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Responses smaller than this are not compressed.
@@ -84,13 +86,24 @@ pub struct Shared {
     /// Rate limits of the login form and of MAC updates.
     pub throttles: auth::Throttles,
     /// Log lines strangers can cause, rate-limited.
-    pub quiet: auth::QuietLogs,
+    pub quiet: QuietLogs,
     /// The password checker threads.
     pub passwords: crate::auth::PasswordChecks,
     /// Connections open per client address.
     pub per_address: std::sync::Arc<crate::limits::PerAddress>,
     /// The last forecast.
     pub forecast: crate::presence::ForecastCache,
+}
+
+/// Log lines strangers can cause, each kind let through ten in a row, then
+/// one every six seconds.
+#[derive(Default)]
+pub struct QuietLogs {
+    pub failed_login: QuietLog,
+    pub refused_login: QuietLog,
+    pub mac_update: QuietLog,
+    pub connections: QuietLog,
+    pub forms: QuietLog,
 }
 
 /// The whole HTTP application.
@@ -154,9 +167,9 @@ async fn body_in_time(request: Request, next: Next) -> Response {
     }
 }
 
-/// An error answer after which the connection is closed (its body is
-/// left unread).
-fn closing(status: StatusCode, why: &str) -> Response {
+/// An error answer after which the connection is closed (what the client
+/// was still sending is left unread).
+pub(crate) fn closing(status: StatusCode, why: &str) -> Response {
     let mut response = Response::new(Body::from(format!("{status}: {why}\n")));
     *response.status_mut() = status;
     response
@@ -182,10 +195,11 @@ async fn same_origin_posts(
         if !client::same_origin(origin, &own) {
             if let Some(held) = app.quiet.forms.pass() {
                 tracing::warn!(
-                    "POST {} from {} refused: Origin {} is not {own}{held}",
+                    "POST {} from {} refused: Origin {} is not {}{held}",
                     Shown(request.uri().path()),
                     client.label(),
-                    Shown(origin)
+                    Shown(origin),
+                    Shown(&own)
                 );
             }
             return Error::Forbidden(format!(
@@ -243,8 +257,9 @@ impl Observation {
         if let Some((client, method, uri)) = self.logged {
             tracing::info!(
                 target: "bitsd::access",
-                "{} {method} {} {status} {:.1}ms",
+                "{} {} {} {status} {:.1}ms",
                 client.label(),
+                Shown(method.as_str()),
                 Shown(&uri.to_string()),
                 self.started.elapsed().as_secs_f64() * 1000.0
             );

@@ -46,7 +46,7 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD);
     let mut last_warning: Option<tokio::time::Instant> = None;
-    let proxied = matches!(Trust::of(&app.config.options), Trust::Proxies { .. });
+    let proxied = Trust::of(&app.config.options) != Trust::Peer;
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's
         // backlog until one of ours closes.
@@ -180,19 +180,24 @@ fn connection<I: Stream>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (http, app, router) = (http.clone(), app.clone(), router.clone());
     let trust = Trust::of(&app.config.options);
+    let proxied = trust != Trust::Peer;
     // Shared with a websocket or event stream the request may become.
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let mut slot = slot.clone();
-        if trust != Trust::Peer {
-            // Proxied: this request holds a place of its client's address.
+        if proxied {
+            // This request holds a place of its client's address.
             let client = Client::resolve(peer.0, request.headers(), trust);
             if let Some(ip) = client.ip {
                 match app.per_address.hold(ip) {
                     Some(hold) => slot.hold = Some(Arc::new(hold)),
                     None => {
                         refuse_crowded(&app, ip);
-                        return Either::Left(std::future::ready(Ok(crowded())));
+                        let response = super::closing(
+                            hyper::StatusCode::TOO_MANY_REQUESTS,
+                            "too many connections from your address",
+                        );
+                        return Either::Left(std::future::ready(Ok(response)));
                     }
                 }
             }
@@ -252,19 +257,6 @@ impl ConnectionSlot {
             hold: hold.map(Arc::new),
         }
     }
-}
-
-/// The answer to a proxied request whose client holds all it may.
-fn crowded() -> hyper::Response<Body> {
-    let mut response = hyper::Response::new(Body::from(
-        "429 Too Many Requests: too many connections from your address\n",
-    ));
-    *response.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
-    response.headers_mut().insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
-    );
-    response
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
