@@ -225,7 +225,7 @@ impl LineFramer {
     /// needed, or [`Overlong`] when a line exceeds the limit (the caller
     /// closes the connection).
     pub fn next_line(&mut self) -> Result<Option<BytesMut>, Overlong> {
-        let found = memchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned);
+        let found = memchr::memchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned);
         match found {
             Some(i) if i <= MAX_LINE => {
                 let mut line = self.buf.split_to(i + 1);
@@ -246,10 +246,6 @@ impl LineFramer {
     pub fn pending(&self) -> usize {
         self.buf.remaining()
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]
