@@ -9,10 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::member::add_user;
-use common::{PATIENCE, Spawned, TestServer};
+use common::{PATIENCE, Spawned, TestServer, tcp_from};
 use reqwest::header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// An `_xsrf` cookie and field that match: anybody can send such a pair.
 const XSRF: &str = "abcdefghijklmnopqrstuvwx";
@@ -28,13 +28,6 @@ fn client_from(from: &str) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-/// A TCP connection to `to` from `from`.
-async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(ip(from), 0)).unwrap();
-    socket.connect(to).await.unwrap()
 }
 
 /// The value of an unlabelled metric.
@@ -452,11 +445,6 @@ async fn static_files_follow_no_link_out_of_assets() {
     }
 }
 
-/// A device connection from `from`.
-async fn device_from(from: &str, server: &TestServer) -> common::Device {
-    common::Device::from_stream(tcp_from(from, server.control_addr()).await)
-}
-
 #[tokio::test]
 async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_device() {
     let server = TestServer::start_with(&[
@@ -466,7 +454,7 @@ async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_devic
         "127.0.0.0/8",
     ])
     .await;
-    let mut device = device_from("127.0.0.2", &server).await;
+    let mut device = common::Device::connect_from("127.0.0.2", server.control_addr()).await;
     device.send("auth s3cret").await;
     device.send("status 1").await;
     server.wait_for_status("1").await;
@@ -505,11 +493,7 @@ async fn one_token_check_a_second_per_address() {
         ],
         "info",
     );
-    let connect = |from: &'static str| async move {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(ip(from), 0)).unwrap();
-        common::Device::from_stream(socket.connect(bitsd.control).await.unwrap())
-    };
+    let connect = |from: &'static str| common::Device::connect_from(from, bitsd.control);
     let status = || async {
         let url = format!("http://{}/status", bitsd.web);
         reqwest::get(url).await.unwrap().text().await.unwrap()

@@ -175,14 +175,7 @@ async fn a_token_is_required_when_configured() {
     ])
     .await;
     // Each from an address of its own: one token check a second per address.
-    let from = |ip: &'static str| {
-        let control = server.control_addr();
-        async move {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-            common::Device::from_stream(socket.connect(control).await.unwrap())
-        }
-    };
+    let from = |ip: &'static str| common::Device::connect_from(ip, server.control_addr());
 
     let mut intruder = from("127.0.0.2").await;
     intruder.send("status 1").await;

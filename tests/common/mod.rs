@@ -210,7 +210,12 @@ impl Device {
         Device::from_stream(TcpStream::connect(addr).await.unwrap())
     }
 
-    /// A device on a connection already made (from a chosen address, say).
+    /// Connects as the device from the local address `from` (127.x.y.z).
+    pub async fn connect_from(from: &str, addr: SocketAddr) -> Device {
+        Device::from_stream(tcp_from(from, addr).await)
+    }
+
+    /// A device on a connection already made.
     pub fn from_stream(stream: TcpStream) -> Device {
         let (r, w) = stream.into_split();
         Device {
@@ -257,6 +262,16 @@ impl Device {
             }
         }
     }
+}
+
+/// A TCP connection to `to` from the local address `from` (127.x.y.z), so
+/// that one test can be many clients.
+pub async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
 }
 
 /// base64 of `text`, as the device writes messages.
