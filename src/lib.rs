@@ -75,14 +75,9 @@ pub async fn run(
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let clock = Clock::new(config.timezone);
     let metrics = Arc::new(metrics::Metrics::new());
-    let state = State::start(
-        db,
-        clock,
-        config.options.jsonver,
-        DeviceLink::default(),
-        metrics.clone(),
-    )
-    .context("cannot load the current state")?;
+    let state = State::start(db, clock, config.options.jsonver, metrics.clone())
+        .context("cannot load the current state")?;
+    let link = DeviceLink::new(metrics.clone());
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
@@ -105,6 +100,7 @@ pub async fn run(
             config.options.web_max_connections_per_address as usize,
         ),
         forecast: presence::ForecastCache::default(),
+        cached: web::Cached::new(&state),
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
     let settings = DeviceSettings {
@@ -115,9 +111,15 @@ pub async fn run(
             seconds => Some(Duration::from_secs(seconds)),
         },
     };
+    tracker.spawn(device::follow(
+        link.clone(),
+        state.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(device::serve(
         listeners.control,
         state.clone(),
+        link,
         settings,
         shutdown.clone(),
         tracker.clone(),

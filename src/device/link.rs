@@ -1,24 +1,30 @@
-//! The handle on the connected device, if any.
+//! The handle on the connected device, if any, and the follower that tells
+//! it of the changes it did not make.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use super::protocol;
+use crate::event::Change;
+use crate::metrics::Metrics;
+use crate::state::{Origin, Published, Snapshot, State};
 
 /// Lines waiting to be written to the device before new ones are dropped.
 const OUTBOX: usize = 64;
 
 /// Sends lines to the current device; at most one is attached.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DeviceLink {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     current: Mutex<Option<Attached>>,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 struct Attached {
@@ -37,6 +43,18 @@ pub struct Attachment {
 }
 
 impl DeviceLink {
+    /// A link with no device attached; `metrics` shows whether one is.
+    pub fn new(metrics: Arc<Metrics>) -> DeviceLink {
+        metrics.device_connected.set(0);
+        DeviceLink {
+            inner: Arc::new(Inner {
+                current: Mutex::new(None),
+                next_id: AtomicU64::new(0),
+                metrics,
+            }),
+        }
+    }
+
     /// Makes a new connection the device, closing the previous one.
     pub fn attach(&self, shutdown: &CancellationToken) -> Attachment {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -47,6 +65,7 @@ impl DeviceLink {
             outbox: tx,
             cancel: cancel.clone(),
         });
+        self.inner.metrics.device_connected.set(1);
         if let Some(previous) = previous {
             tracing::info!("a new device connected; closing the previous one");
             previous.cancel.cancel();
@@ -63,12 +82,8 @@ impl DeviceLink {
         let mut current = self.lock();
         if current.as_ref().is_some_and(|a| a.id == id) {
             *current = None;
+            self.inner.metrics.device_connected.set(0);
         }
-    }
-
-    /// Whether a device is connected.
-    pub fn is_connected(&self) -> bool {
-        self.lock().is_some()
     }
 
     /// Queues `line` for the device; logs and drops it when there is no
@@ -91,5 +106,191 @@ impl DeviceLink {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Attached>> {
         self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tells the device of every committed change it did not make, in order,
+/// until `shutdown`: the device link follows the state like any follower.
+pub async fn follow(link: DeviceLink, state: State, shutdown: CancellationToken) {
+    let mut changes = state.subscribe();
+    let mut seen = state.snapshot().version;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = changes.recv() => next,
+        };
+        match next {
+            Ok(published) if published.seq <= seen => {}
+            Ok(published) => {
+                seen = published.seq;
+                if let Some(line) = line_for(&published) {
+                    link.send(line);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let snapshot = state.snapshot();
+                tracing::warn!(
+                    "device link fell {missed} changes behind; sending the current state"
+                );
+                for line in lines_after_lag(&snapshot, seen) {
+                    link.send(line);
+                }
+                seen = snapshot.version;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The line that tells the device of `published`, when it needs telling: a
+/// status or message from anyone but the device itself.
+fn line_for(published: &Published) -> Option<String> {
+    if published.origin == Origin::Device {
+        return None;
+    }
+    match &*published.change {
+        Change::Status(s) => Some(protocol::status_line(s.value.is_open())),
+        Change::Message(m) => Some(protocol::message_line(&m.text)),
+        Change::Temperature(_) => None,
+    }
+}
+
+/// What the device must hear after changes newer than `seen` were missed:
+/// the current status and message, when they changed since and did not come
+/// from the device.
+fn lines_after_lag(snapshot: &Snapshot, seen: u64) -> Vec<String> {
+    let not_device = |origin: Option<Origin>| origin.is_some_and(|o| o != Origin::Device);
+    let mut lines = Vec::new();
+    if snapshot.status_version > seen && not_device(snapshot.status_origin) {
+        lines.push(protocol::status_line(snapshot.is_open()));
+    }
+    if let Some(message) = &snapshot.message
+        && snapshot.message_version > seen
+        && not_device(snapshot.message_origin)
+    {
+        lines.push(protocol::message_line(&message.text));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::LocalTime;
+    use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+
+    fn at() -> LocalTime {
+        LocalTime::parse("2026-11-30 10:00:00").unwrap()
+    }
+
+    fn status(open: bool) -> Change {
+        Change::Status(StatusChange {
+            timestamp: at(),
+            value: if open {
+                StatusValue::Open
+            } else {
+                StatusValue::Closed
+            },
+            modified_by: ModifiedBy::Bits,
+        })
+    }
+
+    fn message(text: &str) -> Change {
+        Change::Message(Message {
+            timestamp: at(),
+            user: "ada".into(),
+            text: text.into(),
+        })
+    }
+
+    fn published(change: Change, origin: Origin) -> Published {
+        Published {
+            seq: 1,
+            change: Arc::new(change),
+            origin,
+            json: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn the_device_hears_what_others_changed() {
+        let sample = Change::Temperature(TemperatureSample {
+            timestamp: at(),
+            sensor: 0,
+            value: 20.0,
+            modified_by: ModifiedBy::Bits,
+        });
+        let cases = [
+            (status(true), Origin::Web, Some("status 1".to_string())),
+            (
+                status(false),
+                Origin::Automation,
+                Some("status 0".to_string()),
+            ),
+            (status(true), Origin::Device, None),
+            (
+                message("ciao"),
+                Origin::Web,
+                Some(protocol::message_line("ciao")),
+            ),
+            (message("ciao"), Origin::Device, None),
+            (sample, Origin::Device, None),
+        ];
+        for (change, origin, line) in cases {
+            assert_eq!(
+                line_for(&published(change.clone(), origin)),
+                line,
+                "{change:?} {origin:?}"
+            );
+        }
+    }
+
+    fn snapshot(
+        status_at: u64,
+        status_from: Origin,
+        message_at: u64,
+        message_from: Origin,
+    ) -> Snapshot {
+        let Change::Status(status) = status(true) else {
+            unreachable!()
+        };
+        let Change::Message(message) = message("hello") else {
+            unreachable!()
+        };
+        Snapshot {
+            version: status_at.max(message_at),
+            status: Some(status),
+            status_version: status_at,
+            status_origin: Some(status_from),
+            sensors: Default::default(),
+            temperatures: Default::default(),
+            message: Some(message),
+            message_version: message_at,
+            message_origin: Some(message_from),
+            roster: Default::default(),
+            data_json: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn after_a_lag_the_device_hears_the_current_state_it_missed() {
+        let hello = protocol::message_line("hello");
+        let cases = [
+            // Both changed while the follower lagged, by members.
+            (
+                snapshot(7, Origin::Web, 9, Origin::Web),
+                5,
+                vec!["status 1".to_string(), hello.clone()],
+            ),
+            // Only the message is newer than what was seen.
+            (snapshot(3, Origin::Web, 9, Origin::Web), 5, vec![hello]),
+            // The device made both itself.
+            (snapshot(7, Origin::Device, 9, Origin::Device), 5, vec![]),
+            // Nothing newer.
+            (snapshot(3, Origin::Web, 4, Origin::Web), 5, vec![]),
+        ];
+        for (snapshot, seen, lines) in cases {
+            assert_eq!(lines_after_lag(&snapshot, seen), lines);
+        }
     }
 }

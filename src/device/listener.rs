@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::link::Attachment;
+use super::link::{Attachment, DeviceLink};
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use crate::config::Allowlist;
 use crate::event::StatusValue;
@@ -70,15 +70,24 @@ impl Guards {
     }
 }
 
+/// What a device connection talks to: the state its lines change, and the
+/// link it becomes.
+struct Ends {
+    state: State,
+    link: DeviceLink,
+}
+
 /// Accepts device connections until `shutdown`.
 pub async fn serve(
     listener: Listener,
     state: State,
+    link: DeviceLink,
     settings: DeviceSettings,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let settings = Arc::new(settings);
+    let ends = Arc::new(Ends { state, link });
     let guards = Arc::new(Guards::new());
     let authenticating = Arc::new(tokio::sync::Semaphore::new(AUTHENTICATING));
     loop {
@@ -117,15 +126,15 @@ pub async fn serve(
                 }
             }
         };
-        let (state, settings, guards) = (state.clone(), settings.clone(), guards.clone());
+        let (ends, settings, guards) = (ends.clone(), settings.clone(), guards.clone());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let reason = match stream {
                 Stream::Tcp(s) => {
-                    run_device(s, &peer, &state, &settings, &guards, waiting, &shutdown).await
+                    run_device(s, &peer, &ends, &settings, &guards, waiting, &shutdown).await
                 }
                 Stream::Unix(s) => {
-                    run_device(s, &peer, &state, &settings, &guards, waiting, &shutdown).await
+                    run_device(s, &peer, &ends, &settings, &guards, waiting, &shutdown).await
                 }
             };
             if let Some(reason) = reason {
@@ -148,7 +157,7 @@ struct Peer {
 async fn run_device<S>(
     mut stream: S,
     peer: &Peer,
-    state: &State,
+    ends: &Ends,
     settings: &DeviceSettings,
     guards: &Guards,
     waiting: Option<(tokio::sync::OwnedSemaphorePermit, Option<AddressHold>)>,
@@ -185,10 +194,10 @@ where
         tracing::info!("device {} authenticated", peer.name);
     }
     tracing::info!("device connected from {}", peer.name);
-    let attachment = state.device().attach(shutdown);
+    let attachment = ends.link.attach(shutdown);
     let id = attachment.id;
-    let reason = connection(stream, framer, &peer.name, state, settings, attachment).await;
-    state.device().detach(id);
+    let reason = connection(stream, framer, &peer.name, ends, settings, attachment).await;
+    ends.link.detach(id);
     Some(reason)
 }
 
@@ -268,7 +277,7 @@ async fn connection<S>(
     stream: S,
     mut framer: LineFramer,
     peer: &str,
-    state: &State,
+    ends: &Ends,
     settings: &DeviceSettings,
     attachment: Attachment,
 ) -> String
@@ -301,7 +310,7 @@ where
                         return format!("line longer than {MAX_LINE} bytes");
                     }
                 };
-                if let Err(why) = handle_line(&line, peer, state).await {
+                if let Err(why) = handle_line(&line, peer, ends).await {
                     return why;
                 }
             }
@@ -348,7 +357,7 @@ fn check_auth(line: &[u8], token: &str) -> Result<(), &'static str> {
 
 /// Turns one line into an event. An error ends the connection (the state
 /// has stopped); a bad line is logged and skipped.
-async fn handle_line(line: &[u8], peer: &str, state: &State) -> Result<(), String> {
+async fn handle_line(line: &[u8], peer: &str, ends: &Ends) -> Result<(), String> {
     let command = match parse_line(line) {
         Ok(command) => command,
         Err(super::protocol::ParseError::Empty) => return Ok(()),
@@ -372,7 +381,7 @@ async fn handle_line(line: &[u8], peer: &str, state: &State) -> Result<(), Strin
         Command::Enter(id) => Event::Enter(id),
         Command::Leave(id) => Event::Leave(id),
         Command::Sound(id) => {
-            state.device().send(format!("sound {id}"));
+            ends.link.send(format!("sound {id}"));
             return Ok(());
         }
         Command::Auth(_) => {
@@ -380,7 +389,7 @@ async fn handle_line(line: &[u8], peer: &str, state: &State) -> Result<(), Strin
             return Ok(());
         }
     };
-    state
+    ends.state
         .submit(event)
         .await
         .map_err(|e| format!("state stopped: {e}"))

@@ -1,11 +1,12 @@
 //! The device link: the miniprotocol spoken by the board in the room.
 //!
 //! `protocol` parses lines (pure), `listener` accepts the device and moves
-//! bytes, `link` is the handle the rest of bitsd uses to talk to the device.
+//! bytes, `link` is the handle on the attached device and the follower that
+//! tells it of the state's changes.
 
 mod link;
 mod listener;
 pub mod protocol;
 
-pub use link::DeviceLink;
+pub use link::{DeviceLink, follow};
 pub use listener::{DeviceSettings, serve};

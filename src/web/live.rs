@@ -168,7 +168,7 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
     let token = app.tracker.token();
     let slot = request
         .extensions()
-        .get::<super::server::ConnectionSlot>()
+        .get::<super::places::ConnectionSlot>()
         .cloned();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -316,7 +316,7 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
     // The stream keeps the connection's places for as long as it lasts.
     let slot = request
         .extensions()
-        .get::<super::server::ConnectionSlot>()
+        .get::<super::places::ConnectionSlot>()
         .cloned();
     let live = Arc::new(SseClient {
         _counted: Live::new(&app.metrics.sse_clients),
@@ -330,7 +330,7 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
 /// its connection's places.
 struct SseClient {
     _counted: Live,
-    _slot: Option<super::server::ConnectionSlot>,
+    _slot: Option<super::places::ConnectionSlot>,
 }
 
 fn sse_stream(

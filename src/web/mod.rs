@@ -1,35 +1,40 @@
-//! HTTP: the router, the middleware every response goes through, serving.
+//! HTTP: the router, the layers every response goes through, serving.
 //!
-//! `api` answers widgets and scripts, `pages` renders HTML, `assets` serves
-//! `/static/`, `client` tells who is asking, `error` maps failures to codes.
+//! `server` accepts connections, `front` is the way every request takes
+//! (headers, metrics, limits, the cached snapshot answers of `cached`),
+//! `places` counts the connections each holds, the
+//! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
+//! `live` (websocket and SSE), `auth` and `members` (logins and forms),
+//! `spaceapi`, `assets` (`/static/`); `client` tells who is asking, `error`
+//! maps failures to codes.
 
 mod api;
 mod assets;
 pub mod auth;
+mod cached;
 pub mod client;
 mod error;
+mod front;
 mod live;
 mod members;
 mod pages;
+mod places;
 mod server;
 mod spaceapi;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
 use crate::limits::{QuietLog, Shown};
@@ -37,8 +42,9 @@ use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;
 use crate::store::Reader;
-use client::{Client, PeerAddr};
+use client::Client;
 
+pub use cached::Cached;
 pub use error::Error;
 
 /// Largest request body accepted (forms are small).
@@ -93,6 +99,8 @@ pub struct Shared {
     pub per_address: std::sync::Arc<crate::limits::PerAddress>,
     /// The last forecast.
     pub forecast: crate::presence::ForecastCache,
+    /// `/status` and `/data` of the newest snapshot.
+    pub cached: Cached,
 }
 
 /// Log lines strangers can cause, each kind let through ten in a row, then
@@ -106,7 +114,8 @@ pub struct QuietLogs {
     pub forms: QuietLog,
 }
 
-/// The whole HTTP application.
+/// Everything but the cached snapshot answers, with the layers of bodies,
+/// forms and compression; [`front::Front`] wraps it.
 pub fn router(app: App) -> Router {
     let compress = SizeAbove::new(COMPRESS_ABOVE)
         .and(NotForContentType::GRPC)
@@ -127,14 +136,9 @@ pub fn router(app: App) -> Router {
             same_origin_posts,
         ))
         .layer(middleware::from_fn(body_in_time))
-        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(CatchPanicLayer::custom(panic_response))
         .layer(CompressionLayer::new().compress_when(compress))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+        .layer(middleware::from_fn(front::tag_route))
         .with_state(app)
 }
 
@@ -212,93 +216,6 @@ async fn same_origin_posts(
     next.run(request).await
 }
 
-/// A handler panicked: log it, answer 500, keep serving.
-fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = cause
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| cause.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!("handler panicked: {what}");
-    let mut response = Response::new(axum::body::Body::from("500 Internal Server Error\n"));
-    *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
-}
-
-/// What the metrics and the access log need from a request, taken before
-/// it is answered.
-pub struct Observation {
-    started: Instant,
-    logged: Option<(Client, Method, Uri)>,
-}
-
-impl Observation {
-    pub fn begin(
-        app: &App,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        peer: PeerAddr,
-    ) -> Self {
-        let options = &app.config.options;
-        Observation {
-            started: Instant::now(),
-            logged: options.log_requests.then(|| {
-                let client = Client::resolve(peer.0, headers, client::Trust::of(options));
-                (client, method.clone(), uri.clone())
-            }),
-        }
-    }
-
-    /// Counts the request under its route pattern and, with `log_requests`,
-    /// logs one line: client, method, path, status, time taken.
-    pub fn finish(self, app: &App, route: &str, status: u16) {
-        app.metrics.http_request(route, status);
-        if let Some((client, method, uri)) = self.logged {
-            tracing::info!(
-                target: "bitsd::access",
-                "{} {} {} {status} {:.1}ms",
-                client.label(),
-                Shown(method.as_str()),
-                Shown(&uri.to_string()),
-                self.started.elapsed().as_secs_f64() * 1000.0
-            );
-        }
-    }
-}
-
-/// Observes every request that goes through the router.
-async fn observe(AxumState(app): AxumState<App>, request: Request, next: Next) -> Response {
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) if path.as_str().starts_with("/static") => MatchedRoute::Static("/static"),
-        Some(path) => MatchedRoute::Pattern(path.clone()),
-        None => MatchedRoute::Static("unmatched"),
-    };
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<PeerAddr>>()
-        .map_or(PeerAddr(None), |c| c.0);
-    let observation = Observation::begin(
-        &app,
-        request.method(),
-        request.uri(),
-        request.headers(),
-        peer,
-    );
-    let response = next.run(request).await;
-    let route = match &route {
-        MatchedRoute::Static(s) => s,
-        MatchedRoute::Pattern(p) => p.as_str(),
-    };
-    observation.finish(&app, route, response.status().as_u16());
-    response
-}
-
-enum MatchedRoute {
-    Static(&'static str),
-    Pattern(MatchedPath),
-}
-
 /// Serves HTTP on `listener` until `shutdown`, then lets requests in flight
 /// finish.
 pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
@@ -314,6 +231,6 @@ pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
             }
         }
     });
-    let router = router(app.clone());
-    server::serve(listener, app, router, shutdown).await;
+    let front = front::Front::new(app.clone(), router(app.clone()));
+    server::serve(listener, app, front, shutdown).await;
 }

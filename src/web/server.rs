@@ -4,25 +4,22 @@
 //! path short and puts the connection settings in one place: no Nagle delay,
 //! a bounded kernel send buffer, a deadline for request headers.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use futures_util::future::Either;
-
-use super::client::{Client, PeerAddr, Trust};
-use super::{App, api};
-use crate::limits::{AddressHold, AddressKey};
+use super::App;
+use super::client::{PeerAddr, Trust};
+use super::front::Front;
+use super::places::{ConnectionSlot, refuse_crowded};
 use crate::net::Listener;
 
 /// Kernel send buffer of each connection: a client that stops reading holds
@@ -35,9 +32,9 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Least time between two warnings that the connection cap is reached.
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Serves `router` on `listener` until `shutdown`, then waits for requests in
+/// Serves `front` on `listener` until `shutdown`, then waits for requests in
 /// flight (the caller bounds how long).
-pub async fn serve(listener: Listener, app: App, router: Router, shutdown: CancellationToken) {
+pub async fn serve(listener: Listener, app: App, front: Front, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     let max = app.config.options.web_max_connections as usize;
     let slots = Arc::new(Semaphore::new(max));
@@ -91,13 +88,13 @@ pub async fn serve(listener: Listener, app: App, router: Router, shutdown: Cance
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
                 let peer = PeerAddr(Some(peer));
                 let slot = ConnectionSlot::new(slot, hold);
-                let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
+                let serve = connection(&http, stream, peer, slot, &front, &shutdown);
                 connections.spawn(serve);
             }
             Ok(Accepted::Unix(stream)) => {
                 let peer = PeerAddr(None);
                 let slot = ConnectionSlot::new(slot, None);
-                let serve = connection(&http, stream, peer, slot, &app, &router, &shutdown);
+                let serve = connection(&http, stream, peer, slot, &front, &shutdown);
                 connections.spawn(serve);
             }
             Err(e) if is_connection_error(&e) => {}
@@ -155,61 +152,22 @@ macro_rules! first_byte_by_peeking {
 first_byte_by_peeking!(tokio::net::TcpStream);
 first_byte_by_peeking!(tokio::net::UnixStream);
 
-/// Closes a connection whose address holds all it may, and says so (at a
-/// bounded rate).
-fn refuse_crowded(app: &App, ip: IpAddr) {
-    app.metrics.connections_refused.inc();
-    if let Some(held) = app.quiet.connections.pass() {
-        tracing::warn!(
-            "web: refused a connection from {}: it holds {} (web_max_connections_per_address){held}",
-            AddressKey::from(ip),
-            app.config.options.web_max_connections_per_address
-        );
-    }
-}
-
 /// One connection; on shutdown it finishes the request in flight and closes.
 fn connection<I: Stream>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     peer: PeerAddr,
     slot: ConnectionSlot,
-    app: &App,
-    router: &Router,
+    front: &Front,
     shutdown: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (http, app, router) = (http.clone(), app.clone(), router.clone());
-    let trust = Trust::of(&app.config.options);
-    let proxied = trust != Trust::Peer;
+    let (http, front) = (http.clone(), front.clone());
     // Shared with a websocket or event stream the request may become.
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let mut slot = slot.clone();
-        if proxied {
-            // This request holds a place of its client's address.
-            let client = Client::resolve(peer.0, request.headers(), trust);
-            if let Some(ip) = client.ip {
-                match app.per_address.hold(ip) {
-                    Some(hold) => slot.hold = Some(Arc::new(hold)),
-                    None => {
-                        refuse_crowded(&app, ip);
-                        let response = super::closing(
-                            hyper::StatusCode::TOO_MANY_REQUESTS,
-                            "too many connections from your address",
-                        );
-                        return Either::Left(std::future::ready(Ok(response)));
-                    }
-                }
-            }
-        }
-        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
-        if let Some(response) = api::hot_path(&app, method, uri, headers, peer) {
-            return Either::Left(std::future::ready(Ok(response)));
-        }
         request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(slot);
-        let mut router = router.clone();
-        Either::Right(tower::Service::call(&mut router, request.map(Body::new)))
+        request.extensions_mut().insert(slot.clone());
+        tower::Service::call(&mut front.clone(), request)
     });
     let shutdown = shutdown.clone();
     async move {
@@ -238,24 +196,6 @@ fn connection<I: Stream>(
             tracing::debug!("connection ended: {e}");
         }
         drop(held);
-    }
-}
-
-/// One of the `web_max_connections` places and of its address's
-/// `web_max_connections_per_address`, held for as long as the connection
-/// (or the websocket or event stream it became) lives.
-#[derive(Clone)]
-pub struct ConnectionSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
-    hold: Option<Arc<AddressHold>>,
-}
-
-impl ConnectionSlot {
-    fn new(permit: OwnedSemaphorePermit, hold: Option<AddressHold>) -> ConnectionSlot {
-        ConnectionSlot {
-            _permit: Arc::new(permit),
-            hold: hold.map(Arc::new),
-        }
     }
 }
 

@@ -1,0 +1,231 @@
+//! The current state: events in, committed changes out.
+//!
+//! Every input (device line, web form, automation) becomes an [`Event`] sent
+//! to one writer thread (`writer`). The writer groups whatever is queued into
+//! one transaction, commits it, then updates the in-memory [`Snapshot`]
+//! (`snapshot`), then publishes each committed change once, serialised once.
+//! Followers (live clients, the device link) subscribe to that stream;
+//! readers never query the database for the current state.
+
+mod snapshot;
+mod writer;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::event::{Change, ModifiedBy, StatusValue};
+use crate::metrics::Metrics;
+use crate::store::{DEVICE_USER, Db, StoreError, User};
+
+use snapshot::Model;
+pub use snapshot::{HISTORY_SAMPLES, Roster, Snapshot};
+use writer::Writer;
+
+/// Events waiting for the writer before senders wait their turn.
+const QUEUE: usize = 8192;
+/// Bytes of message text waiting for (or in) the writer before senders wait
+/// their turn: messages are long, so they are counted by size as well.
+const MESSAGE_BUDGET: usize = 1 << 20;
+/// Changes a follower may fall behind before it must resynchronise from the
+/// snapshot.
+const BROADCAST_CAPACITY: usize = 1024;
+
+/// Something that changes the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Open or close the room.
+    Status { value: StatusValue, origin: Origin },
+    /// A sample from a sensor of the device.
+    Temperature { sensor: i64, value: f64 },
+    /// A message from the device (`author` None) or from a member.
+    Message { author: Option<User>, text: String },
+    /// A member typed their number on the keypad on arriving.
+    Enter(i64),
+    /// A member typed their number on the keypad on leaving.
+    Leave(i64),
+    /// The names seen by the last MAC update.
+    MacRoster(BTreeSet<String>),
+}
+
+/// Where a change comes from: it decides a status change's `modified_by`,
+/// and followers use it (the device link tells the device only what it does
+/// not know already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The device itself (`BITS`).
+    Device,
+    /// A member on the web (`web`).
+    Web,
+    /// Automatic status from the roster (`BITS`).
+    Automation,
+}
+
+impl Origin {
+    fn modified_by(self) -> ModifiedBy {
+        match self {
+            Origin::Web => ModifiedBy::Web,
+            Origin::Device | Origin::Automation => ModifiedBy::Bits,
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (when it is stored at all) and applied.
+    Applied,
+    /// Nothing changed, for the reason given.
+    Ignored(&'static str),
+}
+
+/// A committed change as every follower receives it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Position in the stream; the snapshot with `version >= seq` includes it.
+    pub seq: u64,
+    /// What changed.
+    pub change: Arc<Change>,
+    /// Who caused it.
+    pub origin: Origin,
+    /// `{"status": {...}}` and the like, serialised once for every client.
+    pub json: Bytes,
+}
+
+/// Where the writer sends its answer about one event.
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+enum Job {
+    Event(Event, Option<Reply>, Option<OwnedSemaphorePermit>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Shared {
+    jobs: mpsc::Sender<Job>,
+    snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
+    changes: broadcast::Sender<Published>,
+    clock: Clock,
+    message_budget: Arc<Semaphore>,
+}
+
+/// Handle on the state; cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    shared: Arc<Shared>,
+}
+
+impl State {
+    /// Loads the current state from `db` and starts the writer thread.
+    pub fn start(
+        db: Db,
+        clock: Clock,
+        jsonver: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<State, StoreError> {
+        let model = Model::load(&db)?;
+        let device_user = db
+            .user_by_name(DEVICE_USER)?
+            .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let snapshot = Arc::new(watch::Sender::new(Arc::new(model.snapshot(jsonver))));
+        let writer = Writer {
+            db,
+            model,
+            snapshot: snapshot.clone(),
+            changes: changes.clone(),
+            device_user,
+            stamper: writer::Stamper::new(clock),
+            metrics,
+            jsonver,
+        };
+        std::thread::Builder::new()
+            .name("bitsd-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok(State {
+            shared: Arc::new(Shared {
+                jobs,
+                snapshot,
+                changes,
+                clock,
+                message_budget: Arc::new(Semaphore::new(MESSAGE_BUDGET)),
+            }),
+        })
+    }
+
+    /// Queues `event` without waiting for its commit; waits only while the
+    /// queue (or the budget for message text) is full.
+    pub async fn submit(&self, event: Event) -> Result<(), StoreError> {
+        let budget = self.message_budget(&event).await?;
+        self.shared
+            .jobs
+            .send(Job::Event(event, None, budget))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Applies `event` and waits until it is committed and broadcast.
+    pub async fn apply(&self, event: Event) -> Result<Outcome, StoreError> {
+        let budget = self.message_budget(&event).await?;
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job::Event(event, Some(tx), budget))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// For a message, its share of [`MESSAGE_BUDGET`], held until the writer
+    /// is done with it.
+    async fn message_budget(
+        &self,
+        event: &Event,
+    ) -> Result<Option<OwnedSemaphorePermit>, StoreError> {
+        let Event::Message { text, .. } = event else {
+            return Ok(None);
+        };
+        let bytes = text.len().clamp(1, MESSAGE_BUDGET) as u32;
+        let permit = self
+            .shared
+            .message_budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await;
+        permit.map(Some).map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until every event queued before this call is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.jobs.send(Job::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The current state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.borrow().clone()
+    }
+
+    /// The snapshot, with a notification each time a new one is published.
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.shared.snapshot.subscribe()
+    }
+
+    /// Committed changes from now on. Subscribe before taking the snapshot
+    /// and skip changes with `seq <= snapshot.version`; a follower that falls
+    /// [`BROADCAST_CAPACITY`] behind is told it lagged and resynchronises
+    /// from the snapshot.
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.shared.changes.subscribe()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+}

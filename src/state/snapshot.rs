@@ -1,0 +1,159 @@
+//! The current state as readers see it, and the model the writer keeps.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::Origin;
+use crate::event::{
+    Change, Message, MessageJson, StatusChange, StatusJson, TemperatureJson, TemperatureSample,
+};
+use crate::store::{Db, StoreError};
+
+/// Samples kept for `tempinthist`.
+pub const HISTORY_SAMPLES: usize = 100;
+
+/// Who is in the room: by keypad and by MAC address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roster {
+    pub keypad: BTreeMap<i64, String>,
+    pub macs: BTreeSet<String>,
+}
+
+impl Roster {
+    /// Distinct names, sorted.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.keypad.values().chain(&self.macs).cloned().collect()
+    }
+}
+
+/// The current state, as of change `version`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: u64,
+    pub status: Option<StatusChange>,
+    /// Sequence number of the last status change (0 before any).
+    pub status_version: u64,
+    /// Who made the last status change; `None` when it was loaded at start.
+    pub status_origin: Option<Origin>,
+    /// Newest sample of each sensor.
+    pub sensors: BTreeMap<i64, TemperatureSample>,
+    /// Up to [`HISTORY_SAMPLES`] samples, newest first.
+    pub temperatures: VecDeque<TemperatureSample>,
+    pub message: Option<Message>,
+    /// Sequence number of the last message (0 before any).
+    pub message_version: u64,
+    /// Who wrote the last message; `None` when it was loaded at start.
+    pub message_origin: Option<Origin>,
+    pub roster: Roster,
+    /// The `/data` JSON, serialised once per change for every reader.
+    pub data_json: Bytes,
+}
+
+impl Snapshot {
+    pub fn is_open(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.value.is_open())
+    }
+
+    /// The `/status` body: `1` or `0`.
+    pub fn status_digit(&self) -> &'static str {
+        if self.is_open() { "1" } else { "0" }
+    }
+}
+
+#[derive(Serialize)]
+struct DataJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tempint: Option<TemperatureJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<MessageJson>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tempinthist: Vec<TemperatureJson>,
+    version: u32,
+}
+
+/// The mutable state the writer owns.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Model {
+    pub seq: u64,
+    pub status: Option<StatusChange>,
+    pub status_seq: u64,
+    pub status_origin: Option<Origin>,
+    pub sensors: BTreeMap<i64, TemperatureSample>,
+    pub temperatures: VecDeque<TemperatureSample>,
+    pub message: Option<Message>,
+    pub message_seq: u64,
+    pub message_origin: Option<Origin>,
+    pub roster: Roster,
+}
+
+impl Model {
+    /// The state as stored in `db`, before any change of this run.
+    pub fn load(db: &Db) -> Result<Model, StoreError> {
+        let latest = db.latest(HISTORY_SAMPLES)?;
+        Ok(Model {
+            status: latest.status,
+            sensors: latest
+                .per_sensor
+                .into_iter()
+                .map(|t| (t.sensor, t))
+                .collect(),
+            temperatures: latest.temperatures.into(),
+            message: latest.message,
+            ..Model::default()
+        })
+    }
+
+    pub fn snapshot(&self, jsonver: u32) -> Snapshot {
+        let data = DataJson {
+            status: self.status.as_ref().map(StatusJson::from),
+            tempint: self.temperatures.front().map(TemperatureJson::from),
+            message: self.message.as_ref().map(MessageJson::from),
+            tempinthist: self
+                .temperatures
+                .iter()
+                .map(TemperatureJson::from)
+                .collect(),
+            version: jsonver,
+        };
+        Snapshot {
+            version: self.seq,
+            status: self.status.clone(),
+            status_version: self.status_seq,
+            status_origin: self.status_origin,
+            sensors: self.sensors.clone(),
+            temperatures: self.temperatures.clone(),
+            message: self.message.clone(),
+            message_version: self.message_seq,
+            message_origin: self.message_origin,
+            roster: self.roster.clone(),
+            data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),
+        }
+    }
+
+    /// Applies a stored change; returns its sequence number.
+    pub fn apply(&mut self, change: &Change, origin: Origin) -> u64 {
+        self.seq += 1;
+        match change {
+            Change::Status(s) => {
+                self.status = Some(s.clone());
+                self.status_seq = self.seq;
+                self.status_origin = Some(origin);
+            }
+            Change::Temperature(t) => {
+                self.sensors.insert(t.sensor, t.clone());
+                self.temperatures.push_front(t.clone());
+                self.temperatures.truncate(HISTORY_SAMPLES);
+            }
+            Change::Message(m) => {
+                self.message = Some(m.clone());
+                self.message_seq = self.seq;
+                self.message_origin = Some(origin);
+            }
+        }
+        self.seq
+    }
+}

@@ -1,0 +1,204 @@
+//! The snapshot over HTTP: `/status` and `/data` with their ETags and
+//! compressed bodies, made once per snapshot version, not per request.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use crate::state::{Snapshot, State};
+
+/// The representations of the newest snapshot seen.
+pub struct Cached {
+    /// Distinguishes ETags of this run from those of an earlier one.
+    boot: String,
+    current: Mutex<Arc<Representation>>,
+}
+
+impl Cached {
+    pub fn new(state: &State) -> Cached {
+        let boot = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        let current = Representation::new(&boot, state.snapshot());
+        Cached {
+            boot,
+            current: Mutex::new(Arc::new(current)),
+        }
+    }
+
+    /// The representation of the current snapshot (or of a newer one).
+    pub fn current(&self, state: &State) -> Arc<Representation> {
+        let snapshot = state.snapshot();
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.snapshot.version < snapshot.version {
+            *current = Arc::new(Representation::new(&self.boot, snapshot));
+        }
+        current.clone()
+    }
+}
+
+/// One snapshot's answers.
+pub struct Representation {
+    snapshot: Arc<Snapshot>,
+    data_etag: HeaderValue,
+    status_etag: HeaderValue,
+    data_gzip: OnceLock<Bytes>,
+    data_brotli: OnceLock<Bytes>,
+}
+
+impl Representation {
+    fn new(boot: &str, snapshot: Arc<Snapshot>) -> Representation {
+        Representation {
+            data_etag: etag(boot, "", snapshot.version),
+            status_etag: etag(boot, "s", snapshot.status_version),
+            snapshot,
+            data_gzip: OnceLock::new(),
+            data_brotli: OnceLock::new(),
+        }
+    }
+
+    /// `GET /status`: `1` when open, `0` otherwise.
+    pub fn status(&self, headers: &HeaderMap) -> Response {
+        let body = Bytes::from_static(self.snapshot.status_digit().as_bytes());
+        revalidated(
+            headers,
+            &self.status_etag,
+            "text/plain; charset=utf-8",
+            body,
+        )
+    }
+
+    /// `GET /data`: the JSON serialised when the state changed, compressed
+    /// at most once per encoding.
+    pub fn data(&self, headers: &HeaderMap) -> Response {
+        let (encoding, body) = match preferred_encoding(headers) {
+            Some(Encoding::Brotli) => (Some("br"), self.data_brotli()),
+            Some(Encoding::Gzip) => (Some("gzip"), self.data_gzip()),
+            None => (None, self.snapshot.data_json.clone()),
+        };
+        let mut response = revalidated(headers, &self.data_etag, "application/json", body);
+        let ok = response.status() == StatusCode::OK;
+        let h = response.headers_mut();
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if let Some(encoding) = encoding.filter(|_| ok) {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        }
+        response
+    }
+
+    fn data_gzip(&self) -> Bytes {
+        self.data_gzip
+            .get_or_init(|| {
+                use std::io::Write as _;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let _ = encoder.write_all(&self.snapshot.data_json);
+                Bytes::from(encoder.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+
+    fn data_brotli(&self) -> Bytes {
+        self.data_brotli
+            .get_or_init(|| {
+                let json = &self.snapshot.data_json;
+                let mut out = Vec::with_capacity(json.len() / 4);
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: 5,
+                    ..Default::default()
+                };
+                let mut input = &json[..];
+                let _ = brotli::BrotliCompress(&mut input, &mut out, &params);
+                Bytes::from(out)
+            })
+            .clone()
+    }
+}
+
+/// `"<boot>-<kind><version>"`: unique across restarts.
+fn etag(boot: &str, kind: &str, version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{boot}-{kind}{version}\""))
+        .expect("hex digits and a number make a header value")
+}
+
+enum Encoding {
+    Brotli,
+    Gzip,
+}
+
+/// Brotli over gzip when the client accepts both; `q=0` means refused.
+fn preferred_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let mut gzip = false;
+    let mut brotli = false;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
+            }
+            match name {
+                "br" => brotli = true,
+                "gzip" => gzip = true,
+                _ => {}
+            }
+        }
+    }
+    if brotli {
+        Some(Encoding::Brotli)
+    } else if gzip {
+        Some(Encoding::Gzip)
+    } else {
+        None
+    }
+}
+
+/// A widget body with an ETag, or 304 when the client already has it; any
+/// origin may read it.
+fn revalidated(
+    headers: &HeaderMap,
+    etag: &HeaderValue,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response {
+    let wanted = etag.to_str().unwrap_or_default();
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == wanted || tag == "*");
+    let mut response = if fresh {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Body::from(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}

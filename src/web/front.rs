@@ -1,0 +1,280 @@
+//! The one way every request takes through bitsd.
+//!
+//! [`Front`] holds what every response shares: the per-address limit behind
+//! a proxy, the metrics and access log, panics turned into 500s, and the
+//! security and caching headers. Inside it, `GET /status` and `GET /data`
+//! are answered from the cached representation of the snapshot (widgets
+//! poll them; the router would only add work), and everything else goes on
+//! to the router with its own layers (bodies, forms, compression).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Either};
+use std::future::Ready;
+
+use super::App;
+use super::client::{self, Client, PeerAddr, Trust};
+use super::places::{ConnectionSlot, refuse_crowded};
+use crate::limits::Shown;
+
+/// `Referrer-Policy` of every response: links to other sites do not carry
+/// bitsd's paths and queries.
+const REFERRER_POLICY: &str = "same-origin";
+/// `Cache-Control` of responses that set none: the state changes at any
+/// moment, so a cache must ask again.
+const DEFAULT_CACHE: &str = "no-cache";
+
+/// The service hyper calls for every request.
+#[derive(Clone)]
+pub struct Front {
+    app: App,
+    router: Router,
+    proxied: Option<Trust>,
+}
+
+impl Front {
+    pub fn new(app: App, router: Router) -> Front {
+        let trust = Trust::of(&app.config.options);
+        let proxied = (trust != Trust::Peer).then_some(trust);
+        Front {
+            app,
+            router,
+            proxied,
+        }
+    }
+}
+
+/// An answer made without waiting.
+type Answered = Ready<Result<Response, Infallible>>;
+
+/// The snapshot answers served before the router.
+#[derive(Clone, Copy)]
+enum Cached {
+    Status,
+    Data,
+}
+
+impl Cached {
+    fn of(method: &Method, uri: &Uri) -> Option<(Cached, &'static str)> {
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        match uri.path() {
+            "/status" => Some((Cached::Status, "/status")),
+            "/data" => Some((Cached::Data, "/data")),
+            _ => None,
+        }
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Front
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Answered, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        let app = &self.app;
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<PeerAddr>>()
+            .map_or(PeerAddr(None), |c| c.0);
+        let observation = Observation::begin(
+            app,
+            request.method(),
+            request.uri(),
+            request.headers(),
+            peer,
+        );
+        if let Some(trust) = self.proxied
+            && let Some(refused) = hold_client_place(app, &mut request, peer, trust)
+        {
+            return Either::Left(std::future::ready(Ok(finish(
+                app,
+                observation,
+                "unmatched",
+                refused,
+            ))));
+        }
+        if let Some((cached, route)) = Cached::of(request.method(), request.uri()) {
+            let representation = app.cached.current(&app.state);
+            let response = match cached {
+                Cached::Status => representation.status(request.headers()),
+                Cached::Data => representation.data(request.headers()),
+            };
+            return Either::Left(std::future::ready(Ok(finish(
+                app,
+                observation,
+                route,
+                response,
+            ))));
+        }
+        let app = app.clone();
+        // Static files set their own caching (none at all in developer mode).
+        let own_caching = request.uri().path().starts_with("/static/");
+        let routed = tower::Service::call(&mut self.router.clone(), request);
+        Either::Right(Box::pin(async move {
+            let mut response = match std::panic::AssertUnwindSafe(routed).catch_unwind().await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(cause) => panic_response(cause),
+            };
+            let route = response.extensions_mut().remove::<Route>();
+            let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());
+            if own_caching {
+                return Ok(stamp(&app, observation, route, response));
+            }
+            Ok(finish(&app, observation, route, response))
+        }))
+    }
+}
+
+/// Behind a proxy, takes one of the client address's places for as long as
+/// the request (or the stream it becomes) lasts. When the address holds all
+/// it may, the answer: a 429 that closes the connection.
+fn hold_client_place(
+    app: &App,
+    request: &mut Request,
+    peer: PeerAddr,
+    trust: Trust,
+) -> Option<Response> {
+    let ip = Client::resolve(peer.0, request.headers(), trust).ip?;
+    let Some(hold) = app.per_address.hold(ip) else {
+        refuse_crowded(app, ip);
+        return Some(super::closing(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address",
+        ));
+    };
+    if let Some(slot) = request.extensions_mut().get_mut::<ConnectionSlot>() {
+        slot.hold = Some(Arc::new(hold));
+    }
+    None
+}
+
+/// What every response carries, then the metrics and the access log; a
+/// response that says nothing of caching must be revalidated.
+fn finish(app: &App, observation: Observation, route: &str, mut response: Response) -> Response {
+    let h = response.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(DEFAULT_CACHE),
+        );
+    }
+    stamp(app, observation, route, response)
+}
+
+/// The security headers every response carries, then the metrics and the
+/// access log.
+fn stamp(app: &App, observation: Observation, route: &str, mut response: Response) -> Response {
+    observation.finish(app, route, response.status().as_u16());
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static(REFERRER_POLICY),
+    );
+    response
+}
+
+/// A handler panicked: log it, answer 500, keep serving.
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("handler panicked: {what}");
+    let mut response = Response::new(Body::from("500 Internal Server Error\n"));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// The route a response answered, as the metrics name it.
+#[derive(Clone)]
+struct Route(RouteName);
+
+#[derive(Clone)]
+enum RouteName {
+    Static(&'static str),
+    Pattern(MatchedPath),
+}
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteName::Static(s) => s,
+            RouteName::Pattern(p) => p.as_str(),
+        }
+    }
+}
+
+/// Inside the router: marks each response with the route pattern matched.
+pub async fn tag_route(request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if path.as_str().starts_with("/static") => RouteName::Static("/static"),
+        Some(path) => RouteName::Pattern(path.clone()),
+        None => RouteName::Static("unmatched"),
+    };
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(Route(route));
+    response
+}
+
+/// What the metrics and the access log need from a request, taken before
+/// it is answered.
+struct Observation {
+    started: Instant,
+    logged: Option<(Client, Method, Uri)>,
+}
+
+impl Observation {
+    fn begin(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, peer: PeerAddr) -> Self {
+        let options = &app.config.options;
+        Observation {
+            started: Instant::now(),
+            logged: options.log_requests.then(|| {
+                let client = Client::resolve(peer.0, headers, client::Trust::of(options));
+                (client, method.clone(), uri.clone())
+            }),
+        }
+    }
+
+    /// Counts the request under its route pattern and, with `log_requests`,
+    /// logs one line: client, method, path, status, time taken.
+    fn finish(self, app: &App, route: &str, status: u16) {
+        app.metrics.http_request(route, status);
+        if let Some((client, method, uri)) = self.logged {
+            tracing::info!(
+                target: "bitsd::access",
+                "{} {} {} {status} {:.1}ms",
+                client.label(),
+                Shown(method.as_str()),
+                Shown(&uri.to_string()),
+                self.started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
