@@ -453,4 +453,9 @@ async fn every_route_carries_the_security_and_caching_headers() {
     for status in [200, 400, 404, 405] {
         assert!(statuses.contains(&status), "{status} in {statuses:?}");
     }
+    // And each was counted under its route.
+    let metrics = server.text("/metrics").await;
+    for route in ["/status", "/data", "/static", "/{slug}", "/log", "/login"] {
+        assert!(metrics.contains(&format!("route=\"{route}\"")), "{route}");
+    }
 }

@@ -128,7 +128,8 @@ where
             ))));
         }
         let app = app.clone();
-        // Static files set their own caching (none at all in developer mode).
+        // Static files set their own caching (none at all in developer mode)
+        // and count as one route.
         let own_caching = request.uri().path().starts_with("/static/");
         let routed = tower::Service::call(&mut self.router.clone(), request);
         Either::Right(Box::pin(async move {
@@ -137,11 +138,11 @@ where
                 Ok(Err(never)) => match never {},
                 Err(cause) => panic_response(cause),
             };
+            if own_caching {
+                return Ok(stamp(&app, observation, "/static", response));
+            }
             let route = response.extensions_mut().remove::<Route>();
             let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());
-            if own_caching {
-                return Ok(stamp(&app, observation, route, response));
-            }
             Ok(finish(&app, observation, route, response))
         }))
     }
@@ -234,7 +235,6 @@ impl RouteName {
 /// Inside the router: marks each response with the route pattern matched.
 pub async fn tag_route(request: Request, next: Next) -> Response {
     let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) if path.as_str().starts_with("/static") => RouteName::Static("/static"),
         Some(path) => RouteName::Pattern(path.clone()),
         None => RouteName::Static("unmatched"),
     };
