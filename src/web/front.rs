@@ -90,8 +90,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let mut request = request.map(Body::new);
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
         let app = &self.app;
         let peer = request
             .extensions()
@@ -131,7 +130,7 @@ where
         // Static files set their own caching (none at all in developer mode)
         // and count as one route.
         let own_caching = request.uri().path().starts_with("/static/");
-        let routed = tower::Service::call(&mut self.router.clone(), request);
+        let routed = tower::Service::call(&mut self.router.clone(), request.map(Body::new));
         Either::Right(Box::pin(async move {
             let mut response = match std::panic::AssertUnwindSafe(routed).catch_unwind().await {
                 Ok(Ok(response)) => response,
@@ -151,9 +150,9 @@ where
 /// Behind a proxy, takes one of the client address's places for as long as
 /// the request (or the stream it becomes) lasts. When the address holds all
 /// it may, the answer: a 429 that closes the connection.
-fn hold_client_place(
+fn hold_client_place<B>(
     app: &App,
-    request: &mut Request,
+    request: &mut axum::http::Request<B>,
     peer: PeerAddr,
     trust: Trust,
 ) -> Option<Response> {
