@@ -299,7 +299,8 @@ macro_rules! options {
                 &mut self,
                 matches: &clap::ArgMatches,
             ) -> Result<(), clap::Error> {
-                *self = <Layer as clap::FromArgMatches>::from_arg_matches(matches)?.over(self.clone());
+                let given = <Layer as clap::FromArgMatches>::from_arg_matches(matches)?;
+                *self = given.over(self.clone());
                 Ok(())
             }
         }

@@ -25,9 +25,11 @@ super::layers::options! {
         reverse_proxied: bool = "false", switch();
         /// Most HTTP and websocket connections at once; past it new ones wait
         web_max_connections: u32 = "16384", number(1..).named("N");
-        /// Most connections one client address (IPv4, or IPv6 /64) holds at once, websockets and SSE included
+        /// Most connections one client address (IPv4, or IPv6 /64) holds at once,
+        /// websockets and SSE included
         web_max_connections_per_address: u32 = "1024", number(1..).named("N");
-        /// How many reverse proxies stand in front (with reverse_proxied): the client is the address this many places from the right of X-Forwarded-For
+        /// How many reverse proxies stand in front (with reverse_proxied): the client
+        /// is the address this many places from the right of X-Forwarded-For
         trusted_proxy_hops: u32 = "1", number(1..=16).named("N");
         /// Folder served under /static/
         assets_path: PathBuf = "assets", path();
