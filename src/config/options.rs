@@ -1,0 +1,103 @@
+//! Every option of SPEC section 3, declared once, by `--help` group: its doc
+//! comment is its help, its default is the text a flag would carry (none for
+//! an `Option` that stays unset), its kind says which texts it accepts. The
+//! flag (`--web-port`), the variable (`BITSD_WEB_PORT`) and the file key
+//! (`web_port`) all follow from the name.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono_tz::Tz;
+
+use super::values::{
+    Allowlist, address, addresses, db_uri, mode, number, path, switch, text, timezone,
+};
+
+super::layers::options! {
+    "Web" {
+        /// Address the HTTP/websocket server binds
+        web_address: IpAddr = "0.0.0.0", address();
+        /// Port of the HTTP/websocket server (0 = any free port)
+        web_port: u16 = "8008", number(..);
+        /// Unix socket path for HTTP/websocket instead of TCP
+        web_usocket: Option<PathBuf>, path();
+        /// Take the client address and scheme from X-Real-IP / X-Forwarded-For / X-Forwarded-Proto
+        reverse_proxied: bool = "false", switch();
+        /// Most HTTP and websocket connections at once; past it new ones wait
+        web_max_connections: u32 = "16384", number(1..).named("N");
+        /// Most connections one client address (IPv4, or IPv6 /64) holds at once,
+        /// websockets and SSE included
+        web_max_connections_per_address: u32 = "1024", number(1..).named("N");
+        /// How many reverse proxies stand in front (with reverse_proxied): the client
+        /// is the address this many places from the right of X-Forwarded-For
+        trusted_proxy_hops: u32 = "1", number(1..=16).named("N");
+        /// Folder served under /static/
+        assets_path: PathBuf = "assets", path();
+        /// Folder of markdown pages read by bootstrap (and live in developer mode)
+        wiki_path: PathBuf = "wiki", path();
+        /// Escape raw HTML in markdown pages
+        mdescape: bool = "true", switch();
+        /// Protocol version reported in /data
+        jsonver: u32 = "3", number(..);
+    }
+    "Device" {
+        /// Address the device (miniprotocol) listener binds
+        control_local_address: IpAddr = "127.0.0.1", address();
+        /// Port of the device listener (0 = any free port)
+        control_local_port: u16 = "8888", number(..);
+        /// Unix socket path for the device listener instead of TCP
+        control_local_usocket: Option<PathBuf>, path();
+        /// Who may connect as the device: comma-separated addresses or CIDR blocks
+        control_remote_address: Allowlist = "127.0.0.1", addresses();
+        /// When set, the device's first line must be `auth <token>`
+        control_token: Option<String>, text().named("TOKEN");
+        /// Seconds a device may stay silent before it is disconnected (0 = never)
+        control_idle_timeout: u64 = "3600", number(..).named("SECONDS");
+    }
+    "Unix sockets" {
+        /// Owner applied to unix sockets [default: unchanged]
+        usocket_uid: Option<u32>, number(..).named("UID");
+        /// Group applied to unix sockets [default: unchanged]
+        usocket_gid: Option<u32>, number(..).named("GID");
+        /// Mode applied to unix sockets, in octal
+        usocket_mode: u32 = "0600", mode();
+    }
+    "Storage" {
+        /// SQLite database file
+        db: PathBuf = "bitsd.db", path();
+        /// Synonym of --db written as an SQLAlchemy URI, `sqlite:///path`
+        db_uri: Option<PathBuf>, db_uri();
+        /// Log every SQL statement
+        log_queries: bool = "false", switch();
+    }
+    "Members" {
+        /// Key that signs cookies [default: generated once and kept in the database]
+        cookie_secret: Option<String>, text().named("SECRET");
+        /// Lifetime of the login cookie, in days
+        cookie_max_age_days: u32 = "1", number(1..=3650);
+        /// Seconds between two failed logins for the same user from the same address
+        min_login_retry: u64 = "5", number(..);
+        /// Token for POST /macupdate; while unset the endpoint answers 404
+        mac_update_password: Option<String>, text().named("TOKEN");
+        /// Minimum seconds between two MAC updates from one address
+        mac_update_interval: u64 = "0", number(..);
+    }
+    "Presence" {
+        /// Open/close the room from the presence roster
+        auto_status: bool = "false", switch();
+        /// Seconds the roster must stay non-empty before auto_status opens
+        auto_open_after: u64 = "300", number(..);
+        /// Seconds the roster must stay empty before auto_status closes
+        auto_close_after: u64 = "900", number(..);
+        /// Weeks of status history the forecast averages over
+        forecast_weeks: u32 = "8", number(1..=520);
+        /// Time zone for timestamps and the forecast, e.g. Europe/Rome [default: the system's]
+        timezone: Option<Tz>, timezone();
+    }
+    "Operation" {
+        /// One access-log line per HTTP request
+        log_requests: bool = "true", switch();
+        /// Debug logging, pages and static files read from disk on every request, no caching
+        developer_mode: bool = "false", switch();
+    }
+}

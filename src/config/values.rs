@@ -1,0 +1,297 @@
+//! How an option's text becomes its value: one parser per kind of value,
+//! shared by flags, variables and file keys, so all three accept the same
+//! texts and refuse the others with the same reason.
+
+use std::fmt::Display;
+use std::net::IpAddr;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+
+/// From text to value; the error says what was expected.
+pub(super) type Parse<T> = Arc<dyn Fn(&str) -> Result<T, String> + Send + Sync>;
+
+/// How an option is written: its parser and how `--help` and the file show it.
+pub struct Kind<T> {
+    pub(super) parse: Parse<T>,
+    /// The placeholder in `--help` (`<PATH>`); the option's name when unset.
+    pub(super) value_name: Option<&'static str>,
+    /// `--flag` alone means `true`.
+    pub(super) switch: bool,
+    /// The file may give a list of strings, read as one comma-separated text.
+    pub(super) list: bool,
+}
+
+impl<T: 'static> Kind<T> {
+    fn new(parse: impl Fn(&str) -> Result<T, String> + Send + Sync + 'static) -> Kind<T> {
+        Kind {
+            parse: Arc::new(parse),
+            value_name: None,
+            switch: false,
+            list: false,
+        }
+    }
+
+    /// The same kind shown as `<NAME>` in `--help`.
+    pub fn named(self, value_name: &'static str) -> Kind<T> {
+        Kind {
+            value_name: Some(value_name),
+            ..self
+        }
+    }
+
+    /// The same kind for an option that has no default: set or `None`.
+    pub(super) fn optional(self) -> Kind<Option<T>> {
+        let parse = self.parse;
+        Kind {
+            parse: Arc::new(move |text: &str| parse(text).map(Some)),
+            value_name: self.value_name,
+            switch: self.switch,
+            list: self.list,
+        }
+    }
+}
+
+/// `true` or `false`; `--flag` alone is `true`.
+pub fn switch() -> Kind<bool> {
+    Kind {
+        switch: true,
+        ..Kind::new(|text| match text {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("expected `true` or `false`".into()),
+        })
+        .named("BOOL")
+    }
+}
+
+/// Unsigned integers that options are counted in.
+pub trait Whole: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static {
+    const MIN: Self;
+    const MAX: Self;
+}
+
+impl Whole for u16 {
+    const MIN: u16 = u16::MIN;
+    const MAX: u16 = u16::MAX;
+}
+
+impl Whole for u32 {
+    const MIN: u32 = u32::MIN;
+    const MAX: u32 = u32::MAX;
+}
+
+impl Whole for u64 {
+    const MIN: u64 = u64::MIN;
+    const MAX: u64 = u64::MAX;
+}
+
+/// A whole number within `range` (`..` for any the type holds).
+pub fn number<T: Whole>(range: impl RangeBounds<T>) -> Kind<T> {
+    let low = match range.start_bound() {
+        Bound::Included(&n) => n,
+        Bound::Excluded(_) | Bound::Unbounded => T::MIN,
+    };
+    let high = match range.end_bound() {
+        Bound::Included(&n) => n,
+        Bound::Excluded(_) | Bound::Unbounded => T::MAX,
+    };
+    Kind::new(move |text| match text.parse::<T>() {
+        Ok(n) if low <= n && n <= high => Ok(n),
+        _ => Err(format!("expected a number from {low} to {high}")),
+    })
+}
+
+/// An IPv4 or IPv6 address.
+pub fn address() -> Kind<IpAddr> {
+    Kind::new(|text| {
+        text.parse()
+            .map_err(|_| "expected an IP address such as 127.0.0.1 or ::1".to_string())
+    })
+}
+
+/// A file or folder path; empty is refused.
+pub fn path() -> Kind<PathBuf> {
+    Kind::new(|text| {
+        if text.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(PathBuf::from(text))
+        }
+    })
+    .named("PATH")
+}
+
+/// Free text such as a token; empty is refused.
+pub fn text() -> Kind<String> {
+    Kind::new(|text| {
+        if text.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(text.to_string())
+        }
+    })
+}
+
+/// A unix file mode in octal, `0600`.
+pub fn mode() -> Kind<u32> {
+    Kind::new(|text| {
+        let mode =
+            u32::from_str_radix(text, 8).map_err(|_| format!("`{text}` is not an octal mode"))?;
+        if mode > 0o7777 {
+            return Err(format!("`{text}` is not a file mode (at most 7777)"));
+        }
+        Ok(mode)
+    })
+    .named("OCTAL")
+}
+
+/// Comma-separated addresses or CIDR blocks; a list of strings in the file.
+pub fn addresses() -> Kind<Allowlist> {
+    Kind {
+        list: true,
+        ..Kind::new(parse_allowlist).named("LIST")
+    }
+}
+
+/// An SQLAlchemy URI of an SQLite file, `sqlite:///path`, as its path.
+pub fn db_uri() -> Kind<PathBuf> {
+    Kind::new(|text| match text.strip_prefix("sqlite:///") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!("`{text}` is not of the form sqlite:///path")),
+    })
+    .named("URI")
+}
+
+/// An IANA time zone, `Europe/Rome`.
+pub fn timezone() -> Kind<Tz> {
+    Kind::new(|text| {
+        text.parse::<Tz>()
+            .map_err(|_| format!("`{text}` is not an IANA time zone such as Europe/Rome"))
+    })
+    .named("ZONE")
+}
+
+/// Peers allowed to connect as the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowlist(pub Vec<IpNet>);
+
+impl Allowlist {
+    /// Whether `addr` (IPv4-mapped IPv6 counts as IPv4) is in the list.
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.0.iter().any(|net| net.contains(&addr))
+    }
+}
+
+fn parse_allowlist(text: &str) -> Result<Allowlist, String> {
+    let nets = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            if part.contains('/') {
+                IpNet::from_str(part)
+                    .map(|net| net.trunc())
+                    .map_err(|_| format!("`{part}` is not a CIDR block"))
+            } else {
+                IpAddr::from_str(part)
+                    .map(IpNet::from)
+                    .map_err(|_| format!("`{part}` is not an IP address"))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if nets.is_empty() {
+        return Err("needs at least one address or CIDR block".into());
+    }
+    Ok(Allowlist(nets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T>(kind: &Kind<T>, text: &str) -> Result<T, String> {
+        (kind.parse)(text)
+    }
+
+    #[test]
+    fn switches() {
+        let kind = switch();
+        assert_eq!(parse(&kind, "true"), Ok(true));
+        assert_eq!(parse(&kind, "false"), Ok(false));
+        for bad in ["", "TRUE", "yes", "1"] {
+            assert!(parse(&kind, bad).is_err(), "{bad}");
+        }
+        assert!(kind.switch);
+    }
+
+    #[test]
+    fn numbers_within_their_range() {
+        let port = number::<u16>(..);
+        assert_eq!(parse(&port, "8008"), Ok(8008));
+        assert_eq!(parse(&port, "+80"), Ok(80));
+        assert_eq!(
+            parse(&port, "65536"),
+            Err("expected a number from 0 to 65535".into())
+        );
+        let days = number::<u32>(1..=3650);
+        for bad in ["0", "3651", "-1", "1.5", " 2", ""] {
+            assert_eq!(
+                parse(&days, bad),
+                Err("expected a number from 1 to 3650".into()),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse(&number::<u32>(1..), "4294967295"), Ok(u32::MAX));
+    }
+
+    #[test]
+    fn texts_and_paths_are_not_empty() {
+        assert_eq!(parse(&text(), "t"), Ok("t".to_string()));
+        assert!(parse(&text(), "").is_err());
+        assert_eq!(parse(&path(), "a/b"), Ok(PathBuf::from("a/b")));
+        assert!(parse(&path(), "").is_err());
+        assert_eq!(parse(&path().optional(), "a"), Ok(Some(PathBuf::from("a"))));
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse(&mode(), "0600"), Ok(0o600));
+        assert_eq!(parse(&mode(), "660"), Ok(0o660));
+        assert!(parse(&mode(), "0900").is_err());
+        assert!(parse(&mode(), "17777").is_err());
+    }
+
+    #[test]
+    fn allowlists() {
+        let list = parse(&addresses(), "10.1.2.3/8, 192.168.1.7,::1").unwrap();
+        assert!(list.allows("10.200.0.1".parse().unwrap()));
+        assert!(list.allows("::ffff:192.168.1.7".parse().unwrap()));
+        assert!(list.allows("::1".parse().unwrap()));
+        assert!(!list.allows("192.168.1.8".parse().unwrap()));
+        for bad in ["", ",", "everyone", "10.0.0.0/33"] {
+            assert!(parse(&addresses(), bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uris_and_zones() {
+        assert_eq!(
+            parse(&db_uri(), "sqlite:////var/b.db"),
+            Ok(PathBuf::from("/var/b.db"))
+        );
+        assert!(parse(&db_uri(), "sqlite:///").is_err());
+        assert!(parse(&db_uri(), "postgres://x").is_err());
+        assert_eq!(
+            parse(&timezone(), "Europe/Rome"),
+            Ok(chrono_tz::Europe::Rome)
+        );
+        assert!(parse(&timezone(), "Mars/Olympus").is_err());
+        assert!(parse(&address(), "localhost").is_err());
+    }
+}
