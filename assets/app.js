@@ -1,6 +1,8 @@
 // bitsd homepage: keeps the server-rendered page live.
 // Websocket first, then Server-Sent Events, then polling /data; reconnects
 // with backoff and says when the data may be stale. No framework, no build.
+// Its words and thresholds come from the page (#home-words), where the
+// server put the same table it rendered the page with.
 (function () {
   "use strict";
 
@@ -9,10 +11,21 @@
     if (debug) console.log.apply(console, ["[bits]"].concat([].slice.call(arguments)));
   }
 
-  var HISTORY = 100;
+  var $ = function (id) { return document.getElementById(id); };
+  var table = $("home-words") && parse($("home-words").textContent);
+  if (!table) return;
+  var WORDS = table.words;
+  var THRESHOLDS = table.thresholds;
+
   var state = { status: null, tempint: null, message: null, tempinthist: [] };
   var lastData = null; // when the page last heard from the server
-  var $ = function (id) { return document.getElementById(id); };
+
+  // A phrase with each {name} replaced by values[name], in one pass.
+  function fill(phrase, values) {
+    return phrase.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole;
+    });
+  }
 
   // ---- rendering --------------------------------------------------------
 
@@ -27,14 +40,14 @@
     var box = $("status");
     if (box) box.className = "status " + (open ? "open" : "closed");
     var text = $("status-text");
-    if (text) text.textContent = "The room is " + (open ? "open" : "closed");
+    if (text) text.textContent = open ? WORDS.status_open : WORDS.status_closed;
     var since = $("status-since");
     if (since) {
       since.textContent = s
-        ? "since " + s.timestamp + ", set by " + (s.modifiedby === "web" ? "a member, on the web" : "the device")
-        : "No status has been recorded yet.";
+        ? fill(WORDS.since, { time: s.timestamp, by: s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device })
+        : WORDS.no_status;
     }
-    document.title = "BITS · " + (open ? "open" : "closed");
+    document.title = open ? WORDS.title_open : WORDS.title_closed;
     var icon = $("favicon");
     if (icon) icon.href = icon.href.replace(/(open|closed)\.svg/, open ? "open.svg" : "closed.svg");
   }
@@ -60,18 +73,18 @@
       li.style.setProperty("--series", COLOURS[n % COLOURS.length]);
       var label = document.createElement("span");
       label.className = "label";
-      label.textContent = "Sensor " + id;
+      label.textContent = fill(WORDS.sensor, { sensor: id });
       var value = document.createElement("strong");
       value.className = "value";
-      value.textContent = Number(t.value).toFixed(1) + " °C";
+      value.textContent = fill(WORDS.degrees, { value: Number(t.value).toFixed(THRESHOLDS.decimals) });
       var trend = document.createElement("span");
       trend.className = "trend";
-      var arrow = "→", words = "steady";
-      if (p && t.value - p.value > 0.05) { arrow = "↑"; words = "rising"; }
-      if (p && p.value - t.value > 0.05) { arrow = "↓"; words = "falling"; }
-      trend.textContent = arrow;
-      trend.title = words;
-      trend.setAttribute("aria-label", words);
+      var shown = WORDS.steady;
+      if (p && t.value - p.value > THRESHOLDS.trend_step) shown = WORDS.rising;
+      if (p && p.value - t.value > THRESHOLDS.trend_step) shown = WORDS.falling;
+      trend.textContent = shown.arrow;
+      trend.title = shown.words;
+      trend.setAttribute("aria-label", shown.words);
       var time = document.createElement("time");
       time.textContent = t.timestamp;
       li.append(label, " ", value, " ", trend, " ", time);
@@ -106,7 +119,7 @@
       line.setAttribute("class", "grid");
       var label = document.createElementNS(ns, "text");
       label.setAttribute("x", 0); label.setAttribute("y", y(v) + 4);
-      label.textContent = v.toFixed(0) + "°";
+      label.textContent = fill(WORDS.chart_tick, { value: v.toFixed(0) });
       svg.append(line, label);
     });
     var bySensor = {};
@@ -121,7 +134,7 @@
       line.dataset.sensor = id;
       svg.appendChild(line);
     });
-    svg.setAttribute("aria-label", "Temperature of the last " + samples.length + " samples, " + min + " to " + max + " °C");
+    svg.setAttribute("aria-label", fill(WORDS.chart, { count: samples.length, min: min, max: max }));
   }
 
   function renderMessage() {
@@ -161,7 +174,7 @@
     if (data.tempint) {
       state.tempint = data.tempint;
       state.tempinthist.unshift(data.tempint);
-      state.tempinthist.length = Math.min(state.tempinthist.length, HISTORY);
+      state.tempinthist.length = Math.min(state.tempinthist.length, THRESHOLDS.history);
       renderSensors();
     }
     if (data.message) { state.message = data.message; renderMessage(); }
@@ -173,14 +186,15 @@
   function showLive(how) {
     if (!live) return;
     live.className = "live on";
-    live.textContent = "Live (" + how + ")";
+    live.textContent = fill(WORDS.live, { transport: how });
     live.dataset.transport = how;
   }
   function showOffline() {
     if (!live) return;
     live.className = "live off";
-    var age = lastData ? " Data from " + lastData.toLocaleTimeString() + "." : "";
-    live.textContent = "Offline, reconnecting…" + age;
+    live.textContent = lastData
+      ? fill(WORDS.offline_since, { time: lastData.toLocaleTimeString() })
+      : WORDS.offline;
     live.dataset.transport = "none";
   }
 
@@ -251,7 +265,7 @@
     var toggle = $("blind-toggle");
     if (toggle) {
       toggle.setAttribute("aria-pressed", on ? "true" : "false");
-      toggle.textContent = on ? "Standard colours" : "Colour-blind palette";
+      toggle.textContent = on ? WORDS.standard_colours : WORDS.blind_palette;
     }
   }
   var stored = null;
@@ -277,7 +291,7 @@
     var d = parse(initial.textContent);
     if (d) apply(d);
   }
-  if (live) live.textContent = "Connecting…";
+  if (live) live.textContent = WORDS.connecting;
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
   connectWebsocket();
 })();

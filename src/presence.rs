@@ -5,10 +5,10 @@
 //! every week, across daylight-saving changes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
+use tokio::time::Instant;
 
 use crate::clock::LocalTime;
 use crate::event::{StatusChange, StatusValue};
@@ -129,8 +129,13 @@ impl Rendered {
     }
 }
 
+/// The least time between two forecasts after the status changed.
+const RECOMPUTE_AFTER_CHANGE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The age at which a forecast is recomputed anyway, as the window slides.
+const RECOMPUTE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The last forecast, recomputed when the status changed (at most once a
-/// minute) or when it is an hour old, as the window slides.
+/// minute) or when it is an hour old, on Tokio's clock.
 #[derive(Default)]
 pub struct ForecastCache {
     current: tokio::sync::Mutex<Option<Arc<Rendered>>>,
@@ -151,8 +156,7 @@ impl ForecastCache {
         if let Some(cached) = current.as_ref() {
             let age = cached.computed.elapsed();
             let changed = cached.status_version != status_version;
-            let due = (changed && age >= std::time::Duration::from_secs(60))
-                || age >= std::time::Duration::from_secs(3600);
+            let due = (changed && age >= RECOMPUTE_AFTER_CHANGE) || age >= RECOMPUTE_AFTER;
             if !due {
                 return Ok(cached.clone());
             }
@@ -184,7 +188,6 @@ pub async fn auto_status<F, Fut>(
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = ()>,
 {
-    use tokio::time::Instant;
     let mut last = *occupancy.borrow_and_update();
     let mut since = Instant::now();
     loop {
@@ -585,6 +588,63 @@ mod tests {
             vec![],
             "occupied and open: nothing to do"
         );
+    }
+
+    /// A forecast cache on a paused clock, counting its computations.
+    struct CacheHarness {
+        cache: ForecastCache,
+        computed: std::sync::atomic::AtomicU32,
+        started: tokio::time::Instant,
+    }
+
+    impl CacheHarness {
+        fn new() -> CacheHarness {
+            CacheHarness {
+                cache: ForecastCache::default(),
+                computed: Default::default(),
+                started: tokio::time::Instant::now(),
+            }
+        }
+
+        /// Asks for the forecast at `second` with the status at
+        /// `status_version`; which computation it comes from.
+        async fn get(&self, second: u64, status_version: u64) -> u32 {
+            tokio::time::sleep_until(self.started + std::time::Duration::from_secs(second)).await;
+            let rendered = self
+                .cache
+                .get(status_version, || async {
+                    let n = 1 + self
+                        .computed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut f = Forecast::default();
+                    f.days[0][0] = f64::from(n);
+                    Ok(f)
+                })
+                .await
+                .unwrap();
+            rendered.forecast.days[0][0] as u32
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_forecast_is_recomputed_a_minute_after_a_change() {
+        let h = CacheHarness::new();
+        assert_eq!(h.get(0, 1).await, 1);
+        assert_eq!(h.get(30, 1).await, 1, "nothing changed");
+        assert_eq!(h.get(59, 2).await, 1, "changed, but less than a minute ago");
+        assert_eq!(h.get(60, 2).await, 2, "changed a minute ago");
+        assert_eq!(h.get(61, 3).await, 2, "changed again at once");
+        assert_eq!(h.get(120, 3).await, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_forecast_is_recomputed_when_an_hour_old() {
+        let h = CacheHarness::new();
+        assert_eq!(h.get(0, 1).await, 1);
+        assert_eq!(h.get(3599, 1).await, 1);
+        assert_eq!(h.get(3600, 1).await, 2, "an hour old, unchanged");
+        assert_eq!(h.get(7199, 1).await, 2);
+        assert_eq!(h.get(7200, 1).await, 3);
     }
 
     #[test]

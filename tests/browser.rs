@@ -79,6 +79,58 @@ async fn text(page: &Page, expression: &str) -> String {
         .unwrap()
 }
 
+/// The homepage's words in a document (a JS function): the title, the
+/// favicon, the status's class, then, for each element the script writes to,
+/// its text, title, label, alt text and whether it is hidden.
+const TEXTS: &str = r##"function (doc) {
+  var describe = function (el) {
+    return [el.textContent, el.getAttribute("title"), el.getAttribute("aria-label"),
+      el.getAttribute("alt"), el.hidden].join(" | ");
+  };
+  var out = [["title", doc.title]];
+  out.push(["favicon", /(open|closed)\.svg/.exec(doc.getElementById("favicon").getAttribute("href"))[1]]);
+  out.push(["status", doc.getElementById("status").className]);
+  ["status-text", "status-since", "temperature-title", "sensors-none", "message-title",
+   "message-none", "message-body", "message-text", "message-user", "message-time",
+   "forecast-title", "forecast"].forEach(function (id) {
+    out.push([id, describe(doc.getElementById(id))]);
+  });
+  doc.querySelectorAll("#sensors li").forEach(function (li) {
+    var sensor = "sensor " + li.dataset.sensor;
+    out.push([sensor, describe(li)]);
+    [].forEach.call(li.children, function (part) {
+      out.push([sensor + " " + (part.className || part.tagName), describe(part)]);
+    });
+  });
+  return out;
+}"##;
+
+/// Checks that the page, kept live by its script, says what the server
+/// renders for the same state.
+async fn assert_agrees_with_the_server(page: &Page, server: &TestServer, when: &str) {
+    let html = serde_json::to_string(&server.text("/").await).unwrap();
+    let expression = format!(
+        "(function () {{ var texts = {TEXTS}; \
+         var rendered = new DOMParser().parseFromString({html}, 'text/html'); \
+         return JSON.stringify([texts(rendered), texts(document)]); }})()"
+    );
+    let both: String = page
+        .evaluate(expression)
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    let [rendered, live]: [Vec<(String, String)>; 2] = serde_json::from_str(&both).unwrap();
+    assert!(rendered.len() > 10, "{rendered:?}");
+    for (shown, served) in live.iter().zip(&rendered) {
+        assert_eq!(
+            shown, served,
+            "{when}: the script's page, then the server's"
+        );
+    }
+    assert_eq!(live.len(), rendered.len(), "{when}: {live:?} {rendered:?}");
+}
+
 async fn screenshot(page: &Page, name: &str, width: i64, height: i64, mobile: bool) {
     page.execute(SetDeviceMetricsOverrideParams::new(
         width, height, 1.0, mobile,
@@ -98,17 +150,39 @@ async fn screenshot(page: &Page, name: &str, width: i64, height: i64, mobile: bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_homepage_is_live_in_a_real_browser() {
     let server = TestServer::start().await;
+    let (mut browser, events, _profile) = launch().await;
+
+    // A page from before anything was recorded, kept live from then on.
+    let early = browser.new_page(server.url("/")).await.unwrap();
+    wait_until(
+        &early,
+        "the script",
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+    assert_agrees_with_the_server(&early, &server, "with nothing recorded").await;
+
     let mut device = server.device().await;
     device.send("status 0").await;
     device.send("temperature 0 20.5").await;
     device.send("temperature 0 21.0").await;
+    // Falling, steady, and exact halves, which must round alike.
+    device.send("temperature 1 20.35").await;
+    device.send("temperature 1 20.25").await;
+    device.send("temperature 2 -0.25").await;
     device
         .send(&format!("message {}", common::b64("Welcome <back>")))
         .await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;
-    let (mut browser, events, _profile) = launch().await;
+    wait_until(
+        &early,
+        "the message, live",
+        "document.getElementById('message-text').textContent === 'Welcome <back>'",
+    )
+    .await;
+    assert_agrees_with_the_server(&early, &server, "after changes pushed one by one").await;
 
     // Server-rendered state, then live over the websocket.
     let page = browser.new_page(server.url("/")).await.unwrap();
@@ -118,6 +192,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
         "document.getElementById('live').dataset.transport === 'websocket'",
     )
     .await;
+    assert_agrees_with_the_server(&page, &server, "on load").await;
     assert_eq!(
         text(&page, "document.getElementById('status-text').textContent").await,
         "The room is closed"
@@ -146,6 +221,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
         text(&page, "document.getElementById('status').className").await,
         "status open"
     );
+    assert_agrees_with_the_server(&page, &server, "after a status change").await;
 
     // A temperature line updates the value, the trend and the chart.
     let points_before: usize = page
@@ -180,6 +256,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
         .into_value()
         .unwrap();
     assert_eq!(points_after, points_before + 1);
+    assert_agrees_with_the_server(&page, &server, "after a sample").await;
 
     // The colour-blind toggle is remembered across a reload.
     page.evaluate("document.getElementById('blind-toggle').click()")

@@ -114,6 +114,16 @@ async fn without_auto_status_the_roster_changes_nothing() {
     let server = TestServer::start_with(&["--auto-open-after", "1"]).await;
     let mut device = server.device().await;
     device.send("enter 1").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server
+        .wait_for_json("/spaceapi.json", "one person present", |doc| {
+            doc["sensors"]["people_now_present"][0]["value"] == 1
+        })
+        .await;
+    // A server with automatic status, filled later, is the clock: once it
+    // has opened, the delay has passed for the first one too.
+    let automatic = TestServer::start_with(&["--auto-status", "--auto-open-after", "1"]).await;
+    let mut automatic_device = automatic.device().await;
+    automatic_device.send("enter 1").await;
+    automatic.wait_for_status("1").await;
     assert_eq!(server.text("/status").await, "0");
 }

@@ -5,6 +5,8 @@
 //! behind it is resynchronised with a fresh snapshot instead of the changes it
 //! missed, so a slow client costs no memory and never delays the others.
 
+mod frame;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -117,7 +118,7 @@ impl Follower {
 }
 
 /// The websocket handshake, done here rather than by a framework extractor
-/// so the connection's raw stream stays reachable (see [`write_raw_text`]).
+/// so the connection's raw stream stays reachable (see [`frame::write_text`]).
 async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Response {
     let headers = request.headers();
     let has_token = |name: header::HeaderName, token: &str| {
@@ -211,7 +212,7 @@ async fn serve_websocket(mut io: Io, app: &App) {
     tokio::pin!(shutdown);
     let (mut follower, snapshot) = Follower::start(&app.state);
     let sent = tokio::select! {
-        sent = write_raw_text(&mut io, &snapshot) => sent.is_ok(),
+        sent = frame::write_text(&mut io, &snapshot) => sent.is_ok(),
         _ = &mut shutdown => false,
     };
     if !sent {
@@ -270,11 +271,13 @@ async fn deliver(socket: &mut WebSocketStream<Io>, next: Next) -> Result<(), ()>
             let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
             socket.send(Message::Text(text)).await.map_err(|_| ())
         }
-        // Once flushed, the library holds no partial frame (not even an
-        // automatic pong), so a whole frame can go straight to the stream.
+        // Written around the library's buffer, whose capacity would otherwise
+        // stay at the size of the largest message for the life of the
+        // connection. Its flush writes out every queued message and pong, so
+        // the stream is then at a frame boundary.
         Next::Snapshot(json) => {
             socket.flush().await.map_err(|_| ())?;
-            write_raw_text(socket.get_mut(), &json)
+            frame::write_text(socket.get_mut(), &json)
                 .await
                 .map_err(|_| ())
         }
@@ -284,31 +287,6 @@ async fn deliver(socket: &mut WebSocketStream<Io>, next: Next) -> Result<(), ()>
             .map_err(|_| ()),
         Next::Closed => Err(()),
     }
-}
-
-/// Writes `json` as one unmasked text frame (server to client, RFC 6455
-/// section 5.2) without copying it into the websocket library's buffer,
-/// whose capacity would otherwise stay at the size of the largest message
-/// for the life of the connection.
-async fn write_raw_text(io: &mut Io, json: &[u8]) -> std::io::Result<()> {
-    let mut head = [0u8; 10];
-    head[0] = 0x81; // FIN, text
-    let len = json.len();
-    let head_len = if len < 126 {
-        head[1] = len as u8;
-        2
-    } else if len <= usize::from(u16::MAX) {
-        head[1] = 126;
-        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        head[1] = 127;
-        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    io.write_all(&head[..head_len]).await?;
-    io.write_all(json).await?;
-    io.flush().await
 }
 
 async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoResponse {

@@ -1,5 +1,7 @@
 //! HTML pages: the homepage, the history, wiki pages, the 404 page.
 
+mod words;
+
 use std::collections::HashMap;
 
 use askama::Template;
@@ -14,6 +16,7 @@ use super::error::{Error, Result};
 use crate::event::{ModifiedBy, StatusChange, StatusJson};
 use crate::state::Snapshot;
 use crate::wiki;
+use words::{HomeWords, Trend, TrendWords};
 
 /// Scripts only from this origin; styles and images likewise, plus images
 /// from anywhere for wiki pages.
@@ -72,10 +75,10 @@ pub fn render(status: StatusCode, page: &impl Template) -> Result<Response> {
 
 struct SensorView {
     sensor: i64,
+    label: String,
     value: String,
     at: String,
-    trend: &'static str,
-    trend_words: &'static str,
+    trend: &'static TrendWords,
 }
 
 struct MessageView {
@@ -88,43 +91,54 @@ struct MessageView {
 #[template(path = "home.html")]
 struct HomePage {
     chrome: Chrome,
+    words: &'static HomeWords,
     open: bool,
-    since: Option<String>,
-    by: Option<&'static str>,
+    status_text: &'static str,
+    status_since: String,
     sensors: Vec<SensorView>,
     message: Option<MessageView>,
+    /// The words for the page script, safe inside a script element.
+    words_json: &'static str,
     /// The `/data` JSON for the page script, safe inside a script element.
     data_json: String,
 }
 
 fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
+    let words = &words::ENGLISH;
+    let thresholds = &words::THRESHOLDS;
     let open = snapshot.is_open();
-    let mut chrome = Chrome::new(
-        app,
-        if open {
-            "BITS · open"
-        } else {
-            "BITS · closed"
-        },
-    );
+    let (title, status_text) = if open {
+        (words.title_open, words.status_open)
+    } else {
+        (words.title_closed, words.status_closed)
+    };
+    let mut chrome = Chrome::new(app, title);
     chrome.blind = blind;
+    let status_since = match &snapshot.status {
+        Some(s) => words::fill(
+            words.since,
+            &[
+                ("time", &s.timestamp.display()),
+                ("by", by_whom(words, s.modified_by)),
+            ],
+        ),
+        None => words.no_status.to_string(),
+    };
     HomePage {
         chrome,
+        words,
         open,
-        since: snapshot.status.as_ref().map(|s| s.timestamp.display()),
-        by: snapshot.status.as_ref().map(|s| by_whom(s.modified_by)),
+        status_text,
+        status_since,
         sensors: snapshot
             .sensors
             .values()
-            .map(|t| {
-                let (trend, trend_words) = trend(snapshot, t.sensor);
-                SensorView {
-                    sensor: t.sensor,
-                    value: format!("{:.1}", t.value),
-                    at: t.timestamp.display(),
-                    trend,
-                    trend_words,
-                }
+            .map(|t| SensorView {
+                sensor: t.sensor,
+                label: words::fill(words.sensor, &[("sensor", &t.sensor.to_string())]),
+                value: words::fill(words.degrees, &[("value", &thresholds.fixed(t.value))]),
+                at: t.timestamp.display(),
+                trend: words.trend(trend(snapshot, t.sensor)),
             })
             .collect(),
         message: snapshot.message.as_ref().map(|m| MessageView {
@@ -132,24 +146,24 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
             at: m.timestamp.display(),
             text: m.text.clone(),
         }),
+        words_json: words::script_json(),
         data_json: String::from_utf8_lossy(&snapshot.data_json).replace('<', "\\u003c"),
     }
 }
 
 /// The direction of a sensor's last two samples among the recent ones.
-fn trend(snapshot: &Snapshot, sensor: i64) -> (&'static str, &'static str) {
+fn trend(snapshot: &Snapshot, sensor: i64) -> Trend {
     let mut recent = snapshot.temperatures.iter().filter(|t| t.sensor == sensor);
     match (recent.next(), recent.next()) {
-        (Some(last), Some(before)) if last.value - before.value > 0.05 => ("↑", "rising"),
-        (Some(last), Some(before)) if before.value - last.value > 0.05 => ("↓", "falling"),
-        _ => ("→", "steady"),
+        (Some(last), before) => words::THRESHOLDS.trend(last.value, before.map(|b| b.value)),
+        (None, _) => Trend::Steady,
     }
 }
 
-fn by_whom(by: ModifiedBy) -> &'static str {
+fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
     match by {
-        ModifiedBy::Bits => "the device",
-        ModifiedBy::Web => "a member, on the web",
+        ModifiedBy::Bits => words.by_device,
+        ModifiedBy::Web => words.by_web,
     }
 }
 

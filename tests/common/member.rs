@@ -48,6 +48,7 @@ pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> st
 pub struct Session<'a> {
     pub server: &'a TestServer,
     pub cookies: Vec<(String, String)>,
+    http: reqwest::Client,
 }
 
 impl<'a> Session<'a> {
@@ -55,6 +56,17 @@ impl<'a> Session<'a> {
         Session {
             server,
             cookies: Vec::new(),
+            http: server.http.clone(),
+        }
+    }
+
+    /// A session whose connections come from the local address `from`
+    /// (127.x.y.z), a client of its own for the rate limits.
+    pub fn from_address(server: &'a TestServer, from: &str) -> Self {
+        Session {
+            server,
+            cookies: Vec::new(),
+            http: super::client_from(from),
         }
     }
 
@@ -88,7 +100,6 @@ impl<'a> Session<'a> {
 
     pub async fn get(&mut self, path: &str) -> reqwest::Response {
         let r = self
-            .server
             .http
             .get(self.server.url(path))
             .header(header::COOKIE, self.cookie_header())
@@ -101,7 +112,6 @@ impl<'a> Session<'a> {
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let r = self
-            .server
             .http
             .post(self.server.url(path))
             .header(header::COOKIE, self.cookie_header())
@@ -111,6 +121,19 @@ impl<'a> Session<'a> {
             .unwrap();
         self.keep(&r);
         r
+    }
+
+    /// Waits until the page at `path` satisfies `check`; returns it.
+    pub async fn wait_for(&mut self, path: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        loop {
+            let page = self.get(path).await.text().await.unwrap();
+            if check(&page) {
+                return page;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{path}: {page}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Logs in through the form; returns the response to the POST.

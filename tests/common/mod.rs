@@ -59,11 +59,7 @@ impl TestServer {
         let control = listeners.control.address().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(bitsd::run(config, listeners, shutdown.clone()));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_gzip()
-            .build()
-            .unwrap();
+        let http = http_client(reqwest::Client::builder());
         TestServer {
             dir,
             db,
@@ -118,15 +114,25 @@ impl TestServer {
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_for_json("/data", what, check).await
+    }
+
+    /// Waits until the JSON at `path` satisfies `check`; returns it.
+    pub async fn wait_for_json(
+        &self,
+        path: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let data = self.json("/data").await;
+            let data = self.json(path).await;
             if check(&data) {
                 return data;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; /data is {data}"
+                "timed out waiting for {what}; {path} is {data}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -262,6 +268,21 @@ impl Device {
             }
         }
     }
+}
+
+/// The HTTP client of the tests: no redirects followed, nothing compressed.
+fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .no_gzip()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client like [`TestServer::http`] whose connections come from the
+/// local address `from` (127.x.y.z), so that one test can be many clients.
+pub fn client_from(from: &str) -> reqwest::Client {
+    http_client(reqwest::Client::builder().local_address(from.parse::<std::net::IpAddr>().unwrap()))
 }
 
 /// A TCP connection to `to` from the local address `from` (127.x.y.z), so
