@@ -22,6 +22,7 @@ use crate::event::{
     TemperatureJson, TemperatureSample,
 };
 use crate::metrics::Metrics;
+use crate::report::Report;
 use crate::store::{DEVICE_USER, Db, StoreError, User};
 
 /// Samples kept for `tempinthist`.
@@ -331,7 +332,7 @@ impl State {
         std::thread::Builder::new()
             .name("bitsd-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+            .map_err(StoreError::WriterThread)?;
         Ok(State { shared })
     }
 
@@ -478,10 +479,15 @@ impl Writer {
             batch.commit()
         })();
         if let Err(e) = committed {
-            tracing::error!("commit failed, {} events lost: {e}", pending.len());
+            tracing::error!(
+                "commit failed, {} events lost: {}",
+                pending.len(),
+                Report(&e)
+            );
+            let e = Arc::new(e);
             for p in pending {
                 if let Some(reply) = p.reply {
-                    let _ = reply.send(Err(StoreError::Task(e.to_string())));
+                    let _ = reply.send(Err(StoreError::NotCommitted(e.clone())));
                 }
             }
             return;
@@ -595,7 +601,7 @@ fn prepare(
                     p.outcome = Outcome::Ignored("no such user");
                 }
                 Err(e) => {
-                    tracing::error!("keypad: looking up user {id}: {e}");
+                    tracing::error!("keypad: looking up user {id}: {}", Report(&e));
                     p.outcome = Outcome::Ignored("lookup failed");
                 }
             }
@@ -624,7 +630,7 @@ fn prepare(
             p.change = Some(change);
         }
         Err(e) => {
-            tracing::error!("event not stored: {e}");
+            tracing::error!("event not stored: {}", Report(&e));
             p.to_device = None;
             p.outcome = Outcome::Ignored("not stored");
         }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bitsd::auth;
+use bitsd::report::Report;
 use bitsd::store::{AccountError, DEVICE_USER, Db};
 use clap::{Parser, Subcommand};
 
@@ -104,9 +105,10 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         _ => {}
     }
-    let mut db = Db::open(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut db =
+        Db::open(&path, false).map_err(|e| format!("{}: {}", path.display(), Report(&e)))?;
     let refused = |e: AccountError| e.to_string();
-    let store = |e: bitsd::store::StoreError| e.to_string();
+    let store = |e: bitsd::store::StoreError| Report(&e).to_string();
     match cli.command {
         Command::Add {
             user,

@@ -21,17 +21,24 @@ pub use accounts::{AccountError, Credentials, User};
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";
 
-/// Errors of the storage layer.
+/// Errors of the storage layer. Each keeps its cause as its source; show
+/// them with [`crate::report::Report`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database: bad timestamp {0:?} in table {1}")]
     BadTimestamp(String, &'static str),
     #[error("database: the writer has stopped")]
     Closed,
-    #[error("database: a blocking task failed: {0}")]
-    Task(String),
+    #[error("database: a blocking task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("database: cannot start the writer thread")]
+    WriterThread(#[source] std::io::Error),
+    /// The batch an event was written in failed to commit (each event of
+    /// the batch shares the one cause).
+    #[error("database: not committed")]
+    NotCommitted(#[source] Arc<StoreError>),
 }
 
 /// The schema, one entry per version. Tables are created only when missing,
@@ -493,8 +500,7 @@ impl Reader {
             let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut db)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .await?
     }
 }
 

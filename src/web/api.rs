@@ -211,7 +211,7 @@ async fn healthz(AxumState(app): AxumState<App>) -> Response {
     match app.reader.read(|db| db.ping()).await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
-            tracing::error!("health check failed: {e}");
+            tracing::error!("health check failed: {}", crate::report::Report(&e));
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
         }
     }

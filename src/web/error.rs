@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::report::Report;
 use crate::store::StoreError;
 
 /// What a handler can fail with.
@@ -22,7 +23,7 @@ pub enum Error {
     TooManyRequests(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("template: {0}")]
+    #[error("template")]
     Template(#[from] askama::Error),
 }
 
@@ -47,7 +48,7 @@ impl IntoResponse for Error {
             }
             Error::NotFound => super::pages::not_found_page(),
             cause => {
-                tracing::error!("internal error: {cause}");
+                tracing::error!("internal error: {}", Report(&cause));
                 (status, "500 Internal Server Error\n").into_response()
             }
         }
