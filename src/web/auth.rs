@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::App;
 use super::client::Client;
 use super::error::{Error, Form, Result};
-use super::pages::{Chrome, render};
+use super::html::{Chrome, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::store::User;
@@ -303,7 +303,7 @@ async fn login(
             username: username.clone(),
             error: Some(error),
         };
-        render(status, &page)
+        render(status, &page).map_err(Error::from)
     };
     // An attempt counts when it arrives: of many sent at once from one
     // address, one is checked and the others get 429.

@@ -1,9 +1,11 @@
 //! The web error type (one match from error to status code), and the form
 //! extractor whose parse failures are such errors.
 
+use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::html::{Chrome, render};
 use crate::report::Report;
 use crate::store::StoreError;
 
@@ -46,7 +48,7 @@ impl IntoResponse for Error {
             Error::BadRequest(why) | Error::Forbidden(why) | Error::TooManyRequests(why) => {
                 (status, format!("{status}: {why}\n")).into_response()
             }
-            Error::NotFound => super::pages::not_found_page(),
+            Error::NotFound => not_found_page(Chrome::plain(NOT_FOUND_TITLE)),
             cause => {
                 tracing::error!("internal error: {}", Report(&cause));
                 (status, "500 Internal Server Error\n").into_response()
@@ -56,6 +58,24 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The title of the 404 page.
+pub const NOT_FOUND_TITLE: &str = "BITS · not found";
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage {
+    chrome: Chrome,
+}
+
+/// The 404 page, in the layout `chrome` gives; plain text if it cannot be
+/// rendered.
+pub fn not_found_page(chrome: Chrome) -> Response {
+    render(StatusCode::NOT_FOUND, &NotFoundPage { chrome }).unwrap_or_else(|e| {
+        tracing::error!("the 404 page: {}", Report(&Error::Template(e)));
+        (StatusCode::NOT_FOUND, "404 Not Found\n").into_response()
+    })
+}
 
 /// `axum::Form`, except that a body that does not parse (a duplicate or
 /// badly encoded field) is a 400 saying why rather than a 422.

@@ -1,13 +1,15 @@
 //! HTTP: the router, the middleware every response goes through, serving.
 //!
-//! `api` answers widgets and scripts, `pages` renders HTML, `assets` serves
-//! `/static/`, `client` tells who is asking, `error` maps failures to codes.
+//! `api` answers widgets and scripts, `pages` renders HTML (`html` holds the
+//! layout's data and the page headers), `assets` serves `/static/`, `client`
+//! tells who is asking, `error` maps failures to codes.
 
 mod api;
 mod assets;
 pub mod auth;
 pub mod client;
 mod error;
+mod html;
 mod live;
 mod members;
 mod pages;
