@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
 use super::error::{Form, Result};
-use super::html::{Chrome, render};
+use super::html::{Chrome, HtmlPage, render};
 use super::pages::not_found;
 use super::{App, Error};
 use crate::event::StatusValue;
@@ -207,7 +207,7 @@ async fn message_post(
             error: Some(error),
             sent: false,
         };
-        return Ok(render(StatusCode::BAD_REQUEST, &page)?);
+        return Err(Error::BadRequestPage(HtmlPage::render(&page)?));
     }
     let name = user.name.clone();
     app.state
@@ -230,7 +230,7 @@ struct MacUpdateForm {
 async fn mac_update(
     AxumState(app): AxumState<App>,
     client: Client,
-    form: std::result::Result<Form<MacUpdateForm>, Response>,
+    form: Result<Form<MacUpdateForm>>,
 ) -> Result<Response> {
     let options = &app.config.options;
     let Some(expected) = options.mac_update_password.clone() else {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
@@ -157,27 +157,13 @@ async fn body_in_time(request: Request, next: Next) -> Response {
             let too_long = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_long {
-                closing(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+                Error::BodyTooLarge.into_response()
             } else {
-                closing(StatusCode::BAD_REQUEST, "the body could not be read")
+                Error::BodyUnreadable(e).into_response()
             }
         }
-        Err(_) => closing(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body did not arrive within 10 s",
-        ),
+        Err(_) => Error::BodyTimeout.into_response(),
     }
-}
-
-/// An error answer after which the connection is closed (what the client
-/// was still sending is left unread).
-pub(crate) fn closing(status: StatusCode, why: &str) -> Response {
-    let mut response = Response::new(Body::from(format!("{status}: {why}\n")));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// Refuses a `POST` whose `Origin` names another site: a browser says

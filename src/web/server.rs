@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -193,10 +194,7 @@ fn connection<I: Stream>(
                     Some(hold) => slot.hold = Some(Arc::new(hold)),
                     None => {
                         refuse_crowded(&app, ip);
-                        let response = super::closing(
-                            hyper::StatusCode::TOO_MANY_REQUESTS,
-                            "too many connections from your address",
-                        );
+                        let response = super::Error::TooManyConnections.into_response();
                         return Either::Left(std::future::ready(Ok(response)));
                     }
                 }
