@@ -158,7 +158,7 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
-                tracing::debug!("websocket upgrade failed: {e}");
+                tracing::debug!("websocket upgrade failed: {}", crate::report::Report(&e));
                 return;
             }
         };
