@@ -15,6 +15,7 @@
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings and its heat map.
 //! - `limits`: rate limits, connections per address, client text in logs.
+//! - `report`: an error and its causes on one line.
 
 pub mod auth;
 pub mod clock;
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod presence;
+pub mod report;
 pub mod state;
 pub mod store;
 pub mod web;
@@ -42,6 +44,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::{DeviceLink, DeviceSettings};
 use crate::net::Listeners;
+use crate::report::Report;
 use crate::state::State;
 use crate::store::{Db, Reader};
 
@@ -165,7 +168,7 @@ async fn sweep_sessions(reader: Reader, shutdown: CancellationToken) {
         match reader.read(move |db| db.sweep_sessions(now)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} expired session(s) removed"),
-            Err(e) => tracing::warn!("cannot remove expired sessions: {e}"),
+            Err(e) => tracing::warn!("cannot remove expired sessions: {}", Report(&e)),
         }
     }
 }

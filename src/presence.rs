@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::clock::LocalTime;
 use crate::event::{StatusChange, StatusValue};
+use crate::report::Report;
 use crate::store::{Db, StoreError};
 
 /// Half-hour slots in a day.
@@ -258,7 +259,7 @@ pub async fn run_auto_status(
                 origin: crate::state::Origin::Automation,
             };
             if let Err(e) = state.apply(event).await {
-                tracing::error!("automatic status failed: {e}");
+                tracing::error!("automatic status failed: {}", Report(&e));
             }
         }
     });

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bitsd::auth;
+use bitsd::report::Report;
 use bitsd::store::{AccountError, DEVICE_USER, Db};
 use clap::{Parser, Subcommand};
 
@@ -104,9 +105,10 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         _ => {}
     }
-    let mut db = Db::open(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;
-    let refused = |e: AccountError| e.to_string();
-    let store = |e: bitsd::store::StoreError| e.to_string();
+    let mut db =
+        Db::open(&path, false).map_err(|e| format!("{}: {}", path.display(), Report(&e)))?;
+    let account = |e: AccountError| Report(&e).to_string();
+    let store = |e: bitsd::store::StoreError| Report(&e).to_string();
     match cli.command {
         Command::Add {
             user,
@@ -116,11 +118,11 @@ fn run(cli: Cli) -> Result<String, String> {
                 return Err(AccountError::UserExists(user).to_string());
             }
             let hash = auth::hash_password(&read_password(&user, password_stdin)?);
-            db.add_user(&user, &hash).map_err(store)?.map_err(refused)?;
+            db.add_user(&user, &hash).map_err(account)?;
             Ok(format!("added {user}"))
         }
         Command::Delete { user } => {
-            db.delete_user(&user).map_err(store)?.map_err(refused)?;
+            db.delete_user(&user).map_err(account)?;
             Ok(format!("deleted {user}"))
         }
         Command::Modify {
@@ -131,15 +133,13 @@ fn run(cli: Cli) -> Result<String, String> {
                 return Err(AccountError::NoSuchUser(user).to_string());
             }
             let hash = auth::hash_password(&read_password(&user, password_stdin)?);
-            db.set_password(&user, &hash)
-                .map_err(store)?
-                .map_err(refused)?;
+            db.set_password(&user, &hash).map_err(account)?;
             Ok(format!(
                 "changed the password of {user}; their sessions are ended"
             ))
         }
         Command::Logout { user } => {
-            let ended = db.end_sessions(&user).map_err(store)?.map_err(refused)?;
+            let ended = db.end_sessions(&user).map_err(account)?;
             Ok(format!("ended {ended} session(s) of {user}"))
         }
         Command::List => {
@@ -160,14 +160,14 @@ fn run(cli: Cli) -> Result<String, String> {
                 })?,
                 (None, None) => return Err("give --hash or --mac".into()),
             };
-            db.add_mac(&user, &hash).map_err(store)?.map_err(refused)?;
+            db.add_mac(&user, &hash).map_err(account)?;
             Ok(format!("added MAC hash {hash} to {user}"))
         }
         Command::Mac {
             command: MacCommand::Delete { hash },
         } => {
             let hash = check_hash(&hash)?;
-            db.delete_mac(&hash).map_err(store)?.map_err(refused)?;
+            db.delete_mac(&hash).map_err(account)?;
             Ok(format!("deleted MAC hash {hash}"))
         }
     }

@@ -145,7 +145,7 @@ impl State {
         std::thread::Builder::new()
             .name("bitsd-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+            .map_err(StoreError::WriterThread)?;
         Ok(State {
             shared: Arc::new(Shared {
                 jobs,

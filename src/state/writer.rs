@@ -13,6 +13,7 @@ use super::{Event, Job, Origin, Outcome, Published, Reply, Snapshot};
 use crate::clock::{Clock, LocalTime};
 use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::metrics::Metrics;
+use crate::report::Report;
 use crate::store::{Batch, Db, StoreError, User};
 
 /// Most events grouped into one transaction.
@@ -90,10 +91,15 @@ impl Writer {
             commit(batch)
         })();
         if let Err(e) = committed {
-            tracing::error!("commit failed, {} events lost: {e}", pending.len());
+            tracing::error!(
+                "commit failed, {} events lost: {}",
+                pending.len(),
+                Report(&e)
+            );
+            let e = Arc::new(e);
             for p in pending {
                 if let Some(reply) = p.reply {
-                    let _ = reply.send(Err(StoreError::Task(e.to_string())));
+                    let _ = reply.send(Err(StoreError::NotCommitted(e.clone())));
                 }
             }
             for tx in flushes {
@@ -175,7 +181,7 @@ fn prepare(
             (Some((change, origin)), Outcome::Applied)
         }
         Err(e) => {
-            tracing::error!("event not stored: {e}");
+            tracing::error!("event not stored: {}", Report(&e));
             (None, Outcome::Ignored("not stored"))
         }
     }
@@ -252,7 +258,7 @@ fn enter(batch: &Batch<'_>, keypad: &mut BTreeMap<i64, String>, id: i64) -> Outc
             Outcome::Ignored("no such user")
         }
         Err(e) => {
-            tracing::error!("keypad: looking up user {id}: {e}");
+            tracing::error!("keypad: looking up user {id}: {}", Report(&e));
             Outcome::Ignored("lookup failed")
         }
     }
@@ -439,7 +445,7 @@ mod tests {
     #[test]
     fn messages_are_stored_under_their_author() {
         let mut rig = rig();
-        let member = rig.writer.db.add_user("ada", "hash").unwrap().unwrap();
+        let member = rig.writer.db.add_user("ada", "hash").unwrap();
         rig.batch(vec![Event::Message {
             author: Some(member),
             text: "from the web".into(),
@@ -469,7 +475,7 @@ mod tests {
     #[test]
     fn the_keypad_roster_changes_nothing_stored() {
         let mut rig = rig();
-        let member = rig.writer.db.add_user("bob", "hash").unwrap().unwrap();
+        let member = rig.writer.db.add_user("bob", "hash").unwrap();
         let answers = rig.batch(vec![
             Event::Enter(member.id + 100),
             Event::Enter(member.id),

@@ -24,8 +24,8 @@ pub struct Credentials {
 /// Most sessions one member keeps; logging in once more ends the oldest.
 pub const SESSIONS_PER_USER: i64 = 32;
 
-/// Why an account change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why an account change was refused, or failed.
+#[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error("user {0} already exists")]
     UserExists(String),
@@ -35,6 +35,15 @@ pub enum AccountError {
     MacTaken(String, String),
     #[error("no MAC hash {0}")]
     NoSuchMac(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for AccountError {
+    fn from(e: rusqlite::Error) -> Self {
+        AccountError::Store(e.into())
+    }
 }
 
 impl Db {
@@ -73,11 +82,7 @@ impl Db {
     }
 
     /// Adds a user with password hash `hash`.
-    pub fn add_user(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<User, AccountError>, StoreError> {
+    pub fn add_user(&mut self, name: &str, hash: &str) -> Result<User, AccountError> {
         let tx = self.conn.transaction()?;
         let exists: bool = tx.query_row(
             r#"SELECT EXISTS (SELECT 1 FROM "User" WHERE name = ?1)"#,
@@ -85,7 +90,7 @@ impl Db {
             |r| r.get(0),
         )?;
         if exists {
-            return Ok(Err(AccountError::UserExists(name.to_string())));
+            return Err(AccountError::UserExists(name.to_string()));
         }
         tx.execute(
             r#"INSERT INTO "User" (name, password) VALUES (?1, ?2)"#,
@@ -93,34 +98,30 @@ impl Db {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(Ok(User {
+        Ok(User {
             id,
             name: name.to_string(),
-        }))
+        })
     }
 
     /// Deletes the user `name` and their MAC hashes.
-    pub fn delete_user(&mut self, name: &str) -> Result<Result<(), AccountError>, StoreError> {
+    pub fn delete_user(&mut self, name: &str) -> Result<(), AccountError> {
         let tx = self.conn.transaction()?;
         let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+            return Err(AccountError::NoSuchUser(name.to_string()));
         };
         tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
         tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
         tx.execute(r#"DELETE FROM "User" WHERE userid = ?1"#, [id])?;
         tx.commit()?;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Replaces the password hash of the user `name` and ends their sessions.
-    pub fn set_password(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<(), AccountError>, StoreError> {
+    pub fn set_password(&mut self, name: &str, hash: &str) -> Result<(), AccountError> {
         let tx = self.conn.transaction()?;
         let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+            return Err(AccountError::NoSuchUser(name.to_string()));
         };
         tx.execute(
             r#"UPDATE "User" SET password = ?2 WHERE userid = ?1"#,
@@ -128,7 +129,7 @@ impl Db {
         )?;
         tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
         tx.commit()?;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Replaces `old` by `new` as the hash of user `id`, unless the hash
@@ -163,14 +164,10 @@ impl Db {
     }
 
     /// Assigns MAC hash `hash` to the user `name`.
-    pub fn add_mac(
-        &mut self,
-        name: &str,
-        hash: &str,
-    ) -> Result<Result<(), AccountError>, StoreError> {
+    pub fn add_mac(&mut self, name: &str, hash: &str) -> Result<(), AccountError> {
         let tx = self.conn.transaction()?;
         let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+            return Err(AccountError::NoSuchUser(name.to_string()));
         };
         let owner: Option<String> = tx
             .query_row(
@@ -181,25 +178,25 @@ impl Db {
             )
             .optional()?;
         if let Some(owner) = owner {
-            return Ok(Err(AccountError::MacTaken(hash.to_string(), owner)));
+            return Err(AccountError::MacTaken(hash.to_string(), owner));
         }
         tx.execute(
             r#"INSERT INTO "MACToUser" (userid, mac_hash) VALUES (?1, ?2)"#,
             params![id, hash],
         )?;
         tx.commit()?;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Removes the MAC hash `hash`.
-    pub fn delete_mac(&mut self, hash: &str) -> Result<Result<(), AccountError>, StoreError> {
+    pub fn delete_mac(&mut self, hash: &str) -> Result<(), AccountError> {
         let changed = self
             .conn
             .execute(r#"DELETE FROM "MACToUser" WHERE mac_hash = ?1"#, [hash])?;
         if changed == 0 {
-            return Ok(Err(AccountError::NoSuchMac(hash.to_string())));
+            return Err(AccountError::NoSuchMac(hash.to_string()));
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// The distinct names of the users owning any of `hashes`.
@@ -274,14 +271,14 @@ impl Db {
     }
 
     /// Ends every session of the user `name`; how many there were.
-    pub fn end_sessions(&mut self, name: &str) -> Result<Result<usize, AccountError>, StoreError> {
+    pub fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
         let tx = self.conn.transaction()?;
         let Some(id) = user_id(&tx, name)? else {
-            return Ok(Err(AccountError::NoSuchUser(name.to_string())));
+            return Err(AccountError::NoSuchUser(name.to_string()));
         };
         let ended = tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
         tx.commit()?;
-        Ok(Ok(ended))
+        Ok(ended)
     }
 
     /// Removes the sessions expired at `now`; how many.

@@ -21,17 +21,24 @@ pub use accounts::{AccountError, Credentials, User};
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";
 
-/// Errors of the storage layer.
+/// Errors of the storage layer. Each keeps its cause as its source; show
+/// them with [`crate::report::Report`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database: bad timestamp {0:?} in table {1}")]
     BadTimestamp(String, &'static str),
     #[error("database: the writer has stopped")]
     Closed,
-    #[error("database: a blocking task failed: {0}")]
-    Task(String),
+    #[error("database: a blocking task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("database: cannot start the writer thread")]
+    WriterThread(#[source] std::io::Error),
+    /// The batch an event was written in failed to commit (each event of
+    /// the batch shares the one cause).
+    #[error("database: not committed")]
+    NotCommitted(#[source] Arc<StoreError>),
 }
 
 /// The schema, one entry per version. Tables are created only when missing,
@@ -493,8 +500,7 @@ impl Reader {
             let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut db)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .await?
     }
 }
 
@@ -526,9 +532,9 @@ mod tests {
     fn a_session_is_made_only_with_the_password_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        let alice = db.add_user("alice", "hash-1").unwrap().unwrap();
+        let alice = db.add_user("alice", "hash-1").unwrap();
         // Checked against hash-1, but the password changed meanwhile.
-        db.set_password("alice", "hash-2").unwrap().unwrap();
+        db.set_password("alice", "hash-2").unwrap();
         assert!(!db.create_session("s1", &alice, "hash-1", 100, 200).unwrap());
         assert!(db.create_session("s2", &alice, "hash-2", 100, 200).unwrap());
         assert_eq!(db.session_user("s1", 150).unwrap(), None);
@@ -537,8 +543,26 @@ mod tests {
         assert_eq!(db.sweep_sessions(199).unwrap(), 0);
         assert_eq!(db.sweep_sessions(200).unwrap(), 1);
         // Deleted meanwhile: no session either.
-        db.delete_user("alice").unwrap().unwrap();
+        db.delete_user("alice").unwrap();
         assert!(!db.create_session("s3", &alice, "hash-2", 100, 200).unwrap());
+    }
+
+    #[test]
+    fn account_refusals_and_database_failures_are_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+        db.add_user("alice", "hash").unwrap();
+        let refused = db.add_user("alice", "hash");
+        assert!(matches!(refused, Err(AccountError::UserExists(ref n)) if n == "alice"));
+        assert!(matches!(
+            db.delete_mac("00"),
+            Err(AccountError::NoSuchMac(_))
+        ));
+        db.conn.execute_batch(r#"DROP TABLE "MACToUser""#).unwrap();
+        let failed = db.delete_mac("00").unwrap_err();
+        assert!(matches!(failed, AccountError::Store(StoreError::Sqlite(_))));
+        let shown = crate::report::Report(&failed).to_string();
+        assert!(shown.starts_with("database: no such table"), "{shown}");
     }
 
     #[test]

@@ -107,9 +107,6 @@ async fn device_clock(AxumState(app): AxumState<App>) -> Response {
 async fn healthz(AxumState(app): AxumState<App>) -> Response {
     match app.reader.read(|db| db.ping()).await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => {
-            tracing::error!("health check failed: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
+        Err(e) => super::Error::Unavailable(e).into_response(),
     }
 }

@@ -8,12 +8,12 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
-use super::{App, pages};
+use super::{App, Error, pages};
 use crate::limits::Shown;
 
 /// How long browsers keep static files; page links carry `?v=<version>`.
@@ -54,7 +54,7 @@ async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     match (real_root, real) {
         (Ok(real_root), Ok(real)) if !real.starts_with(&real_root) => {
             tracing::debug!("/static/: {} leads outside assets_path", Shown(&path));
-            pages::not_found_page()
+            Error::NotFound.into_response()
         }
         _ => next.run(request).await,
     }

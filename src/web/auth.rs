@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::App;
 use super::client::Client;
 use super::error::{Error, Form, Result};
-use super::pages::{Chrome, render};
+use super::html::{Chrome, HtmlPage, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::store::User;
@@ -26,6 +26,8 @@ use crate::store::User;
 pub const MAX_NAME: usize = 64;
 /// Longest password a login may give, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
+/// What the login form says to a wrong user name or password.
+const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -140,13 +142,13 @@ pub struct Guarded<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for Guarded<T>
 where
-    Form<T>: axum::extract::FromRequest<S, Rejection = Response>,
+    Form<T>: axum::extract::FromRequest<S, Rejection = Error>,
     T: XsrfField,
     S: Send + Sync,
 {
-    type Rejection = Response;
+    type Rejection = Error;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self> {
         let cookie = cookie_value(request.headers(), XSRF).filter(|c| is_token(c));
         let Form(form) = Form::<T>::from_request(request, state).await?;
         // Compared in constant time.
@@ -155,7 +157,7 @@ where
             _ => false,
         };
         if !matches {
-            return Err(forbidden());
+            return Err(Error::ForgeryToken);
         }
         Ok(Guarded(form))
     }
@@ -198,15 +200,6 @@ fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
     if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
-}
-
-/// The answer to a POST whose anti-forgery token is missing or wrong.
-pub fn forbidden() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "403 Forbidden: missing or wrong anti-forgery token (_xsrf); reload the form and try again\n",
-    )
-        .into_response()
 }
 
 /// `next` when it is a path on this site, else `/`.
@@ -294,16 +287,17 @@ async fn login(
         )));
     }
     let next = safe_next(form.next.as_deref());
-    let page = |status: StatusCode, error: String| {
+    // The form again, saying why the login was refused.
+    let page = |error: &str| {
         let xsrf = Xsrf::from_headers(&headers);
         let page = LoginPage {
             chrome: Chrome::new(&app, "BITS · log in"),
             xsrf: xsrf.token.clone(),
             next: next.clone(),
             username: username.clone(),
-            error: Some(error),
+            error: Some(error.to_string()),
         };
-        render(status, &page)
+        HtmlPage::render(&page)
     };
     // An attempt counts when it arrives: of many sent at once from one
     // address, one is checked and the others get 429.
@@ -324,10 +318,8 @@ async fn login(
             );
         }
         let seconds = wait.as_secs_f64().ceil().max(1.0);
-        return page(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts. Wait {seconds:.0} s and try again."),
-        );
+        let why = format!("Too many attempts. Wait {seconds:.0} s and try again.");
+        return Err(Error::TooManyRequestsPage(page(&why)?));
     }
     let reader = app.reader.clone();
     let name = username.clone();
@@ -354,10 +346,8 @@ async fn login(
                 client.label()
             );
         }
-        return page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many logins at once. Try again in a moment.".into(),
-        );
+        let why = "Too many logins at once. Try again in a moment.";
+        return Err(Error::TooManyRequestsPage(page(why)?));
     };
     let checked = checked?;
     app.metrics.password_checks.inc();
@@ -369,10 +359,7 @@ async fn login(
                 client.label()
             );
         }
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Wrong user name or password.".into(),
-        );
+        return Err(Error::Unauthorized(page(WRONG_CREDENTIALS)?));
     };
     // A right password does not hold back this member's next login.
     app.throttles.login_by_user.forget(&by_user);
@@ -401,10 +388,7 @@ async fn login(
         .await?;
     if !created {
         // The password changed, or the user went, while it was checked.
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Wrong user name or password.".into(),
-        );
+        return Err(Error::Unauthorized(page(WRONG_CREDENTIALS)?));
     }
     tracing::info!("{} logged in from {}", Shown(&user.name), client.label());
     let cookie = site_cookie(LOGIN_COOKIE, app.signer.sign(&token), &client)

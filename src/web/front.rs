@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Either};
 use std::future::Ready;
@@ -159,10 +159,7 @@ fn hold_client_place<B>(
     let ip = Client::resolve(peer.0, request.headers(), trust).ip?;
     let Some(hold) = app.per_address.hold(ip) else {
         refuse_crowded(app, ip);
-        return Some(super::closing(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections from your address",
-        ));
+        return Some(super::Error::TooManyConnections.into_response());
     };
     if let Some(slot) = request.extensions_mut().get_mut::<ConnectionSlot>() {
         slot.hold = Some(Arc::new(hold));

@@ -130,40 +130,24 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: /ws needs a websocket upgrade\n",
-        )
-            .into_response();
+        return super::Error::BadRequest("/ws needs a websocket upgrade".into()).into_response();
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::SEC_WEBSOCKET_VERSION, "13")],
-            "426 Upgrade Required: websocket version 13 only\n",
-        )
-            .into_response();
+        return super::Error::WebsocketVersion.into_response();
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: Sec-WebSocket-Key is missing\n",
-        )
-            .into_response();
+        return super::Error::BadRequest("Sec-WebSocket-Key is missing".into()).into_response();
     };
     let accept = derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
     else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: this connection cannot be upgraded\n",
-        )
+        return super::Error::BadRequest("this connection cannot be upgraded".into())
             .into_response();
     };
     let token = app.tracker.token();
@@ -175,7 +159,7 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
-                tracing::debug!("websocket upgrade failed: {e}");
+                tracing::debug!("websocket upgrade failed: {}", crate::report::Report(&e));
                 return;
             }
         };

@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
 use super::error::{Form, Result};
-use super::pages::{Chrome, not_found, render};
+use super::html::{Chrome, HtmlPage, render};
+use super::pages::not_found;
 use super::{App, Error};
 use crate::event::StatusValue;
 use crate::limits::{AddressKey, Rate, Shown};
@@ -206,7 +207,7 @@ async fn message_post(
             error: Some(error),
             sent: false,
         };
-        return render(StatusCode::BAD_REQUEST, &page);
+        return Err(Error::BadRequestPage(HtmlPage::render(&page)?));
     }
     let name = user.name.clone();
     app.state
@@ -229,7 +230,7 @@ struct MacUpdateForm {
 async fn mac_update(
     AxumState(app): AxumState<App>,
     client: Client,
-    form: std::result::Result<Form<MacUpdateForm>, Response>,
+    form: Result<Form<MacUpdateForm>>,
 ) -> Result<Response> {
     let options = &app.config.options;
     let Some(expected) = options.mac_update_password.clone() else {

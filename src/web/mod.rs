@@ -5,8 +5,8 @@
 //! `places` counts the connections each holds, the
 //! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
 //! `live` (websocket and SSE), `auth` and `members` (logins and forms),
-//! `spaceapi`, `assets` (`/static/`); `client` tells who is asking, `error`
-//! maps failures to codes.
+//! `spaceapi`, `assets` (`/static/`); `html` holds the layout's data and the
+//! page headers, `client` tells who is asking, `error` maps failures to codes.
 
 mod api;
 mod assets;
@@ -15,6 +15,7 @@ mod cached;
 pub mod client;
 mod error;
 mod front;
+mod html;
 mod live;
 mod members;
 mod pages;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State as AxumState};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
@@ -159,27 +160,13 @@ async fn body_in_time(request: Request, next: Next) -> Response {
             let too_long = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_long {
-                closing(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+                Error::BodyTooLarge.into_response()
             } else {
-                closing(StatusCode::BAD_REQUEST, "the body could not be read")
+                Error::BodyUnreadable(e).into_response()
             }
         }
-        Err(_) => closing(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body did not arrive within 10 s",
-        ),
+        Err(_) => Error::BodyTimeout.into_response(),
     }
-}
-
-/// An error answer after which the connection is closed (what the client
-/// was still sending is left unread).
-pub(crate) fn closing(status: StatusCode, why: &str) -> Response {
-    let mut response = Response::new(Body::from(format!("{status}: {why}\n")));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// Refuses a `POST` whose `Origin` names another site: a browser says

@@ -1,4 +1,5 @@
-//! HTML pages: the homepage, the history, wiki pages, the 404 page.
+//! HTML pages: the homepage, the history, wiki pages, the 404 page of
+//! unknown paths.
 
 mod words;
 
@@ -7,22 +8,17 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
-use super::error::{Error, Result};
+use super::error::{Error, NOT_FOUND_TITLE, Result, not_found_page};
+use super::html::{Chrome, render};
 use crate::event::{ModifiedBy, StatusChange, StatusJson};
 use crate::state::Snapshot;
 use crate::wiki;
 use words::{HomeWords, Trend, TrendWords};
-
-/// Scripts only from this origin; styles and images likewise, plus images
-/// from anywhere for wiki pages.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data: https:; connect-src 'self'; object-src 'none'; \
-    base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;
@@ -34,43 +30,6 @@ pub fn router() -> Router<App> {
         .route("/blind", get(blind))
         .route("/log", get(log))
         .route("/{slug}", get(wiki_page))
-}
-
-/// What the shared layout needs.
-pub struct Chrome {
-    pub(super) title: String,
-    pub(super) debug: bool,
-    pub(super) version: &'static str,
-    pub(super) open: bool,
-    pub(super) blind: bool,
-}
-
-impl Chrome {
-    pub fn new(app: &App, title: impl Into<String>) -> Chrome {
-        Chrome {
-            title: title.into(),
-            debug: app.config.options.developer_mode,
-            version: env!("CARGO_PKG_VERSION"),
-            open: app.state.snapshot().is_open(),
-            blind: false,
-        }
-    }
-}
-
-/// Renders `page` with the security headers of HTML pages.
-pub fn render(status: StatusCode, page: &impl Template) -> Result<Response> {
-    let html = page.render()?;
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    Ok(response)
 }
 
 struct SensorView {
@@ -169,12 +128,12 @@ fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
 
 async fn home(AxumState(app): AxumState<App>) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    render(StatusCode::OK, &home_page(&app, &snapshot, false))
+    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, false))?)
 }
 
 async fn blind(AxumState(app): AxumState<App>) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    render(StatusCode::OK, &home_page(&app, &snapshot, true))
+    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, true))?)
 }
 
 struct LogRow {
@@ -261,7 +220,7 @@ async fn log(
         older: (q.offset.saturating_add(q.limit) < total).then(|| link(q.offset + q.limit)),
         rows: rows.iter().map(log_row).collect(),
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page)?)
 }
 
 fn log_row(s: &StatusChange) -> LogRow {
@@ -299,42 +258,16 @@ async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> 
     };
     let page = page.ok_or(Error::NotFound)?;
     let content = wiki::render(&page.body, options.mdescape);
-    render(
-        StatusCode::OK,
-        &WikiPage {
-            chrome: Chrome::new(&app, format!("BITS · {}", page.title)),
-            content,
-        },
-    )
-}
-
-#[derive(Template)]
-#[template(path = "not_found.html")]
-struct NotFoundPage {
-    chrome: Chrome,
+    let page = WikiPage {
+        chrome: Chrome::new(&app, format!("BITS · {}", page.title)),
+        content,
+    };
+    Ok(render(StatusCode::OK, &page)?)
 }
 
 /// The 404 page, for any unknown path.
 pub async fn not_found(AxumState(app): AxumState<App>) -> Response {
-    let page = NotFoundPage {
-        chrome: Chrome::new(&app, "BITS · not found"),
-    };
-    render(StatusCode::NOT_FOUND, &page).unwrap_or_else(|e| e.into_response())
-}
-
-/// The 404 page where no state is at hand.
-pub fn not_found_page() -> Response {
-    let page = NotFoundPage {
-        chrome: Chrome {
-            title: "BITS · not found".into(),
-            debug: false,
-            version: env!("CARGO_PKG_VERSION"),
-            open: false,
-            blind: false,
-        },
-    };
-    render(StatusCode::NOT_FOUND, &page)
-        .unwrap_or_else(|_| (StatusCode::NOT_FOUND, "404 Not Found\n").into_response())
+    not_found_page(Chrome::new(&app, NOT_FOUND_TITLE))
 }
 
 #[cfg(test)]

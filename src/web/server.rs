@@ -193,7 +193,7 @@ fn connection<I: Stream>(
             }
         };
         if let Err(e) = result {
-            tracing::debug!("connection ended: {e}");
+            tracing::debug!("connection ended: {}", crate::report::Report(&e));
         }
         drop(held);
     }

@@ -1,0 +1,75 @@
+//! HTML responses: what the shared layout needs, and the headers every
+//! rendered page carries.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::App;
+
+/// Scripts only from this origin; styles and images likewise, plus images
+/// from anywhere for wiki pages.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: https:; connect-src 'self'; object-src 'none'; \
+    base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the shared layout needs.
+pub struct Chrome {
+    pub(super) title: String,
+    pub(super) debug: bool,
+    pub(super) version: &'static str,
+    pub(super) open: bool,
+    pub(super) blind: bool,
+}
+
+impl Chrome {
+    pub fn new(app: &App, title: impl Into<String>) -> Chrome {
+        Chrome {
+            open: app.state.snapshot().is_open(),
+            debug: app.config.options.developer_mode,
+            ..Chrome::plain(title)
+        }
+    }
+
+    /// The layout where no state is at hand: the room shown closed, no
+    /// developer mode.
+    pub fn plain(title: impl Into<String>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            debug: false,
+            version: env!("CARGO_PKG_VERSION"),
+            open: false,
+            blind: false,
+        }
+    }
+}
+
+/// A page rendered to HTML, not yet given a status.
+#[derive(Debug)]
+pub struct HtmlPage(String);
+
+impl HtmlPage {
+    pub fn render(page: &impl Template) -> Result<HtmlPage, askama::Error> {
+        Ok(HtmlPage(page.render()?))
+    }
+
+    /// The page with `status` and the security headers of HTML pages.
+    pub fn with_status(self, status: StatusCode) -> Response {
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            self.0,
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        response
+    }
+}
+
+/// Renders `page` with `status` and the security headers of HTML pages.
+pub fn render(status: StatusCode, page: &impl Template) -> Result<Response, askama::Error> {
+    Ok(HtmlPage::render(page)?.with_status(status))
+}

@@ -1,0 +1,152 @@
+//! The shape of the source tree: modules small enough to read, and imports
+//! that only run one way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Longest module file, in lines, tests included.
+const MAX_LINES: usize = 700;
+
+fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+fn source_files() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(&src).unwrap().display().to_string();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn no_module_is_too_long() {
+    let long: Vec<_> = source_files()
+        .into_iter()
+        .map(|(name, text)| (name, text.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_LINES)
+        .collect();
+    assert!(long.is_empty(), "over {MAX_LINES} lines: {long:?}");
+}
+
+/// The top-level module a file belongs to (`state/writer.rs` is `state`).
+fn top_module(file: &str) -> Option<String> {
+    let first = file.split('/').next()?.trim_end_matches(".rs");
+    match first {
+        "lib" | "main" | "bin" => None,
+        module => Some(module.to_string()),
+    }
+}
+
+/// `crate::x` paths named in `text`, outside its `#[cfg(test)]` part.
+fn imports(text: &str) -> BTreeSet<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+    code.match_indices("crate::")
+        .map(|(at, _)| {
+            code[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+#[test]
+fn modules_import_in_one_direction() {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, text) in source_files() {
+        let Some(module) = top_module(&file) else {
+            continue;
+        };
+        let used: Vec<String> = imports(&text)
+            .into_iter()
+            .filter(|m| *m != module)
+            .collect();
+        graph.entry(module).or_default().extend(used);
+    }
+    // The layers a module may build on.
+    assert!(
+        graph["store"]
+            .iter()
+            .all(|m| ["clock", "event"].contains(&m.as_str()))
+    );
+    assert!(!graph["state"].contains("device") && !graph["state"].contains("web"));
+
+    assert_no_circle(graph);
+}
+
+/// Within a folder (`web/`, `state/`, ...), the files' `super::x` imports
+/// of each other.
+#[test]
+fn submodules_import_in_one_direction() {
+    let files = source_files();
+    let folders: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|(name, _)| name.rsplit_once('/').map(|(folder, _)| folder))
+        .collect();
+    for folder in folders {
+        let in_folder: Vec<(String, &String)> = files
+            .iter()
+            .filter_map(|(name, text)| {
+                let (f, file) = name.rsplit_once('/')?;
+                (f == folder && file != "mod.rs")
+                    .then(|| (file.trim_end_matches(".rs").to_string(), text))
+            })
+            .collect();
+        let siblings: BTreeSet<&String> = in_folder.iter().map(|(m, _)| m).collect();
+        let graph = in_folder
+            .iter()
+            .map(|(module, text)| {
+                let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+                let uses = code
+                    .match_indices("super::")
+                    .flat_map(|(at, _)| {
+                        let rest = &code[at + 7..];
+                        // `super::{a, b::C}` or `super::a`.
+                        let names = match rest.strip_prefix('{') {
+                            Some(group) => group.split('}').next().unwrap_or(""),
+                            None => rest.split([';', ' ', ')', ',']).next().unwrap_or(""),
+                        };
+                        names
+                            .split(',')
+                            .map(|n| n.trim().split("::").next().unwrap_or("").to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|n| n != module && siblings.contains(n))
+                    .collect();
+                (module.clone(), uses)
+            })
+            .collect();
+        assert_no_circle(graph);
+    }
+}
+
+/// Repeatedly removes modules that import nothing left; what cannot be
+/// removed imports in a circle.
+fn assert_no_circle(graph: BTreeMap<String, BTreeSet<String>>) {
+    let mut left = graph;
+    while !left.is_empty() {
+        let leaves: Vec<String> = left
+            .iter()
+            .filter(|(_, uses)| uses.iter().all(|m| !left.contains_key(m)))
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert!(!leaves.is_empty(), "modules importing each other: {left:?}");
+        for leaf in leaves {
+            left.remove(&leaf);
+        }
+    }
+}
