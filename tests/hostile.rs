@@ -65,6 +65,25 @@ async fn oversized_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+
+    // The same body sent in chunks, with no length announced.
+    let mut stream = tokio::net::TcpStream::connect(server.web_addr())
+        .await
+        .unwrap();
+    let head = "POST /macupdate HTTP/1.1\r\nHost: bitsd\r\n\
+        Content-Type: application/x-www-form-urlencoded\r\n\
+        Transfer-Encoding: chunked\r\n\r\n";
+    let _ = stream.write_all(head.as_bytes()).await;
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "a".repeat(16 * 1024));
+    for _ in 0..5 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
     assert_eq!(server.text("/healthz").await, "ok\n");
 }
 

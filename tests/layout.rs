@@ -81,7 +81,9 @@ fn modules_import_in_one_direction() {
     assert!(
         graph["store"]
             .iter()
-            .all(|m| ["clock", "event"].contains(&m.as_str()))
+            .all(|m| ["clock", "event", "report"].contains(&m.as_str())),
+        "store builds on: {:?}",
+        graph["store"]
     );
     assert!(!graph["state"].contains("device") && !graph["state"].contains("web"));
 

@@ -20,6 +20,7 @@ use super::error::{Error, Form, Result};
 use super::html::{Chrome, HtmlPage, render};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
+use crate::report::Report;
 use crate::store::User;
 
 /// Longest user name a login may give, in characters.
@@ -71,11 +72,16 @@ async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     let token = app.signer.verify(&value)?;
     let hash = auth::session_hash(&token);
     let now = unix_now();
-    app.reader
-        .read(move |db| db.session_user(&hash, now))
-        .await
-        .ok()
-        .flatten()
+    match app.reader.read(move |db| db.session_user(&hash, now)).await {
+        Ok(user) => user,
+        Err(e) => {
+            // Answered as not logged in; said once, not for every request.
+            if let Some(held) = app.quiet.sessions.pass() {
+                tracing::error!("cannot look up a session: {}{held}", Report(&e));
+            }
+            None
+        }
+    }
 }
 
 pub fn unix_now() -> i64 {

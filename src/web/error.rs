@@ -37,6 +37,9 @@ pub enum Error {
     /// The 404 page, drawn without the live state (the room shown closed).
     #[error("not found")]
     NotFound,
+    /// The path exists, but not for this method (axum adds `Allow`).
+    #[error("this path does not answer that method")]
+    MethodNotAllowed,
     /// The request body did not arrive in time; the connection closes.
     #[error("the body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
     BodyTimeout,
@@ -62,6 +65,9 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A handler panicked; the server goes on.
+    #[error("a handler panicked: {0}")]
+    Panicked(String),
     /// A page could not be rendered.
     #[error("template")]
     Template(#[from] askama::Error),
@@ -79,6 +85,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::ForgeryToken => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::FormRejected(rejection) => rejection.status(),
@@ -86,7 +93,9 @@ impl Error {
             Error::TooManyRequests(_)
             | Error::TooManyRequestsPage(_)
             | Error::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-            Error::Store(_) | Error::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Store(_) | Error::Template(_) | Error::Panicked(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -126,6 +135,7 @@ impl IntoResponse for Error {
             Error::BadRequest(_)
             | Error::Forbidden(_)
             | Error::ForgeryToken
+            | Error::MethodNotAllowed
             | Error::TooManyRequests(_) => (status, format!("{status}: {self}\n")).into_response(),
             Error::BodyUnreadable(_)
             | Error::BodyTimeout
@@ -135,7 +145,9 @@ impl IntoResponse for Error {
                 *response.status_mut() = status;
                 response
             }
-            Error::Store(_) | Error::Template(_) => (status, format!("{status}\n")).into_response(),
+            Error::Store(_) | Error::Template(_) | Error::Panicked(_) => {
+                (status, format!("{status}\n")).into_response()
+            }
             Error::Unavailable(_) => (status, "database unavailable\n").into_response(),
         };
         if closes {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use futures_util::FutureExt as _;
@@ -203,10 +203,7 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(|s| s.to_string())
         .or_else(|| cause.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    tracing::error!("handler panicked: {what}");
-    let mut response = Response::new(Body::from("500 Internal Server Error\n"));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response
+    super::Error::Panicked(what).into_response()
 }
 
 /// The route a response answered, as the metrics name it.

@@ -113,6 +113,7 @@ pub struct QuietLogs {
     pub mac_update: QuietLog,
     pub connections: QuietLog,
     pub forms: QuietLog,
+    pub sessions: QuietLog,
 }
 
 /// Everything but the cached snapshot answers, with the layers of bodies,
@@ -130,7 +131,8 @@ pub fn router(app: App) -> Router {
         .merge(spaceapi::router())
         .merge(pages::router())
         .nest_service("/static", assets::service(&app))
-        .fallback(pages::not_found);
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     router
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -141,6 +143,10 @@ pub fn router(app: App) -> Router {
         .layer(CompressionLayer::new().compress_when(compress))
         .layer(middleware::from_fn(front::tag_route))
         .with_state(app)
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
 }
 
 /// Reads a request's body whole before any handler sees it: a body that
@@ -157,8 +163,9 @@ async fn body_in_time(request: Request, next: Next) -> Response {
                 .await
         }
         Ok(Err(e)) => {
-            let too_long = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            // The limit's error may be wrapped more than once.
+            let too_long = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
             if too_long {
                 Error::BodyTooLarge.into_response()
             } else {
