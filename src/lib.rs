@@ -81,11 +81,17 @@ pub async fn run(
     let state = State::start(db, clock, config.options.jsonver, metrics.clone())
         .context("cannot load the current state")?;
     let link = DeviceLink::new(metrics.clone());
+    let tracker = TaskTracker::new();
+    // Before any input starts, so the device link misses no change.
+    tracker.spawn(device::follow(
+        link.clone(),
+        state.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
 
-    let tracker = TaskTracker::new();
     tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
     let app = web::App::new(web::Shared {
         state: state.clone(),
@@ -114,11 +120,6 @@ pub async fn run(
             seconds => Some(Duration::from_secs(seconds)),
         },
     };
-    tracker.spawn(device::follow(
-        link.clone(),
-        state.clone(),
-        shutdown.clone(),
-    ));
     tracker.spawn(device::serve(
         listeners.control,
         state.clone(),

@@ -90,15 +90,18 @@ impl Whole for u64 {
     const MAX: u64 = u64::MAX;
 }
 
-/// A whole number within `range` (`..` for any the type holds).
+/// A whole number within `range` (`..` for any the type holds); ranges
+/// are written inclusive (`1..=16`), so the bounds read as the message says.
 pub fn number<T: Whole>(range: impl RangeBounds<T>) -> Kind<T> {
     let low = match range.start_bound() {
         Bound::Included(&n) => n,
-        Bound::Excluded(_) | Bound::Unbounded => T::MIN,
+        Bound::Unbounded => T::MIN,
+        Bound::Excluded(_) => unreachable!("a range never excludes its start"),
     };
     let high = match range.end_bound() {
         Bound::Included(&n) => n,
-        Bound::Excluded(_) | Bound::Unbounded => T::MAX,
+        Bound::Unbounded => T::MAX,
+        Bound::Excluded(_) => panic!("write the range of an option inclusive: a..=b"),
     };
     Kind::new(move |text| match text.parse::<T>() {
         Ok(n) if low <= n && n <= high => Ok(n),

@@ -111,9 +111,16 @@ impl DeviceLink {
 
 /// Tells the device of every committed change it did not make, in order,
 /// until `shutdown`: the device link follows the state like any follower.
-pub async fn follow(link: DeviceLink, state: State, shutdown: CancellationToken) {
+/// It subscribes when called, so call it before anything can change the
+/// state.
+pub fn follow(
+    link: DeviceLink,
+    state: State,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut changes = state.subscribe();
     let mut seen = state.snapshot().version;
+    async move {
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -139,6 +146,7 @@ pub async fn follow(link: DeviceLink, state: State, shutdown: CancellationToken)
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
     }
 }
 
@@ -176,6 +184,9 @@ fn lines_after_lag(snapshot: &Snapshot, seen: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::state::Event;
+    use crate::store::Db;
     use crate::clock::LocalTime;
     use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 
@@ -292,5 +303,34 @@ mod tests {
         for (snapshot, seen, lines) in cases {
             assert_eq!(lines_after_lag(&snapshot, seen), lines);
         }
+    }
+
+    #[tokio::test]
+    async fn the_attached_device_hears_what_others_did_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("bitsd.db"), false).unwrap();
+        let ada = db.add_user("ada", "hash").unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let state = State::start(db, Clock::new(chrono_tz::UTC), 3, metrics.clone()).unwrap();
+        let link = DeviceLink::new(metrics);
+        let shutdown = CancellationToken::new();
+        let following = tokio::spawn(follow(link.clone(), state.clone(), shutdown.clone()));
+        let mut device = link.attach(&shutdown);
+        let events = [
+            Event::Status { value: StatusValue::Open, origin: Origin::Device },
+            Event::Status { value: StatusValue::Closed, origin: Origin::Web },
+            Event::Temperature { sensor: 0, value: 20.5 },
+            Event::Message { author: None, text: "from the device".into() },
+            Event::Status { value: StatusValue::Open, origin: Origin::Automation },
+            Event::Message { author: Some(ada), text: "end".into() },
+        ];
+        for event in events {
+            state.apply(event).await.unwrap();
+        }
+        for expected in ["status 0".to_string(), "status 1".to_string(), protocol::message_line("end")] {
+            assert_eq!(device.outbox.recv().await, Some(expected));
+        }
+        shutdown.cancel();
+        following.await.unwrap();
     }
 }

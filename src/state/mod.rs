@@ -31,7 +31,9 @@ const QUEUE: usize = 8192;
 /// their turn: messages are long, so they are counted by size as well.
 const MESSAGE_BUDGET: usize = 1 << 20;
 /// Changes a follower may fall behind before it must resynchronise from the
-/// snapshot.
+/// snapshot. Less than a whole batch (`writer::MAX_BATCH`): the ring keeps
+/// what a stalled client has not read, so it is kept small; a follower
+/// overrun by one huge batch (a device flood) resynchronises.
 const BROADCAST_CAPACITY: usize = 1024;
 
 /// Something that changes the state.

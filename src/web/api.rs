@@ -22,6 +22,9 @@ pub fn router() -> Router<App> {
         .route("/presence.svg", get(presence_svg))
 }
 
+// `GET` and `HEAD` of `/status` and `/data` are answered in the front from
+// the cached representation; these routes tell the router the paths exist
+// (other methods get a 405 with `Allow`) and answer alike when it is asked.
 async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
     app.cached.current(&app.state).status(&headers)
 }

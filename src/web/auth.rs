@@ -75,7 +75,7 @@ async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     match app.reader.read(move |db| db.session_user(&hash, now)).await {
         Ok(user) => user,
         Err(e) => {
-            // Answered as not logged in; said once, not for every request.
+            // Answered as not logged in; logged at a bounded rate.
             if let Some(held) = app.quiet.sessions.pass() {
                 tracing::error!("cannot look up a session: {}{held}", Report(&e));
             }

@@ -235,6 +235,7 @@ mod tests {
             (Error::Forbidden("wrong password".into()), 403, false),
             (Error::ForgeryToken, 403, false),
             (Error::NotFound, 404, false),
+            (Error::MethodNotAllowed, 405, false),
             (Error::BodyTimeout, 408, true),
             (Error::BodyTooLarge, 413, true),
             (Error::FormRejected(content_type), 415, false),
@@ -248,6 +249,7 @@ mod tests {
             (Error::TooManyConnections, 429, true),
             (Error::Store(database_failure()), 500, false),
             (Error::Template(askama::Error::Fmt), 500, false),
+            (Error::Panicked("index out of bounds".into()), 500, false),
             (Error::Unavailable(database_failure()), 503, false),
         ]
     }

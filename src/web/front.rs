@@ -1,8 +1,8 @@
 //! The one way every request takes through bitsd.
 //!
 //! [`Front`] holds what every response shares: the per-address limit behind
-//! a proxy, the metrics and access log, panics turned into 500s, and the
-//! security and caching headers. Inside it, `GET /status` and `GET /data`
+//! a proxy, the metrics and access log, a handler's panic turned into a 500,
+//! and the security and caching headers. Inside it, `GET /status` and `GET /data`
 //! are answered from the cached representation of the snapshot (widgets
 //! poll them; the router would only add work), and everything else goes on
 //! to the router with its own layers (bodies, forms, compression).
@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use futures_util::FutureExt as _;
@@ -59,19 +59,19 @@ type Answered = Ready<Result<Response, Infallible>>;
 
 /// The snapshot answers served before the router.
 #[derive(Clone, Copy)]
-enum Cached {
+enum SnapshotRoute {
     Status,
     Data,
 }
 
-impl Cached {
-    fn of(method: &Method, uri: &Uri) -> Option<(Cached, &'static str)> {
+impl SnapshotRoute {
+    fn of(method: &Method, uri: &Uri) -> Option<(SnapshotRoute, &'static str)> {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
         match uri.path() {
-            "/status" => Some((Cached::Status, "/status")),
-            "/data" => Some((Cached::Data, "/data")),
+            "/status" => Some((SnapshotRoute::Status, "/status")),
+            "/data" => Some((SnapshotRoute::Data, "/data")),
             _ => None,
         }
     }
@@ -109,15 +109,15 @@ where
             return Either::Left(std::future::ready(Ok(finish(
                 app,
                 observation,
-                "unmatched",
+                "refused",
                 refused,
             ))));
         }
-        if let Some((cached, route)) = Cached::of(request.method(), request.uri()) {
+        if let Some((answer, route)) = SnapshotRoute::of(request.method(), request.uri()) {
             let representation = app.cached.current(&app.state);
-            let response = match cached {
-                Cached::Status => representation.status(request.headers()),
-                Cached::Data => representation.data(request.headers()),
+            let response = match answer {
+                SnapshotRoute::Status => representation.status(request.headers()),
+                SnapshotRoute::Data => representation.data(request.headers()),
             };
             return Either::Left(std::future::ready(Ok(finish(
                 app,
@@ -137,8 +137,13 @@ where
                 Ok(Err(never)) => match never {},
                 Err(cause) => panic_response(cause),
             };
-            if own_caching {
+            // Files and their revalidations say how long they keep.
+            let file = matches!(response.status(), StatusCode::OK | StatusCode::NOT_MODIFIED);
+            if own_caching && file {
                 return Ok(stamp(&app, observation, "/static", response));
+            }
+            if own_caching {
+                return Ok(finish(&app, observation, "/static", response));
             }
             let route = response.extensions_mut().remove::<Route>();
             let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());
