@@ -121,32 +121,32 @@ pub fn follow(
     let mut changes = state.subscribe();
     let mut seen = state.snapshot().version;
     async move {
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            next = changes.recv() => next,
-        };
-        match next {
-            Ok(published) if published.seq <= seen => {}
-            Ok(published) => {
-                seen = published.seq;
-                if let Some(line) = line_for(&published) {
-                    link.send(line);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = changes.recv() => next,
+            };
+            match next {
+                Ok(published) if published.seq <= seen => {}
+                Ok(published) => {
+                    seen = published.seq;
+                    if let Some(line) = line_for(&published) {
+                        link.send(line);
+                    }
                 }
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let snapshot = state.snapshot();
-                tracing::warn!(
-                    "device link fell {missed} changes behind; sending the current state"
-                );
-                for line in lines_after_lag(&snapshot, seen) {
-                    link.send(line);
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let snapshot = state.snapshot();
+                    tracing::warn!(
+                        "device link fell {missed} changes behind; sending the current state"
+                    );
+                    for line in lines_after_lag(&snapshot, seen) {
+                        link.send(line);
+                    }
+                    seen = snapshot.version;
                 }
-                seen = snapshot.version;
+                Err(broadcast::error::RecvError::Closed) => return,
             }
-            Err(broadcast::error::RecvError::Closed) => return,
         }
-    }
     }
 }
 
@@ -185,10 +185,10 @@ fn lines_after_lag(snapshot: &Snapshot, seen: u64) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::state::Event;
-    use crate::store::Db;
     use crate::clock::LocalTime;
     use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+    use crate::state::Event;
+    use crate::store::Db;
 
     fn at() -> LocalTime {
         LocalTime::parse("2026-11-30 10:00:00").unwrap()
@@ -317,17 +317,39 @@ mod tests {
         let following = tokio::spawn(follow(link.clone(), state.clone(), shutdown.clone()));
         let mut device = link.attach(&shutdown);
         let events = [
-            Event::Status { value: StatusValue::Open, origin: Origin::Device },
-            Event::Status { value: StatusValue::Closed, origin: Origin::Web },
-            Event::Temperature { sensor: 0, value: 20.5 },
-            Event::Message { author: None, text: "from the device".into() },
-            Event::Status { value: StatusValue::Open, origin: Origin::Automation },
-            Event::Message { author: Some(ada), text: "end".into() },
+            Event::Status {
+                value: StatusValue::Open,
+                origin: Origin::Device,
+            },
+            Event::Status {
+                value: StatusValue::Closed,
+                origin: Origin::Web,
+            },
+            Event::Temperature {
+                sensor: 0,
+                value: 20.5,
+            },
+            Event::Message {
+                author: None,
+                text: "from the device".into(),
+            },
+            Event::Status {
+                value: StatusValue::Open,
+                origin: Origin::Automation,
+            },
+            Event::Message {
+                author: Some(ada),
+                text: "end".into(),
+            },
         ];
         for event in events {
             state.apply(event).await.unwrap();
         }
-        for expected in ["status 0".to_string(), "status 1".to_string(), protocol::message_line("end")] {
+        for expected in [
+            "status 0".to_string(),
+            "status 1".to_string(),
+            protocol::message_line("end"),
+        ] {
             assert_eq!(device.outbox.recv().await, Some(expected));
         }
         shutdown.cancel();

@@ -214,6 +214,11 @@ impl State {
         self.shared.snapshot.borrow().clone()
     }
 
+    /// The version of the current snapshot, without taking it.
+    pub fn version(&self) -> u64 {
+        self.shared.snapshot.borrow().version
+    }
+
     /// The snapshot, with a notification each time a new one is published.
     pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.shared.snapshot.subscribe()

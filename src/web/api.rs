@@ -26,11 +26,11 @@ pub fn router() -> Router<App> {
 // the cached representation; these routes tell the router the paths exist
 // (other methods get a 405 with `Allow`) and answer alike when it is asked.
 async fn status(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
-    app.cached.current(&app.state).status(&headers)
+    app.cached.answer(&app.state, |r| r.status(&headers))
 }
 
 async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
-    app.cached.current(&app.state).data(&headers)
+    app.cached.answer(&app.state, |r| r.data(&headers))
 }
 
 /// The forecast from the cache, recomputed there when due.

@@ -1,7 +1,7 @@
 //! The snapshot over HTTP: `/status` and `/data` with their ETags and
 //! compressed bodies, made once per snapshot version, not per request.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,7 +14,7 @@ use crate::state::{Snapshot, State};
 pub struct Cached {
     /// Distinguishes ETags of this run from those of an earlier one.
     boot: String,
-    current: Mutex<Arc<Representation>>,
+    current: RwLock<Representation>,
 }
 
 impl Cached {
@@ -29,18 +29,27 @@ impl Cached {
         let current = Representation::new(&boot, state.snapshot());
         Cached {
             boot,
-            current: Mutex::new(Arc::new(current)),
+            current: RwLock::new(current),
         }
     }
 
-    /// The representation of the current snapshot (or of a newer one).
-    pub fn current(&self, state: &State) -> Arc<Representation> {
-        let snapshot = state.snapshot();
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.snapshot.version < snapshot.version {
-            *current = Arc::new(Representation::new(&self.boot, snapshot));
+    /// `answer` given the representation of the current snapshot (or of a
+    /// newer one), made on the first request that needs it.
+    pub fn answer<R>(&self, state: &State, answer: impl FnOnce(&Representation) -> R) -> R {
+        let version = state.version();
+        {
+            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            if current.snapshot.version >= version {
+                return answer(&current);
+            }
         }
-        current.clone()
+        let snapshot = state.snapshot();
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        // Another request may have made a newer one meanwhile.
+        if current.snapshot.version < snapshot.version {
+            *current = Representation::new(&self.boot, snapshot);
+        }
+        answer(&current)
     }
 }
 

@@ -25,7 +25,7 @@ use std::future::Ready;
 use super::App;
 use super::client::{self, Client, PeerAddr, Trust};
 use super::places::{ConnectionSlot, refuse_crowded};
-use crate::limits::Shown;
+use crate::limits::{AddressHold, Shown};
 
 /// `Referrer-Policy` of every response: links to other sites do not carry
 /// bitsd's paths and queries.
@@ -34,12 +34,16 @@ const REFERRER_POLICY: &str = "same-origin";
 /// moment, so a cache must ask again.
 const DEFAULT_CACHE: &str = "no-cache";
 
-/// The service hyper calls for every request.
+/// The service hyper calls for every request: one per connection, so a
+/// request answered from the snapshot costs no allocation and touches no
+/// count shared with other connections.
 #[derive(Clone)]
 pub struct Front {
     app: App,
     router: Router,
     proxied: Option<Trust>,
+    peer: PeerAddr,
+    slot: Option<ConnectionSlot>,
 }
 
 impl Front {
@@ -50,6 +54,17 @@ impl Front {
             app,
             router,
             proxied,
+            peer: PeerAddr(None),
+            slot: None,
+        }
+    }
+
+    /// The front of one connection from `peer`, holding `slot`.
+    pub fn for_connection(&self, peer: PeerAddr, slot: ConnectionSlot) -> Front {
+        Front {
+            peer,
+            slot: Some(slot),
+            ..self.clone()
         }
     }
 }
@@ -90,35 +105,53 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        self.answer(request)
+    }
+}
+
+impl Front {
+    /// Answers one request.
+    pub fn answer<B>(
+        &self,
+        mut request: axum::http::Request<B>,
+    ) -> Either<Answered, BoxFuture<'static, Result<Response, Infallible>>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let app = &self.app;
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<PeerAddr>>()
-            .map_or(PeerAddr(None), |c| c.0);
         let observation = Observation::begin(
             app,
             request.method(),
             request.uri(),
             request.headers(),
-            peer,
+            self.peer,
         );
-        if let Some(trust) = self.proxied
-            && let Some(refused) = hold_client_place(app, &mut request, peer, trust)
-        {
-            return Either::Left(std::future::ready(Ok(finish(
-                app,
-                observation,
-                "refused",
-                refused,
-            ))));
+        let mut slot = self.slot.clone();
+        if let Some(trust) = self.proxied {
+            match client_place(app, request.headers(), self.peer, trust) {
+                ClientPlace::Held(hold) => {
+                    if let Some(slot) = &mut slot {
+                        slot.hold = Some(Arc::new(hold));
+                    }
+                }
+                ClientPlace::Unknown => {}
+                ClientPlace::Crowded => {
+                    let refused = super::Error::TooManyConnections.into_response();
+                    let response = finish(app, observation, "refused", refused);
+                    return Either::Left(std::future::ready(Ok(response)));
+                }
+            }
         }
         if let Some((answer, route)) = SnapshotRoute::of(request.method(), request.uri()) {
-            let representation = app.cached.current(&app.state);
-            let response = match answer {
-                SnapshotRoute::Status => representation.status(request.headers()),
-                SnapshotRoute::Data => representation.data(request.headers()),
-            };
+            let headers = request.headers();
+            let response = app
+                .cached
+                .answer(&app.state, |representation| match answer {
+                    SnapshotRoute::Status => representation.status(headers),
+                    SnapshotRoute::Data => representation.data(headers),
+                });
             return Either::Left(std::future::ready(Ok(finish(
                 app,
                 observation,
@@ -130,6 +163,11 @@ where
         // Static files set their own caching (none at all in developer mode)
         // and count as one route.
         let own_caching = request.uri().path().starts_with("/static/");
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        if let Some(slot) = slot {
+            extensions.insert(slot);
+        }
         let routed = tower::Service::call(&mut self.router.clone(), request.map(Body::new));
         Either::Right(Box::pin(async move {
             let mut response = match std::panic::AssertUnwindSafe(routed).catch_unwind().await {
@@ -152,24 +190,28 @@ where
     }
 }
 
-/// Behind a proxy, takes one of the client address's places for as long as
-/// the request (or the stream it becomes) lasts. When the address holds all
-/// it may, the answer: a 429 that closes the connection.
-fn hold_client_place<B>(
-    app: &App,
-    request: &mut axum::http::Request<B>,
-    peer: PeerAddr,
-    trust: Trust,
-) -> Option<Response> {
-    let ip = Client::resolve(peer.0, request.headers(), trust).ip?;
-    let Some(hold) = app.per_address.hold(ip) else {
-        refuse_crowded(app, ip);
-        return Some(super::Error::TooManyConnections.into_response());
+/// What a request behind a proxy gets of its client address's places.
+enum ClientPlace {
+    /// One place, held for as long as the request (or the stream it
+    /// becomes) lasts.
+    Held(AddressHold),
+    /// The proxy named no address: nothing to count.
+    Unknown,
+    /// The address holds all it may.
+    Crowded,
+}
+
+fn client_place(app: &App, headers: &HeaderMap, peer: PeerAddr, trust: Trust) -> ClientPlace {
+    let Some(ip) = Client::resolve(peer.0, headers, trust).ip else {
+        return ClientPlace::Unknown;
     };
-    if let Some(slot) = request.extensions_mut().get_mut::<ConnectionSlot>() {
-        slot.hold = Some(Arc::new(hold));
+    match app.per_address.hold(ip) {
+        Some(hold) => ClientPlace::Held(hold),
+        None => {
+            refuse_crowded(app, ip);
+            ClientPlace::Crowded
+        }
     }
-    None
 }
 
 /// What every response carries, then the metrics and the access log; a

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -161,14 +159,11 @@ fn connection<I: Stream>(
     front: &Front,
     shutdown: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (http, front) = (http.clone(), front.clone());
+    let http = http.clone();
     // Shared with a websocket or event stream the request may become.
     let held = slot.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(slot.clone());
-        tower::Service::call(&mut front.clone(), request)
-    });
+    let front = front.for_connection(peer, slot);
+    let service = hyper::service::service_fn(move |request| front.answer(request));
     let shutdown = shutdown.clone();
     async move {
         // Until its first byte arrives a connection holds no buffers, so
