@@ -27,9 +27,6 @@ use super::client::{self, Client, PeerAddr, Trust};
 use super::places::{ConnectionSlot, refuse_crowded};
 use crate::limits::{AddressHold, Shown};
 
-/// `Referrer-Policy` of every response: links to other sites do not carry
-/// bitsd's paths and queries.
-const REFERRER_POLICY: &str = "same-origin";
 /// `Cache-Control` of responses that set none: the state changes at any
 /// moment, so a cache must ask again.
 const DEFAULT_CACHE: &str = "no-cache";
@@ -227,18 +224,16 @@ fn finish(app: &App, observation: Observation, route: &str, mut response: Respon
     stamp(app, observation, route, response)
 }
 
-/// The security headers every response carries, then the metrics and the
-/// access log.
+/// The security header every response carries, then the metrics and the
+/// access log. (HTML pages add theirs, `web::html`; no other header is
+/// added here: a seventh header makes the `/data` answer's header map
+/// reallocate past the allocator's fast sizes.)
 fn stamp(app: &App, observation: Observation, route: &str, mut response: Response) -> Response {
     observation.finish(app, route, response.status().as_u16());
     let h = response.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static(REFERRER_POLICY),
     );
     response
 }

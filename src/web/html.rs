@@ -61,9 +61,15 @@ impl HtmlPage {
             self.0,
         )
             .into_response();
-        response.headers_mut().insert(
+        let h = response.headers_mut();
+        h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
+        );
+        // Links to other sites do not carry a page's path and query.
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
         );
         response
     }
