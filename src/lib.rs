@@ -1,14 +1,18 @@
 //! bitsd: a real-time presence server for club rooms and hackerspaces.
 //!
 //! Layout:
-//! - `config`: flags, `BITSD_*` variables and the TOML file, merged.
+//! - `config`: every option declared once; flags, `BITSD_*` variables and
+//!   the TOML file read into typed layers and merged.
 //! - `auth`: password hashes, signed login tokens, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
 //! - `event`: the records a change produces and their JSON shapes.
 //! - `store`: SQLite, migrations, the only place with SQL.
-//! - `state`: the writer thread, the snapshot and the broadcast of changes.
-//! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes).
-//! - `web`: HTTP endpoints, pages and live push (websocket, SSE).
+//! - `state`: the writer thread, the snapshot and the stream of committed
+//!   changes that followers subscribe to.
+//! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes,
+//!   `link` is the attached device and the follower that tells it).
+//! - `web`: one front for every request, HTTP endpoints, pages and live
+//!   push (websocket, SSE).
 //! - `fake`: the simulated device and history of `bitsd fake`.
 //! - `metrics`: the Prometheus metrics.
 //! - `wiki`: markdown pages.

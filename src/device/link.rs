@@ -136,7 +136,8 @@ pub fn follow(
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let snapshot = state.snapshot();
-                    tracing::warn!(
+                    // Expected in a flood from the device: not worth a warning.
+                    tracing::debug!(
                         "device link fell {missed} changes behind; sending the current state"
                     );
                     for line in lines_after_lag(&snapshot, seen) {
