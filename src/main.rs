@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             control,
             token,
             interval,
-        })) => fake_device(&control, token.as_deref(), interval),
+        })) => fake_device(&config, control, token, interval),
         None => serve(config),
     };
     match result {
@@ -75,16 +75,36 @@ fn fake_history(config: &Config, days: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fake_device(control: &str, token: Option<&str>, interval: f64) -> anyhow::Result<()> {
+/// `bitsd fake device`: dials the configured device listener (with its
+/// token) unless told otherwise.
+fn fake_device(
+    config: &Config,
+    control: Option<String>,
+    token: Option<String>,
+    interval: f64,
+) -> anyhow::Result<()> {
     if !(interval.is_finite() && interval > 0.0) {
         anyhow::bail!("--interval must be a positive number of seconds");
     }
+    let options = &config.options;
+    let control = match (control, &options.control_local_usocket) {
+        (Some(control), _) => control,
+        (None, Some(path)) => anyhow::bail!(
+            "the device listener is the unix socket {}; give --control HOST:PORT",
+            path.display()
+        ),
+        (None, None) => {
+            std::net::SocketAddr::new(options.control_local_address, options.control_local_port)
+                .to_string()
+        }
+    };
+    let token = token.or_else(|| options.control_token.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(bitsd::fake::device(
-        control,
-        token,
+        &control,
+        token.as_deref(),
         std::time::Duration::from_secs_f64(interval),
     ))
 }

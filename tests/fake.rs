@@ -53,6 +53,24 @@ async fn the_fake_device_brings_the_homepage_to_life() {
     assert_eq!(data["message"]["user"], "BITS");
 }
 
+/// Without `--control` and `--token`, the fake device dials the configured
+/// device port with the configured token.
+#[tokio::test]
+async fn the_fake_device_follows_the_configured_port_and_token() {
+    let server = TestServer::start_with(&["--control-token", "from-config"]).await;
+    let port = server.control_addr().port().to_string();
+    let child = bitsd()
+        .args(["--config", "/dev/null", "--control-local-port", &port])
+        .env("BITSD_CONTROL_TOKEN", "from-config")
+        .args(["fake", "device", "--interval", "0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _child = Kill(child);
+    server.wait_for_status("1").await;
+}
+
 #[tokio::test]
 async fn fake_history_fills_the_log_and_the_forecast() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,10 +62,10 @@ pub enum Fake {
     /// Connect to bitsd as the device and play a day in the room: openings,
     /// temperatures drifting, now and then a message.
     Device {
-        /// bitsd's device port
-        #[arg(long, default_value = "127.0.0.1:8888", value_name = "HOST:PORT")]
-        control: String,
-        /// Send `auth <token>` first (bitsd's control_token)
+        /// bitsd's device port [default: control_local_address:control_local_port]
+        #[arg(long, value_name = "HOST:PORT")]
+        control: Option<String>,
+        /// Send `auth <token>` first [default: control_token, if set]
         #[arg(long, value_name = "T")]
         token: Option<String>,
         /// Seconds between two rounds of temperature samples
