@@ -340,14 +340,8 @@ mod tests {
     use clap::Parser;
 
     use super::Error;
+    use crate::config::tests::env;
     use crate::config::{Cli, Layer};
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn flags(args: &[&str]) -> Layer {
         let args = std::iter::once("bitsd").chain(args.iter().copied());

@@ -34,8 +34,8 @@ pub(super) struct Writer {
 
 /// What an event came to while its batch was being written.
 struct Pending {
-    /// The change stored, if any, and who caused it.
-    stored: Option<(Change, Origin)>,
+    /// The change stored, if any: its sequence number, itself, who caused it.
+    stored: Option<(u64, Change, Origin)>,
     reply: Option<Reply>,
     outcome: Outcome,
 }
@@ -125,11 +125,8 @@ impl Writer {
 
     /// Publishes the stored changes in order, then answers their senders.
     fn publish(&self, pending: Vec<Pending>) {
-        // Sequence numbers were handed out by the model in the same order.
-        let mut seq = self.model.seq - pending.iter().filter(|p| p.stored.is_some()).count() as u64;
         for p in pending {
-            if let Some((change, origin)) = p.stored {
-                seq += 1;
+            if let Some((seq, change, origin)) = p.stored {
                 self.metrics.event(change.kind());
                 let json = Bytes::from(change.to_json());
                 // No receivers is fine: nobody is following.
@@ -155,7 +152,7 @@ fn prepare(
     stamper: &mut Stamper,
     device_user: &User,
     event: Event,
-) -> (Option<(Change, Origin)>, Outcome) {
+) -> (Option<(u64, Change, Origin)>, Outcome) {
     let mut author_id = device_user.id;
     let decided = match event {
         Event::Status { value, origin } => status_change(model, value, origin, stamper),
@@ -177,8 +174,8 @@ fn prepare(
     };
     match store(batch, &change, author_id) {
         Ok(()) => {
-            model.apply(&change, origin);
-            (Some((change, origin)), Outcome::Applied)
+            let seq = model.apply(&change, origin);
+            (Some((seq, change, origin)), Outcome::Applied)
         }
         Err(e) => {
             tracing::error!("event not stored: {}", Report(&e));
