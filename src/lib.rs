@@ -182,5 +182,5 @@ async fn sweep_sessions(reader: Reader, shutdown: CancellationToken) {
 pub fn bootstrap(config: &Config) -> anyhow::Result<wiki::Loaded> {
     let mut db = Db::open(&config.db_path, config.options.log_queries)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
-    wiki::load(&mut db, &config.options.wiki_path)
+    wiki::load(&mut db, config.wiki_folder().as_deref())
 }

@@ -12,6 +12,9 @@ fn main() -> ExitCode {
     for name in &config.unknown_env {
         tracing::warn!("{name} names no option; ignored");
     }
+    if matches!(command, None | Some(Command::Bootstrap)) {
+        config.check_folders().unwrap_or_else(|e| e.exit());
+    }
     let result = match command {
         Some(Command::Bootstrap) => bootstrap(&config),
         Some(Command::Fake(Fake::History { days })) => fake_history(&config, days),
@@ -134,6 +137,17 @@ fn serve(mut config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "DEVELOPER MODE: debug logging, pages and files read from disk, no caching. Never use this in production."
         );
+        for (folder, name) in [
+            (config.assets_folder(), "assets"),
+            (config.wiki_folder(), "wiki"),
+        ] {
+            match folder {
+                Some(folder) => tracing::info!("{name} read from {}", folder.display()),
+                None => tracing::warn!(
+                    "the checkout's {name}/ folder is not there and no {name}_path is set; the built-in files are served"
+                ),
+            }
+        }
     }
     // Every live client is a file descriptor: use all the system allows.
     // A cap above what the process may open would turn into failed accepts.

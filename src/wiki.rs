@@ -1,4 +1,6 @@
-//! Wiki pages: markdown files under `wiki/`, stored in `Pages`, rendered to HTML.
+//! Wiki pages: markdown files, built in from the project's `wiki/` and
+//! replaced page by page by those of `wiki_path`, stored in `Pages`,
+//! rendered to HTML.
 
 use std::path::Path;
 
@@ -53,6 +55,32 @@ fn page_from_markdown(stem: &str, body: String) -> Page {
     }
 }
 
+/// The default pages, compiled in from the project's `wiki/`.
+#[derive(rust_embed::Embed)]
+#[folder = "wiki/"]
+struct BuiltIn;
+
+/// The built-in pages, sorted by slug.
+pub fn built_in() -> Vec<Page> {
+    let mut pages: Vec<Page> = BuiltIn::iter()
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".md").filter(|s| !s.contains('/'))?;
+            let file = BuiltIn::get(&name)?;
+            Some(page_from_markdown(
+                stem,
+                String::from_utf8_lossy(&file.data).into_owned(),
+            ))
+        })
+        .collect();
+    pages.sort_by(|a, b| a.slug.cmp(&b.slug));
+    pages
+}
+
+/// The built-in page `slug`, if there is one.
+pub fn built_in_page(slug: &str) -> Option<Page> {
+    built_in().into_iter().find(|p| p.slug == slug)
+}
+
 /// Every `*.md` page under `dir`, sorted by slug.
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<Page>> {
     let mut pages = Vec::new();
@@ -66,6 +94,21 @@ pub fn read_dir(dir: &Path) -> std::io::Result<Vec<Page>> {
     Ok(pages)
 }
 
+/// The built-in pages with those of `folder` in place of the ones of the
+/// same slug, sorted by slug.
+pub fn pages(folder: Option<&Path>) -> std::io::Result<Vec<Page>> {
+    let mut pages = built_in();
+    if let Some(folder) = folder {
+        for page in read_dir(folder)? {
+            match pages.binary_search_by(|p| p.slug.cmp(&page.slug)) {
+                Ok(at) => pages[at] = page,
+                Err(at) => pages.insert(at, page),
+            }
+        }
+    }
+    Ok(pages)
+}
+
 /// Outcome of loading the wiki folder into the database.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -73,11 +116,16 @@ pub struct Loaded {
     pub unchanged: usize,
 }
 
-/// Loads every page under `dir` into the database; pages already stored as
-/// they are stay untouched.
-pub fn load(db: &mut Db, dir: &Path) -> anyhow::Result<Loaded> {
+/// Loads the built-in pages and those of `folder` into the database; pages
+/// already stored as they are stay untouched.
+pub fn load(db: &mut Db, folder: Option<&Path>) -> anyhow::Result<Loaded> {
     use anyhow::Context as _;
-    let pages = read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let pages = pages(folder).with_context(|| {
+        format!(
+            "cannot read the wiki folder {}",
+            folder.unwrap_or(Path::new("")).display()
+        )
+    })?;
     let mut loaded = Loaded::default();
     for page in pages {
         if db.put_page(&page)? {
@@ -158,6 +206,24 @@ mod tests {
         for (title, slug) in cases {
             assert_eq!(slugify(title), slug, "{title:?}");
         }
+    }
+
+    #[test]
+    fn a_folder_replaces_built_in_pages_by_slug() {
+        let built_in = built_in();
+        assert!(built_in.iter().any(|p| p.slug == INFO), "info is built in");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("info.md"), "# Our room\n").unwrap();
+        std::fs::write(dir.path().join("Rules.md"), "# House rules\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a page").unwrap();
+        let pages = pages(Some(dir.path())).unwrap();
+        let slugs: Vec<&str> = pages.iter().map(|p| p.slug.as_str()).collect();
+        assert_eq!(slugs.len(), built_in.len() + 1, "{slugs:?}");
+        assert!(slugs.is_sorted(), "{slugs:?}");
+        let info = pages.iter().find(|p| p.slug == INFO).unwrap();
+        assert_eq!(info.title, "Our room");
+        assert!(pages.iter().any(|p| p.slug == "rules"));
+        assert_eq!(super::pages(None).unwrap(), built_in);
     }
 
     #[test]

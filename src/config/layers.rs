@@ -29,6 +29,13 @@ pub enum Error {
     /// The file cannot be read, is not TOML, or one of its keys is bad.
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
+    /// A configured folder that is not there.
+    #[error("{option}: {}: {why}", path.display())]
+    Folder {
+        option: &'static str,
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl Error {
@@ -43,7 +50,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Cli(e) => e.exit_code(),
-            Error::Env { .. } | Error::File { .. } => 2,
+            Error::Env { .. } | Error::File { .. } | Error::Folder { .. } => 2,
         }
     }
 
@@ -52,8 +59,8 @@ impl Error {
     pub fn exit(&self) -> ! {
         match self {
             Error::Cli(e) => e.exit(),
-            Error::Env { .. } | Error::File { .. } => {
-                eprintln!("error: {self}");
+            Error::Env { .. } | Error::File { .. } | Error::Folder { .. } => {
+                eprintln!("bitsd: {self}");
                 std::process::exit(self.exit_code())
             }
         }

@@ -123,6 +123,49 @@ impl Config {
     {
         load(args, std::iter::empty::<(String, String)>())
     }
+
+    /// The folder whose files replace the built-in `/static/` files:
+    /// `assets_path`, else in developer mode the checkout's own `assets/`.
+    pub fn assets_folder(&self) -> Option<PathBuf> {
+        self.folder(&self.options.assets_path, "assets")
+    }
+
+    /// The folder whose pages replace the built-in wiki pages: `wiki_path`,
+    /// else in developer mode the checkout's own `wiki/`.
+    pub fn wiki_folder(&self) -> Option<PathBuf> {
+        self.folder(&self.options.wiki_path, "wiki")
+    }
+
+    fn folder(&self, configured: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
+        configured.clone().or_else(|| {
+            let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+            (self.options.developer_mode && checkout.is_dir()).then_some(checkout)
+        })
+    }
+
+    /// A configured `assets_path` or `wiki_path` must be a folder that is
+    /// there: a typo would otherwise quietly serve the built-in files.
+    pub fn check_folders(&self) -> Result<(), Error> {
+        let configured = [
+            ("assets_path", &self.options.assets_path),
+            ("wiki_path", &self.options.wiki_path),
+        ];
+        for (option, path) in configured {
+            let Some(path) = path else { continue };
+            let why = match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => "not a folder".to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such folder".to_string(),
+                Err(e) => crate::report::io_cause(&e),
+            };
+            return Err(Error::Folder {
+                option,
+                path: path.clone(),
+                why,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Parses `args` (program name first) with `env` as the environment.

@@ -31,10 +31,12 @@ super::layers::options! {
         /// How many reverse proxies stand in front (with reverse_proxied): the client
         /// is the address this many places from the right of X-Forwarded-For
         trusted_proxy_hops: u32 = "1", number(1..=16).named("N");
-        /// Folder served under /static/
-        assets_path: PathBuf = "assets", path();
-        /// Folder of markdown pages read by bootstrap (and live in developer mode)
-        wiki_path: PathBuf = "wiki", path();
+        /// Folder whose files replace the built-in ones of the same name under /static/
+        /// [default: none, the built-in files only]
+        assets_path: Option<PathBuf>, path();
+        /// Folder of markdown pages read by bootstrap (and live in developer mode), each
+        /// replacing the built-in page of the same name [default: none, the built-in pages only]
+        wiki_path: Option<PathBuf>, path();
         /// Escape raw HTML in markdown pages
         mdescape: bool = "true", switch();
         /// Protocol version reported in /data

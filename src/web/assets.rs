@@ -1,43 +1,81 @@
-//! `/static/`: files under `assets_path`, nothing outside it (no `..`, no
-//! symbolic link leading out).
+//! `/static/`: the files built into the binary from the project's `assets/`,
+//! each replaced by a file of the same name under `assets_path` when there
+//! is one (nothing outside that folder: no `..`, no symbolic link leading
+//! out). Developer mode reads the checkout's own `assets/`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
-use super::{App, Error, pages};
+use super::{App, Error, cached, pages};
 use crate::limits::Shown;
 
 /// How long browsers keep static files; page links carry `?v=<version>`.
 const CACHE_CONTROL: &str = "public, max-age=604800";
 
-/// The `/static/` service. `ServeDir` refuses `..` and its encoded forms;
-/// files are read from disk on every request, so developer mode needs only
-/// to leave out the cache headers.
+/// The files compiled into `bitsd`.
+#[derive(rust_embed::Embed)]
+#[folder = "assets/"]
+struct BuiltIn;
+
+/// The `/static/` service: the configured folder's file when it has one,
+/// else the built-in file. Files on disk are read on every request, so
+/// developer mode needs only to leave out the cache headers.
 pub fn service(app: &App) -> Router {
-    let not_found = any(pages::not_found).with_state(app.clone());
-    let files = ServeDir::new(&app.config.options.assets_path)
-        .append_index_html_on_directories(false)
-        .not_found_service(not_found);
-    let root = Arc::new(app.config.options.assets_path.clone());
-    let router = Router::new()
-        .fallback_service(files)
-        .layer(axum::middleware::from_fn(move |request, next| {
-            inside(root.clone(), request, next)
-        }));
+    let built_in = any(built_in).with_state(app.clone());
+    let router = match app.config.assets_folder() {
+        Some(root) => {
+            let files = ServeDir::new(&root)
+                .append_index_html_on_directories(false)
+                .fallback(built_in);
+            let root = Arc::new(root);
+            Router::new()
+                .fallback_service(files)
+                .layer(axum::middleware::from_fn(move |request, next| {
+                    inside(root.clone(), request, next)
+                }))
+        }
+        None => Router::new().fallback_service(built_in),
+    };
     if app.config.options.developer_mode {
         router.layer(axum::middleware::map_response(no_cache))
     } else {
         router.layer(axum::middleware::map_response(long_cache))
     }
+}
+
+/// A built-in file, with an ETag from its contents.
+async fn built_in(AxumState(app): AxumState<App>, request: Request) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Error::MethodNotAllowed.into_response();
+    }
+    let path = percent_decode_str(request.uri().path()).decode_utf8_lossy();
+    let Some(file) = BuiltIn::get(path.trim_start_matches('/')) else {
+        return pages::not_found(AxumState(app)).await;
+    };
+    let hash = file.metadata.sha256_hash();
+    let etag = HeaderValue::try_from(format!("\"{}\"", hex::encode(&hash[..12])))
+        .expect("hex is a header value");
+    let mut response = if cached::client_has(request.headers(), &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from(file.data));
+        if let Ok(mime) = HeaderValue::from_str(file.metadata.mimetype()) {
+            response.headers_mut().insert(header::CONTENT_TYPE, mime);
+        }
+        response
+    };
+    response.headers_mut().insert(header::ETAG, etag);
+    response
 }
 
 /// Lets a request through only when the file it names, symbolic links
@@ -64,6 +102,7 @@ async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
 /// reload always shows the file as it is on disk.
 async fn no_cache(mut response: Response) -> Response {
     response.headers_mut().remove(header::LAST_MODIFIED);
+    response.headers_mut().remove(header::ETAG);
     response
 }
 

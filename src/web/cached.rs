@@ -176,6 +176,18 @@ fn preferred_encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
+/// Whether `If-None-Match` names `etag` (or `*`): the client's copy is current.
+pub(super) fn client_has(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let wanted = etag.to_str().unwrap_or_default();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == wanted || tag == "*")
+}
+
 /// A widget body with an ETag, or 304 when the client already has it; any
 /// origin may read it.
 fn revalidated(
@@ -184,15 +196,7 @@ fn revalidated(
     content_type: &'static str,
     body: Bytes,
 ) -> Response {
-    let wanted = etag.to_str().unwrap_or_default();
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == wanted || tag == "*");
-    let mut response = if fresh {
+    let mut response = if client_has(headers, etag) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r

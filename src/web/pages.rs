@@ -238,14 +238,15 @@ struct WikiPage {
     content: String,
 }
 
-/// A wiki page; from disk in developer mode, from the database otherwise.
+/// A wiki page: in developer mode from disk (or built in), otherwise as
+/// bootstrap stored it, or else the built-in page of that name.
 async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> Result<Response> {
     let options = &app.config.options;
+    let wanted = slug.clone();
     let page = if options.developer_mode {
-        let dir = options.wiki_path.clone();
-        let wanted = slug.clone();
+        let folder = app.config.wiki_folder();
         tokio::task::spawn_blocking(move || {
-            wiki::read_dir(&dir)
+            wiki::pages(folder.as_deref())
                 .ok()
                 .and_then(|pages| pages.into_iter().find(|p| p.slug == wanted))
         })
@@ -253,8 +254,10 @@ async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> 
         .ok()
         .flatten()
     } else {
-        let wanted = slug.clone();
-        app.reader.read(move |db| db.page(&wanted)).await?
+        match app.reader.read(move |db| db.page(&wanted)).await? {
+            Some(page) => Some(page),
+            None => wiki::built_in_page(&slug),
+        }
     };
     let page = page.ok_or(Error::NotFound)?;
     let content = wiki::render(&page.body, options.mdescape);

@@ -22,7 +22,7 @@ pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// The repository root, for `wiki/` and `assets/`.
+/// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -175,7 +175,6 @@ impl Drop for TestServer {
 
 /// The configuration of a test server: loopback, port 0, no config file.
 pub fn test_config(db: &Path, extra: &[&str]) -> Config {
-    let root = root();
     let mut args: Vec<String> = [
         "bitsd",
         "--config",
@@ -193,14 +192,7 @@ pub fn test_config(db: &Path, extra: &[&str]) -> Config {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.extend([
-        "--db".into(),
-        db.display().to_string(),
-        "--wiki-path".into(),
-        root.join("wiki").display().to_string(),
-        "--assets-path".into(),
-        root.join("assets").display().to_string(),
-    ]);
+    args.extend(["--db".into(), db.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     Config::from_args(args).expect("test configuration").0
 }

@@ -54,7 +54,13 @@ impl Spawned {
     /// Starts `bitsd` on `db` on loopback, port 0, with `extra` options and
     /// `RUST_LOG=log`, and reads its addresses from the log.
     pub fn start_with(db: &Path, extra: &[&str], log: &str) -> Spawned {
+        Self::start_in(Path::new("."), db, extra, log)
+    }
+
+    /// [`Spawned::start_with`] with `dir` as the working directory.
+    pub fn start_in(dir: &Path, db: &Path, extra: &[&str], log: &str) -> Spawned {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+            .current_dir(dir)
             .args(["--config", "/dev/null", "--db"])
             .arg(db)
             .args(["--web-address", "127.0.0.1", "--web-port", "0"])
