@@ -151,7 +151,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        tracing::warn!(
+            "connections still open after {} ms; closing them",
+            SHUTDOWN_GRACE.as_millis()
+        );
     }
     state.flush().await;
     tracing::info!("stopped");

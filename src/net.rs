@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
 use crate::config::Config;
+use crate::report::io_cause;
 
 /// A bound listener.
 #[derive(Debug)]
@@ -55,17 +55,14 @@ impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let o = &config.options;
         let web = match &o.web_usocket {
-            Some(path) => bind_unix(path, config).await?,
-            None => bind_tcp(SocketAddr::new(o.web_address, o.web_port)).await?,
+            Some(path) => bind_unix(path, config, "web").await?,
+            None => bind_tcp(SocketAddr::new(o.web_address, o.web_port), "web").await?,
         };
         let control = match &o.control_local_usocket {
-            Some(path) => bind_unix(path, config).await?,
+            Some(path) => bind_unix(path, config, "device").await?,
             None => {
-                bind_tcp(SocketAddr::new(
-                    o.control_local_address,
-                    o.control_local_port,
-                ))
-                .await?
+                let addr = SocketAddr::new(o.control_local_address, o.control_local_port);
+                bind_tcp(addr, "device").await?
             }
         };
         Ok(Listeners { web, control })
@@ -77,7 +74,13 @@ impl Listeners {
 /// reconnecting at once after a restart.
 const BACKLOG: u32 = 4096;
 
-async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
+/// An I/O failure of `what`, in plain words.
+fn failed(what: String) -> impl FnOnce(io::Error) -> anyhow::Error {
+    move |e| anyhow::anyhow!("{what}: {}", io_cause(&e))
+}
+
+/// Binds `addr` for the `role` listener (web or device).
+async fn bind_tcp(addr: SocketAddr, role: &str) -> anyhow::Result<Listener> {
     let listen = || {
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -87,13 +90,13 @@ async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
         socket.bind(addr)?;
         socket.listen(BACKLOG)
     };
-    let listener = listen().with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen().map_err(failed(format!("cannot listen on {addr} ({role})")))?;
     Ok(Listener::Tcp(listener))
 }
 
 /// Binds a unix socket, replacing a stale socket file left by a previous run
 /// but never a live one or a file that is not a socket.
-async fn bind_unix(path: &Path, config: &Config) -> anyhow::Result<Listener> {
+async fn bind_unix(path: &Path, config: &Config, role: &str) -> anyhow::Result<Listener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             anyhow::bail!("{} exists and is not a socket", path.display());
@@ -101,17 +104,23 @@ async fn bind_unix(path: &Path, config: &Config) -> anyhow::Result<Listener> {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             anyhow::bail!("{} is in use by another process", path.display());
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(failed(format!(
+            "cannot remove the stale socket {}",
+            path.display()
+        )))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(failed(format!(
+        "cannot listen on {} ({role})",
+        path.display()
+    )))?;
     let o = &config.options;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(o.usocket_mode))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        .map_err(failed(format!("cannot set the mode of {}", path.display())))?;
     if o.usocket_uid.is_some() || o.usocket_gid.is_some() {
-        std::os::unix::fs::chown(path, o.usocket_uid, o.usocket_gid)
-            .with_context(|| format!("cannot set the owner of {}", path.display()))?;
+        std::os::unix::fs::chown(path, o.usocket_uid, o.usocket_gid).map_err(failed(format!(
+            "cannot set the owner of {}",
+            path.display()
+        )))?;
     }
     Ok(Listener::Unix(listener, path.to_path_buf()))
 }

@@ -240,8 +240,12 @@ pub fn from_process() -> (Config, Option<Command>) {
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::file(
+            path,
+            format!("cannot read it: {}", crate::report::io_cause(&e)),
+        )
+    })?;
     text.parse::<toml::Table>().map_err(|e| {
         // The first line of toml's report says where: "TOML parse error at line 1, column 12".
         let report = e.to_string();

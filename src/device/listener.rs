@@ -12,7 +12,9 @@ use super::link::{Attachment, DeviceLink};
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use crate::config::Allowlist;
 use crate::event::StatusValue;
-use crate::limits::{AddressHold, AddressKey, HeldBack, PerAddress, QuietLog, Rate, RateLimiter};
+use crate::limits::{
+    AddressHold, AddressKey, HeldBack, PerAddress, QuietLog, Rate, RateLimiter, Shown,
+};
 use crate::net::Listener;
 use crate::state::{Event, Origin, State};
 
@@ -320,7 +322,7 @@ where
                 Some(limit) => match tokio::time::timeout(limit, read).await {
                     Ok(read) => read,
                     Err(_) => {
-                        tracing::warn!("device {peer}: silent for {limit:?}; closing");
+                        tracing::warn!("device {peer}: silent for {} s; closing", limit.as_secs());
                         return format!("silent for {limit:?}");
                     }
                 },
@@ -366,7 +368,10 @@ async fn handle_line(line: &[u8], peer: &str, ends: &Ends) -> Result<(), String>
             return Ok(());
         }
     };
-    tracing::debug!("from device {peer}: {command:?}");
+    tracing::debug!(
+        "from device {peer}: {}",
+        Shown(&String::from_utf8_lossy(line))
+    );
     let event = match command {
         Command::Status(open) => Event::Status {
             value: if open {

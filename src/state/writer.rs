@@ -111,7 +111,7 @@ impl Writer {
         if stored > 0 {
             let elapsed = started.elapsed();
             self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
-            tracing::debug!("committed {stored} changes in {elapsed:?}");
+            tracing::debug!("committed {stored} changes in {} us", elapsed.as_micros());
         }
         self.model = model;
         self.stamper = stamper;

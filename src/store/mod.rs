@@ -25,6 +25,9 @@ pub const DEVICE_USER: &str = "BITS";
 /// them with [`crate::report::Report`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file cannot be opened as a database; why, in plain words.
+    #[error("{0}")]
+    Open(String),
     #[error("database")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database: bad timestamp {0:?} in table {1}")]
@@ -39,6 +42,52 @@ pub enum StoreError {
     /// the batch shares the one cause).
     #[error("database: not committed")]
     NotCommitted(#[source] Arc<StoreError>),
+}
+
+/// Why `path` cannot be opened as a database, in plain words: the file
+/// system is asked first (a missing folder, permissions), SQLite's code
+/// tells the rest.
+fn why_not_open(path: &Path, e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(folder) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return format!("the folder {} does not exist", folder.display());
+        }
+        Ok(m) if !m.is_dir() => return format!("{} is not a folder", folder.display()),
+        _ => {}
+    }
+    let (what, mode) = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return "it is a folder".to_string(),
+        Ok(_) => (path, libc::R_OK | libc::W_OK),
+        Err(_) => (folder, libc::W_OK | libc::X_OK),
+    };
+    if !accessible(what, mode) {
+        return format!("permission denied on {}", what.display());
+    }
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "the file is not an SQLite database".to_string(),
+        Some(ErrorCode::DatabaseCorrupt) => "the database is damaged".to_string(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "another program keeps the database locked".to_string()
+        }
+        Some(ErrorCode::ReadOnly) => "the database is read-only".to_string(),
+        Some(ErrorCode::DiskFull) => "the disk is full".to_string(),
+        _ => crate::report::Report(e).to_string(),
+    }
+}
+
+/// Whether this process may use `path` with `mode` (`libc::R_OK` ...).
+fn accessible(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string for the whole call.
+    unsafe { libc::access(path.as_ptr(), mode) == 0 }
 }
 
 /// The schema, one entry per version. Tables are created only when missing,
@@ -145,8 +194,12 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path, log_queries: bool) -> Result<Db, StoreError> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let opened = Connection::open(path).and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            Ok(conn)
+        });
+        let mut conn = opened.map_err(|e| StoreError::Open(why_not_open(path, &e)))?;
         if log_queries {
             conn.trace_v2(
                 rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
@@ -157,7 +210,6 @@ impl Db {
                 }),
             )?;
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         let mut db = Db { conn };
@@ -473,8 +525,9 @@ pub struct Reader {
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let conn = Connection::open(path)
+            .and_then(|conn| conn.busy_timeout(Duration::from_secs(5)).map(|()| conn))
+            .map_err(|e| StoreError::Open(why_not_open(path, &e)))?;
         Ok(Reader {
             db: Arc::new(Mutex::new(Db { conn })),
         })

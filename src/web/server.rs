@@ -173,7 +173,10 @@ fn connection<I: Stream>(
             _ = shutdown.cancelled() => return,
         };
         if !matches!(first_byte, Ok(Ok(()))) {
-            tracing::debug!("connection closed: nothing sent within {HEADER_TIMEOUT:?}");
+            tracing::debug!(
+                "connection closed: nothing sent within {} s",
+                HEADER_TIMEOUT.as_secs()
+            );
             return;
         }
         let connection = http

@@ -1,0 +1,142 @@
+//! Every failure to start is one plain line naming the thing and the cause,
+//! then exit 1 (runtime) or 2 (configuration) (SPEC 15).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+
+use common::bitsd_command;
+
+/// Runs bitsd in `dir` with `args` (after `--config /dev/null` unless the
+/// arguments name their own) and returns its exit code and standard error.
+fn fails(dir: &Path, args: &[&str], env: &[(&str, &str)], nobody: bool) -> (i32, String) {
+    let mut command = bitsd_command();
+    command.current_dir(dir);
+    if !args.contains(&"--config") {
+        command.args(["--config", "/dev/null"]);
+    }
+    command.args(args).envs(env.iter().copied());
+    if nobody {
+        // Permissions mean nothing to root: ask as nobody.
+        command.uid(65534).gid(65534);
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn each_start_up_failure_is_one_plain_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Readable by anyone, so the permission case can run as nobody.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = d.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::write(d.join("notes.db"), "these are not the droids\n".repeat(200)).unwrap();
+    std::fs::write(d.join("bad.toml"), "web_port = 80\nweb_address = \n").unwrap();
+    std::fs::write(d.join("port.toml"), "web_port = \"x\"\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let root = unsafe { libc::geteuid() } == 0;
+
+    let serve = ["--web-address", "127.0.0.1", "--web-port", "0"];
+    let serve = [&serve[..], &["--control-local-port", "0"]].concat();
+    let with = |extra: &[&'static str]| [&serve[..], extra].concat();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, bool, i32, String)> = vec![
+        (
+            with(&["--db", "/nonexistent/bitsd.db"]),
+            vec![],
+            false,
+            1,
+            "bitsd: cannot open database /nonexistent/bitsd.db: the folder /nonexistent does not exist".into(),
+        ),
+        (
+            with(&["--db", "locked/bitsd.db"]),
+            vec![],
+            root,
+            1,
+            "bitsd: cannot open database locked/bitsd.db: permission denied on locked".into(),
+        ),
+        (
+            with(&["--db", "notes.db"]),
+            vec![],
+            false,
+            1,
+            "bitsd: cannot open database notes.db: the file is not an SQLite database".into(),
+        ),
+        (
+            with(&["--db", "notes.db/bitsd.db"]),
+            vec![],
+            false,
+            1,
+            "bitsd: cannot open database notes.db/bitsd.db: notes.db is not a folder".into(),
+        ),
+        (
+            vec![
+                "--web-address",
+                "127.0.0.1",
+                "--web-port",
+                &taken_port,
+                "--control-local-port",
+                "0",
+            ],
+            vec![],
+            false,
+            1,
+            format!(
+                "bitsd: cannot listen on 127.0.0.1:{taken_port} (web): the address is already in use"
+            ),
+        ),
+        (
+            with(&["--control-local-address", "192.0.2.1"]),
+            vec![],
+            false,
+            1,
+            "bitsd: cannot listen on 192.0.2.1:0 (device): the address is not one of this machine's"
+                .into(),
+        ),
+        (
+            vec!["--config", "missing.toml"],
+            vec![],
+            false,
+            2,
+            "bitsd: missing.toml: cannot read it: no such file or directory".into(),
+        ),
+        (
+            vec!["--config", "bad.toml"],
+            vec![],
+            false,
+            2,
+            "bitsd: bad.toml: not valid TOML at line 2, column 15: string values must be quoted, expected literal string".into(),
+        ),
+        (
+            vec!["--config", "port.toml"],
+            vec![],
+            false,
+            2,
+            "bitsd: port.toml: web_port: invalid value \"x\": expected a number from 0 to 65535"
+                .into(),
+        ),
+        (
+            serve.clone(),
+            vec![("BITSD_WEB_PORT", "eighty")],
+            false,
+            2,
+            "bitsd: BITSD_WEB_PORT: invalid value \"eighty\" for --web-port: expected a number from 0 to 65535".into(),
+        ),
+    ];
+    for (args, env, nobody, code, line) in cases {
+        let (got, stderr) = fails(d, &args, &env, nobody);
+        assert_eq!(stderr.trim_end(), line, "{args:?}");
+        assert_eq!(got, code, "{args:?}: {stderr}");
+    }
+    assert!(
+        !d.join("locked/bitsd.db").exists() && !d.join("bitsd.db").exists(),
+        "no database was created by a failed start"
+    );
+    drop(taken);
+}
