@@ -46,7 +46,9 @@ fn each_start_up_failure_is_one_plain_line() {
     let serve = ["--web-address", "127.0.0.1", "--web-port", "0"];
     let serve = [&serve[..], &["--control-local-port", "0"]].concat();
     let with = |extra: &[&'static str]| [&serve[..], extra].concat();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, bool, i32, String)> = vec![
+    // Arguments, environment, run as nobody, exit code, the line.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, bool, i32, String);
+    let cases: Vec<Case> = vec![
         (
             with(&["--db", "/nonexistent/bitsd.db"]),
             vec![],
