@@ -225,6 +225,12 @@ macro_rules! options {
             /// Every option's name, which is also its file key.
             pub const NAMES: &[&str] = &[$($( stringify!($name), )+)+];
 
+            /// Every option's name and default, as a flag would write it
+            /// (`None`: unset unless given).
+            pub const DEFAULTS: &[(&str, Option<&str>)] = &[$($(
+                (stringify!($name), $crate::config::layers::when_unset!(help $($default)?)),
+            )+)+];
+
             /// The options set by `BITSD_*` variables in `env`.
             pub fn from_env(
                 env: &[(String, String)],

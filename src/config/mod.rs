@@ -49,7 +49,7 @@ pub struct Cli {
 /// What `bitsd` does; the server when no subcommand is given.
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Create the database if missing and (re)load every page under wiki_path.
+    /// Create the database if missing and (re)load the built-in wiki pages and those under wiki_path.
     Bootstrap,
     /// Simulate a device, or fill the database with a plausible past.
     #[command(subcommand)]
