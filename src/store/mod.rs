@@ -275,9 +275,22 @@ impl Db {
             .query_map([samples as i64], temperature_row)?
             .map(|r| r?)
             .collect::<Result<Vec<_>, _>>()?;
+        // The newest sample of each sensor, one index lookup per sensor:
+        // the sensors are found by stepping through the index (a GROUP BY
+        // would read every sample, 120 ms for a year of them).
         let mut stmt = self.conn.prepare(
-            r#"SELECT MAX(timestamp), value, sensor, modified_by FROM "Temperature"
-               GROUP BY sensor ORDER BY sensor"#,
+            r#"WITH RECURSIVE sensors(sensor) AS (
+                   SELECT MIN(sensor) FROM "Temperature"
+                   UNION ALL
+                   SELECT (SELECT MIN(sensor) FROM "Temperature" WHERE sensor > sensors.sensor)
+                   FROM sensors WHERE sensors.sensor IS NOT NULL
+               )
+               SELECT t.timestamp, t.value, t.sensor, t.modified_by
+               FROM sensors JOIN "Temperature" t ON t.rowid = (
+                   SELECT rowid FROM "Temperature" WHERE sensor = sensors.sensor
+                   ORDER BY timestamp DESC LIMIT 1
+               )
+               ORDER BY t.sensor"#,
         )?;
         let per_sensor = stmt
             .query_map([], temperature_row)?
@@ -560,6 +573,42 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latest_has_the_newest_sample_of_each_sensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+        assert!(db.latest(10).unwrap().per_sensor.is_empty());
+        let batch = db.batch().unwrap();
+        // Sensors out of order, one negative, the newest not the last written.
+        let samples = [
+            (3, "2026-11-01 10:00:00", 20.0),
+            (-1, "2026-11-01 09:00:00", 5.0),
+            (3, "2026-11-01 12:00:00", 22.0),
+            (0, "2026-11-01 11:00:00", 18.0),
+            (3, "2026-11-01 11:00:00", 21.0),
+            (-1, "2026-11-01 08:00:00", 4.0),
+        ];
+        for (sensor, at, value) in samples {
+            batch
+                .insert_temperature(&TemperatureSample {
+                    timestamp: LocalTime::parse(at).unwrap(),
+                    sensor,
+                    value,
+                    modified_by: ModifiedBy::Bits,
+                })
+                .unwrap();
+        }
+        batch.commit().unwrap();
+        let newest: Vec<(i64, f64)> = db
+            .latest(2)
+            .unwrap()
+            .per_sensor
+            .iter()
+            .map(|t| (t.sensor, t.value))
+            .collect();
+        assert_eq!(newest, [(-1, 5.0), (0, 18.0), (3, 22.0)]);
+    }
 
     #[test]
     fn migrations_are_idempotent_and_add_the_device_user() {
