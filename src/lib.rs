@@ -6,7 +6,8 @@
 //! - `auth`: password hashes, signed login tokens, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
 //! - `event`: the records a change produces and their JSON shapes.
-//! - `store`: SQLite, migrations, the only place with SQL.
+//! - `store`: SQLite, migrations, the only place with SQL; also the online
+//!   backup and the read-only check of a database file.
 //! - `state`: the writer thread, the snapshot and the stream of committed
 //!   changes that followers subscribe to.
 //! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes,

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use bitsd::config::{self, Command, Config, Fake};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -23,6 +24,8 @@ fn main() -> ExitCode {
             token,
             interval,
         })) => fake_device(&config, control, token, interval),
+        Some(Command::Backup { file }) => backup(&config, &file),
+        Some(Command::Check) => check(&config),
         None => serve(config),
     };
     match result {
@@ -63,6 +66,22 @@ fn bootstrap(config: &Config) -> anyhow::Result<()> {
             format!(" ({})", loaded.changed.join(", "))
         }
     );
+    Ok(())
+}
+
+fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let db = &config.db_path;
+    let done = bitsd::store::backup(db, file)
+        .with_context(|| format!("cannot back up {} to {}", db.display(), file.display()))?;
+    println!("{done}");
+    Ok(())
+}
+
+fn check(config: &Config) -> anyhow::Result<()> {
+    let db = &config.db_path;
+    let inventory =
+        bitsd::store::check(db).with_context(|| format!("cannot check {}", db.display()))?;
+    print!("{inventory}");
     Ok(())
 }
 

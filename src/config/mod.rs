@@ -54,6 +54,25 @@ pub enum Command {
     /// Simulate a device, or fill the database with a plausible past.
     #[command(subcommand)]
     Fake(Fake),
+    /// Write a consistent copy of the database to FILE, also while bitsd runs
+    ///
+    /// SQLite's online backup: safe while bitsd writes, unlike copying the
+    /// file. The copy is one self-contained file, readable by its owner only, and
+    /// passes integrity_check. It is written next to FILE under a hidden name and
+    /// renamed to FILE when complete: an existing FILE is replaced, and stays
+    /// whole until then. Prints one line when done.
+    Backup {
+        /// Where the copy goes; replaced if it exists
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Read the database without changing it and print what it holds
+    ///
+    /// Schema version, integrity, counts of each kind of record and the time
+    /// its history spans. Nothing is written, not even a migration. Exits 1, with the reason on
+    /// standard error, when the database is missing, damaged or unreadable. Run
+    /// it on a database of the original BITS server before moving it to bitsd.
+    Check,
 }
 
 /// `bitsd fake ...`: development and demos without hardware.
@@ -408,6 +427,17 @@ mod tests {
         .unwrap();
         assert!(c.options.auto_status);
         assert_eq!(cmd, Some(Command::Fake(Fake::History { days: 3 })));
+        let (c, cmd) = load(["bitsd", "backup", "copy.db", "--db", "x.db"], env(&[])).unwrap();
+        assert_eq!(c.db_path, PathBuf::from("x.db"));
+        assert_eq!(
+            cmd,
+            Some(Command::Backup {
+                file: PathBuf::from("copy.db")
+            })
+        );
+        let (c, cmd) = load(["bitsd", "--db", "y.db", "check"], env(&[])).unwrap();
+        assert_eq!(c.db_path, PathBuf::from("y.db"));
+        assert_eq!(cmd, Some(Command::Check));
     }
 
     #[test]

@@ -14,9 +14,13 @@ use crate::clock::LocalTime;
 use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 
 mod accounts;
+mod backup;
+mod check;
 
 use accounts::user_by_id;
 pub use accounts::{AccountError, Credentials, User};
+pub use backup::{BackupDone, backup};
+pub use check::{Inventory, MaintenanceError, Schema, Span, check};
 
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";

@@ -14,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod legacy;
 pub mod member;
 mod process;
 #[allow(unused_imports)]
