@@ -4,7 +4,31 @@ DB ?= bitsd.db
 WEB_PORT ?= 8008
 CONTROL_PORT ?= 8888
 
-.PHONY: run test build lint bench bench-abuse test-deps
+# Installation: `make install` (after `make build`, which it runs itself
+# for the default BUILD_DIR) under $(DESTDIR)$(PREFIX); BUILD_DIR names
+# already-built binaries of another profile, installed as they are.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD_DIR ?= target/release
+BINDIR = $(PREFIX)/bin
+MAN1DIR = $(PREFIX)/share/man/man1
+BASHDIR = $(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(PREFIX)/share/zsh/site-functions
+FISHDIR = $(PREFIX)/share/fish/vendor_completions.d
+UNITDIR = $(PREFIX)/lib/systemd/system
+DOCDIR = $(PREFIX)/share/doc/bitsd
+
+PROGRAMS = bitsd usermanage
+# Every file `make install` writes and `make uninstall` removes.
+INSTALLED = $(PROGRAMS:%=$(BINDIR)/%) $(PROGRAMS:%=$(MAN1DIR)/%.1) \
+	$(PROGRAMS:%=$(BASHDIR)/%) $(PROGRAMS:%=$(ZSHDIR)/_%) $(PROGRAMS:%=$(FISHDIR)/%.fish) \
+	$(UNITDIR)/bitsd.service $(DOCDIR)/bitsd.toml.example $(DOCDIR)/nginx.conf
+
+VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+TARGET = $(shell rustc -vV | sed -n 's/^host: //p')
+DIST = bitsd-$(VERSION)-$(TARGET)
+
+.PHONY: run test build lint bench bench-abuse test-deps install uninstall dist
 
 build:
 	$(CARGO) build --release
@@ -20,11 +44,15 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The browser tests drive Debian's Chromium (no browser download).
+# The browser tests drive Debian's Chromium (no browser download); the
+# install test checks the unit with systemd-analyze and renders the man pages.
 test-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 		|| (echo "installing Debian's chromium for the browser tests" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@command -v systemd-analyze >/dev/null 2>&1 && command -v man >/dev/null 2>&1 \
+		|| (echo "installing Debian's systemd and man-db for the install test" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd man-db)
 
 test: test-deps lint
 	$(CARGO) test
@@ -41,3 +69,42 @@ bench:
 # connections from one address, against the release binary.
 bench-abuse:
 	$(CARGO) bench --bench abuse
+
+# The man pages and completions are written by the binary being installed
+# (`bitsd install-files`, from its own command-line definitions), then
+# copied with fixed modes; the unit's ExecStart follows PREFIX.
+install: $(if $(filter target/release,$(BUILD_DIR)),build)
+	@for program in $(PROGRAMS); do test -x $(BUILD_DIR)/$$program \
+		|| { echo "$(BUILD_DIR)/$$program is missing: run make build, or give BUILD_DIR" >&2; exit 1; }; done
+	@set -e; files=$$(mktemp -d); trap 'rm -rf "$$files"' EXIT; \
+	$(BUILD_DIR)/bitsd install-files "$$files" >/dev/null; \
+	sed -e 's|/usr/local/bin/bitsd|$(BINDIR)/bitsd|' -e 's|PREFIX/|$(PREFIX)/|g' -e 's|under PREFIX|under $(PREFIX)|' \
+		deploy/bitsd.service > "$$files/bitsd.service"; \
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MAN1DIR)' '$(DESTDIR)$(BASHDIR)' \
+		'$(DESTDIR)$(ZSHDIR)' '$(DESTDIR)$(FISHDIR)' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(DOCDIR)'; \
+	install -m 0755 $(PROGRAMS:%=$(BUILD_DIR)/%) '$(DESTDIR)$(BINDIR)'; \
+	install -m 0644 $(PROGRAMS:%="$$files"/man/man1/%.1) '$(DESTDIR)$(MAN1DIR)'; \
+	install -m 0644 $(PROGRAMS:%="$$files"/bash-completion/completions/%) '$(DESTDIR)$(BASHDIR)'; \
+	install -m 0644 $(PROGRAMS:%="$$files"/zsh/site-functions/_%) '$(DESTDIR)$(ZSHDIR)'; \
+	install -m 0644 $(PROGRAMS:%="$$files"/fish/vendor_completions.d/%.fish) '$(DESTDIR)$(FISHDIR)'; \
+	install -m 0644 "$$files/bitsd.service" '$(DESTDIR)$(UNITDIR)'; \
+	install -m 0644 deploy/bitsd.toml.example deploy/nginx.conf '$(DESTDIR)$(DOCDIR)'
+	@echo "installed under $(DESTDIR)$(PREFIX)"
+
+# Removes what `make install` wrote, and the documentation folder once empty.
+uninstall:
+	rm -f $(INSTALLED:%='$(DESTDIR)%')
+	@if [ -d '$(DESTDIR)$(DOCDIR)' ]; then rmdir '$(DESTDIR)$(DOCDIR)' 2>/dev/null \
+		|| echo "$(DESTDIR)$(DOCDIR) kept: it holds other files"; fi
+
+# target/dist/$(DIST).tar.gz: an installation under /usr/local laid out as
+# that prefix (bin/, lib/, share/), with README.md and LICENSE.
+dist: $(if $(filter target/release,$(BUILD_DIR)),build)
+	rm -rf target/dist/stage target/dist/$(DIST) target/dist/$(DIST).tar.gz
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/target/dist/stage PREFIX=/usr/local \
+		BUILD_DIR=$(BUILD_DIR)
+	mv target/dist/stage/usr/local target/dist/$(DIST)
+	rm -rf target/dist/stage
+	install -m 0644 README.md LICENSE target/dist/$(DIST)
+	tar -C target/dist -czf target/dist/$(DIST).tar.gz $(DIST)
+	@echo "target/dist/$(DIST).tar.gz"

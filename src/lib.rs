@@ -21,6 +21,11 @@
 //! - `presence`: the forecast of openings and its heat map.
 //! - `limits`: rate limits, connections per address, client text in logs.
 //! - `report`: an error and its causes on one line.
+//! - `systemd`: telling the service manager when bitsd is ready and when it
+//!   stops.
+//! - `usermanage`: the `usermanage` program's command line and commands.
+//! - `install`: the man pages and shell completions of both programs,
+//!   written from their command lines for `make install`.
 
 pub mod auth;
 pub mod clock;
@@ -28,6 +33,7 @@ pub mod config;
 pub mod device;
 pub mod event;
 pub mod fake;
+pub mod install;
 pub mod limits;
 pub mod metrics;
 pub mod net;
@@ -35,6 +41,8 @@ pub mod presence;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod systemd;
+pub mod usermanage;
 pub mod web;
 pub mod wiki;
 
@@ -143,7 +151,10 @@ pub async fn run(
         ));
     }
 
+    // Listeners bound, database open, state loaded: `/data` answers.
+    systemd::notify(systemd::READY);
     shutdown.cancelled().await;
+    systemd::notify(systemd::STOPPING);
     tracing::info!("shutting down");
     tracker.close();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {

@@ -1,13 +1,18 @@
 //! The `bitsd` binary: configuration, logging, signals; the rest is the library.
 
+use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use bitsd::config::{self, Command, Config, Fake};
+use bitsd::install;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(install::SUBCOMMAND)) {
+        return install_files();
+    }
     let (config, command) = config::from_process();
     init_logging(&config);
     for name in &config.unknown_env {
@@ -32,6 +37,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bitsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bitsd install-files DIR`: the man pages and completions for `make
+/// install`, written without reading any configuration.
+fn install_files() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(2).collect();
+    let [dir] = args.as_slice() else {
+        eprintln!("usage: bitsd {} DIR", install::SUBCOMMAND);
+        return ExitCode::from(2);
+    };
+    let dir = std::path::Path::new(dir);
+    match install::write_files(dir) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "bitsd: cannot write into {}: {}",
+                dir.display(),
+                bitsd::report::io_cause(&e)
+            );
             ExitCode::FAILURE
         }
     }
