@@ -20,11 +20,15 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The browser tests drive Debian's Chromium (no browser download).
+# The browser tests drive Debian's Chromium (no browser download); the
+# proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf.
 test-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 		|| (echo "installing Debian's chromium for the browser tests" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@test -x /usr/sbin/nginx \
+		|| (echo "installing Debian's nginx for the proxy tests" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
 test: test-deps lint
 	$(CARGO) test
