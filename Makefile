@@ -45,7 +45,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # The browser tests drive Debian's Chromium (no browser download); the
-# install test checks the unit with systemd-analyze and renders the man pages.
+# install test checks the unit with systemd-analyze and renders the man pages;
+# the proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf.
 test-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 		|| (echo "installing Debian's chromium for the browser tests" \
@@ -53,6 +54,9 @@ test-deps:
 	@command -v systemd-analyze >/dev/null 2>&1 && command -v man >/dev/null 2>&1 \
 		|| (echo "installing Debian's systemd and man-db for the install test" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd man-db)
+	@test -x /usr/sbin/nginx \
+		|| (echo "installing Debian's nginx for the proxy tests" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
 test: test-deps lint
 	$(CARGO) test
