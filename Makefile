@@ -66,6 +66,7 @@ test: test-deps lint
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(CARGO) bench --bench forecast
+	$(CARGO) bench --bench startup
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench abuse
 

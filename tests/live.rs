@@ -95,6 +95,7 @@ impl SseClient {
         let lower = head.to_ascii_lowercase();
         assert!(lower.contains("content-type: text/event-stream"), "{head}");
         assert!(lower.contains("access-control-allow-origin: *"), "{head}");
+        assert!(lower.contains("x-accel-buffering: no"), "{head}");
         SseClient { reader }
     }
 

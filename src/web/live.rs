@@ -285,7 +285,11 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
         _slot: slot,
     });
     let stream = sse_stream(follower, snapshot, app.shutdown.clone(), live);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE).text("keep-alive"))
+    // nginx holds a proxied body in its buffers unless told otherwise.
+    (
+        [("x-accel-buffering", "no")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE).text("keep-alive")),
+    )
 }
 
 /// What an event stream holds while it lasts: its place in the metrics and
