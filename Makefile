@@ -4,8 +4,8 @@ DB ?= bitsd.db
 WEB_PORT ?= 8008
 CONTROL_PORT ?= 8888
 
-# Installation: `make install` (after `make build`, which it runs itself
-# for the default BUILD_DIR) under $(DESTDIR)$(PREFIX); BUILD_DIR names
+# Installation: `make && sudo make install` under $(DESTDIR)$(PREFIX).
+# install never builds (so root never runs cargo); BUILD_DIR names
 # already-built binaries of another profile, installed as they are.
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -78,9 +78,9 @@ bench-abuse:
 # The man pages and completions are written by the binary being installed
 # (`bitsd install-files`, from its own command-line definitions), then
 # copied with fixed modes; the unit's ExecStart follows PREFIX.
-install: $(if $(filter target/release,$(BUILD_DIR)),build)
+install:
 	@for program in $(PROGRAMS); do test -x $(BUILD_DIR)/$$program \
-		|| { echo "$(BUILD_DIR)/$$program is missing: run make build, or give BUILD_DIR" >&2; exit 1; }; done
+		|| { echo "$(BUILD_DIR)/$$program is missing: run make first, or give BUILD_DIR" >&2; exit 1; }; done
 	@set -e; files=$$(mktemp -d); trap 'rm -rf "$$files"' EXIT; \
 	$(BUILD_DIR)/bitsd install-files "$$files" >/dev/null; \
 	sed -e 's|/usr/local/bin/bitsd|$(BINDIR)/bitsd|' -e 's|PREFIX/|$(PREFIX)/|g' -e 's|under PREFIX|under $(PREFIX)|' \

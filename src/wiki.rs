@@ -60,8 +60,15 @@ fn page_from_markdown(stem: &str, body: String) -> Page {
 #[folder = "wiki/"]
 struct BuiltIn;
 
+/// The built-in pages, read once.
+static BUILT_IN: std::sync::LazyLock<Vec<Page>> = std::sync::LazyLock::new(read_built_in);
+
 /// The built-in pages, sorted by slug.
 pub fn built_in() -> Vec<Page> {
+    BUILT_IN.clone()
+}
+
+fn read_built_in() -> Vec<Page> {
     let mut pages: Vec<Page> = BuiltIn::iter()
         .filter_map(|name| {
             let stem = name.strip_suffix(".md").filter(|s| !s.contains('/'))?;
@@ -78,7 +85,7 @@ pub fn built_in() -> Vec<Page> {
 
 /// The built-in page `slug`, if there is one.
 pub fn built_in_page(slug: &str) -> Option<Page> {
-    built_in().into_iter().find(|p| p.slug == slug)
+    BUILT_IN.iter().find(|p| p.slug == slug).cloned()
 }
 
 /// Every `*.md` page under `dir`, sorted by slug.

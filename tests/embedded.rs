@@ -187,11 +187,14 @@ fn a_configured_folder_that_is_not_there_stops_the_start() {
     for (args, says) in [
         (
             ["--assets-path", missing.to_str().unwrap()],
-            format!("bitsd: assets_path: {}: no such folder", missing.display()),
+            format!(
+                "bitsd: assets_path: {}: no such directory",
+                missing.display()
+            ),
         ),
         (
             ["--wiki-path", file.to_str().unwrap()],
-            format!("bitsd: wiki_path: {}: not a folder", file.display()),
+            format!("bitsd: wiki_path: {}: not a directory", file.display()),
         ),
     ] {
         for command in [&[][..], &["bootstrap"][..]] {

@@ -54,7 +54,7 @@ fn each_start_up_failure_is_one_plain_line() {
             vec![],
             false,
             1,
-            "bitsd: cannot open database /nonexistent/bitsd.db: the folder /nonexistent does not exist".into(),
+            "bitsd: cannot open database /nonexistent/bitsd.db: the directory /nonexistent does not exist".into(),
         ),
         (
             with(&["--db", "locked/bitsd.db"]),
@@ -75,7 +75,7 @@ fn each_start_up_failure_is_one_plain_line() {
             vec![],
             false,
             1,
-            "bitsd: cannot open database notes.db/bitsd.db: notes.db is not a folder".into(),
+            "bitsd: cannot open database notes.db/bitsd.db: notes.db is not a directory".into(),
         ),
         (
             vec![

@@ -173,8 +173,10 @@ impl Config {
             let Some(path) = path else { continue };
             let why = match std::fs::metadata(path) {
                 Ok(m) if m.is_dir() => continue,
-                Ok(_) => "not a folder".to_string(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such folder".to_string(),
+                Ok(_) => "not a directory".to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    "no such directory".to_string()
+                }
                 Err(e) => crate::report::io_cause(&e),
             };
             return Err(Error::Folder {

@@ -323,7 +323,7 @@ where
                     Ok(read) => read,
                     Err(_) => {
                         tracing::warn!("device {peer}: silent for {} s; closing", limit.as_secs());
-                        return format!("silent for {limit:?}");
+                        return format!("silent for {} s", limit.as_secs());
                     }
                 },
                 None => read.await,

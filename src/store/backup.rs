@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::check::{
     MaintenanceError, Problems, Size, count, integrity, io, open_read_only, sibling, tables,
 };
+use super::directory_of;
 
 /// Pages copied by one backup step (4 MiB at the default page size).
 const PAGES_PER_STEP: i32 = 1024;
@@ -62,12 +63,14 @@ impl fmt::Display for BackupDone {
 /// existing `file` is replaced whole or not at all.
 pub fn backup(source: &Path, file: &Path) -> Result<BackupDone, MaintenanceError> {
     let started = Instant::now();
-    let src = open_read_only(source)?;
+    // Refusals first: opening a database in WAL mode may create its -shm.
     refuse_own_files(source, file)?;
     if file.is_dir() {
         return Err(MaintenanceError::IsDirectory);
     }
     let partial = Partial::create(file)?;
+    // Never immutable: a server may start and write while this copies.
+    let src = open_read_only(source, false)?;
     let mut dst = Connection::open_with_flags(
         &partial.path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -223,14 +226,6 @@ impl Drop for Partial {
         for suffix in ["", "-journal", "-wal", "-shm"] {
             let _ = fs::remove_file(sibling(&self.path, suffix));
         }
-    }
-}
-
-/// The directory `file` is in (`.` for a bare name).
-fn directory_of(file: &Path) -> &Path {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 

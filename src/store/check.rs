@@ -41,7 +41,7 @@ pub enum MaintenanceError {
     NotAFile,
     #[error("{0}")]
     Sqlite(rusqlite::Error),
-    #[error("{what}: {}", plain(cause))]
+    #[error("{what}: {}", crate::report::io_cause(cause))]
     Io { what: String, cause: std::io::Error },
     #[error(
         "{0} holds an interrupted transaction; the next program that opens the database \
@@ -71,20 +71,6 @@ pub enum MaintenanceError {
 impl From<rusqlite::Error> for MaintenanceError {
     fn from(e: rusqlite::Error) -> Self {
         MaintenanceError::Sqlite(e)
-    }
-}
-
-/// An I/O error in plain words: `permission denied`, without the OS error number.
-fn plain(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error ") {
-        Some(at) => &text[..at],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text.to_string(),
     }
 }
 
@@ -203,7 +189,7 @@ impl fmt::Display for Inventory {
 /// holds; an error when it is missing, no database, damaged, of a newer
 /// schema or of another program.
 pub fn check(path: &Path) -> Result<Inventory, MaintenanceError> {
-    let conn = open_read_only(path)?;
+    let conn = open_read_only(path, true)?;
     let bytes = fs::metadata(path)
         .map_err(|e| io("cannot read its size", e))?
         .len();
@@ -241,9 +227,13 @@ pub(super) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// A database in WAL mode without a `-wal` file is closed by every
 /// program and whole in its one file. Opened read-only the usual way,
 /// SQLite would leave `-wal` and `-shm` files behind, so it is opened as
-/// immutable. Otherwise locks are taken as usual: a running server may be
-/// writing.
-pub(super) fn open_read_only(path: &Path) -> Result<Connection, MaintenanceError> {
+/// immutable when `closed_is_immutable` (a check, which reads in one
+/// moment). Otherwise locks are taken as usual: a running server may be
+/// writing, or start while a backup copies.
+pub(super) fn open_read_only(
+    path: &Path,
+    closed_is_immutable: bool,
+) -> Result<Connection, MaintenanceError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_file() => {}
         Ok(_) => return Err(MaintenanceError::NotAFile),
@@ -252,7 +242,7 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, MaintenanceError
         }
         Err(e) => return Err(io("cannot read it", e)),
     }
-    let immutable = in_wal_mode(path)? && !sibling(path, "-wal").exists();
+    let immutable = closed_is_immutable && in_wal_mode(path)? && !sibling(path, "-wal").exists();
     /// What a path may not hold as such in an SQLite URI.
     const URI_PATH: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
     let uri = format!(
@@ -494,7 +484,5 @@ mod tests {
             io("cannot read it", denied).to_string(),
             "cannot read it: permission denied"
         );
-        let os = std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(plain(&os), "no such file or directory");
     }
 }

@@ -53,24 +53,23 @@ pub enum StoreError {
 /// tells the rest.
 fn why_not_open(path: &Path, e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode;
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = directory_of(path);
     match std::fs::metadata(folder) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return format!("the folder {} does not exist", folder.display());
+            return format!("the directory {} does not exist", folder.display());
         }
-        Ok(m) if !m.is_dir() => return format!("{} is not a folder", folder.display()),
+        Ok(m) if !m.is_dir() => return format!("{} is not a directory", folder.display()),
         _ => {}
     }
-    let (what, mode) = match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => return "it is a folder".to_string(),
-        Ok(_) => (path, libc::R_OK | libc::W_OK),
-        Err(_) => (folder, libc::W_OK | libc::X_OK),
-    };
-    if !accessible(what, mode) {
-        return format!("permission denied on {}", what.display());
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return "that is a directory".to_string();
+    }
+    if path.exists() && !accessible(path, libc::R_OK | libc::W_OK) {
+        return format!("permission denied on {}", path.display());
+    }
+    // SQLite creates the database, and its -wal file, beside it.
+    if !accessible(folder, libc::W_OK | libc::X_OK) {
+        return format!("permission denied on {}", folder.display());
     }
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => "the file is not an SQLite database".to_string(),
@@ -81,6 +80,14 @@ fn why_not_open(path: &Path, e: &rusqlite::Error) -> String {
         Some(ErrorCode::ReadOnly) => "the database is read-only".to_string(),
         Some(ErrorCode::DiskFull) => "the disk is full".to_string(),
         _ => crate::report::Report(e).to_string(),
+    }
+}
+
+/// The directory `file` is in (`.` for a bare name).
+fn directory_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 

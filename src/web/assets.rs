@@ -19,7 +19,9 @@ use tower_http::services::ServeDir;
 use super::{App, Error, cached, pages};
 use crate::limits::Shown;
 
-/// How long browsers keep static files; page links carry `?v=<version>`.
+/// How long browsers keep a built-in file: it changes only with the
+/// version, and page links carry `?v=<version>`. A file of `assets_path`
+/// may change any time, so browsers revalidate it (`Last-Modified`).
 const CACHE_CONTROL: &str = "public, max-age=604800";
 
 /// The files compiled into `bitsd`.
@@ -29,7 +31,7 @@ struct BuiltIn;
 
 /// The `/static/` service: the configured folder's file when it has one,
 /// else the built-in file. Files on disk are read on every request, so
-/// developer mode needs only to leave out the cache headers.
+/// developer mode needs only to leave out the validators.
 pub fn service(app: &App) -> Router {
     let built_in = any(built_in).with_state(app.clone());
     let router = match app.config.assets_folder() {
@@ -47,9 +49,9 @@ pub fn service(app: &App) -> Router {
         None => Router::new().fallback_service(built_in),
     };
     if app.config.options.developer_mode {
-        router.layer(axum::middleware::map_response(no_cache))
+        router.layer(axum::middleware::map_response(no_validators))
     } else {
-        router.layer(axum::middleware::map_response(long_cache))
+        router.layer(axum::middleware::map_response(revalidate_folder_files))
     }
 }
 
@@ -74,7 +76,14 @@ async fn built_in(AxumState(app): AxumState<App>, request: Request) -> Response 
         }
         response
     };
-    response.headers_mut().insert(header::ETAG, etag);
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    if !app.config.options.developer_mode {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(CACHE_CONTROL),
+        );
+    }
     response
 }
 
@@ -98,20 +107,22 @@ async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     }
 }
 
-/// Developer mode: no caching headers at all, not even a validator, so a
-/// reload always shows the file as it is on disk.
-async fn no_cache(mut response: Response) -> Response {
+/// Developer mode: no validators, so a reload always shows the file as it
+/// is on disk (the front adds `Cache-Control: no-cache`).
+async fn no_validators(mut response: Response) -> Response {
     response.headers_mut().remove(header::LAST_MODIFIED);
     response.headers_mut().remove(header::ETAG);
     response
 }
 
-async fn long_cache(mut response: Response) -> Response {
+/// A file of `assets_path` (no `Cache-Control` of its own) is revalidated
+/// on every use, so a club's new `style.css` shows at the next reload.
+async fn revalidate_folder_files(mut response: Response) -> Response {
     if matches!(response.status(), StatusCode::OK | StatusCode::NOT_MODIFIED) {
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(CACHE_CONTROL),
-        );
+        response
+            .headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache"));
     }
     response
 }

@@ -59,7 +59,7 @@ impl Spawned {
 
     /// [`Spawned::start_with`] with `dir` as the working directory.
     pub fn start_in(dir: &Path, db: &Path, extra: &[&str], log: &str) -> Spawned {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+        let mut child = bitsd_command()
             .current_dir(dir)
             .args(["--config", "/dev/null", "--db"])
             .arg(db)
