@@ -28,7 +28,7 @@ VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET = $(shell rustc -vV | sed -n 's/^host: //p')
 DIST = bitsd-$(VERSION)-$(TARGET)
 
-.PHONY: run test build lint bench bench-abuse test-deps install uninstall dist
+.PHONY: run test build lint bench bench-abuse bench-integrations test-deps install uninstall dist
 
 build:
 	$(CARGO) build --release
@@ -46,7 +46,8 @@ lint:
 
 # The browser tests drive Debian's Chromium (no browser download); the
 # install test checks the unit with systemd-analyze and renders the man pages;
-# the proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf.
+# the proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf;
+# the MQTT tests start Debian's mosquitto.
 test-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 		|| (echo "installing Debian's chromium for the browser tests" \
@@ -57,23 +58,31 @@ test-deps:
 	@test -x /usr/sbin/nginx \
 		|| (echo "installing Debian's nginx for the proxy tests" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+	@test -x /usr/sbin/mosquitto && command -v mosquitto_passwd >/dev/null 2>&1 \
+		|| (echo "installing Debian's mosquitto for the MQTT tests" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto)
 
 test: test-deps lint
 	$(CARGO) test
 
 # Load run (see BENCHMARKS.md): installs wrk when missing, then runs the
 # generator in benches/load.rs against the release binary.
-bench:
+bench: test-deps
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(CARGO) bench --bench forecast
 	$(CARGO) bench --bench startup
 	$(CARGO) bench --bench load
+	$(CARGO) bench --bench integrations
 	$(CARGO) bench --bench abuse
 
 # What strangers can take (see BENCHMARKS.md): logins, failed logins,
 # connections from one address, against the release binary.
 bench-abuse:
 	$(CARGO) bench --bench abuse
+
+# MQTT and webhooks on and off, side by side (needs mosquitto: make test-deps).
+bench-integrations: test-deps
+	$(CARGO) bench --bench integrations
 
 # The man pages and completions are written by the binary being installed
 # (`bitsd install-files`, from its own command-line definitions), then

@@ -16,14 +16,19 @@
 //!   push (websocket, SSE).
 //! - `fake`: the simulated device and history of `bitsd fake`.
 //! - `metrics`: the Prometheus metrics.
+//! - `mqtt`: the state on an MQTT broker's retained topics, Home Assistant
+//!   discovery, and `set/` topics read as device commands.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings and its heat map.
+//! - `spaceapi`: the SpaceAPI document of the current state.
 //! - `limits`: rate limits, connections per address, client text in logs.
 //! - `report`: an error and its causes on one line.
 //! - `systemd`: telling the service manager when bitsd is ready and when it
 //!   stops.
 //! - `usermanage`: the `usermanage` program's command line and commands.
+//! - `webhook`: the `[[webhook]]` followers that deliver committed changes
+//!   from the outbox, and `bitsd webhook test`.
 //! - `install`: the man pages and shell completions of both programs,
 //!   written from their command lines for `make install`.
 
@@ -36,14 +41,17 @@ pub mod fake;
 pub mod install;
 pub mod limits;
 pub mod metrics;
+pub mod mqtt;
 pub mod net;
 pub mod presence;
 pub mod report;
+pub mod spaceapi;
 pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod usermanage;
 pub mod web;
+pub mod webhook;
 pub mod wiki;
 
 use std::sync::Arc;
@@ -91,7 +99,8 @@ pub async fn run(
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let clock = Clock::new(config.timezone);
     let metrics = Arc::new(metrics::Metrics::new());
-    let state = State::start(db, clock, config.options.jsonver, metrics.clone())
+    let routes = webhook::routes(&config.webhooks);
+    let state = State::start(db, clock, config.options.jsonver, metrics.clone(), routes)
         .context("cannot load the current state")?;
     let link = DeviceLink::new(metrics.clone());
     let tracker = TaskTracker::new();
@@ -101,9 +110,25 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
+    webhook::spawn(&config, &state, &reader, &metrics, &shutdown, &tracker)
+        .context("cannot start the webhooks")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
+    // Also before any input starts, for the same reason.
+    let web_port = match listeners.web.address()? {
+        net::Address::Tcp(address) => Some(address.port()),
+        net::Address::Unix(_) => None,
+    };
+    mqtt::start(
+        &config,
+        web_port,
+        &state,
+        metrics.clone(),
+        &shutdown,
+        &tracker,
+    )
+    .context("cannot start MQTT")?;
 
     tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
     let app = web::App::new(web::Shared {

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bitsd::config::{self, Command, Config, Fake};
+use bitsd::config::{self, Command, Config, Fake, WebhookCommand};
 use bitsd::install;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         })) => fake_device(&config, control, token, interval),
         Some(Command::Backup { file }) => backup(&config, &file),
         Some(Command::Check) => check(&config),
+        Some(Command::Webhook(WebhookCommand::Test { name })) => webhook_test(&config, name),
         None => serve(config),
     };
     match result {
@@ -114,6 +115,25 @@ fn check(config: &Config) -> anyhow::Result<()> {
     let inventory =
         bitsd::store::check(db).with_context(|| format!("cannot check {}", db.display()))?;
     print!("{inventory}");
+    Ok(())
+}
+
+/// `bitsd webhook test [NAME]`: one line per hook with its answer.
+fn webhook_test(config: &Config, name: Option<String>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tested = runtime.block_on(bitsd::webhook::test(config, name.as_deref()))?;
+    let failed = tested.iter().filter(|t| !t.ok()).count();
+    for t in &tested {
+        match &t.answer {
+            Ok(answer) => println!("{}: {}", t.hook, answer.summary()),
+            Err(e) => println!("{}: {}", t.hook, bitsd::report::Report(e)),
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} webhook(s) failed", tested.len());
+    }
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use std::sync::RwLock;
 
 type EventLabels = [(&'static str, &'static str); 1];
 type RequestLabels = ([(&'static str, &'static str); 1], [(&'static str, u16); 1]);
+type HookLabels = [(&'static str, String); 1];
+type DeliveryLabels = (HookLabels, [(&'static str, &'static str); 1]);
 
 /// Every metric bitsd exports.
 pub struct Metrics {
@@ -29,6 +31,13 @@ pub struct Metrics {
     pub password_checks: Counter,
     /// Connections closed at once because their address had too many.
     pub connections_refused: Counter,
+    webhook_deliveries: Family<DeliveryLabels, Counter<u64, AtomicU64>>,
+    webhook_queue: Family<HookLabels, Gauge>,
+    /// MQTT: whether bitsd is connected to the broker, messages it
+    /// published, and `set/` messages it read, by result.
+    pub mqtt_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub mqtt_published: Counter,
+    mqtt_received: Family<EventLabels, Counter<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -85,8 +94,43 @@ impl Metrics {
             "Connections closed at once because their address held web_max_connections_per_address",
             connections_refused.clone(),
         );
+        let webhook_deliveries = Family::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by hook and result (delivered, retried, failed, superseded)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_queue = Family::default();
+        registry.register(
+            "webhook_queue",
+            "Webhook deliveries waiting, by hook",
+            webhook_queue.clone(),
+        );
+        let mqtt_connected = Gauge::default();
+        registry.register(
+            "mqtt_connected",
+            "Whether bitsd is connected to the MQTT broker (0 or 1)",
+            mqtt_connected.clone(),
+        );
+        let mqtt_published = Counter::default();
+        registry.register(
+            "mqtt_published",
+            "Messages published to the MQTT broker",
+            mqtt_published.clone(),
+        );
+        let mqtt_received = Family::default();
+        registry.register(
+            "mqtt_set_messages",
+            "Messages read on the MQTT set/ topics, by result (accepted, rejected)",
+            mqtt_received.clone(),
+        );
         Metrics {
             registry,
+            webhook_deliveries,
+            webhook_queue,
+            mqtt_connected,
+            mqtt_published,
+            mqtt_received,
             password_checks,
             connections_refused,
             websocket_clients,
@@ -102,6 +146,26 @@ impl Metrics {
     /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
     pub fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// The counter of `hook`'s deliveries that ended in `result`.
+    pub fn webhook_deliveries(&self, hook: &str, result: &'static str) -> Counter {
+        let labels = ([("hook", hook.to_string())], [("result", result)]);
+        self.webhook_deliveries.get_or_create(&labels).clone()
+    }
+
+    /// The gauge of `hook`'s deliveries waiting.
+    pub fn webhook_queue(&self, hook: &str) -> Gauge {
+        self.webhook_queue
+            .get_or_create(&[("hook", hook.to_string())])
+            .clone()
+    }
+
+    /// Counts a message read on an MQTT `set/` topic: `accepted` or `rejected`.
+    pub fn mqtt_set_message(&self, result: &'static str) {
+        self.mqtt_received
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     /// Counts an answered request. `route` is a route pattern (never a raw

@@ -141,9 +141,21 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
     for (key, value) in example_settings(top) {
         whole.push_str(&format!("{key} = {value}\n"));
     }
+    let (spaceapi, webhooks) = spaceapi
+        .split_once("# [[webhook]]\n")
+        .expect("the example has [[webhook]] tables");
     whole.push_str("[spaceapi]\n");
     for (key, value) in example_settings(spaceapi) {
         whole.push_str(&format!("{key} = {value}\n"));
+    }
+    for table in format!("# [[webhook]]\n{webhooks}")
+        .split("# [[webhook]]\n")
+        .skip(1)
+    {
+        whole.push_str("[[webhook]]\n");
+        for (key, value) in example_settings(table) {
+            whole.push_str(&format!("{key} = {value}\n"));
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     // Folders named in the example must exist for a start, not for a load.
@@ -154,6 +166,13 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
         std::iter::empty::<(String, String)>(),
     )
     .unwrap_or_else(|e| panic!("{e}\n{whole}"));
+    let hooks: Vec<(&str, &str)> = loaded
+        .webhooks
+        .iter()
+        .map(|h| (h.name.as_str(), h.format.as_str()))
+        .collect();
+    assert_eq!(hooks, [("log", "json"), ("room", "matrix")]);
+    assert!(loaded.webhooks[0].secret.is_some() && loaded.webhooks[1].debounce > 0);
     let spaceapi = format!("{:?}", loaded.spaceapi.expect("[spaceapi] is read"));
     assert!(
         !spaceapi.contains("None"),

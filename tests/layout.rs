@@ -86,6 +86,10 @@ fn modules_import_in_one_direction() {
         graph["store"]
     );
     assert!(!graph["state"].contains("device") && !graph["state"].contains("web"));
+    // Followers of the state know nothing of the web.
+    for follower in ["mqtt", "webhook"] {
+        assert!(!graph[follower].contains("web"), "{follower} imports web");
+    }
 
     assert_no_circle(graph);
 }

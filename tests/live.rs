@@ -154,9 +154,10 @@ async fn a_client_that_does_not_read_neither_delays_others_nor_loses_the_state()
     next_json(&mut reader).await;
 
     let mut device = server.device().await;
-    // 500 `<` are 2,000 characters of JSON (`&lt;`).
-    let filler = "<".repeat(500);
-    let count = 2000;
+    // 900 `<` are 3,600 characters of JSON (`&lt;`): 4,000 messages are
+    // more than the stream keeps for a follower that does not read.
+    let filler = "<".repeat(900);
+    let count = 4000;
     let sender = tokio::spawn(async move {
         for i in 0..count {
             device

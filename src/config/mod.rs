@@ -8,6 +8,7 @@
 mod layers;
 mod options;
 mod values;
+mod webhooks;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use serde::Deserialize;
 
 pub use layers::Error;
 pub use options::{Layer, Options};
-pub use values::Allowlist;
+pub use values::{Allowlist, MqttUrl};
+pub use webhooks::{ChatId, HookEvent, HookFormat, TELEGRAM_API, Webhook};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/bitsd.toml";
@@ -73,6 +75,21 @@ pub enum Command {
     /// standard error, when the database is missing, damaged or unreadable. Run
     /// it on a database of the original BITS server before moving it to bitsd.
     Check,
+    /// Webhooks: try them before the room opens for real.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+/// `bitsd webhook ...`.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum WebhookCommand {
+    /// Send one test delivery to each [[webhook]] of the config file, or to the
+    /// one named, and print each answer; exits 1 if any fails
+    Test {
+        /// Only the hook with this name
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 /// `bitsd fake ...`: development and demos without hardware.
@@ -129,6 +146,8 @@ pub struct Config {
     pub db_path: PathBuf,
     pub timezone: Tz,
     pub spaceapi: Option<SpaceApi>,
+    /// The `[[webhook]]` tables, in the file's order.
+    pub webhooks: Vec<Webhook>,
     /// `BITSD_*` variables that name no option, to be warned about once logging is up.
     pub unknown_env: Vec<String>,
 }
@@ -219,6 +238,10 @@ where
         Some(value) => Some(parse_spaceapi(&path, value)?),
         None => None,
     };
+    let webhooks = match table.remove("webhook") {
+        Some(value) => webhooks::parse(&path, value)?,
+        None => Vec::new(),
+    };
     let file = Layer::from_file(&path, table)?;
     let environment = Layer::from_env(&env)?;
     let layers = cli.options.over(environment).over(file);
@@ -247,6 +270,7 @@ where
         db_path,
         timezone,
         spaceapi,
+        webhooks,
         unknown_env,
     };
     Ok((config, cli.command))

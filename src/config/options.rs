@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use chrono_tz::Tz;
 
 use super::values::{
-    Allowlist, address, addresses, db_uri, mode, number, path, switch, text, timezone,
+    Allowlist, MqttUrl, address, addresses, db_uri, mode, mqtt_url, number, path, switch, text,
+    timezone, topic,
 };
 
 super::layers::options! {
@@ -95,6 +96,20 @@ super::layers::options! {
         forecast_weeks: u32 = "8", number(1..=520);
         /// Time zone for timestamps and the forecast, e.g. Europe/Rome [default: the system's]
         timezone: Option<Tz>, timezone();
+    }
+    "Integrations" {
+        /// MQTT broker that bitsd keeps the state on, mqtt://[user:password@]host[:port]
+        /// or mqtts://... [default: none, MQTT off]
+        mqtt_url: Option<MqttUrl>, mqtt_url();
+        /// First levels of every topic bitsd publishes and reads (with mqtt_url)
+        mqtt_topic_prefix: String = "bits", topic();
+        /// Publish Home Assistant discovery configs (with mqtt_url)
+        mqtt_homeassistant: bool = "true", switch();
+        /// First levels of the Home Assistant discovery topics
+        mqtt_homeassistant_prefix: String = "homeassistant", topic();
+        /// Take PREFIX/set/status, PREFIX/set/temperature/<sensor> and PREFIX/set/message
+        /// as the device's own lines (with mqtt_url; restrict them with the broker's ACL)
+        mqtt_subscribe: bool = "false", switch();
     }
     "Operation" {
         /// One access-log line per HTTP request

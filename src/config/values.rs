@@ -179,6 +179,90 @@ pub fn timezone() -> Kind<Tz> {
     .named("ZONE")
 }
 
+/// An MQTT broker, `mqtt://[user[:password]@]host[:port]` or `mqtts://...`.
+pub fn mqtt_url() -> Kind<MqttUrl> {
+    Kind::new(parse_mqtt_url).named("URL")
+}
+
+/// An MQTT topic prefix: levels separated by `/`, no wildcards.
+pub fn topic() -> Kind<String> {
+    Kind::new(|text| {
+        if text.is_empty() || text.starts_with('/') || text.ends_with('/') {
+            return Err("expected topic levels such as `bits` or `club/room`".into());
+        }
+        if text.contains(['+', '#', '\0']) {
+            return Err("must not hold the wildcards `+` and `#`".into());
+        }
+        Ok(text.to_string())
+    })
+    .named("TOPIC")
+}
+
+/// Where the MQTT broker is and how bitsd logs in to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// `mqtts://`: TLS, checked against the system's certificate authorities.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Never prints the password: the configuration is logged in developer mode.
+impl std::fmt::Debug for MqttUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// `mqtt://user@host:port`, without the password.
+impl Display for MqttUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://")?;
+        if let Some(user) = &self.username {
+            write!(f, "{user}@")?;
+        }
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+fn parse_mqtt_url(text: &str) -> Result<MqttUrl, String> {
+    let expected = "expected mqtt://[user:password@]host[:port] or mqtts://...";
+    let url = url::Url::parse(text).map_err(|e| format!("{e}; {expected}"))?;
+    let tls = match url.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => return Err(format!("unknown scheme `{other}`; {expected}")),
+    };
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_string(),
+        _ => return Err(format!("no host; {expected}")),
+    };
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("only a host and a port; {expected}"));
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| "the user or password is not UTF-8".to_string())
+    };
+    let username = match url.username() {
+        "" => None,
+        user => Some(decode(user)?),
+    };
+    let password = url.password().map(decode).transpose()?;
+    Ok(MqttUrl {
+        tls,
+        host,
+        port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        username,
+        password,
+    })
+}
+
 /// Peers allowed to connect as the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowlist(pub Vec<IpNet>);
@@ -279,6 +363,34 @@ mod tests {
         assert!(!list.allows("192.168.1.8".parse().unwrap()));
         for bad in ["", ",", "everyone", "10.0.0.0/33"] {
             assert!(parse(&addresses(), bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        let url = parse(&mqtt_url(), "mqtt://bits:s%40cret@broker.lan").unwrap();
+        assert!(!url.tls);
+        assert_eq!((url.host.as_str(), url.port), ("broker.lan", 1883));
+        assert_eq!(url.username.as_deref(), Some("bits"));
+        assert_eq!(url.password.as_deref(), Some("s@cret"));
+        assert_eq!(format!("{url:?}"), "mqtt://bits@broker.lan:1883");
+        let url = parse(&mqtt_url(), "mqtts://[::1]:8884").unwrap();
+        assert!(url.tls);
+        assert_eq!((url.host.as_str(), url.port), ("::1", 8884));
+        assert_eq!(parse(&mqtt_url(), "mqtts://h").unwrap().port, 8883);
+        for bad in [
+            "",
+            "broker:1883",
+            "http://h",
+            "mqtt://",
+            "mqtt://h/topic",
+            "mqtt://h:99999",
+        ] {
+            assert!(parse(&mqtt_url(), bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse(&topic(), "club/room"), Ok("club/room".to_string()));
+        for bad in ["", "/bits", "bits/", "bits/#", "a/+/b"] {
+            assert!(parse(&topic(), bad).is_err(), "{bad}");
         }
     }
 

@@ -127,18 +127,20 @@ pub fn follow(
                 next = changes.recv() => next,
             };
             match next {
-                Ok(published) if published.seq <= seen => {}
-                Ok(published) => {
-                    seen = published.seq;
-                    if let Some(line) = line_for(&published) {
-                        link.send(line);
+                Ok(commit) => {
+                    let after = seen;
+                    for published in commit.iter().filter(|p| p.seq > after) {
+                        seen = published.seq;
+                        if let Some(line) = line_for(published) {
+                            link.send(line);
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let snapshot = state.snapshot();
                     // Expected in a flood from the device: not worth a warning.
                     tracing::debug!(
-                        "device link fell {missed} changes behind; sending the current state"
+                        "device link fell {missed} commits behind; sending the current state"
                     );
                     for line in lines_after_lag(&snapshot, seen) {
                         link.send(line);
@@ -312,7 +314,14 @@ mod tests {
         let mut db = Db::open(&dir.path().join("bitsd.db"), false).unwrap();
         let ada = db.add_user("ada", "hash").unwrap();
         let metrics = Arc::new(Metrics::new());
-        let state = State::start(db, Clock::new(chrono_tz::UTC), 3, metrics.clone()).unwrap();
+        let state = State::start(
+            db,
+            Clock::new(chrono_tz::UTC),
+            3,
+            metrics.clone(),
+            Vec::new(),
+        )
+        .unwrap();
         let link = DeviceLink::new(metrics);
         let shutdown = CancellationToken::new();
         let following = tokio::spawn(follow(link.clone(), state.clone(), shutdown.clone()));
@@ -333,6 +342,7 @@ mod tests {
             Event::Message {
                 author: None,
                 text: "from the device".into(),
+                origin: Origin::Device,
             },
             Event::Status {
                 value: StatusValue::Open,
@@ -341,6 +351,7 @@ mod tests {
             Event::Message {
                 author: Some(ada),
                 text: "end".into(),
+                origin: Origin::Web,
             },
         ];
         for event in events {

@@ -382,7 +382,11 @@ async fn handle_line(line: &[u8], peer: &str, ends: &Ends) -> Result<(), String>
             origin: Origin::Device,
         },
         Command::Temperature { sensor, value } => Event::Temperature { sensor, value },
-        Command::Message(text) => Event::Message { author: None, text },
+        Command::Message(text) => Event::Message {
+            author: None,
+            text,
+            origin: Origin::Device,
+        },
         Command::Enter(id) => Event::Enter(id),
         Command::Leave(id) => Event::Leave(id),
         Command::Sound(id) => {

@@ -97,10 +97,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
         }
         "temperature" => {
             expect("temperature", 2)?;
-            let sensor = integer("sensor", args[0])?;
-            if !(0..=MAX_SENSOR).contains(&sensor) {
-                return Err(ParseError::SensorOutOfRange(sensor));
-            }
+            let sensor = sensor(args[0])?;
             let value = decimal(args[1])?;
             Ok(Command::Temperature { sensor, value })
         }
@@ -110,14 +107,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
                 .decode(args[0])
                 .map_err(|_| ParseError::BadBase64)?;
             let text = String::from_utf8(bytes).map_err(|_| ParseError::MessageNotUtf8)?;
-            if text.trim().is_empty() {
-                return Err(ParseError::EmptyMessage);
-            }
-            let chars = text.chars().count();
-            if chars > MAX_MESSAGE {
-                return Err(ParseError::MessageTooLong(chars));
-            }
-            Ok(Command::Message(text))
+            Ok(Command::Message(message_text(text)?))
         }
         "enter" => {
             expect("enter", 1)?;
@@ -153,8 +143,30 @@ fn integer(what: &'static str, text: &str) -> Result<i64, ParseError> {
     })
 }
 
-/// A decimal as the device writes it: digits, an optional sign and point.
-fn decimal(text: &str) -> Result<f64, ParseError> {
+/// A sensor number as the device writes it, in `0..=MAX_SENSOR`.
+pub fn sensor(text: &str) -> Result<i64, ParseError> {
+    let sensor = integer("sensor", text)?;
+    if !(0..=MAX_SENSOR).contains(&sensor) {
+        return Err(ParseError::SensorOutOfRange(sensor));
+    }
+    Ok(sensor)
+}
+
+/// A message's text, when it is not blank and within [`MAX_MESSAGE`].
+pub fn message_text(text: String) -> Result<String, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::EmptyMessage);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_MESSAGE {
+        return Err(ParseError::MessageTooLong(chars));
+    }
+    Ok(text)
+}
+
+/// A decimal as the device writes it: digits, an optional sign and point,
+/// within -100..200 °C.
+pub fn decimal(text: &str) -> Result<f64, ParseError> {
     let body = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());

@@ -5,8 +5,11 @@
 //! one transaction, commits it, then updates the in-memory [`Snapshot`]
 //! (`snapshot`), then publishes each committed change once, serialised once.
 //! Followers (live clients, the device link) subscribe to that stream;
-//! readers never query the database for the current state.
+//! readers never query the database for the current state. Webhooks are
+//! the exception: their deliveries must survive a crash, so the writer puts
+//! them in the outbox table in the change's transaction (`outbox`).
 
+mod outbox;
 mod snapshot;
 mod writer;
 
@@ -21,6 +24,8 @@ use crate::event::{Change, ModifiedBy, StatusValue};
 use crate::metrics::Metrics;
 use crate::store::{DEVICE_USER, Db, StoreError, User};
 
+use outbox::Outbox;
+pub use outbox::{Route, unix_now};
 use snapshot::Model;
 pub use snapshot::{HISTORY_SAMPLES, Roster, Snapshot};
 use writer::Writer;
@@ -30,11 +35,18 @@ const QUEUE: usize = 8192;
 /// Bytes of message text waiting for (or in) the writer before senders wait
 /// their turn: messages are long, so they are counted by size as well.
 const MESSAGE_BUDGET: usize = 1 << 20;
-/// Changes a follower may fall behind before it must resynchronise from the
-/// snapshot. Less than a whole batch (`writer::MAX_BATCH`): the ring keeps
-/// what a stalled client has not read, so it is kept small; a follower
-/// overrun by one huge batch (a device flood) resynchronises.
-const BROADCAST_CAPACITY: usize = 1024;
+/// Messages of the stream a follower may fall behind before it must
+/// resynchronise from the snapshot. A message is one commit, or a part of
+/// one of at most [`CHUNK_CHANGES`] changes and about [`CHUNK_BYTES`] held:
+/// the ring keeps what the slowest follower has not read, at most a few MiB,
+/// and a follower that keeps up with the writer on average (the MQTT link in
+/// a device flood) sees every change.
+const BROADCAST_CAPACITY: usize = 64;
+/// Most changes in one message of the stream.
+const CHUNK_CHANGES: usize = 256;
+/// Bytes held (JSON and message text) past which a message of the stream is
+/// closed: 256 samples stay well under it, messages are counted by size.
+const CHUNK_BYTES: usize = 64 << 10;
 
 /// Something that changes the state.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +55,13 @@ pub enum Event {
     Status { value: StatusValue, origin: Origin },
     /// A sample from a sensor of the device.
     Temperature { sensor: i64, value: f64 },
-    /// A message from the device (`author` None) or from a member.
-    Message { author: Option<User>, text: String },
+    /// A message from a member (`author`), or else stored under the device's
+    /// user; `origin` says where it came from.
+    Message {
+        author: Option<User>,
+        text: String,
+        origin: Origin,
+    },
     /// A member typed their number on the keypad on arriving.
     Enter(i64),
     /// A member typed their number on the keypad on leaving.
@@ -64,13 +81,16 @@ pub enum Origin {
     Web,
     /// Automatic status from the roster (`BITS`).
     Automation,
+    /// A `set/` topic of the MQTT broker (`BITS`): like a device line, but
+    /// the device itself has not seen it.
+    Mqtt,
 }
 
 impl Origin {
     fn modified_by(self) -> ModifiedBy {
         match self {
             Origin::Web => ModifiedBy::Web,
-            Origin::Device | Origin::Automation => ModifiedBy::Bits,
+            Origin::Device | Origin::Automation | Origin::Mqtt => ModifiedBy::Bits,
         }
     }
 }
@@ -97,18 +117,23 @@ pub struct Published {
     pub json: Bytes,
 }
 
+/// Changes of one commit, in order, as one message of the stream.
+pub type Changes = Arc<[Published]>;
+
 /// Where the writer sends its answer about one event.
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
 enum Job {
     Event(Event, Option<Reply>, Option<OwnedSemaphorePermit>),
     Flush(oneshot::Sender<()>),
+    /// Webhook deliveries done with: the hook and its outbox rows.
+    Forget(Arc<str>, Vec<i64>),
 }
 
 struct Shared {
     jobs: mpsc::Sender<Job>,
     snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
-    changes: broadcast::Sender<Published>,
+    changes: broadcast::Sender<Changes>,
     clock: Clock,
     message_budget: Arc<Semaphore>,
 }
@@ -120,14 +145,18 @@ pub struct State {
 }
 
 impl State {
-    /// Loads the current state from `db` and starts the writer thread.
+    /// Loads the current state from `db` and starts the writer thread;
+    /// each stored change gets an outbox row for each of `routes` that
+    /// follows it.
     pub fn start(
-        db: Db,
+        mut db: Db,
         clock: Clock,
         jsonver: u32,
         metrics: Arc<Metrics>,
+        routes: Vec<Route>,
     ) -> Result<State, StoreError> {
         let model = Model::load(&db)?;
+        let outbox = Outbox::load(&mut db, routes, &metrics)?;
         let device_user = db
             .user_by_name(DEVICE_USER)?
             .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
@@ -143,6 +172,7 @@ impl State {
             stamper: writer::Stamper::new(clock),
             metrics,
             jsonver,
+            outbox,
         };
         std::thread::Builder::new()
             .name("bitsd-writer".into())
@@ -209,6 +239,16 @@ impl State {
         }
     }
 
+    /// Removes outbox rows `ids` of `hook` (delivered or given up) in the
+    /// writer's next batch, without waiting for it.
+    pub async fn forget(&self, hook: Arc<str>, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.shared
+            .jobs
+            .send(Job::Forget(hook, ids))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// The current state.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshot.borrow().clone()
@@ -224,11 +264,11 @@ impl State {
         self.shared.snapshot.subscribe()
     }
 
-    /// Committed changes from now on. Subscribe before taking the snapshot
-    /// and skip changes with `seq <= snapshot.version`; a follower that falls
-    /// [`BROADCAST_CAPACITY`] behind is told it lagged and resynchronises
-    /// from the snapshot.
-    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+    /// Committed changes from now on, a commit at a time. Subscribe before
+    /// taking the snapshot and skip changes with `seq <= snapshot.version`; a
+    /// follower that falls [`BROADCAST_CAPACITY`] commits behind is told it
+    /// lagged and resynchronises from the snapshot.
+    pub fn subscribe(&self) -> broadcast::Receiver<Changes> {
         self.shared.changes.subscribe()
     }
 

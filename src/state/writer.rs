@@ -8,8 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 
+use super::outbox::{Deltas, Outbox};
 use super::snapshot::Model;
-use super::{Event, Job, Origin, Outcome, Published, Reply, Snapshot};
+use super::{
+    CHUNK_BYTES, CHUNK_CHANGES, Changes, Event, Job, Origin, Outcome, Published, Reply, Snapshot,
+};
 use crate::clock::{Clock, LocalTime};
 use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::metrics::Metrics;
@@ -24,18 +27,20 @@ pub(super) struct Writer {
     pub db: Db,
     pub model: Model,
     pub snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
-    pub changes: broadcast::Sender<Published>,
+    pub changes: broadcast::Sender<Changes>,
     /// Device messages are stored under this user.
     pub device_user: User,
     pub stamper: Stamper,
     pub metrics: Arc<Metrics>,
     pub jsonver: u32,
+    pub outbox: Outbox,
 }
 
 /// What an event came to while its batch was being written.
 struct Pending {
-    /// The change stored, if any: its sequence number, itself, who caused it.
-    stored: Option<(u64, Change, Origin)>,
+    /// The change stored, if any: its sequence number, itself, who caused
+    /// it, and its JSON when it was needed for the outbox already.
+    stored: Option<(u64, Change, Origin, Option<Bytes>)>,
     reply: Option<Reply>,
     outcome: Outcome,
 }
@@ -58,7 +63,7 @@ impl Writer {
 
     /// Writes `jobs` in one transaction ended by `commit`; only once it is
     /// committed do the snapshot, the stream and the senders hear of it.
-    fn process(
+    pub(super) fn process(
         &mut self,
         jobs: Vec<Job>,
         commit: impl FnOnce(Batch<'_>) -> Result<(), StoreError>,
@@ -71,15 +76,30 @@ impl Writer {
         // Work on a copy so a failed commit leaves the model as it was.
         let mut model = self.model.clone();
         let mut stamper = self.stamper.clone();
+        let mut deltas = self.outbox.deltas();
         let committed = (|| -> Result<(), StoreError> {
             let batch = self.db.batch()?;
+            let mut writing = Writing {
+                batch: &batch,
+                outbox: &self.outbox,
+                deltas: &mut deltas,
+                failed: None,
+            };
             for job in jobs {
                 match job {
                     Job::Flush(tx) => flushes.push(tx),
+                    Job::Forget(hook, ids) => {
+                        self.outbox.forget(&batch, &hook, &ids, writing.deltas);
+                    }
                     Job::Event(event, reply, budget) => {
                         budgets.extend(budget);
-                        let (stored, outcome) =
-                            prepare(&batch, &mut model, &mut stamper, &self.device_user, event);
+                        let (stored, outcome) = prepare(
+                            &mut writing,
+                            &mut model,
+                            &mut stamper,
+                            &self.device_user,
+                            event,
+                        );
                         pending.push(Pending {
                             stored,
                             reply,
@@ -87,6 +107,11 @@ impl Writer {
                         });
                     }
                 }
+            }
+            // A change must not commit without its deliveries: the batch
+            // is rolled back whole, as a failed commit is.
+            if let Some(e) = writing.failed {
+                return Err(e);
             }
             commit(batch)
         })();
@@ -115,6 +140,7 @@ impl Writer {
         }
         self.model = model;
         self.stamper = stamper;
+        self.outbox.committed(&deltas);
         self.snapshot
             .send_replace(Arc::new(self.model.snapshot(self.jsonver)));
         self.publish(pending);
@@ -123,43 +149,82 @@ impl Writer {
         }
     }
 
-    /// Publishes the stored changes in order, then answers their senders.
+    /// Publishes the stored changes in order, a commit in as few messages of
+    /// the stream as their size allows, then answers their senders.
     fn publish(&self, pending: Vec<Pending>) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        let mut replies = Vec::with_capacity(pending.len());
         for p in pending {
-            if let Some((seq, change, origin)) = p.stored {
+            if let Some((seq, change, origin, json)) = p.stored {
                 self.metrics.event(change.kind());
-                let json = Bytes::from(change.to_json());
-                // No receivers is fine: nobody is following.
-                let _ = self.changes.send(Published {
+                let json = json.unwrap_or_else(|| Bytes::from(change.to_json()));
+                bytes += json.len();
+                if let Change::Message(m) = &change {
+                    bytes += m.text.len();
+                }
+                chunk.push(Published {
                     seq,
                     change: Arc::new(change),
                     origin,
                     json,
                 });
+                if chunk.len() == CHUNK_CHANGES || bytes >= CHUNK_BYTES {
+                    self.send(std::mem::take(&mut chunk));
+                    bytes = 0;
+                }
             }
             if let Some(reply) = p.reply {
-                let _ = reply.send(Ok(p.outcome));
+                replies.push((reply, p.outcome));
             }
         }
+        if !chunk.is_empty() {
+            self.send(chunk);
+        }
+        for (reply, outcome) in replies {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    fn send(&self, chunk: Vec<Published>) {
+        // No receivers is fine: nobody is following.
+        let _ = self.changes.send(Changes::from(chunk));
     }
 }
 
-/// Writes `event` into the batch and applies it to `model`: the change
-/// stored (if any) and what became of the event.
+/// A batch being written, with the outbox rows it adds.
+struct Writing<'a, 'b> {
+    batch: &'a Batch<'b>,
+    outbox: &'a Outbox,
+    deltas: &'a mut Deltas,
+    /// An outbox row that could not be written: the batch must not commit.
+    failed: Option<StoreError>,
+}
+
+/// What [`prepare`] makes of an event.
+type Prepared = (Option<(u64, Change, Origin, Option<Bytes>)>, Outcome);
+
+/// Writes `event` into the batch, with its outbox rows, and applies it to
+/// `model`: the change stored (if any) and what became of the event.
 fn prepare(
-    batch: &Batch<'_>,
+    writing: &mut Writing<'_, '_>,
     model: &mut Model,
     stamper: &mut Stamper,
     device_user: &User,
     event: Event,
-) -> (Option<(u64, Change, Origin)>, Outcome) {
+) -> Prepared {
+    let batch = writing.batch;
     let mut author_id = device_user.id;
     let decided = match event {
         Event::Status { value, origin } => status_change(model, value, origin, stamper),
         Event::Temperature { sensor, value } => Ok(temperature(sensor, value, stamper)),
-        Event::Message { author, text } => {
+        Event::Message {
+            author,
+            text,
+            origin,
+        } => {
             author_id = author.as_ref().map_or(device_user.id, |a| a.id);
-            Ok(message(author, text, device_user, stamper))
+            Ok(message(author, text, origin, device_user, stamper))
         }
         Event::Enter(id) => return (None, enter(batch, &mut model.roster.keypad, id)),
         Event::Leave(id) => return (None, leave(&mut model.roster.keypad, id)),
@@ -174,8 +239,16 @@ fn prepare(
     };
     match store(batch, &change, author_id) {
         Ok(()) => {
+            // Serialised once, for the outbox and for the stream.
+            let json = writing.outbox.follows(&change).then(|| {
+                let json = change.to_json();
+                if let Err(e) = writing.outbox.record(batch, &change, &json, writing.deltas) {
+                    writing.failed.get_or_insert(e);
+                }
+                Bytes::from(json)
+            });
             let seq = model.apply(&change, origin);
-            (Some((seq, change, origin)), Outcome::Applied)
+            (Some((seq, change, origin, json)), Outcome::Applied)
         }
         Err(e) => {
             tracing::error!("event not stored: {}", Report(&e));
@@ -213,17 +286,14 @@ fn temperature(sensor: i64, value: f64, stamper: &mut Stamper) -> (Change, Origi
     (Change::Temperature(sample), Origin::Device)
 }
 
-/// A message from a member (`author`), or else from the device.
+/// A message from a member (`author`), or else under the device's user.
 fn message(
     author: Option<User>,
     text: String,
+    origin: Origin,
     device_user: &User,
     stamper: &mut Stamper,
 ) -> (Change, Origin) {
-    let origin = match author {
-        Some(_) => Origin::Web,
-        None => Origin::Device,
-    };
     let user = author.unwrap_or_else(|| device_user.clone());
     let message = Message {
         timestamp: stamper.next(),
@@ -317,7 +387,7 @@ mod tests {
     /// snapshots.
     struct Rig {
         writer: Writer,
-        follower: broadcast::Receiver<Published>,
+        follower: broadcast::Receiver<Changes>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
         path: std::path::PathBuf,
         _dir: tempfile::TempDir,
@@ -326,8 +396,10 @@ mod tests {
     fn rig() -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bitsd.db");
-        let db = Db::open(&path, false).unwrap();
+        let mut db = Db::open(&path, false).unwrap();
         let model = Model::load(&db).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let outbox = Outbox::load(&mut db, Vec::new(), &metrics).unwrap();
         let device_user = db.user_by_name(DEVICE_USER).unwrap().unwrap();
         let snapshot = Arc::new(watch::Sender::new(Arc::new(model.snapshot(3))));
         let (changes, follower) = broadcast::channel(1024);
@@ -339,8 +411,9 @@ mod tests {
             changes,
             device_user,
             stamper: Stamper::new(clock),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             jsonver: 3,
+            outbox,
         };
         Rig {
             writer,
@@ -379,7 +452,9 @@ mod tests {
         }
 
         fn published(&mut self) -> Vec<Published> {
-            std::iter::from_fn(|| self.follower.try_recv().ok()).collect()
+            std::iter::from_fn(|| self.follower.try_recv().ok())
+                .flat_map(|changes| changes.to_vec())
+                .collect()
         }
 
         fn snapshot(&self) -> Arc<Snapshot> {
@@ -446,12 +521,14 @@ mod tests {
         rig.batch(vec![Event::Message {
             author: Some(member),
             text: "from the web".into(),
+            origin: Origin::Web,
         }]);
         let (_, latest) = rig.stored();
         assert_eq!(latest.message.unwrap().user, "ada");
         rig.batch(vec![Event::Message {
             author: None,
             text: "from the device".into(),
+            origin: Origin::Device,
         }]);
         let origins: Vec<_> = rig.published().iter().map(|p| p.origin).collect();
         assert_eq!(origins, [Origin::Web, Origin::Device]);
@@ -522,6 +599,45 @@ mod tests {
     }
 
     #[test]
+    fn a_big_commit_reaches_followers_in_bounded_messages() {
+        let mut rig = rig();
+        let samples = (0..600)
+            .map(|i| Event::Temperature {
+                sensor: 0,
+                value: i as f64,
+            })
+            .collect();
+        rig.batch(samples);
+        let messages: Vec<Changes> = std::iter::from_fn(|| rig.follower.try_recv().ok()).collect();
+        let sizes: Vec<usize> = messages.iter().map(|m| m.len()).collect();
+        assert_eq!(
+            sizes,
+            [CHUNK_CHANGES, CHUNK_CHANGES, 600 - 2 * CHUNK_CHANGES]
+        );
+        let seqs: Vec<u64> = messages
+            .iter()
+            .flat_map(|m| m.iter().map(|p| p.seq))
+            .collect();
+        assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
+
+        let text = "<".repeat(1000);
+        let messages = (0..100)
+            .map(|_| Event::Message {
+                author: None,
+                text: text.clone(),
+                origin: Origin::Device,
+            })
+            .collect();
+        rig.batch(messages);
+        let chunks: Vec<Changes> = std::iter::from_fn(|| rig.follower.try_recv().ok()).collect();
+        assert!(chunks.len() > 1, "closed by size before the count");
+        for chunk in &chunks {
+            let bytes: usize = chunk.iter().map(|p| p.json.len()).sum();
+            assert!(bytes < CHUNK_BYTES, "{bytes}");
+        }
+    }
+
+    #[test]
     fn a_failed_commit_is_seen_by_no_one() {
         let mut rig = rig();
         rig.batch(vec![status(Open, Origin::Device)]);
@@ -538,6 +654,7 @@ mod tests {
                 Event::Message {
                     author: None,
                     text: "lost".into(),
+                    origin: Origin::Device,
                 },
             ],
             // The transaction is dropped, so rolled back, and the commit fails.

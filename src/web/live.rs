@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::App;
-use crate::state::{Published, State};
+use crate::state::{Changes, State};
 
 /// Interval between pings; a client silent for two intervals is dropped.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
@@ -79,7 +79,9 @@ enum Next {
 /// A client's position in the stream of changes.
 struct Follower {
     state: State,
-    changes: tokio::sync::broadcast::Receiver<Published>,
+    changes: tokio::sync::broadcast::Receiver<Changes>,
+    /// The commit being sent and how many of its changes are sent.
+    commit: Option<(Changes, usize)>,
     /// The snapshot version the client has; older changes are skipped.
     version: u64,
 }
@@ -92,6 +94,7 @@ impl Follower {
         let follower = Follower {
             state: state.clone(),
             changes,
+            commit: None,
             version: snapshot.version,
         };
         (follower, snapshot.data_json.clone())
@@ -99,14 +102,21 @@ impl Follower {
 
     async fn next(&mut self) -> Next {
         loop {
-            match self.changes.recv().await {
-                Ok(p) if p.seq <= self.version => continue,
-                Ok(p) => {
-                    self.version = p.seq;
-                    return Next::Change(p.json);
+            if let Some((commit, sent)) = &mut self.commit {
+                if let Some(p) = commit.get(*sent) {
+                    *sent += 1;
+                    if p.seq > self.version {
+                        self.version = p.seq;
+                        return Next::Change(p.json.clone());
+                    }
+                    continue;
                 }
+                self.commit = None;
+            }
+            match self.changes.recv().await {
+                Ok(commit) => self.commit = Some((commit, 0)),
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!("live client missed {missed} changes; sending a snapshot");
+                    tracing::debug!("live client missed {missed} commits; sending a snapshot");
                     let snapshot = self.state.snapshot();
                     self.version = snapshot.version;
                     return Next::Snapshot(snapshot.data_json.clone());

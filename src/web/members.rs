@@ -214,6 +214,7 @@ async fn message_post(
         .apply(Event::Message {
             author: Some(user),
             text,
+            origin: Origin::Web,
         })
         .await?;
     tracing::info!("{} posted a message", Shown(&name));

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 pub mod legacy;
 pub mod member;
+pub mod mosquitto;
 mod process;
+pub mod receiver;
 #[allow(unused_imports)]
 pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
 

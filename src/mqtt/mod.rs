@@ -1,0 +1,196 @@
+//! MQTT: keeps the state on a broker's retained topics (with Home
+//! Assistant's discovery configs) and, with `mqtt_subscribe`, reads `set/`
+//! topics as the device's own commands.
+//!
+//! Two tasks: `link` drives the connection (reconnecting with backoff) and
+//! `publisher` follows the stream of committed changes like any other
+//! follower. While the broker is away nothing is queued; each new
+//! connection starts from the current snapshot.
+
+mod link;
+mod publisher;
+pub mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, MqttUrl};
+use crate::limits::QuietLog;
+use crate::metrics::Metrics;
+use crate::state::State;
+use link::{Broker, Inbox, LinkState};
+use publisher::{Publisher, SpaceApiFacts};
+use topics::{Discovery, OFFLINE, Topics};
+
+pub use link::{FIRST_RETRY, LAST_RETRY};
+
+/// Requests waiting for the connection: while connected the publisher waits
+/// for room; while not, it queues nothing.
+const REQUESTS: usize = 256;
+/// QoS 1 messages sent and not yet acknowledged.
+const INFLIGHT: u16 = 256;
+/// Largest packet read from the broker (`set/` payloads are far smaller).
+const MAX_INCOMING: usize = 1 << 20;
+/// Largest packet written (the `/data` and SpaceAPI documents).
+const MAX_OUTGOING: usize = 4 << 20;
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Why MQTT could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Starts MQTT when `mqtt_url` is set. It subscribes to the state at once:
+/// call it before any input starts. `web_port` is the port the web server
+/// is bound to, when it is on TCP.
+pub fn start(
+    config: &Config,
+    web_port: Option<u16>,
+    state: &State,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), MqttError> {
+    let Some(url) = &config.options.mqtt_url else {
+        return Ok(());
+    };
+    let options = &config.options;
+    let topics = Arc::new(Topics::new(&options.mqtt_topic_prefix));
+    let facts = config.spaceapi.clone().unwrap_or_default();
+    let base = own_url(config, web_port);
+    let discovery = options.mqtt_homeassistant.then(|| {
+        let space = facts.space.as_deref().unwrap_or("BITS");
+        Discovery::new(
+            &options.mqtt_homeassistant_prefix,
+            &options.mqtt_topic_prefix,
+            space,
+            Some(&base),
+        )
+    });
+    // The same for every run with the same prefix, so a restarted bitsd
+    // takes over its old session at once: the old one's last will is then
+    // published before the new `online`, not after it.
+    let client_id = topics::node_id(&options.mqtt_topic_prefix);
+    let (client, events) = AsyncClient::new(mqtt_options(url, &client_id, &topics)?, REQUESTS);
+    let broker = Broker {
+        url: url.to_string(),
+        client_id,
+    };
+    let (link_tx, link_rx) = watch::channel(LinkState::default());
+    metrics.mqtt_connected.set(0);
+    let inbox = options.mqtt_subscribe.then(|| Inbox {
+        state: state.clone(),
+        topics: topics.clone(),
+        quiet: QuietLog::default(),
+    });
+    let publisher = Publisher {
+        client,
+        link: link_rx,
+        topics,
+        discovery,
+        spaceapi: SpaceApiFacts {
+            facts,
+            base,
+            timezone: config.timezone,
+        },
+        subscribe: options.mqtt_subscribe,
+    };
+    tracing::info!(
+        "mqtt: publishing under {}/ on {url}",
+        options.mqtt_topic_prefix
+    );
+    tracker.spawn(publisher.run(state.clone(), state.subscribe(), shutdown.clone()));
+    tracker.spawn(link::drive(
+        events,
+        link_tx,
+        inbox,
+        broker,
+        metrics,
+        shutdown.clone(),
+    ));
+    Ok(())
+}
+
+/// The client's options: clean sessions (each connection starts from the
+/// snapshot), `offline` as the retained last will.
+fn mqtt_options(url: &MqttUrl, client_id: &str, topics: &Topics) -> Result<MqttOptions, MqttError> {
+    let mut mqtt = MqttOptions::new(client_id, url.host.clone(), url.port);
+    mqtt.set_keep_alive(KEEP_ALIVE)
+        .set_clean_session(true)
+        .set_inflight(INFLIGHT)
+        .set_max_packet_size(MAX_INCOMING, MAX_OUTGOING)
+        .set_last_will(LastWill::new(
+            topics.availability.clone(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(user) = &url.username {
+        mqtt.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+    }
+    if url.tls {
+        mqtt.set_transport(Transport::tls_with_config(tls_config()?.into()));
+    }
+    Ok(mqtt)
+}
+
+/// TLS with the ring provider, checked against the system's authorities.
+fn tls_config() -> Result<rustls::ClientConfig, MqttError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!("mqtt: system certificates: {error}");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            "mqtt: no system certificate authorities found; mqtts:// cannot verify the broker"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The base of the URLs in `P/spaceapi`: the `[spaceapi] url` when set,
+/// else `http://<host name>[:<web port>]`, as a client on the network
+/// reaches this server without a proxy.
+fn own_url(config: &Config, web_port: Option<u16>) -> String {
+    if let Some(url) = config.spaceapi.as_ref().and_then(|s| s.url.as_deref()) {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = host_name().unwrap_or_else(|| "localhost".to_string());
+    match web_port {
+        Some(80) | None => format!("http://{host}"),
+        Some(port) => format!("http://{host}:{port}"),
+    }
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is cut there.
+    let done = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if done != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls_is_set_up_with_the_ring_provider() {
+        super::tls_config().unwrap();
+    }
+}

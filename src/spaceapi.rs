@@ -1,0 +1,109 @@
+//! The SpaceAPI document of the current state, for `/spaceapi.json` and
+//! the MQTT `spaceapi` topic.
+//!
+//! Valid against the published schemas 14 and 15; version 14 is claimed
+//! only when a location with both coordinates is configured, as it requires.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::SpaceApi;
+use crate::state::Snapshot;
+
+/// The document for the current state.
+pub fn document(facts: &SpaceApi, snapshot: &Snapshot, base: &str, tz: chrono_tz::Tz) -> Value {
+    let mut doc = Map::new();
+    let located = facts.lat.is_some() && facts.lon.is_some();
+    let versions: &[&str] = if located { &["14", "15"] } else { &["15"] };
+    doc.insert("api_compatibility".into(), json!(versions));
+    doc.insert(
+        "space".into(),
+        json!(facts.space.as_deref().unwrap_or("BITS")),
+    );
+    doc.insert(
+        "logo".into(),
+        json!(
+            facts
+                .logo
+                .clone()
+                .unwrap_or_else(|| format!("{base}/static/logo.svg"))
+        ),
+    );
+    doc.insert(
+        "url".into(),
+        json!(facts.url.clone().unwrap_or_else(|| base.to_string())),
+    );
+
+    let mut location = Map::new();
+    put(&mut location, "address", &facts.address);
+    if let Some(lat) = facts.lat {
+        location.insert("lat".into(), json!(lat));
+    }
+    if let Some(lon) = facts.lon {
+        location.insert("lon".into(), json!(lon));
+    }
+    put(&mut location, "timezone", &facts.timezone);
+    put(&mut location, "country_code", &facts.country_code);
+    if !location.is_empty() {
+        doc.insert("location".into(), Value::Object(location));
+    }
+
+    let mut contact = Map::new();
+    for (key, value) in [
+        ("email", &facts.email),
+        ("phone", &facts.phone),
+        ("irc", &facts.irc),
+        ("mastodon", &facts.mastodon),
+        ("matrix", &facts.matrix),
+        ("ml", &facts.ml),
+    ] {
+        put(&mut contact, key, value);
+    }
+    doc.insert("contact".into(), Value::Object(contact));
+
+    let mut state = Map::new();
+    state.insert("open".into(), json!(snapshot.is_open()));
+    if let Some(status) = &snapshot.status {
+        state.insert("lastchange".into(), json!(status.timestamp.unix(tz)));
+    }
+    if let Some(message) = &snapshot.message {
+        state.insert("message".into(), json!(message.text));
+    }
+    state.insert(
+        "icon".into(),
+        json!({"open": format!("{base}/static/open.svg"), "closed": format!("{base}/static/closed.svg")}),
+    );
+    doc.insert("state".into(), Value::Object(state));
+
+    let mut sensors = Map::new();
+    let temperatures: Vec<Value> = snapshot
+        .sensors
+        .values()
+        .map(|t| {
+            json!({
+                "value": t.value,
+                "unit": "°C",
+                "location": format!("Sensor {}", t.sensor),
+                "lastchange": t.timestamp.unix(tz),
+            })
+        })
+        .collect();
+    if !temperatures.is_empty() {
+        sensors.insert("temperature".into(), Value::Array(temperatures));
+    }
+    let names = snapshot.roster.names();
+    let mut people = Map::new();
+    people.insert("value".into(), json!(names.len()));
+    if facts.show_names && !names.is_empty() {
+        people.insert("names".into(), json!(names));
+    }
+    sensors.insert("people_now_present".into(), json!([people]));
+    doc.insert("sensors".into(), Value::Object(sensors));
+    doc.insert("ext_bits_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    Value::Object(doc)
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
+    if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+        map.insert(key.into(), json!(v));
+    }
+}

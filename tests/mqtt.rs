@@ -1,0 +1,520 @@
+//! MQTT against a real mosquitto: retained state, live changes in order,
+//! Home Assistant discovery, the last will, a broker that is down, restarts
+//! or wants a password, and `set/` topics read as device commands.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mosquitto::{Mosquitto, Subscriber, free_port};
+use common::{PATIENCE, Spawned, TestServer, b64, ws_next_text};
+use serde_json::Value;
+
+/// Every state topic under `bits/`.
+const STATE_TOPICS: [&str; 7] = [
+    "bits/status",
+    "bits/temperature/0",
+    "bits/temperature/1",
+    "bits/message",
+    "bits/people_now_present",
+    "bits/data",
+    "bits/spaceapi",
+];
+
+async fn server_on(broker: &Mosquitto, extra: &[&str]) -> TestServer {
+    let url = broker.url();
+    let mut args = vec!["--mqtt-url", url.as_str()];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args).await
+}
+
+/// Waits until bitsd says `online` on `prefix/availability`.
+async fn online(port: u16, prefix: &str) {
+    let topic = format!("{prefix}/availability");
+    let mut watcher = Subscriber::connect(port, &topic).await;
+    watcher.until(&topic, |m| m.text() == "online").await;
+}
+
+/// Waits until `check` holds, polling every 20 ms for [`PATIENCE`].
+/// Waits until bitsd has counted `n` rejected `set/` messages.
+async fn rejected_reach(http: &reqwest::Client, web: std::net::SocketAddr, n: f64) {
+    eventually("the bad messages counted", async || {
+        metric(
+            http,
+            web,
+            "bitsd_mqtt_set_messages_total{result=\"rejected\"}",
+        )
+        .await
+            == Some(n)
+    })
+    .await;
+}
+
+async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric(http: &reqwest::Client, web: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{web}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_late_subscriber_finds_the_whole_state_retained() {
+    let broker = Mosquitto::start();
+    let server = server_on(&broker, &[]).await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send("temperature 0 21.5").await;
+    device.send("temperature 1 19").await;
+    device
+        .send(&format!(
+            "message {}",
+            b64("pizza <b>stasera</b> & \"vino\"")
+        ))
+        .await;
+    let data = server
+        .wait_for_data("the message", |d| d["message"].is_object())
+        .await;
+
+    // Once the last change is out, a subscriber that comes later finds
+    // every topic retained, as it is now.
+    let mut follower = Subscriber::connect(broker.port, "bits/#").await;
+    // The SpaceAPI document goes out last.
+    let text = "pizza <b>stasera</b> & \"vino\"";
+    follower
+        .until("bits/spaceapi", |m| m.json()["state"]["message"] == text)
+        .await;
+    let mut late = Subscriber::connect(broker.port, "bits/#").await;
+    let mut topics = STATE_TOPICS.to_vec();
+    topics.push("bits/availability");
+    let state = late.latest(&topics).await;
+    assert!(state.values().all(|m| m.retained), "{state:?}");
+    assert_eq!(state["bits/data"].json(), data);
+    assert_eq!(state["bits/status"].text(), "open");
+    assert_eq!(state["bits/temperature/0"].text(), "21.5");
+    assert_eq!(state["bits/temperature/1"].text(), "19.0");
+    assert_eq!(
+        state["bits/message"].text(),
+        "pizza <b>stasera</b> & \"vino\""
+    );
+    assert_eq!(state["bits/people_now_present"].text(), "0");
+    assert_eq!(state["bits/availability"].text(), "online");
+    assert_eq!(
+        data["message"]["value"],
+        "pizza &lt;b&gt;stasera&lt;/b&gt; &amp; &quot;vino&quot;"
+    );
+    let spaceapi = state["bits/spaceapi"].json();
+    assert_eq!(spaceapi["state"]["open"], true);
+    assert_eq!(spaceapi["space"], "BITS");
+    // Without `[spaceapi] url`: this host, on the port bitsd serves.
+    let own = spaceapi["url"].as_str().unwrap();
+    let port = format!(":{}", server.web_addr().port());
+    assert!(own.starts_with("http://") && own.ends_with(&port), "{own}");
+    assert_eq!(
+        spaceapi["sensors"]["temperature"].as_array().unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn every_sample_reaches_a_subscriber_in_order() {
+    let broker = Mosquitto::start();
+    let server = server_on(&broker, &["--mqtt-homeassistant=false"]).await;
+    online(broker.port, "bits").await;
+    let mut subscriber = Subscriber::connect(broker.port, "bits/temperature/#").await;
+    let mut device = server.device().await;
+    let samples: Vec<String> = (0..2000)
+        .map(|i| format!("{}", f64::from(i) / 10.0))
+        .collect();
+    for value in &samples {
+        device.send(&format!("temperature 0 {value}")).await;
+    }
+    for expected in &samples {
+        let got = subscriber.next().await;
+        assert_eq!(got.topic, "bits/temperature/0");
+        assert_eq!(
+            got.text().parse::<f64>().unwrap(),
+            expected.parse::<f64>().unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_custom_prefix_holds_every_topic() {
+    let broker = Mosquitto::start();
+    let server = server_on(
+        &broker,
+        &[
+            "--mqtt-topic-prefix",
+            "club/room",
+            "--mqtt-homeassistant=false",
+        ],
+    )
+    .await;
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    let mut subscriber = Subscriber::connect(broker.port, "club/room/#").await;
+    let state = subscriber
+        .latest(&[
+            "club/room/availability",
+            "club/room/status",
+            "club/room/people_now_present",
+            "club/room/data",
+            "club/room/spaceapi",
+        ])
+        .await;
+    assert_eq!(state["club/room/availability"].text(), "online");
+    if state["club/room/status"].text() != "open" {
+        subscriber
+            .until("club/room/status", |m| m.text() == "open")
+            .await;
+    }
+    // No discovery configs: the broker handles messages in order, so any
+    // config would reach this subscriber before the marker published now.
+    ha.publish("homeassistant/marker", "end").await;
+    let first = ha.next().await;
+    assert_eq!(first.topic, "homeassistant/marker", "{first:?}");
+    let web = server.web_addr();
+    let published = metric(&server.http, web, "bitsd_mqtt_published_total").await;
+    assert!(published.is_some_and(|n| n >= 5.0), "{published:?}");
+    assert_eq!(
+        metric(&server.http, web, "bitsd_mqtt_connected").await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_last_will_says_offline_when_bitsd_is_killed() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let mut bitsd =
+        Spawned::start_with(&dir.path().join("bitsd.db"), &["--mqtt-url", &url], "info");
+    let mut watcher = Subscriber::connect(broker.port, "bits/availability").await;
+    watcher
+        .until("bits/availability", |m| m.text() == "online")
+        .await;
+    bitsd.child.kill().unwrap();
+    bitsd.child.wait().unwrap();
+    watcher
+        .until("bits/availability", |m| m.text() == "offline")
+        .await;
+    // Retained for whoever comes later.
+    let mut late = Subscriber::connect(broker.port, "bits/availability").await;
+    assert_eq!(late.next().await.text(), "offline");
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_says_offline() {
+    let broker = Mosquitto::start();
+    let server = server_on(&broker, &[]).await;
+    let mut watcher = Subscriber::connect(broker.port, "bits/availability").await;
+    watcher
+        .until("bits/availability", |m| m.text() == "online")
+        .await;
+    server.stop().await;
+    watcher
+        .until("bits/availability", |m| m.text() == "offline")
+        .await;
+}
+
+#[tokio::test]
+async fn a_broker_down_at_start_gets_the_state_once_it_is_up() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &["--mqtt-url", &url],
+        "info,bitsd::mqtt=debug",
+    );
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("http://{}/status", bitsd.web))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    // Two tries failed: logged once, not once per try.
+    bitsd.wait_for_log("next try in 2 s", PATIENCE).await;
+    assert_eq!(bitsd.log_lines("cannot reach the broker").len(), 1);
+
+    let broker = Mosquitto::start_on(port, None);
+    let mut subscriber = Subscriber::connect(port, "bits/#").await;
+    let state = subscriber
+        .latest(&[
+            "bits/availability",
+            "bits/status",
+            "bits/data",
+            "bits/spaceapi",
+        ])
+        .await;
+    assert_eq!(state["bits/status"].text(), "closed");
+    bitsd.wait_for_log("mqtt: connected to", PATIENCE).await;
+    drop(broker);
+}
+
+#[tokio::test]
+async fn a_restarted_broker_gets_the_state_again() {
+    let mut broker = Mosquitto::start();
+    let server = server_on(&broker, &[]).await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send("temperature 3 18.5").await;
+    let mut subscriber = Subscriber::connect(broker.port, "bits/temperature/3").await;
+    subscriber
+        .until("bits/temperature/3", |m| m.text() == "18.5")
+        .await;
+    drop(subscriber);
+
+    broker.restart();
+    let mut after = Subscriber::connect(broker.port, "bits/#").await;
+    let state = after
+        .latest(&[
+            "bits/status",
+            "bits/temperature/3",
+            "bits/availability",
+            "bits/data",
+        ])
+        .await;
+    assert_eq!(state["bits/temperature/3"].text(), "18.5");
+    assert_eq!(state["bits/status"].text(), "open");
+    // Live again after the reconnection.
+    device.send("temperature 3 19.5").await;
+    after
+        .until("bits/temperature/3", |m| m.text() == "19.5")
+        .await;
+}
+
+#[tokio::test]
+async fn home_assistant_finds_the_space_and_each_new_sensor() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bitsd.toml");
+    std::fs::write(
+        &config,
+        "[spaceapi]\nspace = \"Lab\"\nurl = \"https://lab.example/\"\n",
+    )
+    .unwrap();
+    let db = dir.path().join("bitsd.db");
+    let url = broker.url();
+    let config = config.display().to_string();
+    let server = TestServer::start_in(dir, db, &["--mqtt-url", &url, "--config", &config]).await;
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let open = "homeassistant/binary_sensor/bitsd_bits/open/config";
+    let people = "homeassistant/sensor/bitsd_bits/people_now_present/config";
+    let configs = ha.latest(&[open, people]).await;
+
+    let open = configs[open].json();
+    assert_eq!(open["state_topic"], "bits/status");
+    assert_eq!(open["payload_on"], "open");
+    assert_eq!(open["payload_off"], "closed");
+    assert_eq!(open["device_class"], "door");
+    let people = configs[people].json();
+    assert_eq!(people["state_topic"], "bits/people_now_present");
+    for config in [&open, &people] {
+        assert_eq!(config["availability_topic"], "bits/availability");
+        assert_eq!(config["device"]["identifiers"][0], "bitsd_bits");
+        assert_eq!(config["device"]["name"], "Lab");
+        assert_eq!(config["device"]["manufacturer"], "bitsd");
+        assert!(config["device"]["sw_version"].is_string());
+        assert!(config["device"]["model"].is_string());
+    }
+    assert_ne!(open["unique_id"], people["unique_id"]);
+
+    let mut device = server.device().await;
+    device.send("temperature 7 22.25").await;
+    let sensor = ha
+        .until(
+            "homeassistant/sensor/bitsd_bits/temperature_7/config",
+            |_| true,
+        )
+        .await
+        .json();
+    assert_eq!(sensor["state_topic"], "bits/temperature/7");
+    assert_eq!(sensor["device_class"], "temperature");
+    assert_eq!(sensor["unit_of_measurement"], "°C");
+    assert_eq!(sensor["state_class"], "measurement");
+    assert_eq!(sensor["unique_id"], "bitsd_bits_temperature_7");
+    assert_eq!(sensor["availability_topic"], "bits/availability");
+
+    let mut spaceapi = Subscriber::connect(broker.port, "bits/spaceapi").await;
+    let document = spaceapi.next().await.json();
+    assert_eq!(document["url"], "https://lab.example/");
+    assert_eq!(document["logo"], "https://lab.example/static/logo.svg");
+}
+
+#[tokio::test]
+async fn set_topics_act_as_the_device_and_bad_ones_are_skipped() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &["--mqtt-url", &url, "--mqtt-subscribe"],
+        "info",
+    );
+    online(broker.port, "bits").await;
+    let http = reqwest::Client::new();
+    let data = async |http: &reqwest::Client| -> Value {
+        let url = format!("http://{}/data", bitsd.web);
+        http.get(url).send().await.unwrap().json().await.unwrap()
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", bitsd.web))
+        .await
+        .unwrap();
+    let publisher = Subscriber::connect(broker.port, "unused").await;
+    // The room's device hears what came over MQTT, as it hears the web.
+    let mut device = common::Device::connect(bitsd.control).await;
+
+    // Bad ones first: none may change anything.
+    let long = "x".repeat(1001);
+    let bad: [(&str, &[u8]); 6] = [
+        ("bits/set/status", b"maybe"),
+        ("bits/set/temperature/0", b"1e999"),
+        ("bits/set/message", b"caf\xe9"),
+        ("bits/set/message", long.as_bytes()),
+        ("bits/set/temperature/kitchen", b"20"),
+        ("bits/set/door", b"open"),
+    ];
+    for (topic, payload) in bad {
+        publisher.publish(topic, payload).await;
+    }
+    let web = bitsd.web;
+    rejected_reach(&http, web, 6.0).await;
+    let skipped = bitsd.log_lines("skipped");
+    assert_eq!(skipped.len(), 6, "{skipped:#?}");
+    for needle in [
+        "bits/set/status",
+        "maybe",
+        "1e999",
+        "not UTF-8",
+        "1001 characters",
+        "kitchen",
+        "bits/set/door",
+    ] {
+        assert!(
+            skipped.iter().any(|l| l.contains(needle)),
+            "{needle}: {skipped:#?}"
+        );
+    }
+    let before = data(&http).await;
+    assert!(
+        before.get("status").is_none() && before.get("tempint").is_none(),
+        "{before}"
+    );
+    assert!(before.get("message").is_none(), "{before}");
+
+    publisher.publish("bits/set/status", "open").await;
+    loop {
+        let text = ws_next_text(&mut ws).await;
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["status"]["value"] == "open" {
+            assert_eq!(message["status"]["modifiedby"], "BITS");
+            break;
+        }
+    }
+    assert_eq!(device.recv().await, "status 1");
+    publisher.publish("bits/set/temperature/2", "22.5").await;
+    publisher
+        .publish("bits/set/message", "ciao <a tutti>")
+        .await;
+    assert_eq!(
+        device.recv().await,
+        format!("message {}", b64("ciao <a tutti>"))
+    );
+    eventually("the message stored", async || {
+        data(&http).await["message"]["value"] == "ciao &lt;a tutti&gt;"
+    })
+    .await;
+    let after = data(&http).await;
+    assert_eq!(after["tempint"]["sensor"], 2);
+    assert_eq!(after["tempint"]["value"], 22.5);
+    let status = http
+        .get(format!("http://{web}/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.text().await.unwrap(), "1");
+    assert_eq!(
+        metric(
+            &http,
+            web,
+            "bitsd_mqtt_set_messages_total{result=\"accepted\"}"
+        )
+        .await,
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_set_messages_logs_a_bounded_number_of_lines() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &["--mqtt-url", &url, "--mqtt-subscribe"],
+        "info",
+    );
+    online(broker.port, "bits").await;
+    let publisher = Subscriber::connect(broker.port, "unused").await;
+    for i in 0..200 {
+        publisher
+            .publish("bits/set/status", format!("bad{i}"))
+            .await;
+    }
+    let http = reqwest::Client::new();
+    let web = bitsd.web;
+    rejected_reach(&http, web, 200.0).await;
+    let skipped = bitsd.log_lines("skipped");
+    assert!(skipped.len() <= 10, "{} lines", skipped.len());
+}
+
+#[tokio::test]
+async fn a_broker_that_wants_a_password() {
+    let broker = Mosquitto::with_password("bits", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let right = format!("mqtt://bits:s3cret@127.0.0.1:{}", broker.port);
+    let _good = Spawned::start_with(&dir.path().join("good.db"), &["--mqtt-url", &right], "info");
+    let mut watcher =
+        Subscriber::connect_as(broker.port, "bits/availability", Some(("bits", "s3cret"))).await;
+    watcher
+        .until("bits/availability", |m| m.text() == "online")
+        .await;
+
+    let wrong = format!("mqtt://bits:wrong@127.0.0.1:{}", broker.port);
+    let bad = Spawned::start_with(
+        &dir.path().join("bad.db"),
+        &["--mqtt-url", &wrong, "--mqtt-topic-prefix", "other"],
+        "info,bitsd::mqtt=debug",
+    );
+    bad.wait_for_log("next try in 2 s", PATIENCE).await;
+    let refused = bad.log_lines("the broker refused the connection");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert!(!refused[0].contains("wrong"), "{}", refused[0]);
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("http://{}/status", bad.web))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+}
