@@ -2,20 +2,23 @@
 //! Assistant's discovery configs) and, with `mqtt_subscribe`, reads `set/`
 //! topics as the device's own commands.
 //!
-//! Two tasks: `link` drives the connection (reconnecting with backoff) and
-//! `publisher` follows the stream of committed changes like any other
-//! follower. While the broker is away nothing is queued; each new
-//! connection starts from the current snapshot.
+//! One task follows the stream of committed changes like any other
+//! follower: `link` connects (reconnecting with backoff), `publisher`
+//! serves each connection, `session` speaks the protocol. While the broker
+//! is away nothing is queued; each new connection starts from the current
+//! snapshot.
 
 mod link;
 mod publisher;
+mod session;
 pub mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
-use tokio::sync::watch;
+use rumqttc::LastWill;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,21 +26,13 @@ use crate::config::{Config, MqttUrl};
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
-use link::{Broker, Inbox, LinkState};
+use link::{Broker, Inbox};
 use publisher::{Publisher, SpaceApiFacts};
+use session::Dial;
 use topics::{Discovery, OFFLINE, Topics};
 
 pub use link::{FIRST_RETRY, LAST_RETRY};
 
-/// Requests waiting for the connection: while connected the publisher waits
-/// for room; while not, it queues nothing.
-const REQUESTS: usize = 256;
-/// QoS 1 messages sent and not yet acknowledged.
-const INFLIGHT: u16 = 256;
-/// Largest packet read from the broker (`set/` payloads are far smaller).
-const MAX_INCOMING: usize = 1 << 20;
-/// Largest packet written (the `/data` and SpaceAPI documents).
-const MAX_OUTGOING: usize = 4 << 20;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Why MQTT could not start.
@@ -78,67 +73,62 @@ pub fn start(
     // takes over its old session at once: the old one's last will is then
     // published before the new `online`, not after it.
     let client_id = topics::node_id(&options.mqtt_topic_prefix);
-    let (client, events) = AsyncClient::new(mqtt_options(url, &client_id, &topics)?, REQUESTS);
     let broker = Broker {
         url: url.to_string(),
-        client_id,
+        dial: dial(url, client_id, &topics)?,
     };
-    let (link_tx, link_rx) = watch::channel(LinkState::default());
     metrics.mqtt_connected.set(0);
     let inbox = options.mqtt_subscribe.then(|| Inbox {
         state: state.clone(),
         topics: topics.clone(),
         quiet: QuietLog::default(),
     });
-    let publisher = Publisher {
-        client,
-        link: link_rx,
+    let publisher = Publisher::new(
         topics,
         discovery,
-        spaceapi: SpaceApiFacts {
+        SpaceApiFacts {
             facts,
             base,
             timezone: config.timezone,
         },
-        subscribe: options.mqtt_subscribe,
-    };
+        options.mqtt_subscribe,
+        KEEP_ALIVE,
+    );
     tracing::info!(
         "mqtt: publishing under {}/ on {url}",
         options.mqtt_topic_prefix
     );
-    tracker.spawn(publisher.run(state.clone(), state.subscribe(), shutdown.clone()));
-    tracker.spawn(link::drive(
-        events,
-        link_tx,
-        inbox,
+    tracker.spawn(link::run(
         broker,
+        publisher,
+        inbox,
+        state.clone(),
+        state.subscribe(),
         metrics,
         shutdown.clone(),
     ));
     Ok(())
 }
 
-/// The client's options: clean sessions (each connection starts from the
+/// How to connect: clean sessions (each connection starts from the
 /// snapshot), `offline` as the retained last will.
-fn mqtt_options(url: &MqttUrl, client_id: &str, topics: &Topics) -> Result<MqttOptions, MqttError> {
-    let mut mqtt = MqttOptions::new(client_id, url.host.clone(), url.port);
-    mqtt.set_keep_alive(KEEP_ALIVE)
-        .set_clean_session(true)
-        .set_inflight(INFLIGHT)
-        .set_max_packet_size(MAX_INCOMING, MAX_OUTGOING)
-        .set_last_will(LastWill::new(
-            topics.availability.clone(),
-            OFFLINE,
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(user) = &url.username {
-        mqtt.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
-    }
-    if url.tls {
-        mqtt.set_transport(Transport::tls_with_config(tls_config()?.into()));
-    }
-    Ok(mqtt)
+fn dial(url: &MqttUrl, client_id: String, topics: &Topics) -> Result<Dial, MqttError> {
+    Ok(Dial {
+        host: url.host.clone(),
+        port: url.port,
+        tls: if url.tls {
+            Some(Arc::new(tls_config()?))
+        } else {
+            None
+        },
+        client_id,
+        login: url
+            .username
+            .clone()
+            .map(|user| (user, url.password.clone().unwrap_or_default())),
+        keep_alive: KEEP_ALIVE,
+        will: LastWill::new(topics.availability.clone(), OFFLINE, QoS::AtLeastOnce, true),
+    })
 }
 
 /// TLS with the ring provider, checked against the system's authorities.

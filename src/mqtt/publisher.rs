@@ -4,18 +4,31 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, QoS};
-use tokio::sync::{broadcast, watch};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::{Packet, SubscribeReasonCode};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::link::{GOODBYE, LinkState};
+use super::link::Inbox;
+use super::session::{LinkError, Session, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
 use crate::config::SpaceApi;
 use crate::event::Change;
+use crate::metrics::Metrics;
 use crate::spaceapi;
 use crate::state::{Changes, Roster, Snapshot, State};
+
+/// Publishes the broker has not acknowledged before the follower stops
+/// taking changes from the stream (and waits for the broker).
+const WINDOW: usize = 4096;
+/// Encoded bytes not yet written before it stops taking changes.
+const UNWRITTEN: usize = 1 << 20;
+/// How long shutdown waits for `offline` and the disconnect to go out.
+pub const GOODBYE: Duration = Duration::from_millis(600);
 
 /// What `P/spaceapi` is made from, besides the snapshot.
 pub struct SpaceApiFacts {
@@ -24,9 +37,6 @@ pub struct SpaceApiFacts {
     pub base: String,
     pub timezone: chrono_tz::Tz,
 }
-
-/// The connection went away (or was replaced) while publishing.
-struct Down;
 
 /// What the broker holds of the derived topics, as published on this
 /// connection; compared so unchanged documents are not sent again.
@@ -39,216 +49,288 @@ struct Sent {
     roster: Roster,
 }
 
+/// How a connection ended.
+pub enum Ended {
+    /// bitsd is stopping (`offline` was sent), or the state has stopped.
+    Shutdown,
+    Lost(LinkError),
+}
+
+impl From<LinkError> for Ended {
+    fn from(e: LinkError) -> Ended {
+        Ended::Lost(e)
+    }
+}
+
+/// What woke the connection's loop.
+enum Wake {
+    Shutdown,
+    Read(Result<(), LinkError>),
+    Written(Result<(), LinkError>),
+    Changes(Result<Changes, broadcast::error::RecvError>),
+    Roster,
+    Ping,
+}
+
 pub struct Publisher {
-    pub client: AsyncClient,
-    pub link: watch::Receiver<LinkState>,
     pub topics: Arc<Topics>,
     pub discovery: Option<Discovery>,
     pub spaceapi: SpaceApiFacts,
     pub subscribe: bool,
-}
-
-/// A [`Publisher`] at work.
-struct Follower {
-    p: Publisher,
+    pub keep_alive: Duration,
     sent: Sent,
     /// Sensors whose discovery config went out on this connection.
     announced: HashSet<i64>,
     /// The last change published (or covered by a snapshot published).
     seen: u64,
-    /// The connection being served.
-    generation: u64,
-    /// The client's event loop is gone: nothing can be sent any more.
-    closed: bool,
-    /// Stops a send that waits for room, so shutdown is not held up.
-    shutdown: CancellationToken,
 }
 
 impl Publisher {
-    /// Follows `changes` (subscribed before any input started) until
-    /// `shutdown`, then says `offline` and disconnects.
-    pub async fn run(
-        self,
-        state: State,
-        mut changes: broadcast::Receiver<Changes>,
-        shutdown: CancellationToken,
-    ) {
-        let mut snapshots = state.watch();
-        let mut f = Follower {
-            p: self,
+    pub fn new(
+        topics: Arc<Topics>,
+        discovery: Option<Discovery>,
+        spaceapi: SpaceApiFacts,
+        subscribe: bool,
+        keep_alive: Duration,
+    ) -> Publisher {
+        Publisher {
+            topics,
+            discovery,
+            spaceapi,
+            subscribe,
+            keep_alive,
             sent: Sent::default(),
             announced: HashSet::new(),
             seen: 0,
-            generation: 0,
-            closed: false,
-            shutdown: shutdown.clone(),
-        };
-        let mut synced: Option<u64> = None;
-        while !f.closed && !shutdown.is_cancelled() {
-            let link = *f.p.link.borrow_and_update();
-            if link.up && synced != Some(link.generation) {
-                f.generation = link.generation;
-                if f.resync(&state.snapshot()).await.is_ok() {
-                    synced = Some(link.generation);
-                }
-                continue;
-            }
-            let live = link.up && synced == Some(link.generation);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = f.p.link.changed() => {}
-                next = changes.recv() => match next {
-                    // While down, changes are dropped: the next connection
-                    // starts from the snapshot.
-                    Ok(commit) if live => {
-                        let _ = f.commit(&commit, &state).await;
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!("mqtt fell {missed} commits behind; publishing the current state");
-                        if live {
-                            let _ = f.catch_up(&state.snapshot()).await;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                _ = snapshots.changed() => {
-                    // Roster changes publish no change of their own.
-                    let snapshot = snapshots.borrow_and_update().clone();
-                    if live && snapshot.roster != f.sent.roster {
-                        let _ = f.derived(&snapshot).await;
-                    }
-                }
-            }
-        }
-        if f.p.link.borrow().up {
-            let client = f.p.client.clone();
-            let availability = f.p.topics.availability.clone();
-            let _ = tokio::time::timeout(GOODBYE, async move {
-                let offline = Bytes::from_static(OFFLINE.as_bytes());
-                client
-                    .publish_bytes(availability, QoS::AtLeastOnce, true, offline)
-                    .await?;
-                client.disconnect().await
-            })
-            .await;
         }
     }
-}
 
-impl Follower {
-    /// Publishes `payload` on `topic`, retained, unless the connection being
-    /// served goes away first.
-    async fn send(&mut self, topic: String, payload: Bytes) -> Result<(), Down> {
-        let generation = self.generation;
-        let gone = |l: &LinkState| !l.up || l.generation != generation;
-        if gone(&self.p.link.borrow()) {
-            return Err(Down);
+    /// Serves one connection: the whole state first, then each commit of
+    /// `changes` as it comes, until the connection is lost or `shutdown`.
+    pub async fn serve(
+        &mut self,
+        mut session: Session,
+        state: &State,
+        changes: &mut broadcast::Receiver<Changes>,
+        inbox: Option<&Inbox>,
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) -> Ended {
+        let mut snapshots = state.watch();
+        snapshots.borrow_and_update();
+        if let Err(e) = self.resync(&mut session, &state.snapshot()) {
+            return Ended::Lost(e);
         }
-        let Publisher { client, link, .. } = &mut self.p;
-        let sent = tokio::select! {
-            sent = client.publish_bytes(topic, QoS::AtLeastOnce, true, payload) => sent,
-            _ = link.wait_for(gone) => return Err(Down),
-            _ = self.shutdown.cancelled() => return Err(Down),
-        };
-        self.closed = sent.is_err();
-        sent.map_err(|_| Down)
+        let mut ping = tokio::time::interval_at(Instant::now() + self.keep_alive, self.keep_alive);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pong_due = false;
+        loop {
+            let room = session.waiting() < WINDOW && session.writer.pending() < UNWRITTEN;
+            let Session { reader, writer, .. } = &mut session;
+            let busy = writer.busy();
+            let wake = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Wake::Shutdown,
+                read = reader.fill() => Wake::Read(read),
+                written = writer.write_some(), if busy => Wake::Written(written),
+                _ = ping.tick() => Wake::Ping,
+                next = changes.recv(), if room => Wake::Changes(next),
+                changed = snapshots.changed(), if room => match changed {
+                    Ok(()) => Wake::Roster,
+                    Err(_) => Wake::Shutdown,
+                },
+            };
+            let done = match wake {
+                Wake::Shutdown => return self.goodbye(session).await,
+                Wake::Read(read) => match read {
+                    Ok(()) => match self.incoming(&mut session, inbox, metrics).await {
+                        Ok(ponged) => {
+                            pong_due &= !ponged;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e.into()),
+                },
+                Wake::Written(written) => written.map_err(Ended::from),
+                Wake::Ping if pong_due => Err(LinkError::Timeout.into()),
+                Wake::Ping => {
+                    session.writer.ping();
+                    pong_due = true;
+                    Ok(())
+                }
+                Wake::Changes(Ok(commit)) => self.commit(&mut session, &commit, state),
+                Wake::Changes(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    tracing::debug!(
+                        "mqtt fell {missed} commits behind; publishing the current state"
+                    );
+                    self.catch_up(&mut session, &state.snapshot())
+                }
+                Wake::Changes(Err(broadcast::error::RecvError::Closed)) => Err(Ended::Shutdown),
+                Wake::Roster => {
+                    // Roster changes publish no change of their own.
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    if snapshot.roster == self.sent.roster {
+                        Ok(())
+                    } else {
+                        self.derived_of(&mut session, &snapshot)
+                            .map_err(Ended::from)
+                    }
+                }
+            };
+            match done {
+                Ok(()) => {}
+                Err(Ended::Lost(e)) => return Ended::Lost(e),
+                // The state has stopped: so is bitsd.
+                Err(Ended::Shutdown) => return self.goodbye(session).await,
+            }
+        }
+    }
+
+    /// Handles the packets read so far; true if a `PINGRESP` was among them.
+    async fn incoming(
+        &mut self,
+        session: &mut Session,
+        inbox: Option<&Inbox>,
+        metrics: &Metrics,
+    ) -> Result<bool, Ended> {
+        let mut ponged = false;
+        while let Some(packet) = session.reader.packet()? {
+            match packet {
+                Packet::PubAck(ack) => {
+                    if session.acknowledged(ack.pkid) {
+                        metrics.mqtt_published.inc();
+                    }
+                }
+                Packet::SubAck(ack) => {
+                    session.acknowledged(ack.pkid);
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        tracing::warn!(
+                            "mqtt: the broker refuses bitsd its set/ topics (check its ACL); commands over MQTT are not read"
+                        );
+                    }
+                }
+                Packet::Publish(publish) => {
+                    if publish.qos != QoS::AtMostOnce {
+                        session.writer.acknowledge(publish.pkid);
+                    }
+                    if let Some(inbox) = inbox
+                        && !inbox.take(&publish, metrics).await
+                    {
+                        return Err(Ended::Shutdown);
+                    }
+                }
+                Packet::PingResp => ponged = true,
+                other => tracing::debug!("mqtt: {} from the broker ignored", name(&other)),
+            }
+        }
+        Ok(ponged)
+    }
+
+    /// Says `offline` and disconnects, within [`GOODBYE`].
+    async fn goodbye(&mut self, mut session: Session) -> Ended {
+        let offline = Bytes::from_static(OFFLINE.as_bytes());
+        if session.publish(&self.topics.availability, offline).is_ok() {
+            session.writer.disconnect();
+            let _ = tokio::time::timeout(GOODBYE, session.writer.flush_all()).await;
+        }
+        Ended::Shutdown
     }
 
     /// Everything, as on a new connection: the broker may have lost it.
-    async fn resync(&mut self, snapshot: &Snapshot) -> Result<(), Down> {
+    fn resync(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
         self.sent = Sent::default();
         self.announced.clear();
-        if self.p.subscribe {
-            let filter = self.p.topics.set_filter();
-            let generation = self.generation;
-            let Publisher { client, link, .. } = &mut self.p;
-            let done = tokio::select! {
-                done = client.subscribe(filter, QoS::AtLeastOnce) => done,
-                _ = link.wait_for(|l| !l.up || l.generation != generation) => return Err(Down),
-                _ = self.shutdown.cancelled() => return Err(Down),
-            };
-            self.closed = done.is_err();
-            done.map_err(|_| Down)?;
+        if self.subscribe {
+            session.subscribe(&self.topics.set_filter())?;
         }
         let online = Bytes::from_static(ONLINE.as_bytes());
-        self.send(self.p.topics.availability.clone(), online)
-            .await?;
-        if let Some(discovery) = &self.p.discovery {
-            let configs = [
-                discovery.open(&self.p.topics),
-                discovery.people(&self.p.topics),
-            ];
+        session.publish(&self.topics.availability, online)?;
+        if let Some(discovery) = &self.discovery {
+            let configs = [discovery.open(&self.topics), discovery.people(&self.topics)];
             for (topic, config) in configs {
-                self.send(topic, config.into()).await?;
+                session.publish(&topic, config.into())?;
             }
         }
         self.seen = snapshot.version;
-        self.state_of(snapshot, true).await
+        self.state_of(session, snapshot, true)
     }
 
     /// The current state after changes were missed.
-    async fn catch_up(&mut self, snapshot: &Snapshot) -> Result<(), Down> {
+    fn catch_up(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), Ended> {
         let message = snapshot.message_version > self.seen;
         self.seen = snapshot.version;
-        self.state_of(snapshot, message).await
+        Ok(self.state_of(session, snapshot, message)?)
     }
 
     /// Every sensor, the message (with `message`) and the derived documents
     /// of `snapshot`.
-    async fn state_of(&mut self, snapshot: &Snapshot, message: bool) -> Result<(), Down> {
+    fn state_of(
+        &mut self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        message: bool,
+    ) -> Result<(), LinkError> {
         for sample in snapshot.sensors.values() {
-            self.temperature(sample.sensor, sample.value).await?;
+            self.temperature(session, sample.sensor, sample.value)?;
         }
         if let Some(m) = snapshot.message.as_ref().filter(|_| message) {
-            self.send(self.p.topics.message.clone(), m.text.clone().into())
-                .await?;
+            session.publish(&self.topics.message, m.text.clone().into())?;
         }
-        self.derived(snapshot).await
+        self.derived_of(session, snapshot)
     }
 
     /// One message of the stream: each sample and message in order, then
     /// the documents derived from the state, once.
-    async fn commit(&mut self, commit: &Changes, state: &State) -> Result<(), Down> {
+    fn commit(
+        &mut self,
+        session: &mut Session,
+        commit: &Changes,
+        state: &State,
+    ) -> Result<(), Ended> {
         let after = self.seen;
         for published in commit.iter().filter(|p| p.seq > after) {
             self.seen = published.seq;
             match &*published.change {
-                Change::Temperature(t) => self.temperature(t.sensor, t.value).await?,
+                Change::Temperature(t) => self.temperature(session, t.sensor, t.value)?,
                 Change::Message(m) => {
-                    self.send(self.p.topics.message.clone(), m.text.clone().into())
-                        .await?
+                    session.publish(&self.topics.message, m.text.clone().into())?
                 }
                 // Derived: only the final status of a commit matters.
                 Change::Status(_) => {}
             }
         }
-        self.derived(&state.snapshot()).await
+        Ok(self.derived_of(session, &state.snapshot())?)
     }
 
     /// A sample, after the sensor's discovery config when it is new.
-    async fn temperature(&mut self, sensor: i64, value: f64) -> Result<(), Down> {
-        if let Some(discovery) = &self.p.discovery
+    fn temperature(
+        &mut self,
+        session: &mut Session,
+        sensor: i64,
+        value: f64,
+    ) -> Result<(), LinkError> {
+        if let Some(discovery) = &self.discovery
             && !self.announced.contains(&sensor)
         {
-            let (topic, config) = discovery.temperature(&self.p.topics, sensor);
-            self.send(topic, config.into()).await?;
+            let (topic, config) = discovery.temperature(&self.topics, sensor);
+            session.publish(&topic, config.into())?;
             self.announced.insert(sensor);
         }
-        let topic = self.p.topics.temperature(sensor);
-        self.send(topic, temperature_payload(value).into()).await
+        let topic = self.topics.temperature(sensor);
+        session.publish(&topic, temperature_payload(value).into())
     }
 
     /// Status, people, `/data` and SpaceAPI documents, those that changed.
-    async fn derived(&mut self, snapshot: &Snapshot) -> Result<(), Down> {
+    fn derived_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
         let open = snapshot.is_open();
         if self.sent.status != Some(open) {
             let value = if open { "open" } else { "closed" };
-            self.send(
-                self.p.topics.status.clone(),
-                Bytes::from_static(value.as_bytes()),
-            )
-            .await?;
+            session.publish(&self.topics.status, Bytes::from_static(value.as_bytes()))?;
             self.sent.status = Some(open);
         }
         let roster = &snapshot.roster;
@@ -259,21 +341,18 @@ impl Follower {
             .collect::<BTreeSet<_>>()
             .len();
         if self.sent.people != Some(people) {
-            self.send(self.p.topics.people.clone(), people.to_string().into())
-                .await?;
+            session.publish(&self.topics.people, people.to_string().into())?;
             self.sent.people = Some(people);
         }
         if snapshot.data_json != self.sent.data {
-            self.send(self.p.topics.data.clone(), snapshot.data_json.clone())
-                .await?;
+            session.publish(&self.topics.data, snapshot.data_json.clone())?;
             self.sent.data = snapshot.data_json.clone();
         }
-        let facts = &self.p.spaceapi;
+        let facts = &self.spaceapi;
         let document =
             spaceapi::document(&facts.facts, snapshot, &facts.base, facts.timezone).to_string();
         if document != self.sent.spaceapi {
-            self.send(self.p.topics.spaceapi.clone(), document.clone().into())
-                .await?;
+            session.publish(&self.topics.spaceapi, document.clone().into())?;
             self.sent.spaceapi = document;
         }
         if self.sent.roster != snapshot.roster {

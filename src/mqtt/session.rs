@@ -1,0 +1,358 @@
+//! One connection to the broker, MQTT 3.1.1 over TCP or TLS: packets are
+//! encoded into one buffer and written together, so a burst of samples
+//! costs a few system calls rather than one each. The wire format is
+//! `rumqttc`'s codec; the connection itself is ours, because the state is
+//! sent again on every connection and nothing needs to outlive one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::{self, QoS};
+use rumqttc::tokio_rustls::{TlsConnector, rustls};
+use rumqttc::{ConnectReturnCode, LastWill, Packet, PubAck, Publish, Subscribe};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+/// Longest wait for the TCP and TLS handshakes and the broker's `CONNACK`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest packet read from the broker (`set/` payloads are far smaller).
+const MAX_INCOMING: usize = 1 << 20;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 << 10;
+
+/// How to reach the broker and what to tell it when connecting.
+pub struct Dial {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS with this configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub client_id: String,
+    pub login: Option<(String, String)>,
+    pub keep_alive: Duration,
+    /// Published by the broker when the connection ends without a
+    /// `DISCONNECT`.
+    pub will: LastWill,
+}
+
+/// Why a connection could not be made or was lost, in a few words.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot reach the broker: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the TLS host name {0:?} is not valid")]
+    ServerName(String),
+    #[error("no answer from the broker")]
+    Timeout,
+    #[error("the broker refused the connection: {0}")]
+    Refused(&'static str),
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error("the broker sent a malformed packet: {0:?}")]
+    Malformed(mqttbytes::Error),
+    #[error("the broker answered the connection with {0}")]
+    Unexpected(&'static str),
+    #[error("the broker acknowledges nothing: {0} messages wait")]
+    Stalled(usize),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A connected session: what is read from the broker and what waits to be
+/// written to it.
+pub struct Session {
+    pub reader: Reader,
+    pub writer: Writer,
+    /// Packet ids of `QoS 1` publishes the broker has not acknowledged.
+    ids: PacketIds,
+}
+
+pub struct Reader {
+    half: ReadHalf<Box<dyn Stream>>,
+    buf: BytesMut,
+}
+
+pub struct Writer {
+    half: WriteHalf<Box<dyn Stream>>,
+    /// Encoded packets not yet written.
+    out: BytesMut,
+    /// Written since the last flush (TLS may hold bytes until flushed).
+    unflushed: bool,
+}
+
+impl Session {
+    /// Connects, sends `CONNECT` (clean session, the last will) and waits for
+    /// the broker's `CONNACK`.
+    pub async fn connect(dial: &Dial) -> Result<Session, LinkError> {
+        let timed = tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(dial));
+        timed.await.map_err(|_| LinkError::Timeout)?
+    }
+
+    async fn handshake(dial: &Dial) -> Result<Session, LinkError> {
+        let tcp = TcpStream::connect((dial.host.as_str(), dial.port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &dial.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(dial.host.clone())
+                    .map_err(|_| LinkError::ServerName(dial.host.clone()))?;
+                Box::new(
+                    TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await?,
+                )
+            }
+        };
+        let (half, writer) = tokio::io::split(stream);
+        let mut session = Session {
+            reader: Reader {
+                half,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+            },
+            writer: Writer {
+                half: writer,
+                out: BytesMut::with_capacity(READ_CHUNK),
+                unflushed: false,
+            },
+            ids: PacketIds::new(),
+        };
+        let mut connect = rumqttc::Connect::new(dial.client_id.clone());
+        connect.keep_alive = dial.keep_alive.as_secs().min(u16::MAX.into()) as u16;
+        connect.clean_session = true;
+        connect.last_will = Some(dial.will.clone());
+        if let Some((user, password)) = &dial.login {
+            connect.set_login(user.clone(), password.clone());
+        }
+        session.writer.encode(Packet::Connect(connect));
+        session.writer.flush_all().await?;
+        match session.reader.next().await? {
+            Packet::ConnAck(ack) => match ack.code {
+                ConnectReturnCode::Success => Ok(session),
+                code => Err(LinkError::Refused(refusal(code))),
+            },
+            other => Err(LinkError::Unexpected(name(&other))),
+        }
+    }
+
+    /// Queues a retained `QoS 1` publish. Fails only when the broker has
+    /// left every packet id unacknowledged.
+    pub fn publish(&mut self, topic: &str, payload: Bytes) -> Result<(), LinkError> {
+        let pkid = self
+            .ids
+            .take()
+            .ok_or(LinkError::Stalled(self.ids.waiting))?;
+        let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
+        publish.retain = true;
+        publish.pkid = pkid;
+        self.writer.encode(Packet::Publish(publish));
+        Ok(())
+    }
+
+    /// Queues a `QoS 1` subscription to `filter`.
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), LinkError> {
+        let pkid = self
+            .ids
+            .take()
+            .ok_or(LinkError::Stalled(self.ids.waiting))?;
+        let mut subscribe = Subscribe::new(filter, QoS::AtLeastOnce);
+        subscribe.pkid = pkid;
+        self.writer.encode(Packet::Subscribe(subscribe));
+        Ok(())
+    }
+
+    /// The broker acknowledged `pkid`; false if it was not waiting.
+    pub fn acknowledged(&mut self, pkid: u16) -> bool {
+        self.ids.release(pkid)
+    }
+
+    /// Publishes and subscriptions the broker has not acknowledged.
+    pub fn waiting(&self) -> usize {
+        self.ids.waiting
+    }
+}
+
+impl Reader {
+    /// Reads what the broker sent so far (at least one byte); cancel-safe.
+    pub async fn fill(&mut self) -> Result<(), LinkError> {
+        self.buf.reserve(READ_CHUNK);
+        match self.half.read_buf(&mut self.buf).await? {
+            0 => Err(LinkError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next whole packet already read, if any.
+    pub fn packet(&mut self) -> Result<Option<Packet>, LinkError> {
+        match Packet::read(&mut self.buf, MAX_INCOMING) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(mqttbytes::Error::InsufficientBytes(more)) => {
+                self.buf.reserve(more);
+                Ok(None)
+            }
+            Err(e) => Err(LinkError::Malformed(e)),
+        }
+    }
+
+    /// Waits for the next packet.
+    async fn next(&mut self) -> Result<Packet, LinkError> {
+        loop {
+            if let Some(packet) = self.packet()? {
+                return Ok(packet);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+impl Writer {
+    fn encode(&mut self, packet: Packet) {
+        // Our own packets: a document too large for MQTT's 256 MiB is
+        // impossible, since the snapshot's documents are bounded far below.
+        if let Err(e) = packet.write(&mut self.out, usize::MAX) {
+            tracing::warn!("mqtt: cannot encode a {}: {e:?}", name(&packet));
+        }
+    }
+
+    /// Queues the broker's acknowledgement of its `QoS 1` publish.
+    pub fn acknowledge(&mut self, pkid: u16) {
+        self.encode(Packet::PubAck(PubAck::new(pkid)));
+    }
+
+    pub fn ping(&mut self) {
+        self.encode(Packet::PingReq);
+    }
+
+    pub fn disconnect(&mut self) {
+        self.encode(Packet::Disconnect);
+    }
+
+    /// Bytes encoded and not yet written.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether [`Writer::write_some`] has anything to do.
+    pub fn busy(&self) -> bool {
+        !self.out.is_empty() || self.unflushed
+    }
+
+    /// Writes what it can of the queued bytes, or flushes once all are
+    /// written; cancel-safe (nothing is lost if another branch wins).
+    pub async fn write_some(&mut self) -> Result<(), LinkError> {
+        if self.out.is_empty() {
+            self.half.flush().await?;
+            self.unflushed = false;
+        } else {
+            if self.half.write_buf(&mut self.out).await? == 0 {
+                return Err(LinkError::Closed);
+            }
+            self.unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// Writes and flushes everything queued.
+    pub async fn flush_all(&mut self) -> Result<(), LinkError> {
+        while self.busy() {
+            self.write_some().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Packet ids in use: 1 to 65535, handed out in turn, skipping those still
+/// waiting for their acknowledgement.
+struct PacketIds {
+    used: Box<[u64; 1024]>,
+    last: u16,
+    waiting: usize,
+}
+
+impl PacketIds {
+    fn new() -> PacketIds {
+        PacketIds {
+            used: Box::new([0; 1024]),
+            last: 0,
+            waiting: 0,
+        }
+    }
+
+    fn take(&mut self) -> Option<u16> {
+        if self.waiting >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.last = self.last.wrapping_add(1).max(1);
+            let (word, bit) = (usize::from(self.last / 64), self.last % 64);
+            if self.used[word] & (1 << bit) == 0 {
+                self.used[word] |= 1 << bit;
+                self.waiting += 1;
+                return Some(self.last);
+            }
+        }
+    }
+
+    fn release(&mut self, pkid: u16) -> bool {
+        let (word, bit) = (usize::from(pkid / 64), pkid % 64);
+        let was = self.used[word] & (1 << bit) != 0;
+        if was {
+            self.used[word] &= !(1 << bit);
+            self.waiting -= 1;
+        }
+        was
+    }
+}
+
+fn refusal(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorised",
+        ConnectReturnCode::BadClientId => "client id rejected",
+        ConnectReturnCode::ServiceUnavailable => "service unavailable",
+        ConnectReturnCode::RefusedProtocolVersion => "protocol version 3.1.1 refused",
+        ConnectReturnCode::Success => "refused",
+    }
+}
+
+/// A packet's name, for log lines.
+pub fn name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PacketIds;
+
+    #[test]
+    fn packet_ids_skip_those_still_waiting_and_never_use_zero() {
+        let mut ids = PacketIds::new();
+        let first = ids.take().unwrap();
+        assert_eq!(first, 1);
+        for _ in 2..=u16::MAX {
+            ids.take().unwrap();
+        }
+        assert_eq!(ids.take(), None, "every id waits");
+        assert!(ids.release(7));
+        assert!(!ids.release(7), "released twice");
+        assert_eq!(ids.take(), Some(7));
+        assert!(ids.release(65535) && ids.release(3));
+        assert_eq!(ids.take(), Some(65535));
+        assert_eq!(ids.take(), Some(3), "wraps past 65535 to 1 and on");
+    }
+}
