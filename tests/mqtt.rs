@@ -156,6 +156,55 @@ async fn every_sample_reaches_a_subscriber_in_order() {
 }
 
 #[tokio::test]
+async fn samples_committed_while_the_broker_stalled_all_arrive_in_order() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &["--mqtt-url", &url, "--mqtt-homeassistant=false"],
+        "info,bitsd::mqtt=debug",
+    );
+    online(broker.port, "bits").await;
+    let mut subscriber = Subscriber::connect(broker.port, "bits/temperature/#").await;
+    // The broker stops acknowledging: bitsd's window fills, and the stream
+    // of changes goes on without its MQTT follower.
+    broker.pause();
+    let count = 30_000;
+    // 0.00 to 149.99, within the device's range.
+    let value = |i: usize| format!("{}.{:02}", i % 15_000 / 100, i % 100);
+    let lines: String = (0..count)
+        .map(|i| format!("temperature {} {}\n", i % 2, value(i)))
+        .collect();
+    let mut device = common::Device::connect(bitsd.control).await;
+    assert!(device.send_raw(lines.as_bytes()).await);
+    let http = reqwest::Client::new();
+    let last = value(count - 1).parse::<f64>().unwrap();
+    eventually("every sample committed", async || {
+        let url = format!("http://{}/data", bitsd.web);
+        let data: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        data["tempint"]["value"].as_f64() == Some(last)
+    })
+    .await;
+    broker.resume();
+    for i in 0..count {
+        let got = subscriber.next().await;
+        assert_eq!(
+            got.topic,
+            format!("bits/temperature/{}", i % 2),
+            "sample {i}"
+        );
+        assert_eq!(
+            got.text().parse::<f64>().unwrap(),
+            value(i).parse::<f64>().unwrap(),
+            "sample {i}"
+        );
+    }
+    // They did not all come from the stream.
+    assert!(!bitsd.log_lines("reading the samples it missed").is_empty());
+}
+
+#[tokio::test]
 async fn a_custom_prefix_holds_every_topic() {
     let broker = Mosquitto::start();
     let server = server_on(

@@ -222,6 +222,7 @@ mod tests {
             seq: 1,
             change: Arc::new(change),
             origin,
+            row: 0,
             json: bytes::Bytes::new(),
         }
     }
@@ -282,6 +283,7 @@ mod tests {
             message_version: message_at,
             message_origin: Some(message_from),
             roster: Default::default(),
+            temperature_row: 0,
             data_json: bytes::Bytes::new(),
         }
     }

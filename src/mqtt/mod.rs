@@ -26,6 +26,7 @@ use crate::config::{Config, MqttUrl};
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::store::{Reader, StoreError};
 use link::{Broker, Inbox};
 use publisher::{Publisher, SpaceApiFacts};
 use session::Dial;
@@ -40,6 +41,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub enum MqttError {
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot open the database for reading: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Starts MQTT when `mqtt_url` is set. It subscribes to the state at once:
@@ -93,6 +96,7 @@ pub fn start(
         },
         options.mqtt_subscribe,
         KEEP_ALIVE,
+        Reader::open(&config.db_path)?,
     );
     tracing::info!(
         "mqtt: publishing under {}/ on {url}",

@@ -3,6 +3,8 @@
 //! each connection, nothing queued while the broker is away.
 
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +23,15 @@ use crate::event::Change;
 use crate::metrics::Metrics;
 use crate::spaceapi;
 use crate::state::{Changes, Roster, Snapshot, State};
+use crate::store::{Reader, StoreError};
 
 /// Publishes the broker has not acknowledged before the follower stops
 /// taking changes from the stream (and waits for the broker).
 const WINDOW: usize = 4096;
 /// Encoded bytes not yet written before it stops taking changes.
 const UNWRITTEN: usize = 1 << 20;
+/// Samples read from the database at a time when catching up.
+const PAGE: usize = 2048;
 /// How long shutdown waits for `offline` and the disconnect to go out.
 pub const GOODBYE: Duration = Duration::from_millis(600);
 
@@ -68,6 +73,7 @@ enum Wake {
     Read(Result<(), LinkError>),
     Written(Result<(), LinkError>),
     Changes(Result<Changes, broadcast::error::RecvError>),
+    Page(Result<Vec<(i64, i64, f64)>, StoreError>),
     Roster,
     Ping,
 }
@@ -78,12 +84,24 @@ pub struct Publisher {
     pub spaceapi: SpaceApiFacts,
     pub subscribe: bool,
     pub keep_alive: Duration,
+    /// Where samples missed on the stream are read back from.
+    reader: Reader,
     sent: Sent,
     /// Sensors whose discovery config went out on this connection.
     announced: HashSet<i64>,
     /// The last change published (or covered by a snapshot published).
     seen: u64,
+    /// The row of the last sample published: samples are published once
+    /// each, in the order they were written, from the stream or, when the
+    /// follower fell behind it, from the database.
+    sample_row: i64,
+    /// The stream went on without this follower: it reads the samples it
+    /// missed from the database before it takes the stream again.
+    behind: bool,
 }
+
+/// A page of samples being read from the database.
+type PageRead = Pin<Box<dyn Future<Output = Result<Vec<(i64, i64, f64)>, StoreError>> + Send>>;
 
 impl Publisher {
     pub fn new(
@@ -92,6 +110,7 @@ impl Publisher {
         spaceapi: SpaceApiFacts,
         subscribe: bool,
         keep_alive: Duration,
+        reader: Reader,
     ) -> Publisher {
         Publisher {
             topics,
@@ -99,9 +118,12 @@ impl Publisher {
             spaceapi,
             subscribe,
             keep_alive,
+            reader,
             sent: Sent::default(),
             announced: HashSet::new(),
             seen: 0,
+            sample_row: 0,
+            behind: false,
         }
     }
 
@@ -124,8 +146,18 @@ impl Publisher {
         let mut ping = tokio::time::interval_at(Instant::now() + self.keep_alive, self.keep_alive);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_due = false;
+        let mut page: Option<PageRead> = None;
         loop {
             let room = session.waiting() < WINDOW && session.writer.pending() < UNWRITTEN;
+            if self.behind && room && page.is_none() {
+                let (reader, after) = (self.reader.clone(), self.sample_row);
+                page = Some(Box::pin(async move {
+                    reader
+                        .read(move |db| db.temperatures_after(after, PAGE))
+                        .await
+                }));
+            }
+            let stream = room && !self.behind;
             let Session { reader, writer, .. } = &mut session;
             let busy = writer.busy();
             let wake = tokio::select! {
@@ -134,7 +166,11 @@ impl Publisher {
                 read = reader.fill() => Wake::Read(read),
                 written = writer.write_some(), if busy => Wake::Written(written),
                 _ = ping.tick() => Wake::Ping,
-                next = changes.recv(), if room => Wake::Changes(next),
+                read = async { page.as_mut().expect("a page is read").await }, if page.is_some() => {
+                    page = None;
+                    Wake::Page(read)
+                }
+                next = changes.recv(), if stream => Wake::Changes(next),
                 changed = snapshots.changed(), if room => match changed {
                     Ok(()) => Wake::Roster,
                     Err(_) => Wake::Shutdown,
@@ -162,10 +198,12 @@ impl Publisher {
                 Wake::Changes(Ok(commit)) => self.commit(&mut session, &commit, state),
                 Wake::Changes(Err(broadcast::error::RecvError::Lagged(missed))) => {
                     tracing::debug!(
-                        "mqtt fell {missed} commits behind; publishing the current state"
+                        "mqtt fell {missed} commits behind; reading the samples it missed"
                     );
-                    self.catch_up(&mut session, &state.snapshot())
+                    self.behind = true;
+                    Ok(())
                 }
+                Wake::Page(read) => self.page(&mut session, read, state),
                 Wake::Changes(Err(broadcast::error::RecvError::Closed)) => Err(Ended::Shutdown),
                 Wake::Roster => {
                     // Roster changes publish no change of their own.
@@ -257,28 +295,59 @@ impl Publisher {
             }
         }
         self.seen = snapshot.version;
-        self.state_of(session, snapshot, true)
+        self.sample_row = snapshot.temperature_row;
+        self.behind = false;
+        self.state_of(session, snapshot)
     }
 
-    /// The current state after changes were missed.
-    fn catch_up(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), Ended> {
-        let message = snapshot.message_version > self.seen;
-        self.seen = snapshot.version;
-        Ok(self.state_of(session, snapshot, message)?)
-    }
-
-    /// Every sensor, the message (with `message`) and the derived documents
-    /// of `snapshot`.
-    fn state_of(
+    /// Publishes a page of the samples missed; after the last one, the
+    /// message and the documents of the current state.
+    fn page(
         &mut self,
         session: &mut Session,
-        snapshot: &Snapshot,
-        message: bool,
-    ) -> Result<(), LinkError> {
+        read: Result<Vec<(i64, i64, f64)>, StoreError>,
+        state: &State,
+    ) -> Result<(), Ended> {
+        let snapshot = match read {
+            Ok(samples) => {
+                let last = samples.len() < PAGE;
+                for (row, sensor, value) in samples {
+                    self.sample_row = row;
+                    self.temperature(session, sensor, value)?;
+                }
+                if !last {
+                    return Ok(());
+                }
+                state.snapshot()
+            }
+            Err(e) => {
+                // The latest value of each sensor, then, as on a new
+                // connection.
+                tracing::warn!("mqtt: cannot read the samples missed: {e}; publishing the latest");
+                let snapshot = state.snapshot();
+                for sample in snapshot.sensors.values() {
+                    self.temperature(session, sample.sensor, sample.value)?;
+                }
+                self.sample_row = self.sample_row.max(snapshot.temperature_row);
+                snapshot
+            }
+        };
+        self.behind = false;
+        if let Some(m) = snapshot.message.as_ref()
+            && snapshot.message_version > self.seen
+        {
+            session.publish(&self.topics.message, m.text.clone().into())?;
+        }
+        self.seen = self.seen.max(snapshot.version);
+        Ok(self.derived_of(session, &snapshot)?)
+    }
+
+    /// Every sensor, the message and the derived documents of `snapshot`.
+    fn state_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
         for sample in snapshot.sensors.values() {
             self.temperature(session, sample.sensor, sample.value)?;
         }
-        if let Some(m) = snapshot.message.as_ref().filter(|_| message) {
+        if let Some(m) = &snapshot.message {
             session.publish(&self.topics.message, m.text.clone().into())?;
         }
         self.derived_of(session, snapshot)
@@ -292,17 +361,21 @@ impl Publisher {
         commit: &Changes,
         state: &State,
     ) -> Result<(), Ended> {
-        let after = self.seen;
-        for published in commit.iter().filter(|p| p.seq > after) {
-            self.seen = published.seq;
+        for published in commit.iter() {
             match &*published.change {
-                Change::Temperature(t) => self.temperature(session, t.sensor, t.value)?,
-                Change::Message(m) => {
+                // By row: samples read back from the database may be on
+                // the stream too.
+                Change::Temperature(t) if published.row > self.sample_row => {
+                    self.sample_row = published.row;
+                    self.temperature(session, t.sensor, t.value)?
+                }
+                Change::Message(m) if published.seq > self.seen => {
                     session.publish(&self.topics.message, m.text.clone().into())?
                 }
                 // Derived: only the final status of a commit matters.
-                Change::Status(_) => {}
+                _ => {}
             }
+            self.seen = self.seen.max(published.seq);
         }
         Ok(self.derived_of(session, &state.snapshot())?)
     }

@@ -113,6 +113,8 @@ pub struct Published {
     pub change: Arc<Change>,
     /// Who caused it.
     pub origin: Origin,
+    /// The row it was stored at, in its table ([`Snapshot::temperature_row`]).
+    pub row: i64,
     /// `{"status": {...}}` and the like, serialised once for every client.
     pub json: Bytes,
 }

@@ -47,6 +47,9 @@ pub struct Snapshot {
     /// Who wrote the last message; `None` when it was loaded at start.
     pub message_origin: Option<Origin>,
     pub roster: Roster,
+    /// The row of the newest sample in the database: a follower that missed
+    /// samples reads those after the last row it saw.
+    pub temperature_row: i64,
     /// The `/data` JSON, serialised once per change for every reader.
     pub data_json: Bytes,
 }
@@ -88,6 +91,8 @@ pub(super) struct Model {
     pub message_seq: u64,
     pub message_origin: Option<Origin>,
     pub roster: Roster,
+    /// The row of the newest sample stored.
+    pub temperature_row: i64,
 }
 
 impl Model {
@@ -103,6 +108,7 @@ impl Model {
                 .collect(),
             temperatures: latest.temperatures.into(),
             message: latest.message,
+            temperature_row: latest.temperature_row,
             ..Model::default()
         })
     }
@@ -130,12 +136,14 @@ impl Model {
             message_version: self.message_seq,
             message_origin: self.message_origin,
             roster: self.roster.clone(),
+            temperature_row: self.temperature_row,
             data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),
         }
     }
 
     /// Applies a stored change; returns its sequence number.
-    pub fn apply(&mut self, change: &Change, origin: Origin) -> u64 {
+    /// Applies a change stored at `row` of its table.
+    pub fn apply(&mut self, change: &Change, origin: Origin, row: i64) -> u64 {
         self.seq += 1;
         match change {
             Change::Status(s) => {
@@ -144,6 +152,7 @@ impl Model {
                 self.status_origin = Some(origin);
             }
             Change::Temperature(t) => {
+                self.temperature_row = row;
                 self.sensors.insert(t.sensor, t.clone());
                 self.temperatures.push_front(t.clone());
                 self.temperatures.truncate(HISTORY_SAMPLES);

@@ -38,9 +38,8 @@ pub(super) struct Writer {
 
 /// What an event came to while its batch was being written.
 struct Pending {
-    /// The change stored, if any: its sequence number, itself, who caused
-    /// it, and its JSON when it was needed for the outbox already.
-    stored: Option<(u64, Change, Origin, Option<Bytes>)>,
+    /// The change stored, if any.
+    stored: Option<Stored>,
     reply: Option<Reply>,
     outcome: Outcome,
 }
@@ -156,7 +155,14 @@ impl Writer {
         let mut bytes = 0;
         let mut replies = Vec::with_capacity(pending.len());
         for p in pending {
-            if let Some((seq, change, origin, json)) = p.stored {
+            if let Some(Stored {
+                seq,
+                change,
+                origin,
+                row,
+                json,
+            }) = p.stored
+            {
                 self.metrics.event(change.kind());
                 let json = json.unwrap_or_else(|| Bytes::from(change.to_json()));
                 bytes += json.len();
@@ -167,6 +173,7 @@ impl Writer {
                     seq,
                     change: Arc::new(change),
                     origin,
+                    row,
                     json,
                 });
                 if chunk.len() == CHUNK_CHANGES || bytes >= CHUNK_BYTES {
@@ -201,8 +208,19 @@ struct Writing<'a, 'b> {
     failed: Option<StoreError>,
 }
 
+/// A change written to the batch and applied to the model.
+struct Stored {
+    seq: u64,
+    change: Change,
+    origin: Origin,
+    /// Its row in its table.
+    row: i64,
+    /// Serialised when the outbox needed it.
+    json: Option<Bytes>,
+}
+
 /// What [`prepare`] makes of an event.
-type Prepared = (Option<(u64, Change, Origin, Option<Bytes>)>, Outcome);
+type Prepared = (Option<Stored>, Outcome);
 
 /// Writes `event` into the batch, with its outbox rows, and applies it to
 /// `model`: the change stored (if any) and what became of the event.
@@ -238,7 +256,7 @@ fn prepare(
         Err(why) => return (None, Outcome::Ignored(why)),
     };
     match store(batch, &change, author_id) {
-        Ok(()) => {
+        Ok(row) => {
             // Serialised once, for the outbox and for the stream.
             let json = writing.outbox.follows(&change).then(|| {
                 let json = change.to_json();
@@ -247,8 +265,15 @@ fn prepare(
                 }
                 Bytes::from(json)
             });
-            let seq = model.apply(&change, origin);
-            (Some((seq, change, origin, json)), Outcome::Applied)
+            let seq = model.apply(&change, origin, row);
+            let stored = Stored {
+                seq,
+                change,
+                origin,
+                row,
+                json,
+            };
+            (Some(stored), Outcome::Applied)
         }
         Err(e) => {
             tracing::error!("event not stored: {}", Report(&e));
@@ -303,12 +328,15 @@ fn message(
     (Change::Message(message), origin)
 }
 
-/// Writes a change into the batch; a message under user `author_id`.
-fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<(), StoreError> {
+/// Writes a change into the batch, a message under user `author_id`; the
+/// sample's row (0 for the others).
+fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, StoreError> {
     match change {
-        Change::Status(s) => batch.insert_status(s),
+        Change::Status(s) => batch.insert_status(s).map(|()| 0),
         Change::Temperature(t) => batch.insert_temperature(t),
-        Change::Message(m) => batch.insert_message(author_id, m.timestamp, &m.text),
+        Change::Message(m) => batch
+            .insert_message(author_id, m.timestamp, &m.text)
+            .map(|()| 0),
     }
 }
 

@@ -148,6 +148,8 @@ pub struct Latest {
     /// The newest sample of each sensor.
     pub per_sensor: Vec<TemperatureSample>,
     pub message: Option<Message>,
+    /// The row of the newest sample written (0 when there is none).
+    pub temperature_row: i64,
 }
 
 /// One SQLite connection.
@@ -278,12 +280,37 @@ impl Db {
             )
             .optional()?
             .transpose()?;
+        let temperature_row = self.conn.query_row(
+            r#"SELECT COALESCE(MAX(rowid), 0) FROM "Temperature""#,
+            [],
+            |r| r.get(0),
+        )?;
         Ok(Latest {
             status,
             temperatures,
             per_sensor,
             message,
+            temperature_row,
         })
+    }
+
+    /// Up to `limit` samples written after row `after`, in the order they
+    /// were written, with their rows.
+    pub fn temperatures_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT rowid, sensor, value FROM "Temperature"
+               WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"#,
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Status changes, newest first.
@@ -420,7 +447,8 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub fn insert_temperature(&self, t: &TemperatureSample) -> Result<(), StoreError> {
+    /// Writes a sample; its row, which orders samples as written.
+    pub fn insert_temperature(&self, t: &TemperatureSample) -> Result<i64, StoreError> {
         self.tx
             .prepare_cached(
                 r#"INSERT INTO "Temperature" (timestamp, value, sensor, modified_by)
@@ -432,7 +460,7 @@ impl Batch<'_> {
                 t.sensor,
                 t.modified_by.as_str()
             ])?;
-        Ok(())
+        Ok(self.tx.last_insert_rowid())
     }
 
     pub fn insert_message(

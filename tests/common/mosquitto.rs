@@ -115,6 +115,22 @@ impl Mosquitto {
         }
     }
 
+    /// Stops the broker where it stands (`SIGSTOP`): it reads, answers and
+    /// forwards nothing until [`Mosquitto::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("the broker runs").id();
+        // SAFETY: a plain system call on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+    }
+
     /// Kills the broker and starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
