@@ -1,6 +1,5 @@
 //! The connection to the broker: connects, hands each connection to the
-//! publisher, reconnects with backoff when it is lost, and turns messages
-//! on `set/` topics into events.
+//! publisher, and reconnects with backoff when it is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +8,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::inbox::Inbox;
 use super::publisher::{Ended, Publisher};
 use super::session::{Dial, Session};
-use super::topics::Topics;
-use crate::limits::{QuietLog, Shown};
 use crate::metrics::Metrics;
 use crate::state::{Changes, State};
 
@@ -29,13 +27,6 @@ const STABLE: Duration = Duration::from_secs(30);
 pub struct Broker {
     pub url: String,
     pub dial: Dial,
-}
-
-/// Where messages on `set/` topics go.
-pub struct Inbox {
-    pub state: State,
-    pub topics: Arc<Topics>,
-    pub quiet: QuietLog,
 }
 
 /// Connects and serves connections until shutdown (after `offline` and the
@@ -104,32 +95,4 @@ pub async fn run(
         retry = (retry * 2).min(LAST_RETRY);
     }
     metrics.mqtt_connected.set(0);
-}
-
-impl Inbox {
-    /// Applies one message from a `set/` topic, or logs why not (at a
-    /// bounded rate: anyone allowed to publish there can send many). False
-    /// once the state has stopped.
-    pub(super) async fn take(&self, publish: &rumqttc::Publish, metrics: &Metrics) -> bool {
-        match self
-            .topics
-            .parse_set(&publish.topic, &publish.payload, publish.retain)
-        {
-            Ok(event) => {
-                metrics.mqtt_set_message("accepted");
-                tracing::debug!("mqtt: {} applied", Shown(&publish.topic));
-                self.state.submit(event).await.is_ok()
-            }
-            Err(reason) => {
-                metrics.mqtt_set_message("rejected");
-                if let Some(held) = self.quiet.pass() {
-                    tracing::warn!(
-                        "mqtt: message on {} skipped: {reason}{held}",
-                        Shown(&publish.topic)
-                    );
-                }
-                true
-            }
-        }
-    }
 }

@@ -4,10 +4,12 @@
 //!
 //! One task follows the stream of committed changes like any other
 //! follower: `link` connects (reconnecting with backoff), `publisher`
-//! serves each connection, `session` speaks the protocol. While the broker
+//! serves each connection, `session` speaks the protocol, `inbox` takes the
+//! `set/` messages. While the broker
 //! is away nothing is queued; each new connection starts from the current
 //! snapshot.
 
+mod inbox;
 mod link;
 mod publisher;
 mod session;
@@ -27,7 +29,8 @@ use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::store::{Reader, StoreError};
-use link::{Broker, Inbox};
+use inbox::Inbox;
+use link::Broker;
 use publisher::{Publisher, SpaceApiFacts};
 use session::Dial;
 use topics::{Discovery, OFFLINE, Topics};

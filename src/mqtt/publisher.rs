@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::link::Inbox;
+use super::inbox::Inbox;
 use super::session::{LinkError, Session, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
 use crate::config::SpaceApi;
