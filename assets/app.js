@@ -27,6 +27,17 @@
     });
   }
 
+  // A stored time ("YYYY-MM-DD HH:MM:SS") as the language writes it.
+  function when(timestamp) {
+    var t = String(timestamp);
+    return fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, 19) });
+  }
+
+  // A number with `decimals` decimals and the language's decimal point.
+  function number(value, decimals) {
+    return Number(value).toFixed(decimals).replace(".", WORDS.decimal_point);
+  }
+
   // ---- rendering --------------------------------------------------------
 
   function unescapeHtml(text) {
@@ -44,7 +55,7 @@
     var since = $("status-since");
     if (since) {
       since.textContent = s
-        ? fill(WORDS.since, { time: s.timestamp, by: s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device })
+        ? fill(WORDS.since, { time: when(s.timestamp), by: s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device })
         : WORDS.no_status;
     }
     document.title = open ? WORDS.title_open : WORDS.title_closed;
@@ -76,7 +87,7 @@
       label.textContent = fill(WORDS.sensor, { sensor: id });
       var value = document.createElement("strong");
       value.className = "value";
-      value.textContent = fill(WORDS.degrees, { value: Number(t.value).toFixed(THRESHOLDS.decimals) });
+      value.textContent = fill(WORDS.degrees, { value: number(t.value, THRESHOLDS.decimals) });
       var trend = document.createElement("span");
       trend.className = "trend";
       var shown = WORDS.steady;
@@ -86,7 +97,7 @@
       trend.title = shown.words;
       trend.setAttribute("aria-label", shown.words);
       var time = document.createElement("time");
-      time.textContent = t.timestamp;
+      time.textContent = when(t.timestamp);
       li.append(label, " ", value, " ", trend, " ", time);
       list.appendChild(li);
     });
@@ -146,7 +157,7 @@
     if (body) body.hidden = false;
     $("message-text").textContent = unescapeHtml(m.value);
     $("message-user").textContent = m.user;
-    $("message-time").textContent = m.timestamp;
+    $("message-time").textContent = when(m.timestamp);
   }
 
   function renderAll() {
@@ -193,7 +204,7 @@
     if (!live) return;
     live.className = "live off";
     live.textContent = lastData
-      ? fill(WORDS.offline_since, { time: lastData.toLocaleTimeString() })
+      ? fill(WORDS.offline_since, { time: lastData.toLocaleTimeString(document.documentElement.lang) })
       : WORDS.offline;
     live.dataset.transport = "none";
   }

@@ -108,7 +108,12 @@ const TEXTS: &str = r##"function (doc) {
 /// Checks that the page, kept live by its script, says what the server
 /// renders for the same state.
 async fn assert_agrees_with_the_server(page: &Page, server: &TestServer, when: &str) {
-    let html = serde_json::to_string(&server.text("/").await).unwrap();
+    assert_agrees_with(page, server, "/", when).await;
+}
+
+/// [`assert_agrees_with_the_server`] with the server's page at `path`.
+async fn assert_agrees_with(page: &Page, server: &TestServer, path: &str, when: &str) {
+    let html = serde_json::to_string(&server.text(path).await).unwrap();
     let expression = format!(
         "(function () {{ var texts = {TEXTS}; \
          var rendered = new DOMParser().parseFromString({html}, 'text/html'); \
@@ -312,6 +317,28 @@ async fn the_homepage_is_live_in_a_real_browser() {
     )
     .await;
     assert_eq!(text(&blocked, "document.title").await, "BITS · closed");
+
+    // In Italian the script writes what the server writes: words, dates,
+    // decimal commas. (Last: the browser keeps the `lang` cookie.)
+    let italian = browser.new_page(server.url("/?lang=it")).await.unwrap();
+    wait_until(
+        &italian,
+        "the Italian page's script",
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+    device.send("temperature 1 19.25").await;
+    wait_until(
+        &italian,
+        "the Italian sample",
+        "document.querySelector('#sensors li[data-sensor=\"1\"] .value').textContent === '19,3 °C'",
+    )
+    .await;
+    assert_eq!(text(&italian, "document.documentElement.lang").await, "it");
+    assert_agrees_with(&italian, &server, "/?lang=it", "in Italian").await;
+    screenshot(&italian, "home-phone-it.png", 390, 844, true).await;
+    screenshot(&italian, "home-desktop-it.png", 1280, 900, false).await;
+    italian.close().await.unwrap();
 
     // Server gone: the page says it is offline.
     let _dir = server.stop().await;

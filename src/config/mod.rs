@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 pub use layers::Error;
 pub use options::{Layer, Options};
-pub use values::{Allowlist, MqttUrl};
+pub use values::{Allowlist, Lang, MqttUrl};
 pub use webhooks::{ChatId, HookEvent, HookFormat, TELEGRAM_API, Webhook};
 
 /// The file read when `--config` is not given, if it exists.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use chrono_tz::Tz;
 
 use super::values::{
-    Allowlist, MqttUrl, address, addresses, db_uri, mode, mqtt_url, number, path, switch, text,
-    timezone, topic,
+    Allowlist, Lang, MqttUrl, address, addresses, db_uri, language, mode, mqtt_url, number, path,
+    switch, text, timezone, topic,
 };
 
 super::layers::options! {
@@ -96,6 +96,10 @@ super::layers::options! {
         forecast_weeks: u32 = "8", number(1..=520);
         /// Time zone for timestamps and the forecast, e.g. Europe/Rome [default: the system's]
         timezone: Option<Tz>, timezone();
+    }
+    "Pages" {
+        /// Language of the pages for a client that asks for neither English nor Italian
+        default_language: Lang = "en", language();
     }
     "Integrations" {
         /// MQTT broker that bitsd keeps the state on, mqtt://[user:password@]host[:port]

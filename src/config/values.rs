@@ -179,6 +179,39 @@ pub fn timezone() -> Kind<Tz> {
     .named("ZONE")
 }
 
+/// A language the pages speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    En,
+    It,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::It];
+
+    /// Its ISO 639-1 code, as in `<html lang>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::It => "it",
+        }
+    }
+
+    /// The language of a code, in any case.
+    pub fn from_code(code: &str) -> Option<Lang> {
+        Lang::ALL
+            .into_iter()
+            .find(|l| l.code().eq_ignore_ascii_case(code))
+    }
+}
+
+/// A language code bitsd speaks: `en` or `it`.
+pub fn language() -> Kind<Lang> {
+    Kind::new(|text| Lang::from_code(text).ok_or_else(|| "expected en or it".to_string()))
+        .named("LANG")
+}
+
 /// An MQTT broker, `mqtt://[user[:password]@]host[:port]` or `mqtts://...`.
 pub fn mqtt_url() -> Kind<MqttUrl> {
     Kind::new(parse_mqtt_url).named("URL")

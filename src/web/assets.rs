@@ -62,7 +62,7 @@ async fn built_in(AxumState(app): AxumState<App>, request: Request) -> Response 
     }
     let path = percent_decode_str(request.uri().path()).decode_utf8_lossy();
     let Some(file) = BuiltIn::get(path.trim_start_matches('/')) else {
-        return pages::not_found(AxumState(app)).await;
+        return pages::not_found_in(&app, request.uri(), request.headers());
     };
     let hash = file.metadata.sha256_hash();
     let etag = HeaderValue::try_from(format!("\"{}\"", hex::encode(&hash[..12])))

@@ -18,6 +18,8 @@ use super::App;
 use super::client::Client;
 use super::error::{Error, Form, Result};
 use super::html::{Chrome, HtmlPage, render};
+use super::lang::Lang;
+use super::words::{self, LoginWords};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::report::Report;
@@ -27,8 +29,6 @@ use crate::store::User;
 pub const MAX_NAME: usize = 64;
 /// Longest password a login may give, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
-/// What the login form says to a wrong user name or password.
-const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -227,6 +227,7 @@ pub fn safe_next(next: Option<&str>) -> String {
 #[template(path = "login.html")]
 struct LoginPage {
     chrome: Chrome,
+    words: &'static LoginWords,
     xsrf: String,
     next: String,
     username: String,
@@ -240,13 +241,16 @@ struct NextQuery {
 
 async fn login_form(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     client: Client,
     headers: HeaderMap,
     Query(query): Query<NextQuery>,
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
+    let words = &words::of(lang).login;
     let page = LoginPage {
-        chrome: Chrome::new(&app, "BITS · log in"),
+        chrome: Chrome::page(&app, lang, words.title),
+        words,
         xsrf: xsrf.token.clone(),
         next: safe_next(query.next.as_deref()),
         username: String::new(),
@@ -275,6 +279,7 @@ impl XsrfField for LoginForm {
 
 async fn login(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     client: Client,
     headers: HeaderMap,
     Guarded(form): Guarded<LoginForm>,
@@ -294,10 +299,12 @@ async fn login(
     }
     let next = safe_next(form.next.as_deref());
     // The form again, saying why the login was refused.
+    let words = &words::of(lang).login;
     let page = |error: &str| {
         let xsrf = Xsrf::from_headers(&headers);
         let page = LoginPage {
-            chrome: Chrome::new(&app, "BITS · log in"),
+            chrome: Chrome::page(&app, lang, words.title),
+            words,
             xsrf: xsrf.token.clone(),
             next: next.clone(),
             username: username.clone(),
@@ -324,7 +331,7 @@ async fn login(
             );
         }
         let seconds = wait.as_secs_f64().ceil().max(1.0);
-        let why = format!("Too many attempts. Wait {seconds:.0} s and try again.");
+        let why = words::fill(words.too_many, &[("seconds", &format!("{seconds:.0}"))]);
         return Err(Error::TooManyRequestsPage(page(&why)?));
     }
     let reader = app.reader.clone();
@@ -352,8 +359,7 @@ async fn login(
                 client.label()
             );
         }
-        let why = "Too many logins at once. Try again in a moment.";
-        return Err(Error::TooManyRequestsPage(page(why)?));
+        return Err(Error::TooManyRequestsPage(page(words.too_many_at_once)?));
     };
     let checked = checked?;
     app.metrics.password_checks.inc();
@@ -365,7 +371,7 @@ async fn login(
                 client.label()
             );
         }
-        return Err(Error::Unauthorized(page(WRONG_CREDENTIALS)?));
+        return Err(Error::Unauthorized(page(words.wrong)?));
     };
     // A right password does not hold back this member's next login.
     app.throttles.login_by_user.forget(&by_user);
@@ -394,7 +400,7 @@ async fn login(
         .await?;
     if !created {
         // The password changed, or the user went, while it was checked.
-        return Err(Error::Unauthorized(page(WRONG_CREDENTIALS)?));
+        return Err(Error::Unauthorized(page(words.wrong)?));
     }
     tracing::info!("{} logged in from {}", Shown(&user.name), client.label());
     let cookie = site_cookie(LOGIN_COOKIE, app.signer.sign(&token), &client)

@@ -8,7 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::html::{Chrome, HtmlPage, render};
+use super::words::{self, NotFoundWords};
 use super::{BODY_TIMEOUT, MAX_BODY};
+use crate::config::Lang;
 use crate::report::Report;
 use crate::store::StoreError;
 
@@ -124,7 +126,7 @@ impl IntoResponse for Error {
             Error::BadRequestPage(page)
             | Error::Unauthorized(page)
             | Error::TooManyRequestsPage(page) => page.with_status(status),
-            Error::NotFound => not_found_page(Chrome::plain(NOT_FOUND_TITLE)),
+            Error::NotFound => not_found_page(Chrome::plain(Lang::En, NOT_FOUND_TITLE)),
             Error::FormRejected(rejection) => rejection.into_response(),
             Error::WebsocketVersion => (
                 status,
@@ -168,12 +170,14 @@ pub const NOT_FOUND_TITLE: &str = "BITS · not found";
 #[template(path = "not_found.html")]
 struct NotFoundPage {
     chrome: Chrome,
+    words: &'static NotFoundWords,
 }
 
 /// The 404 page, in the layout `chrome` gives; plain text if it cannot be
 /// rendered.
 pub fn not_found_page(chrome: Chrome) -> Response {
-    render(StatusCode::NOT_FOUND, &NotFoundPage { chrome }).unwrap_or_else(|e| {
+    let words = &words::of(chrome.lang).not_found;
+    render(StatusCode::NOT_FOUND, &NotFoundPage { chrome, words }).unwrap_or_else(|e| {
         tracing::error!("the 404 page: {}", Report(&Error::Template(e)));
         (StatusCode::NOT_FOUND, "404 Not Found\n").into_response()
     })

@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
+use super::words::{self, LayoutWords};
+use crate::config::Lang;
 
 /// Scripts only from this origin; styles and images likewise, plus images
 /// from anywhere for wiki pages.
@@ -16,6 +18,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 /// What the shared layout needs.
 pub struct Chrome {
     pub(super) title: String,
+    pub(super) lang: Lang,
+    /// The other language, offered in the header.
+    pub(super) other: Lang,
+    pub(super) words: &'static LayoutWords,
     pub(super) debug: bool,
     pub(super) version: &'static str,
     pub(super) open: bool,
@@ -23,19 +29,32 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(app: &App, title: impl Into<String>) -> Chrome {
+    /// The layout in `lang`, with `title` as the window's whole title.
+    pub fn new(app: &App, lang: Lang, title: impl Into<String>) -> Chrome {
         Chrome {
             open: app.state.snapshot().is_open(),
             debug: app.config.options.developer_mode,
-            ..Chrome::plain(title)
+            ..Chrome::plain(lang, title)
         }
+    }
+
+    /// The layout of a page titled `page` after the site's name.
+    pub fn page(app: &App, lang: Lang, page: &str) -> Chrome {
+        let title = words::fill(words::of(lang).layout.title, &[("page", page)]);
+        Chrome::new(app, lang, title)
     }
 
     /// The layout where no state is at hand: the room shown closed, no
     /// developer mode.
-    pub fn plain(title: impl Into<String>) -> Chrome {
+    pub fn plain(lang: Lang, title: impl Into<String>) -> Chrome {
         Chrome {
             title: title.into(),
+            lang,
+            other: match lang {
+                Lang::En => Lang::It,
+                Lang::It => Lang::En,
+            },
+            words: &words::of(lang).layout,
             debug: false,
             version: env!("CARGO_PKG_VERSION"),
             open: false,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -16,7 +16,9 @@ use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
 use super::error::{Form, Result};
 use super::html::{Chrome, HtmlPage, render};
-use super::pages::not_found;
+use super::lang::Lang;
+use super::pages::not_found_in;
+use super::words::{self, AdminWords, MessageWords};
 use super::{App, Error};
 use crate::event::StatusValue;
 use crate::limits::{AddressKey, Rate, Shown};
@@ -44,6 +46,7 @@ pub fn router() -> Router<App> {
 #[template(path = "admin.html")]
 struct AdminPage {
     chrome: Chrome,
+    words: &'static AdminWords,
     user: String,
     xsrf: String,
     open: bool,
@@ -53,18 +56,24 @@ struct AdminPage {
 
 async fn admin_page(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     Member(user): Member,
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
     let snapshot = app.state.snapshot();
+    let all = words::of(lang);
     let page = AdminPage {
-        chrome: Chrome::new(&app, "BITS · admin"),
+        chrome: Chrome::page(&app, lang, all.admin.title),
+        words: &all.admin,
         user: user.name,
         xsrf: xsrf.token.clone(),
         open: snapshot.is_open(),
-        since: snapshot.status.as_ref().map(|s| s.timestamp.display()),
+        since: snapshot
+            .status
+            .as_ref()
+            .map(|s| words::when(&all.home, &s.timestamp)),
         roster: snapshot.roster.names().into_iter().collect(),
     };
     Ok(with_xsrf_cookie(
@@ -130,6 +139,7 @@ async fn admin_toggle(
 #[template(path = "message.html")]
 struct MessagePage {
     chrome: Chrome,
+    words: &'static MessageWords,
     user: String,
     xsrf: String,
     text: String,
@@ -145,14 +155,17 @@ struct SentQuery {
 
 async fn message_form(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     Member(user): Member,
     client: Client,
     headers: HeaderMap,
     Query(query): Query<SentQuery>,
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
+    let words = &words::of(lang).message;
     let page = MessagePage {
-        chrome: Chrome::new(&app, "BITS · message"),
+        chrome: Chrome::page(&app, lang, words.title),
+        words,
         user: user.name,
         xsrf: xsrf.token.clone(),
         text: String::new(),
@@ -181,17 +194,22 @@ impl XsrfField for MessageForm {
 
 async fn message_post(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     Member(user): Member,
     headers: HeaderMap,
     Guarded(form): Guarded<MessageForm>,
 ) -> Result<Response> {
     let text = form.msgtext.unwrap_or_default();
+    let words = &words::of(lang).message;
     let error = if text.trim().is_empty() {
-        Some("The message is empty.".to_string())
+        Some(words.empty.to_string())
     } else if text.chars().count() > MAX_MESSAGE {
-        Some(format!(
-            "The message has {} characters; at most {MAX_MESSAGE} fit.",
-            text.chars().count()
+        Some(words::fill(
+            words.too_long,
+            &[
+                ("count", &text.chars().count().to_string()),
+                ("max", &MAX_MESSAGE.to_string()),
+            ],
         ))
     } else {
         None
@@ -199,7 +217,8 @@ async fn message_post(
     if let Some(error) = error {
         let xsrf = Xsrf::from_headers(&headers);
         let page = MessagePage {
-            chrome: Chrome::new(&app, "BITS · message"),
+            chrome: Chrome::page(&app, lang, words.title),
+            words,
             user: user.name,
             xsrf: xsrf.token.clone(),
             text,
@@ -231,11 +250,13 @@ struct MacUpdateForm {
 async fn mac_update(
     AxumState(app): AxumState<App>,
     client: Client,
+    uri: Uri,
+    headers: HeaderMap,
     form: Result<Form<MacUpdateForm>>,
 ) -> Result<Response> {
     let options = &app.config.options;
     let Some(expected) = options.mac_update_password.clone() else {
-        return Ok(not_found(AxumState(app.clone())).await);
+        return Ok(not_found_in(&app, &uri, &headers));
     };
     let address = client.ip.map(AddressKey::from);
     let throttles = &app.throttles;

@@ -16,12 +16,14 @@ pub mod client;
 mod error;
 mod front;
 mod html;
+mod lang;
 mod live;
 mod members;
 mod pages;
 mod places;
 mod server;
 mod spaceapi;
+mod words;
 
 use std::sync::Arc;
 
@@ -138,6 +140,7 @@ pub fn router(app: App) -> Router {
             app.clone(),
             same_origin_posts,
         ))
+        .layer(middleware::from_fn(lang::remember))
         .layer(middleware::from_fn(body_in_time))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(CompressionLayer::new().compress_when(compress))

@@ -1,24 +1,23 @@
 //! HTML pages: the homepage, the history, wiki pages, the 404 page of
 //! unknown paths.
 
-mod words;
-
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
-use super::error::{Error, NOT_FOUND_TITLE, Result, not_found_page};
+use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render};
-use crate::event::{ModifiedBy, StatusChange, StatusJson};
+use super::lang::{self, Lang};
+use super::words::{self, HomeWords, LogWords, Trend, TrendWords};
+use crate::event::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
-use words::{HomeWords, Trend, TrendWords};
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;
@@ -62,8 +61,8 @@ struct HomePage {
     data_json: String,
 }
 
-fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
-    let words = &words::ENGLISH;
+fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePage {
+    let words = &words::of(lang).home;
     let thresholds = &words::THRESHOLDS;
     let open = snapshot.is_open();
     let (title, status_text) = if open {
@@ -71,13 +70,13 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
     } else {
         (words.title_closed, words.status_closed)
     };
-    let mut chrome = Chrome::new(app, title);
+    let mut chrome = Chrome::new(app, lang, title);
     chrome.blind = blind;
     let status_since = match &snapshot.status {
         Some(s) => words::fill(
             words.since,
             &[
-                ("time", &s.timestamp.display()),
+                ("time", &words::when(words, &s.timestamp)),
                 ("by", by_whom(words, s.modified_by)),
             ],
         ),
@@ -95,17 +94,20 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
             .map(|t| SensorView {
                 sensor: t.sensor,
                 label: words::fill(words.sensor, &[("sensor", &t.sensor.to_string())]),
-                value: words::fill(words.degrees, &[("value", &thresholds.fixed(t.value))]),
-                at: t.timestamp.display(),
+                value: words::fill(
+                    words.degrees,
+                    &[("value", &thresholds.fixed(t.value, words.decimal_point))],
+                ),
+                at: words::when(words, &t.timestamp),
                 trend: words.trend(trend(snapshot, t.sensor)),
             })
             .collect(),
         message: snapshot.message.as_ref().map(|m| MessageView {
             user: m.user.clone(),
-            at: m.timestamp.display(),
+            at: words::when(words, &m.timestamp),
             text: m.text.clone(),
         }),
-        words_json: words::script_json(),
+        words_json: words::script_json(lang),
         data_json: String::from_utf8_lossy(&snapshot.data_json).replace('<', "\\u003c"),
     }
 }
@@ -126,18 +128,26 @@ fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
     }
 }
 
-async fn home(AxumState(app): AxumState<App>) -> Result<Response> {
+async fn home(AxumState(app): AxumState<App>, lang: Lang) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, false))?)
+    Ok(render(
+        StatusCode::OK,
+        &home_page(&app, lang, &snapshot, false),
+    )?)
 }
 
-async fn blind(AxumState(app): AxumState<App>) -> Result<Response> {
+async fn blind(AxumState(app): AxumState<App>, lang: Lang) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, true))?)
+    Ok(render(
+        StatusCode::OK,
+        &home_page(&app, lang, &snapshot, true),
+    )?)
 }
 
 struct LogRow {
     at: String,
+    /// `open`, `closed` or `away`, for the style.
+    class: &'static str,
     value: &'static str,
     by: &'static str,
 }
@@ -146,9 +156,9 @@ struct LogRow {
 #[template(path = "log.html")]
 struct LogPage {
     chrome: Chrome,
+    words: &'static LogWords,
+    range: String,
     rows: Vec<LogRow>,
-    first: u64,
-    total: u64,
     newer: Option<String>,
     older: Option<String>,
 }
@@ -196,6 +206,7 @@ impl LogQuery {
 /// History of status changes, newest first.
 async fn log(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     query: std::result::Result<
         Query<HashMap<String, String>>,
         axum::extract::rejection::QueryRejection,
@@ -212,22 +223,41 @@ async fn log(
         return Ok(axum::Json(serde_json::json!({ "log": log })).into_response());
     }
     let link = |offset: u64| format!("/log?offset={offset}&limit={}", q.limit);
+    let words = &words::of(lang).log;
+    let first = q.offset + 1;
+    let range = words::fill(
+        words.range,
+        &[
+            ("first", &first.to_string()),
+            ("last", &(q.offset + rows.len() as u64).to_string()),
+            ("total", &total.to_string()),
+        ],
+    );
+    let home = &words::of(lang).home;
     let page = LogPage {
-        chrome: Chrome::new(&app, "BITS · history"),
-        first: q.offset + 1,
-        total,
+        chrome: Chrome::page(&app, lang, words.title),
+        words,
+        range,
         newer: (q.offset > 0).then(|| link(q.offset.saturating_sub(q.limit))),
         older: (q.offset.saturating_add(q.limit) < total).then(|| link(q.offset + q.limit)),
-        rows: rows.iter().map(log_row).collect(),
+        rows: rows.iter().map(|s| log_row(words, home, s)).collect(),
     };
     Ok(render(StatusCode::OK, &page)?)
 }
 
-fn log_row(s: &StatusChange) -> LogRow {
+fn log_row(words: &'static LogWords, home: &HomeWords, s: &StatusChange) -> LogRow {
     LogRow {
-        at: s.timestamp.display(),
-        value: s.value.as_str(),
-        by: s.modified_by.as_str(),
+        at: words::when(home, &s.timestamp),
+        class: s.value.as_str(),
+        value: match s.value {
+            StatusValue::Open => words.open,
+            StatusValue::Closed => words.closed,
+            StatusValue::Away => words.away,
+        },
+        by: match s.modified_by {
+            ModifiedBy::Bits => words.by_device,
+            ModifiedBy::Web => words.by_web,
+        },
     }
 }
 
@@ -240,7 +270,11 @@ struct WikiPage {
 
 /// A wiki page: in developer mode from disk (or built in), otherwise as
 /// bootstrap stored it, or else the built-in page of that name.
-async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> Result<Response> {
+async fn wiki_page(
+    AxumState(app): AxumState<App>,
+    lang: Lang,
+    Path(slug): Path<String>,
+) -> Result<Response> {
     let options = &app.config.options;
     let wanted = slug.clone();
     let page = if options.developer_mode {
@@ -259,18 +293,30 @@ async fn wiki_page(AxumState(app): AxumState<App>, Path(slug): Path<String>) -> 
             None => wiki::built_in_page(&slug),
         }
     };
-    let page = page.ok_or(Error::NotFound)?;
+    let Some(page) = page else {
+        return Ok(not_found_page(not_found_chrome(&app, lang)));
+    };
     let content = wiki::render(&page.body, options.mdescape);
     let page = WikiPage {
-        chrome: Chrome::new(&app, format!("BITS · {}", page.title)),
+        chrome: Chrome::page(&app, lang, &page.title),
         content,
     };
     Ok(render(StatusCode::OK, &page)?)
 }
 
 /// The 404 page, for any unknown path.
-pub async fn not_found(AxumState(app): AxumState<App>) -> Response {
-    not_found_page(Chrome::new(&app, NOT_FOUND_TITLE))
+pub async fn not_found(AxumState(app): AxumState<App>, uri: Uri, headers: HeaderMap) -> Response {
+    not_found_in(&app, &uri, &headers)
+}
+
+/// The 404 page in the language of the request of `uri` and `headers`.
+pub fn not_found_in(app: &App, uri: &Uri, headers: &HeaderMap) -> Response {
+    let lang = lang::lenient(uri, headers, app.config.options.default_language);
+    not_found_page(not_found_chrome(app, lang))
+}
+
+fn not_found_chrome(app: &App, lang: Lang) -> Chrome {
+    Chrome::page(app, lang, words::of(lang).not_found.title)
 }
 
 #[cfg(test)]

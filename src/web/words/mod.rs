@@ -1,0 +1,493 @@
+//! Every word of the pages, in each language, in one typed table: a
+//! language that lacks a message does not compile. The homepage's words and
+//! thresholds serve both renderers: the server fills the page with them, and
+//! the page script, which keeps the page live, reads the same table as JSON
+//! from the page (`#home-words`).
+//!
+//! Phrases name their parts in braces (`{time}`), filled by [`fill`] here
+//! and by the script's `fill`, so a translation may put them in any order.
+
+mod en;
+mod it;
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+
+use crate::clock::LocalTime;
+use crate::config::Lang;
+use crate::state::HISTORY_SAMPLES;
+
+/// The words of every page in one language.
+#[derive(Debug, Serialize)]
+pub struct Words {
+    pub layout: LayoutWords,
+    pub home: HomeWords,
+    pub log: LogWords,
+    pub login: LoginWords,
+    pub admin: AdminWords,
+    pub message: MessageWords,
+    pub not_found: NotFoundWords,
+}
+
+/// The frame around every page.
+#[derive(Debug, Serialize)]
+pub struct LayoutWords {
+    /// `{page}` after the site's name, in the window's title.
+    pub title: &'static str,
+    pub nav: &'static str,
+    pub history: &'static str,
+    pub about: &'static str,
+    pub members: &'static str,
+    /// The link to the other language, in that language.
+    pub other_language: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogWords {
+    pub title: &'static str,
+    pub none: &'static str,
+    /// `{first}`–`{last}` of `{total}`.
+    pub range: &'static str,
+    pub when: &'static str,
+    pub status: &'static str,
+    pub by: &'static str,
+    pub open: &'static str,
+    pub closed: &'static str,
+    pub away: &'static str,
+    pub by_device: &'static str,
+    pub by_web: &'static str,
+    pub pages: &'static str,
+    pub newer: &'static str,
+    pub older: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginWords {
+    pub title: &'static str,
+    pub user_name: &'static str,
+    pub password: &'static str,
+    pub submit: &'static str,
+    pub wrong: &'static str,
+    /// `{seconds}` to wait.
+    pub too_many: &'static str,
+    pub too_many_at_once: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AdminWords {
+    pub title: &'static str,
+    /// `{user}`, in bold.
+    pub logged_in_as: &'static str,
+    pub send_message: &'static str,
+    pub log_out: &'static str,
+    pub open: &'static str,
+    pub closed: &'static str,
+    /// `{time}` of the last change.
+    pub since: &'static str,
+    pub open_room: &'static str,
+    pub close_room: &'static str,
+    pub present: &'static str,
+    pub nobody: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageWords {
+    pub title: &'static str,
+    /// `{user}`, in bold.
+    pub shown_to: &'static str,
+    pub admin: &'static str,
+    pub sent: &'static str,
+    /// `{max}` characters.
+    pub label: &'static str,
+    pub send: &'static str,
+    pub empty: &'static str,
+    /// `{count}` characters written, `{max}` allowed.
+    pub too_long: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotFoundWords {
+    pub title: &'static str,
+    /// Before, between and after the links to the homepage and the about
+    /// page.
+    pub before: &'static str,
+    pub homepage: &'static str,
+    pub between: &'static str,
+    pub about: &'static str,
+    pub after: &'static str,
+}
+
+/// The words of `lang`.
+pub fn of(lang: Lang) -> &'static Words {
+    match lang {
+        Lang::En => &en::WORDS,
+        Lang::It => &it::WORDS,
+    }
+}
+
+/// A stored time as the homepage's `date` phrase of `words` writes it.
+pub fn when(words: &HomeWords, at: &LocalTime) -> String {
+    let shown = at.display();
+    // `YYYY-MM-DD HH:MM:SS`, as the script reads it from `/data`.
+    fill(
+        words.date,
+        &[
+            ("year", &shown[..4]),
+            ("month", &shown[5..7]),
+            ("day", &shown[8..10]),
+            ("time", &shown[11..]),
+        ],
+    )
+}
+
+/// The words of the homepage in one language.
+#[derive(Debug, Serialize)]
+pub struct HomeWords {
+    pub title_open: &'static str,
+    pub title_closed: &'static str,
+    pub status_open: &'static str,
+    pub status_closed: &'static str,
+    /// `{time}` of the last change, `{by}` one of the two below.
+    pub since: &'static str,
+    pub by_device: &'static str,
+    pub by_web: &'static str,
+    pub no_status: &'static str,
+    /// Shown until the script starts.
+    pub needs_script: &'static str,
+    pub connecting: &'static str,
+    /// `{transport}`: websocket, events or polling.
+    pub live: &'static str,
+    pub offline: &'static str,
+    /// `{time}` the page last heard from the server.
+    pub offline_since: &'static str,
+    pub temperature: &'static str,
+    pub no_samples: &'static str,
+    /// `{sensor}` number.
+    pub sensor: &'static str,
+    /// `{value}` with [`Thresholds::decimals`] decimals.
+    pub degrees: &'static str,
+    /// Between the whole and the decimal part of a number.
+    pub decimal_point: &'static str,
+    /// A time: `{year}`, `{month}`, `{day}` (two digits each, four for the
+    /// year) and `{time}` (`HH:MM:SS`).
+    pub date: &'static str,
+    pub rising: TrendWords,
+    pub falling: TrendWords,
+    pub steady: TrendWords,
+    /// The chart before the script draws it.
+    pub chart_empty: &'static str,
+    /// `{count}` samples, from `{min}` to `{max}` degrees.
+    pub chart: &'static str,
+    /// `{value}` of a grid line, in whole degrees.
+    pub chart_tick: &'static str,
+    pub last_message: &'static str,
+    pub no_messages: &'static str,
+    pub forecast_title: &'static str,
+    pub forecast_alt: &'static str,
+    pub history_link: &'static str,
+    pub blind_palette: &'static str,
+    pub standard_colours: &'static str,
+    pub blind_page: &'static str,
+}
+
+/// How a trend is shown: an arrow, and words for screen readers.
+#[derive(Debug, Serialize)]
+pub struct TrendWords {
+    pub arrow: &'static str,
+    pub words: &'static str,
+}
+
+/// The numbers both renderers decide by, the same in every language.
+#[derive(Debug, Serialize)]
+pub struct Thresholds {
+    /// A sensor is rising or falling when its last two samples differ by
+    /// more than this (°C).
+    pub trend_step: f64,
+    /// Decimals of a temperature.
+    pub decimals: usize,
+    /// Samples the page keeps for the chart, as many as `/data` sends.
+    pub history: usize,
+}
+
+pub const THRESHOLDS: Thresholds = Thresholds {
+    trend_step: 0.05,
+    decimals: 1,
+    history: HISTORY_SAMPLES,
+};
+
+/// Which way a sensor goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trend {
+    Rising,
+    Falling,
+    Steady,
+}
+
+impl Thresholds {
+    /// The trend from the sample `before` to the `last` one, if there are two.
+    pub fn trend(&self, last: f64, before: Option<f64>) -> Trend {
+        match before {
+            Some(before) if last - before > self.trend_step => Trend::Rising,
+            Some(before) if before - last > self.trend_step => Trend::Falling,
+            _ => Trend::Steady,
+        }
+    }
+
+    /// A temperature with [`Thresholds::decimals`] decimals and `point`
+    /// between the whole and the decimals, as the script's `toFixed` writes
+    /// it: to the nearest, halves away from zero (Rust's formatting alone
+    /// would take the even neighbour of an exact half).
+    pub fn fixed(&self, value: f64, point: &str) -> String {
+        let decimals = self.decimals;
+        // JavaScript writes no sign on zero.
+        let value = if value == 0.0 { 0.0 } else { value };
+        let scale = 10f64.powi(decimals as i32);
+        let scaled = value * scale;
+        // Only an exact product can be an exact half.
+        let exact = value.mul_add(scale, -scaled) == 0.0;
+        let text = if exact && (scaled - scaled.trunc()).abs() == 0.5 {
+            format!("{:.decimals$}", scaled.round() / scale)
+        } else {
+            format!("{value:.decimals$}")
+        };
+        if point == "." {
+            text
+        } else {
+            text.replace('.', point)
+        }
+    }
+}
+
+impl HomeWords {
+    pub fn trend(&self, trend: Trend) -> &TrendWords {
+        match trend {
+            Trend::Rising => &self.rising,
+            Trend::Falling => &self.falling,
+            Trend::Steady => &self.steady,
+        }
+    }
+}
+
+/// What the page script reads from `#home-words`.
+#[derive(Serialize)]
+struct ScriptTable {
+    words: &'static HomeWords,
+    thresholds: &'static Thresholds,
+}
+
+fn table_json(lang: Lang) -> String {
+    let table = ScriptTable {
+        words: &of(lang).home,
+        thresholds: &THRESHOLDS,
+    };
+    serde_json::to_string(&table)
+        .expect("the table serialises")
+        .replace('<', "\\u003c")
+}
+
+static ENGLISH_JSON: LazyLock<String> = LazyLock::new(|| table_json(Lang::En));
+static ITALIAN_JSON: LazyLock<String> = LazyLock::new(|| table_json(Lang::It));
+
+/// The homepage table of `lang` as JSON, safe inside a script element.
+pub fn script_json(lang: Lang) -> &'static str {
+    match lang {
+        Lang::En => &ENGLISH_JSON,
+        Lang::It => &ITALIAN_JSON,
+    }
+}
+
+/// The text of `phrase` before and after its part `{name}`, for a part
+/// that the page marks up (`Logged in as <strong>ada</strong>`); all of it
+/// before when the phrase lacks the part.
+pub fn around<'a>(phrase: &'a str, name: &str) -> (&'a str, &'a str) {
+    let part = format!("{{{name}}}");
+    match phrase.split_once(&part) {
+        Some((before, after)) => (before, after),
+        None => (phrase, ""),
+    }
+}
+
+/// `phrase` with each `{name}` replaced by its value in `parts`; unknown
+/// names are left as they are. One pass, as the script's `fill` does, so a
+/// value is never filled in turn.
+pub fn fill(phrase: &str, parts: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(phrase.len() + 32);
+    let mut rest = phrase;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let value = (name_len > 0 && after[name_len..].starts_with('}'))
+            .then(|| parts.iter().find(|(name, _)| *name == &after[..name_len]))
+            .flatten();
+        match value {
+            Some((_, value)) => {
+                out.push_str(value);
+                rest = &after[name_len + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Each message of one language, by its path in the table.
+    fn messages(lang: Lang) -> BTreeMap<String, String> {
+        fn walk(path: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+            match value {
+                serde_json::Value::Object(fields) => {
+                    for (name, value) in fields {
+                        walk(&format!("{path}.{name}"), value, out);
+                    }
+                }
+                serde_json::Value::String(text) => {
+                    out.insert(path.to_string(), text.clone());
+                }
+                other => panic!("{path} is {other}"),
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk("", &serde_json::to_value(of(lang)).unwrap(), &mut out);
+        out
+    }
+
+    /// The names of the parts of `phrase`, sorted.
+    fn parts(phrase: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = phrase
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn every_language_has_every_message_with_the_same_parts() {
+        let english = messages(Lang::En);
+        assert!(english.len() > 80, "{}", english.len());
+        for lang in Lang::ALL {
+            let words = messages(lang);
+            assert_eq!(
+                words.keys().collect::<Vec<_>>(),
+                english.keys().collect::<Vec<_>>()
+            );
+            for (key, text) in &words {
+                assert!(!text.trim().is_empty(), "{lang:?} {key} is empty");
+                assert_eq!(parts(text), parts(&english[key]), "{lang:?} {key}");
+            }
+        }
+        // Translated, not copied: only names, symbols and units may repeat.
+        let italian = messages(Lang::It);
+        let same = english.iter().filter(|(k, v)| italian[*k] == **v).count();
+        assert!(
+            same * 5 < english.len(),
+            "{same} of {} the same",
+            english.len()
+        );
+    }
+
+    #[test]
+    fn a_marked_up_part_splits_its_phrase() {
+        assert_eq!(around("Logged in as {user}", "user"), ("Logged in as ", ""));
+        assert_eq!(
+            around("Accesso come {user}.", "user"),
+            ("Accesso come ", ".")
+        );
+        assert_eq!(around("no part", "user"), ("no part", ""));
+    }
+
+    #[test]
+    fn times_follow_the_language() {
+        let at = LocalTime::parse("2026-11-30 18:02:07").unwrap();
+        assert_eq!(when(&of(Lang::En).home, &at), "2026-11-30 18:02:07");
+        assert_eq!(when(&of(Lang::It).home, &at), "30/11/2026 18:02:07");
+    }
+
+    #[test]
+    fn phrases_are_filled_once_by_name() {
+        assert_eq!(
+            fill(
+                en::WORDS.home.since,
+                &[("by", "the device"), ("time", "18:02")]
+            ),
+            "since 18:02, set by the device"
+        );
+        assert_eq!(fill("{a}{b}", &[("a", "{b}"), ("b", "x")]), "{b}x");
+        assert_eq!(fill("{{a}} {} {c} {", &[("a", "1")]), "{1} {} {c} {");
+        assert_eq!(fill("no parts", &[("a", "1")]), "no parts");
+    }
+
+    #[test]
+    fn temperatures_round_as_the_script_does() {
+        // (value, what JavaScript's toFixed(1) gives)
+        for (value, expected) in [
+            (20.25, "20.3"),
+            (20.75, "20.8"),
+            (-0.25, "-0.3"),
+            (22.0, "22.0"),
+            (20.15, "20.1"),
+            (20.35, "20.4"),
+            (1.45, "1.4"),
+            (0.05, "0.1"),
+            (-7.0, "-7.0"),
+            (199.99, "200.0"),
+            (-0.0, "0.0"),
+            (-0.04, "-0.0"),
+        ] {
+            assert_eq!(THRESHOLDS.fixed(value, "."), expected, "{value}");
+        }
+        assert_eq!(THRESHOLDS.fixed(-20.25, ","), "-20,3");
+    }
+
+    #[test]
+    fn trends_past_the_step() {
+        let t = &THRESHOLDS;
+        assert_eq!(t.trend(21.0, None), Trend::Steady);
+        assert_eq!(t.trend(21.0, Some(20.5)), Trend::Rising);
+        assert_eq!(t.trend(20.5, Some(21.0)), Trend::Falling);
+        assert_eq!(t.trend(21.04, Some(21.0)), Trend::Steady);
+        assert_eq!(t.trend(20.0, Some(20.04)), Trend::Steady);
+        assert_eq!(t.trend(21.0, Some(21.0)), Trend::Steady);
+    }
+
+    #[test]
+    fn the_script_reads_only_words_of_the_table() {
+        let table: serde_json::Value = serde_json::from_str(script_json(Lang::It)).unwrap();
+        let script = include_str!("../../../assets/app.js");
+        for (prefix, section) in [("WORDS.", "words"), ("THRESHOLDS.", "thresholds")] {
+            let keys = table[section].as_object().unwrap();
+            let used: Vec<&str> = script
+                .match_indices(prefix)
+                .filter(|(at, _)| {
+                    !script[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                })
+                .map(|(at, _)| {
+                    let name = &script[at + prefix.len()..];
+                    let end = name
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(name.len());
+                    &name[..end]
+                })
+                .collect();
+            assert!(!used.is_empty(), "app.js reads no {section}");
+            for name in used {
+                assert!(keys.contains_key(name), "app.js reads {prefix}{name}");
+            }
+        }
+        assert!(!script_json(Lang::En).contains('<'));
+    }
+}
