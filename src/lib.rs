@@ -53,6 +53,7 @@ pub mod usermanage;
 pub mod web;
 pub mod webhook;
 pub mod wiki;
+pub mod words;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,10 @@
 //! times of the configured zone, so a slot is the same wall-clock half hour
 //! every week, across daylight-saving changes.
 
+mod heat_map;
+
+pub use heat_map::heat_map_svg;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,9 +15,11 @@ use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
 use tokio::time::Instant;
 
 use crate::clock::LocalTime;
+use crate::config::Lang;
 use crate::event::{StatusChange, StatusValue};
 use crate::report::Report;
 use crate::store::{Db, StoreError};
+use crate::words;
 
 /// Half-hour slots in a day.
 pub const SLOTS: usize = 48;
@@ -108,8 +114,9 @@ pub fn compute(db: &Db, now: LocalTime, weeks: u32) -> Result<Forecast, StoreErr
 pub struct Rendered {
     pub forecast: Forecast,
     pub json: Bytes,
-    pub svg: Bytes,
-    pub svg_blind: Bytes,
+    /// The heat maps in each language, in the standard and the colour-blind
+    /// palette.
+    svgs: Vec<(Lang, [Bytes; 2])>,
     /// The status version it was computed at.
     pub status_version: u64,
     pub computed: Instant,
@@ -119,14 +126,33 @@ impl Rendered {
     pub fn new(forecast: Forecast, status_version: u64) -> Rendered {
         let days: Vec<&[f64]> = forecast.days.iter().map(|d| d.as_slice()).collect();
         let json = serde_json::json!({ "forecast": days }).to_string();
+        let svgs = Lang::ALL
+            .into_iter()
+            .map(|lang| {
+                let words = &words::of(lang).heat_map;
+                let map = |blind| Bytes::from(heat_map_svg(&forecast, blind, words));
+                (lang, [map(false), map(true)])
+            })
+            .collect();
         Rendered {
             json: Bytes::from(json),
-            svg: Bytes::from(heat_map_svg(&forecast, false)),
-            svg_blind: Bytes::from(heat_map_svg(&forecast, true)),
+            svgs,
             forecast,
             status_version,
             computed: Instant::now(),
         }
+    }
+}
+
+impl Rendered {
+    /// The heat map in `lang`, in the colour-blind palette with `blind`.
+    pub fn svg(&self, lang: Lang, blind: bool) -> &Bytes {
+        let (_, maps) = self
+            .svgs
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .unwrap_or(&self.svgs[0]);
+        &maps[usize::from(blind)]
     }
 }
 
@@ -279,82 +305,6 @@ fn ceil_to_slot(t: NaiveDateTime) -> NaiveDateTime {
         slots += 1;
     }
     midnight + Duration::seconds(slots * SLOT)
-}
-
-/// The forecast as an SVG heat map: rows are weekdays, columns half hours,
-/// green (likely open) to red; `blind` uses blue to orange instead.
-pub fn heat_map_svg(forecast: &Forecast, blind: bool) -> String {
-    const CELL_W: usize = 14;
-    const CELL_H: usize = 22;
-    const LEFT: usize = 40;
-    const TOP: usize = 20;
-    let width = LEFT + SLOTS * CELL_W + 4;
-    let height = TOP + 7 * CELL_H + 4;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" \
-         width=\"{width}\" height=\"{height}\" role=\"img\" font-family=\"sans-serif\" font-size=\"11\">\
-         <title>How likely the room is open, by weekday and half hour</title>"
-    );
-    for hour in (0..24).step_by(3) {
-        let x = LEFT + hour * 2 * CELL_W;
-        svg.push_str(&format!(
-            "<text x=\"{x}\" y=\"13\" fill=\"#666\">{hour:02}</text>"
-        ));
-    }
-    let names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    for (day, name) in names.iter().enumerate() {
-        let y = TOP + day * CELL_H;
-        svg.push_str(&format!(
-            "<text x=\"2\" y=\"{}\" fill=\"#666\">{name}</text>",
-            y + CELL_H - 7
-        ));
-        for slot in 0..SLOTS {
-            let p = forecast.days[day][slot].clamp(0.0, 1.0);
-            let x = LEFT + slot * CELL_W;
-            svg.push_str(&format!(
-                "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>{} {:02}:{:02} {:.0}%</title></rect>",
-                CELL_W - 1,
-                CELL_H - 1,
-                colour(p, blind),
-                name,
-                slot / 2,
-                (slot % 2) * 30,
-                p * 100.0
-            ));
-        }
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// Red through amber to green, or (colour-blind safe) orange through pale
-/// grey to blue.
-fn colour(p: f64, blind: bool) -> String {
-    let stops: [(f64, f64, f64); 3] = if blind {
-        [
-            (230.0, 97.0, 0.0),
-            (215.0, 215.0, 215.0),
-            (10.0, 95.0, 168.0),
-        ]
-    } else {
-        [
-            (200.0, 40.0, 30.0),
-            (230.0, 170.0, 40.0),
-            (30.0, 150.0, 60.0),
-        ]
-    };
-    let (from, to, t) = if p < 0.5 {
-        (stops[0], stops[1], p * 2.0)
-    } else {
-        (stops[1], stops[2], (p - 0.5) * 2.0)
-    };
-    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
-    format!(
-        "#{:02x}{:02x}{:02x}",
-        mix(from.0, to.0),
-        mix(from.1, to.1),
-        mix(from.2, to.2)
-    )
 }
 
 #[cfg(test)]
@@ -666,18 +616,5 @@ mod tests {
             ceil_to_slot(at("2024-01-01 23:45:00")),
             at("2024-01-02 00:00:00")
         );
-    }
-
-    #[test]
-    fn heat_map_is_svg_with_a_cell_per_slot() {
-        let mut f = Forecast::default();
-        f.days[1][28] = 1.0;
-        let svg = heat_map_svg(&f, false);
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect").count(), 7 * SLOTS);
-        assert!(svg.contains("fill=\"#1e963c\""), "green for certain");
-        assert!(svg.contains("fill=\"#c8281e\""), "red for never");
-        let blind = heat_map_svg(&f, true);
-        assert!(blind.contains("fill=\"#0a5fa8\"") && blind.contains("fill=\"#e66100\""));
     }
 }

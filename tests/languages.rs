@@ -154,6 +154,11 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("Il messaggio è vuoto."));
 
+    let map = s.get("/presence.svg").await.text().await.unwrap();
+    assert!(
+        map.contains(">Lun</text>") && map.contains("Probabilità"),
+        "{map}"
+    );
     let log = s.get("/log").await.text().await.unwrap();
     assert!(
         log.contains("aperta") && log.contains("dispositivo"),

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
+use super::lang::Lang;
 use crate::presence::{self, Rendered};
 use crate::store::StoreError;
 use axum::extract::Query;
@@ -66,22 +67,21 @@ struct SvgQuery {
     blind: Option<String>,
 }
 
-/// The forecast as a heat map; `?blind=1` for the colour-blind palette.
+/// The forecast as a heat map, labelled in the page's language; `?blind=1`
+/// for the colour-blind palette.
 async fn presence_svg(
     AxumState(app): AxumState<App>,
+    lang: Lang,
     Query(query): Query<SvgQuery>,
 ) -> Result<Response, super::Error> {
     let rendered = forecast(&app).await?;
     let blind = matches!(query.blind.as_deref(), Some("1" | "true"));
-    let body = if blind {
-        &rendered.svg_blind
-    } else {
-        &rendered.svg
-    };
+    let body = rendered.svg(lang, blind);
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "Accept-Language, Cookie"),
         ],
         body.clone(),
     )

@@ -19,11 +19,11 @@ use super::client::Client;
 use super::error::{Error, Form, Result};
 use super::html::{Chrome, HtmlPage, render};
 use super::lang::Lang;
-use super::words::{self, LoginWords};
 use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::report::Report;
 use crate::store::User;
+use crate::words::{self, LoginWords};
 
 /// Longest user name a login may give, in characters.
 pub const MAX_NAME: usize = 64;

@@ -8,11 +8,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::html::{Chrome, HtmlPage, render};
-use super::words::{self, NotFoundWords};
 use super::{BODY_TIMEOUT, MAX_BODY};
 use crate::config::Lang;
 use crate::report::Report;
 use crate::store::StoreError;
+use crate::words::{self, NotFoundWords};
 
 /// What a request can fail with. Text answers read `<status>: <message>`;
 /// 5xx answers say nothing of the cause, which goes to the log.

@@ -6,8 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use super::words::{self, LayoutWords};
 use crate::config::Lang;
+use crate::words::{self, LayoutWords};
 
 /// Scripts only from this origin; styles and images likewise, plus images
 /// from anywhere for wiki pages.

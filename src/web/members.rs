@@ -18,11 +18,11 @@ use super::error::{Form, Result};
 use super::html::{Chrome, HtmlPage, render};
 use super::lang::Lang;
 use super::pages::not_found_in;
-use super::words::{self, AdminWords, MessageWords};
 use super::{App, Error};
 use crate::event::StatusValue;
 use crate::limits::{AddressKey, Rate, Shown};
 use crate::state::{Event, Origin, Outcome};
+use crate::words::{self, AdminWords, MessageWords};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;

@@ -23,7 +23,6 @@ mod pages;
 mod places;
 mod server;
 mod spaceapi;
-mod words;
 
 use std::sync::Arc;
 

@@ -14,10 +14,10 @@ use super::App;
 use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render};
 use super::lang::{self, Lang};
-use super::words::{self, HomeWords, LogWords, Trend, TrendWords};
 use crate::event::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
+use crate::words::{self, HomeWords, LogWords, Trend, TrendWords};
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;

@@ -28,6 +28,15 @@ pub struct Words {
     pub admin: AdminWords,
     pub message: MessageWords,
     pub not_found: NotFoundWords,
+    pub heat_map: HeatMapWords,
+}
+
+/// The forecast's heat map.
+#[derive(Debug, Serialize)]
+pub struct HeatMapWords {
+    pub title: &'static str,
+    /// Monday first, short.
+    pub days: [&'static str; 7],
 }
 
 /// The frame around every page.
@@ -356,6 +365,11 @@ mod tests {
                 serde_json::Value::String(text) => {
                     out.insert(path.to_string(), text.clone());
                 }
+                serde_json::Value::Array(items) => {
+                    for (i, value) in items.iter().enumerate() {
+                        walk(&format!("{path}.{i}"), value, out);
+                    }
+                }
                 other => panic!("{path} is {other}"),
             }
         }
@@ -467,7 +481,7 @@ mod tests {
     #[test]
     fn the_script_reads_only_words_of_the_table() {
         let table: serde_json::Value = serde_json::from_str(script_json(Lang::It)).unwrap();
-        let script = include_str!("../../../assets/app.js");
+        let script = include_str!("../../assets/app.js");
         for (prefix, section) in [("WORDS.", "words"), ("THRESHOLDS.", "thresholds")] {
             let keys = table[section].as_object().unwrap();
             let used: Vec<&str> = script

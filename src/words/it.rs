@@ -112,4 +112,8 @@ pub const WORDS: Words = Words {
         about: "informazioni",
         after: ".",
     },
+    heat_map: HeatMapWords {
+        title: "Probabilità che la sede sia aperta, per giorno e mezz'ora",
+        days: ["Lun", "Mar", "Mer", "Gio", "Ven", "Sab", "Dom"],
+    },
 };

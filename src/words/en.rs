@@ -112,4 +112,8 @@ pub const WORDS: Words = Words {
         about: "about page",
         after: ".",
     },
+    heat_map: HeatMapWords {
+        title: "How likely the room is open, by weekday and half hour",
+        days: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+    },
 };
