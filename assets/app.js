@@ -16,6 +16,7 @@
   if (!table) return;
   var WORDS = table.words;
   var THRESHOLDS = table.thresholds;
+  var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
 
   var state = { status: null, tempint: null, message: null, tempinthist: [] };
   var lastData = null; // when the page last heard from the server
@@ -84,7 +85,7 @@
       li.style.setProperty("--series", COLOURS[n % COLOURS.length]);
       var label = document.createElement("span");
       label.className = "label";
-      label.textContent = fill(WORDS.sensor, { sensor: id });
+      label.textContent = Object.prototype.hasOwnProperty.call(NAMES, id) ? NAMES[id] : fill(WORDS.sensor, { sensor: id });
       var value = document.createElement("strong");
       value.className = "value";
       value.textContent = fill(WORDS.degrees, { value: number(t.value, THRESHOLDS.decimals) });

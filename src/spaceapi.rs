@@ -6,11 +6,17 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::SpaceApi;
+use crate::config::{SensorNames, SpaceApi};
 use crate::state::Snapshot;
 
 /// The document for the current state.
-pub fn document(facts: &SpaceApi, snapshot: &Snapshot, base: &str, tz: chrono_tz::Tz) -> Value {
+pub fn document(
+    facts: &SpaceApi,
+    names: &SensorNames,
+    snapshot: &Snapshot,
+    base: &str,
+    tz: chrono_tz::Tz,
+) -> Value {
     let mut doc = Map::new();
     let located = facts.lat.is_some() && facts.lon.is_some();
     let versions: &[&str] = if located { &["14", "15"] } else { &["15"] };
@@ -82,7 +88,9 @@ pub fn document(facts: &SpaceApi, snapshot: &Snapshot, base: &str, tz: chrono_tz
             json!({
                 "value": t.value,
                 "unit": "°C",
-                "location": format!("Sensor {}", t.sensor),
+                "location": names
+                    .get(t.sensor)
+                    .map_or_else(|| format!("Sensor {}", t.sensor), str::to_string),
                 "lastchange": t.timestamp.unix(tz),
             })
         })

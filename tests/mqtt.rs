@@ -448,6 +448,8 @@ async fn set_topics_act_as_the_device_and_bad_ones_are_skipped() {
     }
     let web = bitsd.web;
     rejected_reach(&http, web, 6.0).await;
+    // The lines are read from bitsd's standard error as it writes them.
+    eventually("six lines", async || bitsd.log_lines("skipped").len() >= 6).await;
     let skipped = bitsd.log_lines("skipped");
     assert_eq!(skipped.len(), 6, "{skipped:#?}");
     for needle in [
@@ -566,4 +568,59 @@ async fn a_broker_that_wants_a_password() {
         .await
         .unwrap();
     assert_eq!(status.status(), 200);
+}
+
+#[tokio::test]
+async fn named_sensors_are_named_on_the_page_in_the_spaceapi_and_in_home_assistant() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bitsd.toml");
+    std::fs::write(&config, "sensor_names = { 0 = \"Lab <1>\" }\n").unwrap();
+    let db = dir.path().join("bitsd.db");
+    let url = broker.url();
+    let config = config.display().to_string();
+    let server = TestServer::start_in(dir, db, &["--mqtt-url", &url, "--config", &config]).await;
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/sensor/#").await;
+    let mut device = server.device().await;
+    device.send("temperature 0 21.5").await;
+    device.send("temperature 1 19.0").await;
+    let lab = ha
+        .until(
+            "homeassistant/sensor/bitsd_bits/temperature_0/config",
+            |_| true,
+        )
+        .await
+        .json();
+    assert_eq!(lab["name"], "Temperature Lab <1>");
+    let other = ha
+        .until(
+            "homeassistant/sensor/bitsd_bits/temperature_1/config",
+            |_| true,
+        )
+        .await
+        .json();
+    assert_eq!(other["name"], "Temperature 1");
+
+    let spaceapi = server.json("/spaceapi.json").await;
+    let locations: Vec<&str> = spaceapi["sensors"]["temperature"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["location"].as_str().unwrap())
+        .collect();
+    assert_eq!(locations, ["Lab <1>", "Sensor 1"]);
+
+    let page = server.text("/").await;
+    assert!(
+        page.contains("<span class=\"label\">Lab &#60;1&#62;</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"label\">Sensor 1</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"id="sensor-names">{"0":"Lab \u003c1>"}</script>"#),
+        "the script's names, safe in a script element: {page}"
+    );
 }

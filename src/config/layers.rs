@@ -150,6 +150,20 @@ impl<T: Clone + Send + Sync + 'static> Kind<T> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Table(pairs) if self.table => pairs
+                .into_iter()
+                .map(|(key, item)| match item {
+                    toml::Value::String(s) if !s.contains([',', '=']) => Ok(format!("{key}={s}")),
+                    toml::Value::String(_) => {
+                        Err(error(format!("{key}: a name may not hold `,` or `=`")))
+                    }
+                    other => Err(error(format!(
+                        "{key}: expected a string, found {}",
+                        other.type_str()
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
             toml::Value::Array(items) if self.list => items
                 .into_iter()
                 .map(|item| match item {

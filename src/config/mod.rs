@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 pub use layers::Error;
 pub use options::{Layer, Options};
-pub use values::{Allowlist, Lang, MqttUrl};
+pub use values::{Allowlist, Lang, MqttUrl, SensorNames};
 pub use webhooks::{ChatId, HookEvent, HookFormat, TELEGRAM_API, Webhook};
 
 /// The file read when `--config` is not given, if it exists.
@@ -521,6 +521,44 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "/nonexistent/bitsd.toml: cannot read it: no such file or directory"
+        );
+    }
+
+    #[test]
+    fn sensor_names_from_a_table_a_flag_or_a_variable() {
+        let (_d, file) = with_file("sensor_names = { 0 = \"Lab\", 12 = \"Outside door\" }\n");
+        let (c, _) = load(["bitsd", "--config", &file], env(&[])).unwrap();
+        let names = c.options.sensor_names();
+        assert_eq!(names.get(0), Some("Lab"));
+        assert_eq!(names.get(12), Some("Outside door"));
+        assert_eq!(names.get(1), None);
+        let (c, _) = load(["bitsd", "--sensor-names", " 3 = Cellar ,4=Roof"], env(&[])).unwrap();
+        assert_eq!(c.options.sensor_names().get(3), Some("Cellar"));
+        assert_eq!(c.options.sensor_names().get(4), Some("Roof"));
+        let (c, _) = load(["bitsd"], env(&[("BITSD_SENSOR_NAMES", "7=Lab")])).unwrap();
+        assert_eq!(c.options.sensor_names().get(7), Some("Lab"));
+        let (c, _) = load(["bitsd"], env(&[])).unwrap();
+        assert!(c.options.sensor_names.is_none());
+        for (bad, why) in [
+            ("x=Lab", "not a sensor number"),
+            ("-1=Lab", "not a sensor number"),
+            ("1", "NUMBER=NAME"),
+            ("1=", "1 to 64 characters"),
+            ("1=a,1=b", "named twice"),
+        ] {
+            let flag = format!("--sensor-names={bad}");
+            let error = load(["bitsd", flag.as_str()], env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let (_d, file) = with_file("sensor_names = { 0 = \"a,b\" }\n");
+        let error = load(["bitsd", "--config", &file], env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("sensor_names: 0: a name may not hold"),
+            "{error}"
         );
     }
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use chrono_tz::Tz;
 
 use super::values::{
-    Allowlist, Lang, MqttUrl, address, addresses, db_uri, language, mode, mqtt_url, number, path,
-    switch, text, timezone, topic,
+    Allowlist, Lang, MqttUrl, SensorNames, address, addresses, db_uri, language, mode, mqtt_url,
+    number, path, sensor_names, switch, text, timezone, topic,
 };
 
 super::layers::options! {
@@ -100,6 +100,9 @@ super::layers::options! {
     "Pages" {
         /// Language of the pages for a client that asks for neither English nor Italian
         default_language: Lang = "en", language();
+        /// Names of the temperature sensors, e.g. 0=Lab,1=Outside (in the file, a table
+        /// such as {0 = "Lab", 1 = "Outside"}) [default: none, "Sensor N"]
+        sensor_names: Option<SensorNames>, sensor_names();
     }
     "Integrations" {
         /// MQTT broker that bitsd keeps the state on, mqtt://[user:password@]host[:port]
@@ -120,5 +123,15 @@ super::layers::options! {
         log_requests: bool = "true", switch();
         /// Debug logging, pages and static files read from disk on every request, no caching
         developer_mode: bool = "false", switch();
+    }
+}
+
+/// No sensor named.
+static UNNAMED: SensorNames = SensorNames(std::collections::BTreeMap::new());
+
+impl Options {
+    /// The sensors' names; none when `sensor_names` is unset.
+    pub fn sensor_names(&self) -> &SensorNames {
+        self.sensor_names.as_ref().unwrap_or(&UNNAMED)
     }
 }

@@ -24,6 +24,8 @@ pub struct Kind<T> {
     pub(super) switch: bool,
     /// The file may give a list of strings, read as one comma-separated text.
     pub(super) list: bool,
+    /// The file may give a table of strings, read as `key=value,...`.
+    pub(super) table: bool,
 }
 
 impl<T: 'static> Kind<T> {
@@ -33,6 +35,7 @@ impl<T: 'static> Kind<T> {
             value_name: None,
             switch: false,
             list: false,
+            table: false,
         }
     }
 
@@ -52,6 +55,7 @@ impl<T: 'static> Kind<T> {
             value_name: self.value_name,
             switch: self.switch,
             list: self.list,
+            table: self.table,
         }
     }
 }
@@ -177,6 +181,57 @@ pub fn timezone() -> Kind<Tz> {
             .map_err(|_| format!("`{text}` is not an IANA time zone such as Europe/Rome"))
     })
     .named("ZONE")
+}
+
+/// Longest sensor name, in characters.
+pub const MAX_SENSOR_NAME: usize = 64;
+/// Most sensors that may be named.
+pub const MAX_SENSOR_NAMES: usize = 256;
+
+/// Names of the temperature sensors, by number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SensorNames(pub std::collections::BTreeMap<i64, String>);
+
+impl SensorNames {
+    pub fn get(&self, sensor: i64) -> Option<&str> {
+        self.0.get(&sensor).map(String::as_str)
+    }
+}
+
+/// `0=Lab,1=Outside`; in the file also a table, `{0 = "Lab", 1 = "Outside"}`.
+pub fn sensor_names() -> Kind<SensorNames> {
+    Kind {
+        table: true,
+        ..Kind::new(parse_sensor_names).named("NAMES")
+    }
+}
+
+fn parse_sensor_names(text: &str) -> Result<SensorNames, String> {
+    let mut names = std::collections::BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (number, name) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not of the form NUMBER=NAME"))?;
+        let sensor = number
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
+            .ok_or_else(|| format!("`{}` is not a sensor number", number.trim()))?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_SENSOR_NAME {
+            return Err(format!(
+                "the name of sensor {sensor} must have 1 to {MAX_SENSOR_NAME} characters"
+            ));
+        }
+        if names.insert(sensor, name.to_string()).is_some() {
+            return Err(format!("sensor {sensor} is named twice"));
+        }
+    }
+    if names.len() > MAX_SENSOR_NAMES {
+        return Err(format!("at most {MAX_SENSOR_NAMES} sensors may be named"));
+    }
+    Ok(SensorNames(names))
 }
 
 /// A language the pages speak.

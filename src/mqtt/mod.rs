@@ -74,6 +74,7 @@ pub fn start(
             space,
             Some(&base),
         )
+        .with_names(options.sensor_names().clone())
     });
     // The same for every run with the same prefix, so a restarted bitsd
     // takes over its old session at once: the old one's last will is then
@@ -94,6 +95,7 @@ pub fn start(
         discovery,
         SpaceApiFacts {
             facts,
+            names: options.sensor_names().clone(),
             base,
             timezone: config.timezone,
         },

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::inbox::Inbox;
 use super::session::{LinkError, Session, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
-use crate::config::SpaceApi;
+use crate::config::{SensorNames, SpaceApi};
 use crate::event::Change;
 use crate::metrics::Metrics;
 use crate::spaceapi;
@@ -38,6 +38,7 @@ pub const GOODBYE: Duration = Duration::from_millis(600);
 /// What `P/spaceapi` is made from, besides the snapshot.
 pub struct SpaceApiFacts {
     pub facts: SpaceApi,
+    pub names: SensorNames,
     /// The base of the document's own URLs.
     pub base: String,
     pub timezone: chrono_tz::Tz,
@@ -422,8 +423,14 @@ impl Publisher {
             self.sent.data = snapshot.data_json.clone();
         }
         let facts = &self.spaceapi;
-        let document =
-            spaceapi::document(&facts.facts, snapshot, &facts.base, facts.timezone).to_string();
+        let document = spaceapi::document(
+            &facts.facts,
+            &facts.names,
+            snapshot,
+            &facts.base,
+            facts.timezone,
+        )
+        .to_string();
         if document != self.sent.spaceapi {
             session.publish(&self.topics.spaceapi, document.clone().into())?;
             self.sent.spaceapi = document;

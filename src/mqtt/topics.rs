@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::config::SensorNames;
 use crate::device::protocol::{self, ParseError};
 use crate::event::StatusValue;
 use crate::limits::cut;
@@ -172,6 +173,7 @@ pub struct Discovery {
     /// Identifies this bitsd among others on the same broker.
     node: String,
     device: Value,
+    names: SensorNames,
 }
 
 impl Discovery {
@@ -193,7 +195,13 @@ impl Discovery {
             prefix: ha_prefix.to_string(),
             node,
             device,
+            names: SensorNames::default(),
         }
+    }
+
+    /// The same, with the temperature sensors named as the pages name them.
+    pub fn with_names(self, names: SensorNames) -> Discovery {
+        Discovery { names, ..self }
     }
 
     fn config(
@@ -245,7 +253,10 @@ impl Discovery {
     /// The temperature `sensor` of one sensor of the device.
     pub fn temperature(&self, topics: &Topics, sensor: i64) -> (String, Vec<u8>) {
         let fields = json!({
-            "name": format!("Temperature {sensor}"),
+            "name": match self.names.get(sensor) {
+                Some(name) => format!("Temperature {name}"),
+                None => format!("Temperature {sensor}"),
+            },
             "state_topic": topics.temperature(sensor),
             "device_class": "temperature",
             "unit_of_measurement": "°C",

@@ -59,11 +59,14 @@ struct HomePage {
     words_json: &'static str,
     /// The `/data` JSON for the page script, safe inside a script element.
     data_json: String,
+    /// The sensors' names by number, for the page script, likewise.
+    names_json: String,
 }
 
 fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePage {
     let words = &words::of(lang).home;
     let thresholds = &words::THRESHOLDS;
+    let names = app.config.options.sensor_names();
     let open = snapshot.is_open();
     let (title, status_text) = if open {
         (words.title_open, words.status_open)
@@ -93,7 +96,10 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePag
             .values()
             .map(|t| SensorView {
                 sensor: t.sensor,
-                label: words::fill(words.sensor, &[("sensor", &t.sensor.to_string())]),
+                label: names.get(t.sensor).map_or_else(
+                    || words::fill(words.sensor, &[("sensor", &t.sensor.to_string())]),
+                    str::to_string,
+                ),
                 value: words::fill(
                     words.degrees,
                     &[("value", &thresholds.fixed(t.value, words.decimal_point))],
@@ -109,6 +115,9 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePag
         }),
         words_json: words::script_json(lang),
         data_json: String::from_utf8_lossy(&snapshot.data_json).replace('<', "\\u003c"),
+        names_json: serde_json::to_string(&names.0)
+            .expect("names serialise")
+            .replace('<', "\\u003c"),
     }
 }
 

@@ -21,7 +21,8 @@ async fn spaceapi(AxumState(app): AxumState<App>, client: Client, headers: Heade
     let empty = SpaceApi::default();
     let facts = app.config.spaceapi.as_ref().unwrap_or(&empty);
     let snapshot = app.state.snapshot();
-    let document = document(facts, &snapshot, &base, app.config.timezone);
+    let names = app.config.options.sensor_names();
+    let document = document(facts, names, &snapshot, &base, app.config.timezone);
     (
         [
             (header::CONTENT_TYPE, "application/json; charset=utf-8"),
