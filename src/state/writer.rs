@@ -1,7 +1,6 @@
 //! The single writer thread: one transaction per batch of events, then the
 //! snapshot, then the stream of committed changes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 
 use super::outbox::{Deltas, Outbox};
-use super::snapshot::Model;
+use super::snapshot::{Model, Roster};
 use super::{
     CHUNK_BYTES, CHUNK_CHANGES, Changes, Event, Job, Origin, Outcome, Published, Reply, Snapshot,
 };
@@ -17,7 +16,7 @@ use crate::clock::{Clock, LocalTime};
 use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::metrics::Metrics;
 use crate::report::Report;
-use crate::store::{Batch, Db, StoreError, User};
+use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
 
 /// Most events grouped into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -244,11 +243,34 @@ fn prepare(
             author_id = author.as_ref().map_or(device_user.id, |a| a.id);
             Ok(message(author, text, origin, device_user, stamper))
         }
-        Event::Enter(id) => return (None, enter(batch, &mut model.roster.keypad, id)),
-        Event::Leave(id) => return (None, leave(&mut model.roster.keypad, id)),
-        Event::MacRoster(names) => {
-            model.roster.macs = names;
-            return (None, Outcome::Applied);
+        Event::Enter(id) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| enter(batch, r, id)),
+            );
+        }
+        Event::Leave(id) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| leave(r, id)),
+            );
+        }
+        Event::MacRoster(ids) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| {
+                    r.macs = ids.into_iter().map(|id| (id, Person::default())).collect();
+                    Outcome::Applied
+                }),
+            );
+        }
+        Event::Visibility { member, visibility } => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |_| {
+                    set_visibility(batch, member, visibility)
+                }),
+            );
         }
     };
     let (change, origin) = match decided {
@@ -340,12 +362,54 @@ fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, Stor
     }
 }
 
+/// Applies a roster change with `change`, then reads every present
+/// member's name and visibility afresh, so a visibility changed elsewhere
+/// (`usermanage`) shows at the next roster change, and a member deleted
+/// meanwhile leaves the roster.
+fn roster_change(
+    batch: &Batch<'_>,
+    roster: &mut Roster,
+    change: impl FnOnce(&mut Roster) -> Outcome,
+) -> Outcome {
+    let outcome = change(roster);
+    match batch.members(roster.ids()) {
+        Ok(members) => {
+            for part in [&mut roster.keypad, &mut roster.macs] {
+                part.retain(|id, _| members.contains_key(id));
+                for (id, person) in part.iter_mut() {
+                    person.clone_from(&members[id]);
+                }
+            }
+        }
+        Err(e) => tracing::error!("roster: looking up members: {}", Report(&e)),
+    }
+    outcome
+}
+
+/// A member sets who sees them.
+fn set_visibility(batch: &Batch<'_>, id: i64, visibility: Visibility) -> Outcome {
+    match batch.set_visibility(id, visibility) {
+        Ok(true) => Outcome::Applied,
+        Ok(false) => Outcome::Ignored("no such user"),
+        Err(e) => {
+            tracing::error!("visibility of user {id} not stored: {}", Report(&e));
+            Outcome::Ignored("not stored")
+        }
+    }
+}
+
 /// A member typed their number on arriving.
-fn enter(batch: &Batch<'_>, keypad: &mut BTreeMap<i64, String>, id: i64) -> Outcome {
+fn enter(batch: &Batch<'_>, roster: &mut Roster, id: i64) -> Outcome {
     match batch.user_by_id(id) {
         Ok(Some(user)) => {
             tracing::info!("{} entered (keypad)", crate::limits::Shown(&user.name));
-            keypad.insert(id, user.name);
+            roster.keypad.insert(
+                id,
+                Person {
+                    name: user.name,
+                    visibility: Visibility::default(),
+                },
+            );
             Outcome::Applied
         }
         Ok(None) => {
@@ -360,10 +424,10 @@ fn enter(batch: &Batch<'_>, keypad: &mut BTreeMap<i64, String>, id: i64) -> Outc
 }
 
 /// A member typed their number on leaving.
-fn leave(keypad: &mut BTreeMap<i64, String>, id: i64) -> Outcome {
-    match keypad.remove(&id) {
-        Some(name) => {
-            tracing::info!("{} left (keypad)", crate::limits::Shown(&name));
+fn leave(roster: &mut Roster, id: i64) -> Outcome {
+    match roster.keypad.remove(&id) {
+        Some(person) => {
+            tracing::info!("{} left (keypad)", crate::limits::Shown(&person.name));
             Outcome::Applied
         }
         None => {
@@ -578,12 +642,13 @@ mod tests {
     fn the_keypad_roster_changes_nothing_stored() {
         let mut rig = rig();
         let member = rig.writer.db.add_user("bob", "hash").unwrap();
+        let carol = rig.writer.db.add_user("carol", "hash").unwrap();
         let answers = rig.batch(vec![
             Event::Enter(member.id + 100),
             Event::Enter(member.id),
             Event::Leave(member.id),
             Event::Leave(member.id),
-            Event::MacRoster(BTreeSet::from(["carol".to_string()])),
+            Event::MacRoster(BTreeSet::from([carol.id, carol.id + 100])),
         ]);
         assert_eq!(
             applied(&answers),
@@ -599,10 +664,59 @@ mod tests {
         let snapshot = rig.snapshot();
         assert_eq!(snapshot.version, 0);
         assert!(snapshot.roster.keypad.is_empty());
+        // An id of nobody is dropped; carol is counted, not named.
+        assert_eq!(snapshot.roster.ids(), BTreeSet::from([carol.id]));
+        assert_eq!(snapshot.roster.counted(), 1);
+        assert!(snapshot.roster.named().is_empty());
+    }
+
+    #[test]
+    fn visibility_applies_to_the_roster_at_once_and_at_the_next_change() {
+        let mut rig = rig();
+        let named = rig.writer.db.add_user("nina", "hash").unwrap();
+        let hidden = rig.writer.db.add_user("hugo", "hash").unwrap();
+        let answers = rig.batch(vec![
+            Event::Enter(named.id),
+            Event::Enter(hidden.id),
+            Event::Visibility {
+                member: named.id,
+                visibility: Visibility::Named,
+            },
+            Event::Visibility {
+                member: hidden.id,
+                visibility: Visibility::Hidden,
+            },
+            Event::Visibility {
+                member: hidden.id + 100,
+                visibility: Visibility::Named,
+            },
+        ]);
         assert_eq!(
-            snapshot.roster.names(),
-            BTreeSet::from(["carol".to_string()])
+            applied(&answers)[2..],
+            [
+                Outcome::Applied,
+                Outcome::Applied,
+                Outcome::Ignored("no such user")
+            ]
         );
+        let roster = rig.snapshot().roster.clone();
+        assert!(roster.occupied());
+        assert_eq!(roster.counted(), 1);
+        assert_eq!(roster.named(), BTreeSet::from(["nina".to_string()]));
+        // Changed outside the writer (usermanage): seen at the next change.
+        rig.writer
+            .db
+            .set_visibility_of("hugo", Visibility::Named)
+            .unwrap();
+        assert_eq!(rig.snapshot().roster.counted(), 1);
+        rig.batch(vec![Event::MacRoster(BTreeSet::new())]);
+        assert_eq!(rig.snapshot().roster.counted(), 2);
+        // A member deleted meanwhile leaves the roster.
+        rig.writer.db.delete_user("nina").unwrap();
+        rig.batch(vec![Event::Leave(hidden.id)]);
+        assert!(!rig.snapshot().roster.occupied());
+        let stored = rig.writer.db.users().unwrap();
+        assert!(stored.iter().all(|(u, _, _)| u.name != "nina"));
     }
 
     #[test]

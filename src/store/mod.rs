@@ -4,6 +4,7 @@
 //! open as they are. Migrations are numbered and recorded in `user_version`;
 //! they only add tables and indexes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +20,8 @@ mod check;
 mod open;
 mod outbox;
 
-use accounts::user_by_id;
-pub use accounts::{AccountError, Credentials, User};
+pub use accounts::{AccountError, Credentials, Person, User, Visibility};
+use accounts::{members, set_visibility, user_by_id};
 pub use backup::{BackupDone, backup};
 pub use check::{Inventory, MaintenanceError, Schema, Span, check};
 use open::{directory_of, why_not_open};
@@ -122,6 +123,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: webhook deliveries not yet made.
     outbox::MIGRATION,
+    // 6: who is seen; the members of the time become `named`.
+    accounts::VISIBILITY_MIGRATION,
 ];
 
 /// A wiki page as stored.
@@ -482,6 +485,20 @@ impl Batch<'_> {
         user_by_id(&self.tx, id)
     }
 
+    /// Members by id with their visibility, read inside the transaction;
+    /// ids of no member are left out.
+    pub fn members(
+        &self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<BTreeMap<i64, Person>, StoreError> {
+        members(&self.tx, ids)
+    }
+
+    /// Sets the visibility of member `id`; false when there is no such member.
+    pub fn set_visibility(&self, id: i64, visibility: Visibility) -> Result<bool, StoreError> {
+        set_visibility(&self.tx, id, visibility)
+    }
+
     pub fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
     }
@@ -657,6 +674,57 @@ mod tests {
         assert!(matches!(failed, AccountError::Store(StoreError::Sqlite(_))));
         let shown = crate::report::Report(&failed).to_string();
         assert!(shown.starts_with("database: no such table"), "{shown}");
+    }
+
+    #[test]
+    fn members_of_the_time_become_named_and_later_ones_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database of schema version 5 with two members.
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO "User" (name, password) VALUES ('old', 'x'), ('older', 'y')"#,
+        )
+        .unwrap();
+        drop(conn);
+        let mut db = Db::open(&path, false).unwrap();
+        let young = db.add_user("young", "z").unwrap();
+        let seen: Vec<(String, Visibility)> = db
+            .users()
+            .unwrap()
+            .into_iter()
+            .map(|(u, v, _)| (u.name, v))
+            .collect();
+        let expected = [
+            ("BITS", Visibility::Counted),
+            ("old", Visibility::Named),
+            ("older", Visibility::Named),
+            ("young", Visibility::Counted),
+        ];
+        let expected: Vec<(String, Visibility)> =
+            expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        assert_eq!(seen, expected);
+        db.set_visibility_of("young", Visibility::Hidden).unwrap();
+        assert_eq!(db.visibility(young.id).unwrap(), Visibility::Hidden);
+        // A deleted member's visibility does not pass to the next id.
+        db.delete_user("young").unwrap();
+        let next = db.add_user("next", "w").unwrap();
+        assert_eq!(next.id, young.id);
+        assert_eq!(db.visibility(next.id).unwrap(), Visibility::Counted);
+        assert!(matches!(
+            db.set_visibility_of("nobody", Visibility::Named),
+            Err(AccountError::NoSuchUser(_))
+        ));
+        // The table's check refuses any other value.
+        let refused = db.conn.execute(
+            "UPDATE bitsd_member SET visibility = 'everyone' WHERE userid = 2",
+            [],
+        );
+        assert!(refused.is_err());
     }
 
     #[test]

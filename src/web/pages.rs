@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
+use super::auth::MaybeMember;
 use super::error::{Error, NOT_FOUND_TITLE, Result, not_found_page};
 use super::html::{Chrome, render};
 use crate::event::{ModifiedBy, StatusChange, StatusJson};
@@ -54,6 +55,10 @@ struct HomePage {
     open: bool,
     status_text: &'static str,
     status_since: String,
+    /// How many people are in the room, in words.
+    people: String,
+    /// The `named` members among them, for a logged-in member only.
+    names: Vec<String>,
     sensors: Vec<SensorView>,
     message: Option<MessageView>,
     /// The words for the page script, safe inside a script element.
@@ -62,7 +67,8 @@ struct HomePage {
     data_json: String,
 }
 
-fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
+/// The homepage; names of the people present only for a `member`.
+fn home_page(app: &App, snapshot: &Snapshot, blind: bool, member: bool) -> HomePage {
     let words = &words::ENGLISH;
     let thresholds = &words::THRESHOLDS;
     let open = snapshot.is_open();
@@ -89,6 +95,15 @@ fn home_page(app: &App, snapshot: &Snapshot, blind: bool) -> HomePage {
         open,
         status_text,
         status_since,
+        people: words::fill(
+            words.people,
+            &[("count", &snapshot.roster.counted().to_string())],
+        ),
+        names: if member {
+            snapshot.roster.named().into_iter().collect()
+        } else {
+            Vec::new()
+        },
         sensors: snapshot
             .sensors
             .values()
@@ -126,14 +141,23 @@ fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
     }
 }
 
-async fn home(AxumState(app): AxumState<App>) -> Result<Response> {
-    let snapshot = app.state.snapshot();
-    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, false))?)
+async fn home(AxumState(app): AxumState<App>, member: MaybeMember) -> Result<Response> {
+    home_for(&app, member, false)
 }
 
-async fn blind(AxumState(app): AxumState<App>) -> Result<Response> {
+async fn blind(AxumState(app): AxumState<App>, member: MaybeMember) -> Result<Response> {
+    home_for(&app, member, true)
+}
+
+fn home_for(app: &App, MaybeMember(member): MaybeMember, blind: bool) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    Ok(render(StatusCode::OK, &home_page(&app, &snapshot, true))?)
+    let page = home_page(app, &snapshot, blind, member.is_some());
+    let mut response = render(StatusCode::OK, &page)?;
+    // A member's page may name people: kept out of shared caches.
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    h.insert(header::VARY, HeaderValue::from_static("Cookie"));
+    Ok(response)
 }
 
 struct LogRow {

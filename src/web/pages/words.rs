@@ -31,6 +31,8 @@ pub struct HomeWords {
     pub offline: &'static str,
     /// `{time}` the page last heard from the server.
     pub offline_since: &'static str,
+    /// `{count}` people in the room, hidden members left out.
+    pub people: &'static str,
     pub temperature: &'static str,
     pub no_samples: &'static str,
     /// `{sensor}` number.
@@ -77,6 +79,7 @@ pub const ENGLISH: HomeWords = HomeWords {
     live: "Live ({transport})",
     offline: "Offline, reconnecting…",
     offline_since: "Offline, reconnecting… Data from {time}.",
+    people: "People in the room: {count}",
     temperature: "Temperature",
     no_samples: "No samples yet.",
     sensor: "Sensor {sensor}",
