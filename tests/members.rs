@@ -682,9 +682,13 @@ async fn names_in_the_roster_and_the_admin_page_are_escaped() {
         assert!(!page.contains(raw), "{raw} in {page}");
         assert!(page.contains(escaped), "{escaped} not in {page}");
     }
-    // The roster on the homepage and in /data is escaped text too.
+    // The roster on the homepage and in /data is escaped text too, for
+    // visitors and for the members it names.
     let home = server.text("/").await;
     assert!(!home.contains(by_keypad) && !home.contains(by_mac));
+    let home = s.get("/").await.text().await.unwrap();
+    assert_eq!(home.matches("<li>").count(), 2, "{home}");
+    assert!(!home.contains(by_keypad) && !home.contains(by_mac), "{home}");
     let presence = server.text("/presence").await;
     assert!(!presence.contains(by_keypad) && !presence.contains(by_mac));
 }
