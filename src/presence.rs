@@ -260,7 +260,8 @@ pub async fn run_auto_status(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let occupancy_of = |s: &crate::state::Snapshot| Occupancy {
-        occupied: !s.roster.names().is_empty(),
+        // Hidden members too: visibility governs what is shown, not this.
+        occupied: s.roster.occupied(),
         open: s.is_open(),
     };
     let (tx, rx) = tokio::sync::watch::channel(occupancy_of(&state.snapshot()));

@@ -98,10 +98,12 @@ pub fn document(
     if !temperatures.is_empty() {
         sensors.insert("temperature".into(), Value::Array(temperatures));
     }
-    let names = snapshot.roster.names();
+    // Hidden members are neither counted nor named; only `named` ones are named.
+    let present = snapshot.roster.counted();
     let mut people = Map::new();
-    people.insert("value".into(), json!(names.len()));
-    if facts.show_names && !names.is_empty() {
+    people.insert("value".into(), json!(present));
+    let names = snapshot.roster.named();
+    if facts.show_names && present > 0 && !names.is_empty() {
         people.insert("names".into(), json!(names));
     }
     sensors.insert("people_now_present".into(), json!([people]));

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth;
 use crate::report::Report;
-use crate::store::{AccountError, DEVICE_USER, Db};
+use crate::store::{AccountError, DEVICE_USER, Db, Visibility};
 
 /// Manage the members of a bitsd installation.
 #[derive(Parser, Debug)]
@@ -47,16 +47,21 @@ pub enum Command {
     },
     /// Delete a user, their MAC hashes and their sessions.
     Delete { user: String },
-    /// Change a user's password and end their sessions.
+    /// Change a user's password (and end their sessions), their visibility, or both.
     Modify {
         user: String,
         /// Read the password as one line from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Who sees them in the room: hidden (nobody), counted (in the number
+        /// of people present) or named (also by name to members); alone, the
+        /// password is left as it is.
+        #[arg(long, value_name = "hidden|counted|named")]
+        visibility: Option<String>,
     },
     /// End every session of a user (log them out everywhere); nothing else changes.
     Logout { user: String },
-    /// List users and how many MAC hashes each has.
+    /// List users, their visibility and how many MAC hashes each has.
     List,
     /// Manage the MAC hashes that put a user in the roster.
     Mac {
@@ -96,8 +101,17 @@ pub fn run(cli: Cli) -> Result<String, String> {
         Command::Delete { user } if user == DEVICE_USER => {
             return Err(format!("the device user {DEVICE_USER} cannot be deleted"));
         }
-        Command::Modify { user, .. } if user == DEVICE_USER => {
-            return Err(format!("the device user {DEVICE_USER} has no password"));
+        Command::Modify {
+            user,
+            password_stdin,
+            visibility,
+        } => {
+            if let Some(v) = visibility {
+                Visibility::parse(v)?;
+            }
+            if user == DEVICE_USER && (*password_stdin || visibility.is_none()) {
+                return Err(format!("the device user {DEVICE_USER} has no password"));
+            }
         }
         _ => {}
     }
@@ -124,15 +138,26 @@ pub fn run(cli: Cli) -> Result<String, String> {
         Command::Modify {
             user,
             password_stdin,
+            visibility,
         } => {
             if db.credentials(&user).map_err(store)?.is_none() {
                 return Err(AccountError::NoSuchUser(user).to_string());
             }
-            let hash = auth::hash_password(&read_password(&user, password_stdin)?);
-            db.set_password(&user, &hash).map_err(account)?;
-            Ok(format!(
-                "changed the password of {user}; their sessions are ended"
-            ))
+            let visibility = visibility.as_deref().map(Visibility::parse).transpose()?;
+            let mut done = Vec::new();
+            // Alone, --visibility leaves the password as it is.
+            if password_stdin || visibility.is_none() {
+                let hash = auth::hash_password(&read_password(&user, password_stdin)?);
+                db.set_password(&user, &hash).map_err(account)?;
+                done.push(format!(
+                    "changed the password of {user}; their sessions are ended"
+                ));
+            }
+            if let Some(visibility) = visibility {
+                db.set_visibility_of(&user, visibility).map_err(account)?;
+                done.push(format!("{user} is now {visibility}"));
+            }
+            Ok(done.join("\n"))
         }
         Command::Logout { user } => {
             let ended = db.end_sessions(&user).map_err(account)?;
@@ -142,7 +167,9 @@ pub fn run(cli: Cli) -> Result<String, String> {
             let users = db.users().map_err(store)?;
             let lines: Vec<String> = users
                 .iter()
-                .map(|(u, macs)| format!("{}\t{} MAC hash(es)", u.name, macs))
+                .map(|(u, visibility, macs)| {
+                    format!("{}\t{visibility}\t{macs} MAC hash(es)", u.name)
+                })
                 .collect();
             Ok(lines.join("\n"))
         }

@@ -252,6 +252,10 @@ async fn mac_updates_fill_the_roster() {
     .await;
     add_user(&server, "heidi", "pw");
     add_user(&server, "ivan", "pw");
+    for name in ["heidi", "ivan"] {
+        let out = usermanage(&server, &["modify", name, "--visibility", "named"], None);
+        assert!(out.status.success(), "{out:?}");
+    }
     let out = usermanage(
         &server,
         &["mac", "add", "heidi", "--mac", "AA:BB:CC:DD:EE:01"],
@@ -374,6 +378,23 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
         ),
         (&["mac", "delete", "abc"], None),
         (&["add", "kim"], None),
+        (&["modify", "judy", "--visibility", "everyone"], None),
+        // Refused before the password is read.
+        (
+            &["modify", "judy", "--visibility", "", "--password-stdin"],
+            None,
+        ),
+        (&["modify", "nobody", "--visibility", "named"], None),
+        (
+            &[
+                "modify",
+                "BITS",
+                "--visibility",
+                "named",
+                "--password-stdin",
+            ],
+            Some("pw"),
+        ),
     ];
     let before = usermanage(&server, &["list"], None).stdout;
     for (args, stdin) in cases {
@@ -384,9 +405,41 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
     }
     assert_eq!(usermanage(&server, &["list"], None).stdout, before);
     let list = String::from_utf8(before).unwrap();
-    assert!(list.contains("judy") && list.contains("BITS"), "{list}");
+    assert!(list.contains("judy\tcounted\t0 MAC hash(es)"), "{list}");
+    assert!(list.contains("BITS"), "{list}");
 
-    // And the happy paths.
+    // And the happy paths. --visibility alone asks for no password
+    // (standard input is closed) and leaves it as it was.
+    let mut s = Session::new(&server);
+    assert_eq!(s.login("judy", "pw", "/admin").await.status(), 303);
+    for visibility in ["hidden", "named", "counted", "named"] {
+        let out = usermanage(
+            &server,
+            &["modify", "judy", "--visibility", visibility],
+            None,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let list = String::from_utf8(usermanage(&server, &["list"], None).stdout).unwrap();
+        assert!(list.contains(&format!("judy\t{visibility}\t")), "{list}");
+    }
+    assert_eq!(s.get("/admin").await.status(), 200, "still logged in");
+    // With --password-stdin both change.
+    let out = usermanage(
+        &server,
+        &[
+            "modify",
+            "judy",
+            "--visibility",
+            "hidden",
+            "--password-stdin",
+        ],
+        Some("newer"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8(usermanage(&server, &["list"], None).stdout).unwrap();
+    assert!(list.contains("judy\thidden\t"), "{list}");
+    assert_eq!(s.get("/admin").await.status(), 303, "the sessions ended");
+    assert_eq!(s.login("judy", "newer", "/admin").await.status(), 303);
     assert!(
         usermanage(
             &server,
@@ -395,6 +448,11 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
         )
         .status
         .success()
+    );
+    let list = String::from_utf8(usermanage(&server, &["list"], None).stdout).unwrap();
+    assert!(
+        list.contains("judy\thidden\t"),
+        "the password alone: {list}"
     );
     let mut s = Session::new(&server);
     assert_eq!(s.login("judy", "new", "/admin").await.status(), 303);
@@ -595,6 +653,10 @@ async fn names_in_the_roster_and_the_admin_page_are_escaped() {
             .status
             .success()
     );
+    for name in [by_keypad, by_mac] {
+        let out = usermanage(&server, &["modify", name, "--visibility", "named"], None);
+        assert!(out.status.success(), "{out:?}");
+    }
     let mut device = server.device().await;
     device.send("enter 2").await;
     let macs = serde_json::json!([mac]).to_string();
@@ -620,9 +682,16 @@ async fn names_in_the_roster_and_the_admin_page_are_escaped() {
         assert!(!page.contains(raw), "{raw} in {page}");
         assert!(page.contains(escaped), "{escaped} not in {page}");
     }
-    // The roster on the homepage and in /data is escaped text too.
+    // The roster on the homepage and in /data is escaped text too, for
+    // visitors and for the members it names.
     let home = server.text("/").await;
     assert!(!home.contains(by_keypad) && !home.contains(by_mac));
+    let home = s.get("/").await.text().await.unwrap();
+    assert_eq!(home.matches("<li>").count(), 2, "{home}");
+    assert!(
+        !home.contains(by_keypad) && !home.contains(by_mac),
+        "{home}"
+    );
     let presence = server.text("/presence").await;
     assert!(!presence.contains(by_keypad) && !presence.contains(by_mac));
 }

@@ -624,3 +624,42 @@ async fn named_sensors_are_named_on_the_page_in_the_spaceapi_and_in_home_assista
         "the script's names, safe in a script element: {page}"
     );
 }
+
+#[tokio::test]
+async fn people_now_present_leaves_hidden_members_out() {
+    use common::member::{Session, add_user, usermanage};
+    let broker = Mosquitto::start();
+    let server = server_on(&broker, &[]).await;
+    add_user(&server, "carl", "pw");
+    add_user(&server, "hugo", "pw");
+    let out = usermanage(&server, &["modify", "hugo", "--visibility", "hidden"], None);
+    assert!(out.status.success(), "{out:?}");
+    let mut follower = Subscriber::connect(broker.port, "bits/#").await;
+    let mut device = server.device().await;
+    // BITS is 1, carl 2, hugo 3.
+    device.send("enter 3").await;
+    device.send("enter 2").await;
+    // The SpaceAPI document goes out after the count: once it counts carl,
+    // the count sent last must be his alone.
+    let mut people = None;
+    loop {
+        let m = follower.next().await;
+        match m.topic.as_str() {
+            "bits/people_now_present" => people = Some(m.text()),
+            "bits/spaceapi" if m.json()["sensors"]["people_now_present"][0]["value"] == 1 => break,
+            _ => {}
+        }
+    }
+    assert_eq!(people.as_deref(), Some("1"));
+    // hugo becomes counted on /admin: published at once, no roster change needed.
+    let mut s = Session::new(&server);
+    assert_eq!(s.login("hugo", "pw", "/admin").await.status(), 303);
+    let xsrf = s.cookie("_xsrf").unwrap();
+    let r = s
+        .post("/admin", &[("visibility", "counted"), ("_xsrf", &xsrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    follower
+        .until("bits/people_now_present", |m| m.text() == "2")
+        .await;
+}

@@ -137,7 +137,11 @@ show_names = true
     device
         .send(&format!("message {}", b64("Pizza <tonight>")))
         .await;
-    device.send("enter 1").await; // the device user: some name is enough
+    // The device user: some name is enough, once named.
+    let out =
+        common::member::usermanage(&server, &["modify", "BITS", "--visibility", "named"], None);
+    assert!(out.status.success(), "{out:?}");
+    device.send("enter 1").await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;

@@ -134,6 +134,7 @@ pub struct SpaceApi {
     pub mastodon: Option<String>,
     pub matrix: Option<String>,
     pub ml: Option<String>,
+    /// Name the `named` members present in `people_now_present`.
     #[serde(default)]
     pub show_names: bool,
 }

@@ -2,7 +2,7 @@
 //! sample and message in order while connected, the whole state again on
 //! each connection, nothing queued while the broker is away.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -407,13 +407,7 @@ impl Publisher {
             session.publish(&self.topics.status, Bytes::from_static(value.as_bytes()))?;
             self.sent.status = Some(open);
         }
-        let roster = &snapshot.roster;
-        let people = roster
-            .keypad
-            .values()
-            .chain(&roster.macs)
-            .collect::<BTreeSet<_>>()
-            .len();
+        let people = snapshot.roster.counted();
         if self.sent.people != Some(people) {
             session.publish(&self.topics.people, people.to_string().into())?;
             self.sent.people = Some(people);

@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, wat
 use crate::clock::Clock;
 use crate::event::{Change, ModifiedBy, StatusValue};
 use crate::metrics::Metrics;
-use crate::store::{DEVICE_USER, Db, StoreError, User};
+use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
 
 use outbox::Outbox;
 pub use outbox::{Route, unix_now};
@@ -66,8 +66,10 @@ pub enum Event {
     Enter(i64),
     /// A member typed their number on the keypad on leaving.
     Leave(i64),
-    /// The names seen by the last MAC update.
-    MacRoster(BTreeSet<String>),
+    /// The members (by id) whose MAC hashes the last MAC update saw.
+    MacRoster(BTreeSet<i64>),
+    /// A member sets who sees them; stored, and applied to the roster at once.
+    Visibility { member: i64, visibility: Visibility },
 }
 
 /// Where a change comes from: it decides a status change's `modified_by`,

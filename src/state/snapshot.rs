@@ -9,22 +9,59 @@ use super::Origin;
 use crate::event::{
     Change, Message, MessageJson, StatusChange, StatusJson, TemperatureJson, TemperatureSample,
 };
-use crate::store::{Db, StoreError};
+use crate::store::{Db, Person, StoreError};
 
 /// Samples kept for `tempinthist`.
 pub const HISTORY_SAMPLES: usize = 100;
 
-/// Who is in the room: by keypad and by MAC address.
+/// Who is in the room, by member id: by keypad and by MAC address, each
+/// with the visibility they had at the last roster change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Roster {
-    pub keypad: BTreeMap<i64, String>,
-    pub macs: BTreeSet<String>,
+    pub keypad: BTreeMap<i64, Person>,
+    pub macs: BTreeMap<i64, Person>,
 }
 
 impl Roster {
-    /// Distinct names, sorted.
-    pub fn names(&self) -> BTreeSet<String> {
-        self.keypad.values().chain(&self.macs).cloned().collect()
+    /// Everyone in the room, hidden members too, once each.
+    fn everyone(&self) -> BTreeMap<i64, &Person> {
+        self.keypad
+            .iter()
+            .chain(&self.macs)
+            .map(|(id, p)| (*id, p))
+            .collect()
+    }
+
+    /// Whether anybody at all is in the room, hidden members too: what
+    /// automatic status looks at.
+    pub fn occupied(&self) -> bool {
+        !self.keypad.is_empty() || !self.macs.is_empty()
+    }
+
+    /// The number of people present as shown: hidden members left out.
+    pub fn counted(&self) -> usize {
+        self.everyone()
+            .values()
+            .filter(|p| p.visibility.counted())
+            .count()
+    }
+
+    /// The names that may be shown, sorted: those of `named` members.
+    pub fn named(&self) -> BTreeSet<String> {
+        self.everyone()
+            .values()
+            .filter(|p| p.visibility.named())
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// The ids of everyone in the room.
+    pub fn ids(&self) -> BTreeSet<i64> {
+        self.keypad
+            .keys()
+            .chain(self.macs.keys())
+            .copied()
+            .collect()
     }
 }
 

@@ -1,7 +1,6 @@
 //! The single writer thread: one transaction per batch of events, then the
 //! snapshot, then the stream of committed changes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 
 use super::outbox::{Deltas, Outbox};
-use super::snapshot::Model;
+use super::snapshot::{Model, Roster};
 use super::{
     CHUNK_BYTES, CHUNK_CHANGES, Changes, Event, Job, Origin, Outcome, Published, Reply, Snapshot,
 };
@@ -17,7 +16,7 @@ use crate::clock::{Clock, LocalTime};
 use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::metrics::Metrics;
 use crate::report::Report;
-use crate::store::{Batch, Db, StoreError, User};
+use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
 
 /// Most events grouped into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -240,11 +239,34 @@ fn prepare(
             author_id = author.as_ref().map_or(device_user.id, |a| a.id);
             Ok(message(author, text, origin, device_user, stamper))
         }
-        Event::Enter(id) => return (None, enter(batch, &mut model.roster.keypad, id)),
-        Event::Leave(id) => return (None, leave(&mut model.roster.keypad, id)),
-        Event::MacRoster(names) => {
-            model.roster.macs = names;
-            return (None, Outcome::Applied);
+        Event::Enter(id) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| enter(batch, r, id)),
+            );
+        }
+        Event::Leave(id) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| leave(r, id)),
+            );
+        }
+        Event::MacRoster(ids) => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |r| {
+                    r.macs = ids.into_iter().map(|id| (id, Person::default())).collect();
+                    Outcome::Applied
+                }),
+            );
+        }
+        Event::Visibility { member, visibility } => {
+            return (
+                None,
+                roster_change(batch, &mut model.roster, |_| {
+                    set_visibility(batch, member, visibility)
+                }),
+            );
         }
     };
     let (change, origin) = match decided {
@@ -336,12 +358,54 @@ fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, Stor
     }
 }
 
+/// Applies a roster change with `change`, then reads every present
+/// member's name and visibility afresh, so a visibility changed elsewhere
+/// (`usermanage`) shows at the next roster change, and a member deleted
+/// meanwhile leaves the roster.
+fn roster_change(
+    batch: &Batch<'_>,
+    roster: &mut Roster,
+    change: impl FnOnce(&mut Roster) -> Outcome,
+) -> Outcome {
+    let outcome = change(roster);
+    match batch.members(roster.ids()) {
+        Ok(members) => {
+            for part in [&mut roster.keypad, &mut roster.macs] {
+                part.retain(|id, _| members.contains_key(id));
+                for (id, person) in part.iter_mut() {
+                    person.clone_from(&members[id]);
+                }
+            }
+        }
+        Err(e) => tracing::error!("roster: looking up members: {}", Report(&e)),
+    }
+    outcome
+}
+
+/// A member sets who sees them.
+fn set_visibility(batch: &Batch<'_>, id: i64, visibility: Visibility) -> Outcome {
+    match batch.set_visibility(id, visibility) {
+        Ok(true) => Outcome::Applied,
+        Ok(false) => Outcome::Ignored("no such user"),
+        Err(e) => {
+            tracing::error!("visibility of user {id} not stored: {}", Report(&e));
+            Outcome::Ignored("not stored")
+        }
+    }
+}
+
 /// A member typed their number on arriving.
-fn enter(batch: &Batch<'_>, keypad: &mut BTreeMap<i64, String>, id: i64) -> Outcome {
+fn enter(batch: &Batch<'_>, roster: &mut Roster, id: i64) -> Outcome {
     match batch.user_by_id(id) {
         Ok(Some(user)) => {
             tracing::info!("{} entered (keypad)", crate::limits::Shown(&user.name));
-            keypad.insert(id, user.name);
+            roster.keypad.insert(
+                id,
+                Person {
+                    name: user.name,
+                    visibility: Visibility::default(),
+                },
+            );
             Outcome::Applied
         }
         Ok(None) => {
@@ -356,10 +420,10 @@ fn enter(batch: &Batch<'_>, keypad: &mut BTreeMap<i64, String>, id: i64) -> Outc
 }
 
 /// A member typed their number on leaving.
-fn leave(keypad: &mut BTreeMap<i64, String>, id: i64) -> Outcome {
-    match keypad.remove(&id) {
-        Some(name) => {
-            tracing::info!("{} left (keypad)", crate::limits::Shown(&name));
+fn leave(roster: &mut Roster, id: i64) -> Outcome {
+    match roster.keypad.remove(&id) {
+        Some(person) => {
+            tracing::info!("{} left (keypad)", crate::limits::Shown(&person.name));
             Outcome::Applied
         }
         None => {

@@ -1,6 +1,7 @@
-//! Members, their sessions and their MAC hashes.
+//! Members, their sessions, their MAC hashes and who sees them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -12,6 +13,82 @@ pub struct User {
     pub id: i64,
     pub name: String,
 }
+
+/// Who sees a member in the room (`bitsd_member.visibility`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Visibility {
+    /// Never counted nor named.
+    Hidden,
+    /// In the number of people present, never named; members without a
+    /// row of their own are counted.
+    #[default]
+    Counted,
+    /// Counted, and named to logged-in members (and in the SpaceAPI
+    /// document with `show_names`).
+    Named,
+}
+
+impl Visibility {
+    pub const ALL: [Visibility; 3] = [Visibility::Hidden, Visibility::Counted, Visibility::Named];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Hidden => "hidden",
+            Visibility::Counted => "counted",
+            Visibility::Named => "named",
+        }
+    }
+
+    /// `hidden`, `counted` or `named`; else why not, in one line.
+    pub fn parse(text: &str) -> Result<Visibility, String> {
+        Visibility::ALL
+            .into_iter()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| format!("visibility must be hidden, counted or named, got {text:?}"))
+    }
+
+    /// Whether the member is in the number of people present.
+    pub fn counted(self) -> bool {
+        self != Visibility::Hidden
+    }
+
+    /// Whether the member's name may be shown.
+    pub fn named(self) -> bool {
+        self == Visibility::Named
+    }
+
+    /// As stored; an unknown value (which the table's check forbids) counts.
+    fn from_stored(text: Option<&str>) -> Visibility {
+        text.and_then(|t| Visibility::parse(t).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Visibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A member as the roster knows them: name and visibility.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Person {
+    pub name: String,
+    pub visibility: Visibility,
+}
+
+/// Schema version 6: each member's visibility in a table of bitsd's own,
+/// the original's `User` left as it is. The members already there become
+/// `named`, as the original showed every name; those added later have no
+/// row and are `counted`.
+pub(super) const VISIBILITY_MIGRATION: &str = r#"
+    CREATE TABLE IF NOT EXISTS bitsd_member (
+        userid INTEGER NOT NULL PRIMARY KEY REFERENCES "User" (userid),
+        visibility TEXT NOT NULL CHECK (visibility IN ('hidden', 'counted', 'named'))
+    );
+    INSERT OR IGNORE INTO bitsd_member (userid, visibility)
+        SELECT userid, 'named' FROM "User";
+    "#;
 
 /// A member's stored credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +189,8 @@ impl Db {
         };
         tx.execute(r#"DELETE FROM "MACToUser" WHERE userid = ?1"#, [id])?;
         tx.execute("DELETE FROM bitsd_session WHERE userid = ?1", [id])?;
+        // SQLite may give the id to the next user added.
+        tx.execute("DELETE FROM bitsd_member WHERE userid = ?1", [id])?;
         tx.execute(r#"DELETE FROM "User" WHERE userid = ?1"#, [id])?;
         tx.commit()?;
         Ok(())
@@ -142,11 +221,12 @@ impl Db {
         Ok(changed == 1)
     }
 
-    /// Every user with their number of MAC hashes, by name.
-    pub fn users(&self) -> Result<Vec<(User, usize)>, StoreError> {
+    /// Every user with their visibility and number of MAC hashes, by name.
+    pub fn users(&self) -> Result<Vec<(User, Visibility, usize)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            r#"SELECT u.userid, u.name, COUNT(m.mac_hash) FROM "User" u
+            r#"SELECT u.userid, u.name, v.visibility, COUNT(m.mac_hash) FROM "User" u
                LEFT JOIN "MACToUser" m ON m.userid = u.userid
+               LEFT JOIN bitsd_member v ON v.userid = u.userid
                GROUP BY u.userid ORDER BY u.name"#,
         )?;
         let rows = stmt
@@ -156,11 +236,35 @@ impl Db {
                         id: r.get(0)?,
                         name: r.get(1)?,
                     },
-                    r.get::<_, i64>(2)? as usize,
+                    Visibility::from_stored(r.get::<_, Option<String>>(2)?.as_deref()),
+                    r.get::<_, i64>(3)? as usize,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The visibility of member `id` (`counted` when there is no such member).
+    pub fn visibility(&self, id: i64) -> Result<Visibility, StoreError> {
+        Ok(members(&self.conn, [id])?
+            .remove(&id)
+            .map(|p| p.visibility)
+            .unwrap_or_default())
+    }
+
+    /// Sets the visibility of the user `name`.
+    pub fn set_visibility_of(
+        &mut self,
+        name: &str,
+        visibility: Visibility,
+    ) -> Result<(), AccountError> {
+        let tx = self.conn.transaction()?;
+        let Some(id) = user_id(&tx, name)? else {
+            return Err(AccountError::NoSuchUser(name.to_string()));
+        };
+        set_visibility(&tx, id, visibility)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Assigns MAC hash `hash` to the user `name`.
@@ -199,19 +303,20 @@ impl Db {
         Ok(())
     }
 
-    /// The distinct names of the users owning any of `hashes`.
-    pub fn names_for_macs(&self, hashes: &[String]) -> Result<BTreeSet<String>, StoreError> {
+    /// The ids of the members owning any of `hashes`; hashes of nobody
+    /// are left out.
+    pub fn members_for_macs(&self, hashes: &[String]) -> Result<BTreeSet<i64>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT u.name FROM "MACToUser" m JOIN "User" u ON u.userid = m.userid
+            r#"SELECT u.userid FROM "MACToUser" m JOIN "User" u ON u.userid = m.userid
                WHERE m.mac_hash = ?1"#,
         )?;
-        let mut names = BTreeSet::new();
+        let mut ids = BTreeSet::new();
         for hash in hashes {
-            if let Some(name) = stmt.query_row([hash], |r| r.get(0)).optional()? {
-                names.insert(name);
+            if let Some(id) = stmt.query_row([hash], |r| r.get(0)).optional()? {
+                ids.insert(id);
             }
         }
-        Ok(names)
+        Ok(ids)
     }
 
     /// Records a session of `user` whose token hashes to `token_hash`,
@@ -294,6 +399,50 @@ pub(super) fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, Sto
         .prepare_cached(r#"SELECT userid, name FROM "User" WHERE userid = ?1"#)?
         .query_row([id], user_row)
         .optional()?)
+}
+
+/// Members by id with their visibility; ids of no member are left out.
+pub(super) fn members(
+    conn: &Connection,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<BTreeMap<i64, Person>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        r#"SELECT u.name, v.visibility FROM "User" u
+           LEFT JOIN bitsd_member v ON v.userid = u.userid WHERE u.userid = ?1"#,
+    )?;
+    let mut found = BTreeMap::new();
+    for id in ids {
+        if found.contains_key(&id) {
+            continue;
+        }
+        let person = stmt
+            .query_row([id], |r| {
+                Ok(Person {
+                    name: r.get(0)?,
+                    visibility: Visibility::from_stored(r.get::<_, Option<String>>(1)?.as_deref()),
+                })
+            })
+            .optional()?;
+        if let Some(person) = person {
+            found.insert(id, person);
+        }
+    }
+    Ok(found)
+}
+
+/// Sets the visibility of member `id`; false when there is no such member.
+pub(super) fn set_visibility(
+    conn: &Connection,
+    id: i64,
+    visibility: Visibility,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        r#"INSERT INTO bitsd_member (userid, visibility)
+           SELECT userid, ?2 FROM "User" WHERE userid = ?1
+           ON CONFLICT (userid) DO UPDATE SET visibility = excluded.visibility"#,
+        params![id, visibility.as_str()],
+    )?;
+    Ok(changed > 0)
 }
 
 fn user_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {

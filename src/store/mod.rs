@@ -4,6 +4,7 @@
 //! open as they are. Migrations are numbered and recorded in `user_version`;
 //! they only add tables and indexes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +20,8 @@ mod check;
 mod open;
 mod outbox;
 
-use accounts::user_by_id;
-pub use accounts::{AccountError, Credentials, User};
+pub use accounts::{AccountError, Credentials, Person, User, Visibility};
+use accounts::{members, set_visibility, user_by_id};
 pub use backup::{BackupDone, backup};
 pub use check::{Inventory, MaintenanceError, Schema, Span, check};
 use open::{directory_of, why_not_open};
@@ -122,6 +123,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: webhook deliveries not yet made.
     outbox::MIGRATION,
+    // 6: who is seen; the members of the time become `named`.
+    accounts::VISIBILITY_MIGRATION,
 ];
 
 /// A wiki page as stored.
@@ -482,6 +485,20 @@ impl Batch<'_> {
         user_by_id(&self.tx, id)
     }
 
+    /// Members by id with their visibility, read inside the transaction;
+    /// ids of no member are left out.
+    pub fn members(
+        &self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<BTreeMap<i64, Person>, StoreError> {
+        members(&self.tx, ids)
+    }
+
+    /// Sets the visibility of member `id`; false when there is no such member.
+    pub fn set_visibility(&self, id: i64, visibility: Visibility) -> Result<bool, StoreError> {
+        set_visibility(&self.tx, id, visibility)
+    }
+
     pub fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
     }
@@ -563,118 +580,4 @@ impl Reader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latest_has_the_newest_sample_of_each_sensor() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        assert!(db.latest(10).unwrap().per_sensor.is_empty());
-        let batch = db.batch().unwrap();
-        // Sensors out of order, one negative, the newest not the last written.
-        let samples = [
-            (3, "2026-11-01 10:00:00", 20.0),
-            (-1, "2026-11-01 09:00:00", 5.0),
-            (3, "2026-11-01 12:00:00", 22.0),
-            (0, "2026-11-01 11:00:00", 18.0),
-            (3, "2026-11-01 11:00:00", 21.0),
-            (-1, "2026-11-01 08:00:00", 4.0),
-        ];
-        for (sensor, at, value) in samples {
-            batch
-                .insert_temperature(&TemperatureSample {
-                    timestamp: LocalTime::parse(at).unwrap(),
-                    sensor,
-                    value,
-                    modified_by: ModifiedBy::Bits,
-                })
-                .unwrap();
-        }
-        batch.commit().unwrap();
-        let newest: Vec<(i64, f64)> = db
-            .latest(2)
-            .unwrap()
-            .per_sensor
-            .iter()
-            .map(|t| (t.sensor, t.value))
-            .collect();
-        assert_eq!(newest, [(-1, 5.0), (0, 18.0), (3, 22.0)]);
-    }
-
-    #[test]
-    fn migrations_are_idempotent_and_add_the_device_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let db = Db::open(&path, false).unwrap();
-        assert!(db.user_by_name(DEVICE_USER).unwrap().is_some());
-        drop(db);
-        let db = Db::open(&path, false).unwrap();
-        let n: i64 = db
-            .conn
-            .query_row(r#"SELECT COUNT(*) FROM "User""#, [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 1);
-        let v: i64 = db
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(v as usize, MIGRATIONS.len());
-    }
-
-    #[test]
-    fn a_session_is_made_only_with_the_password_in_force() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        let alice = db.add_user("alice", "hash-1").unwrap();
-        // Checked against hash-1, but the password changed meanwhile.
-        db.set_password("alice", "hash-2").unwrap();
-        assert!(!db.create_session("s1", &alice, "hash-1", 100, 200).unwrap());
-        assert!(db.create_session("s2", &alice, "hash-2", 100, 200).unwrap());
-        assert_eq!(db.session_user("s1", 150).unwrap(), None);
-        assert_eq!(db.session_user("s2", 150).unwrap(), Some(alice.clone()));
-        assert_eq!(db.session_user("s2", 200).unwrap(), None, "expired");
-        assert_eq!(db.sweep_sessions(199).unwrap(), 0);
-        assert_eq!(db.sweep_sessions(200).unwrap(), 1);
-        // Deleted meanwhile: no session either.
-        db.delete_user("alice").unwrap();
-        assert!(!db.create_session("s3", &alice, "hash-2", 100, 200).unwrap());
-    }
-
-    #[test]
-    fn account_refusals_and_database_failures_are_one_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        db.add_user("alice", "hash").unwrap();
-        let refused = db.add_user("alice", "hash");
-        assert!(matches!(refused, Err(AccountError::UserExists(ref n)) if n == "alice"));
-        assert!(matches!(
-            db.delete_mac("00"),
-            Err(AccountError::NoSuchMac(_))
-        ));
-        db.conn.execute_batch(r#"DROP TABLE "MACToUser""#).unwrap();
-        let failed = db.delete_mac("00").unwrap_err();
-        assert!(matches!(failed, AccountError::Store(StoreError::Sqlite(_))));
-        let shown = crate::report::Report(&failed).to_string();
-        assert!(shown.starts_with("database: no such table"), "{shown}");
-    }
-
-    #[test]
-    fn pages_upsert_reports_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        let page = Page {
-            slug: "info".into(),
-            title: "Info".into(),
-            body: "# Info".into(),
-        };
-        assert!(db.put_page(&page).unwrap());
-        assert!(!db.put_page(&page).unwrap());
-        let changed = Page {
-            body: "# Info\nmore".into(),
-            ..page
-        };
-        assert!(db.put_page(&changed).unwrap());
-        assert_eq!(db.page("info").unwrap(), Some(changed));
-    }
-}
+mod tests;

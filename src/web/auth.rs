@@ -67,6 +67,18 @@ impl FromRequestParts<App> for Member {
     }
 }
 
+/// The logged-in member, if any; a request without a valid login cookie
+/// goes on as a visitor's.
+pub struct MaybeMember(pub Option<User>);
+
+impl FromRequestParts<App> for MaybeMember {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(MaybeMember(logged_in(&parts.headers, app).await))
+    }
+}
+
 async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     let value = cookie_value(headers, LOGIN_COOKIE)?;
     let token = app.signer.verify(&value)?;

@@ -1,5 +1,5 @@
-//! The members' side: the admin page (status toggle, roster), messages, and
-//! the router's MAC updates.
+//! The members' side: the admin page (status toggle, roster, one's own
+//! visibility), messages, and the router's MAC updates.
 
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use super::{App, Error};
 use crate::event::StatusValue;
 use crate::limits::{AddressKey, Rate, Shown};
 use crate::state::{Event, Origin, Outcome};
+use crate::store::Visibility;
 use crate::words::{self, AdminWords, MessageWords};
 
 /// Longest message, in characters.
@@ -51,7 +52,12 @@ struct AdminPage {
     xsrf: String,
     open: bool,
     since: Option<String>,
+    /// People present, hidden members left out.
+    present: usize,
+    /// The names of the `named` ones among them.
     roster: Vec<String>,
+    /// The member's own visibility.
+    visibility: &'static str,
 }
 
 async fn admin_page(
@@ -62,6 +68,8 @@ async fn admin_page(
     headers: HeaderMap,
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
+    let id = user.id;
+    let visibility = app.reader.read(move |db| db.visibility(id)).await?;
     let snapshot = app.state.snapshot();
     let all = words::of(lang);
     let page = AdminPage {
@@ -74,7 +82,9 @@ async fn admin_page(
             .status
             .as_ref()
             .map(|s| words::when(&all.home, &s.timestamp)),
-        roster: snapshot.roster.names().into_iter().collect(),
+        present: snapshot.roster.counted(),
+        roster: snapshot.roster.named().into_iter().collect(),
+        visibility: visibility.as_str(),
     };
     Ok(with_xsrf_cookie(
         render(StatusCode::OK, &page)?,
@@ -88,6 +98,9 @@ struct ToggleForm {
     /// The status wanted (`open` or `closed`), so a form sent twice does not
     /// flip the room back; without it the status is toggled.
     status: Option<String>,
+    /// The member's own visibility (`hidden`, `counted` or `named`): when
+    /// given, that is set and the status left alone.
+    visibility: Option<String>,
     _xsrf: Option<String>,
 }
 
@@ -102,6 +115,22 @@ async fn admin_toggle(
     Member(user): Member,
     Guarded(form): Guarded<ToggleForm>,
 ) -> Result<Response> {
+    if let Some(visibility) = form.visibility {
+        let visibility = Visibility::parse(visibility.trim()).map_err(Error::BadRequest)?;
+        let event = Event::Visibility {
+            member: user.id,
+            visibility,
+        };
+        if let Outcome::Ignored(why) = app.state.apply(event).await? {
+            tracing::warn!(
+                "{} set their visibility to {visibility}: {why}",
+                Shown(&user.name)
+            );
+        } else {
+            tracing::info!("{} set their visibility to {visibility}", Shown(&user.name));
+        }
+        return Ok(Redirect::to("/admin").into_response());
+    }
     let value = match form.status.as_deref() {
         Some("open") => StatusValue::Open,
         Some("closed") => StatusValue::Closed,
@@ -309,11 +338,12 @@ async fn mac_update(
         .into_iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
-    let names = app
+    // Hashes of nobody are dropped here, never shown or counted.
+    let members = app
         .reader
-        .read(move |db| db.names_for_macs(&hashes))
+        .read(move |db| db.members_for_macs(&hashes))
         .await?;
-    let count = names.len();
-    app.state.apply(Event::MacRoster(names)).await?;
+    let count = members.len();
+    app.state.apply(Event::MacRoster(members)).await?;
     Ok((StatusCode::OK, format!("ok: {count} member(s) present\n")).into_response())
 }

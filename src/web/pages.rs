@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
+use super::auth::MaybeMember;
 use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render};
 use super::lang::{self, Lang};
@@ -53,6 +54,10 @@ struct HomePage {
     open: bool,
     status_text: &'static str,
     status_since: String,
+    /// How many people are in the room, in words.
+    people: String,
+    /// The `named` members among them, for a logged-in member only.
+    names: Vec<String>,
     sensors: Vec<SensorView>,
     message: Option<MessageView>,
     /// The words for the page script, safe inside a script element.
@@ -63,7 +68,8 @@ struct HomePage {
     names_json: String,
 }
 
-fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePage {
+/// The homepage; names of the people present only for a `member`.
+fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bool) -> HomePage {
     let words = &words::of(lang).home;
     let thresholds = &words::THRESHOLDS;
     let names = app.config.options.sensor_names();
@@ -91,6 +97,15 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool) -> HomePag
         open,
         status_text,
         status_since,
+        people: words::fill(
+            words.people,
+            &[("count", &snapshot.roster.counted().to_string())],
+        ),
+        names: if member {
+            snapshot.roster.named().into_iter().collect()
+        } else {
+            Vec::new()
+        },
         sensors: snapshot
             .sensors
             .values()
@@ -137,20 +152,35 @@ fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
     }
 }
 
-async fn home(AxumState(app): AxumState<App>, lang: Lang) -> Result<Response> {
-    let snapshot = app.state.snapshot();
-    Ok(render(
-        StatusCode::OK,
-        &home_page(&app, lang, &snapshot, false),
-    )?)
+async fn home(AxumState(app): AxumState<App>, lang: Lang, member: MaybeMember) -> Result<Response> {
+    home_for(&app, lang, member, false)
 }
 
-async fn blind(AxumState(app): AxumState<App>, lang: Lang) -> Result<Response> {
+async fn blind(
+    AxumState(app): AxumState<App>,
+    lang: Lang,
+    member: MaybeMember,
+) -> Result<Response> {
+    home_for(&app, lang, member, true)
+}
+
+fn home_for(
+    app: &App,
+    lang: Lang,
+    MaybeMember(member): MaybeMember,
+    blind: bool,
+) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    Ok(render(
-        StatusCode::OK,
-        &home_page(&app, lang, &snapshot, true),
-    )?)
+    let page = home_page(app, lang, &snapshot, blind, member.is_some());
+    let mut response = render(StatusCode::OK, &page)?;
+    // A member's page may name people: kept out of shared caches (and the
+    // language layer says it varies with the cookie).
+    let h = response.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(response)
 }
 
 struct LogRow {

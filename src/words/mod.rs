@@ -98,6 +98,15 @@ pub struct AdminWords {
     pub close_room: &'static str,
     pub present: &'static str,
     pub nobody: &'static str,
+    /// `{count}` people in the room, hidden members left out.
+    pub people: &'static str,
+    /// `{count}` of them who are not named.
+    pub not_named: &'static str,
+    pub visibility: &'static str,
+    pub hidden: &'static str,
+    pub counted: &'static str,
+    pub named: &'static str,
+    pub save: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,6 +179,8 @@ pub struct HomeWords {
     pub offline: &'static str,
     /// `{time}` the page last heard from the server.
     pub offline_since: &'static str,
+    /// `{count}` people in the room, hidden members left out.
+    pub people: &'static str,
     pub temperature: &'static str,
     pub no_samples: &'static str,
     /// `{sensor}` number.

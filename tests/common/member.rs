@@ -34,12 +34,15 @@ pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> st
         .unwrap();
     if let Some(text) = stdin {
         use std::io::Write;
-        child
+        let written = child
             .stdin
             .take()
             .unwrap()
-            .write_all(format!("{text}\n").as_bytes())
-            .unwrap();
+            .write_all(format!("{text}\n").as_bytes());
+        // A command refused before it reads its input may be gone already.
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     child.wait_with_output().unwrap()
 }

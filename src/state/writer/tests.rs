@@ -176,12 +176,13 @@ fn messages_are_stored_under_their_author() {
 fn the_keypad_roster_changes_nothing_stored() {
     let mut rig = rig();
     let member = rig.writer.db.add_user("bob", "hash").unwrap();
+    let carol = rig.writer.db.add_user("carol", "hash").unwrap();
     let answers = rig.batch(vec![
         Event::Enter(member.id + 100),
         Event::Enter(member.id),
         Event::Leave(member.id),
         Event::Leave(member.id),
-        Event::MacRoster(BTreeSet::from(["carol".to_string()])),
+        Event::MacRoster(BTreeSet::from([carol.id, carol.id + 100])),
     ]);
     assert_eq!(
         applied(&answers),
@@ -197,10 +198,59 @@ fn the_keypad_roster_changes_nothing_stored() {
     let snapshot = rig.snapshot();
     assert_eq!(snapshot.version, 0);
     assert!(snapshot.roster.keypad.is_empty());
+    // An id of nobody is dropped; carol is counted, not named.
+    assert_eq!(snapshot.roster.ids(), BTreeSet::from([carol.id]));
+    assert_eq!(snapshot.roster.counted(), 1);
+    assert!(snapshot.roster.named().is_empty());
+}
+
+#[test]
+fn visibility_applies_to_the_roster_at_once_and_at_the_next_change() {
+    let mut rig = rig();
+    let named = rig.writer.db.add_user("nina", "hash").unwrap();
+    let hidden = rig.writer.db.add_user("hugo", "hash").unwrap();
+    let answers = rig.batch(vec![
+        Event::Enter(named.id),
+        Event::Enter(hidden.id),
+        Event::Visibility {
+            member: named.id,
+            visibility: Visibility::Named,
+        },
+        Event::Visibility {
+            member: hidden.id,
+            visibility: Visibility::Hidden,
+        },
+        Event::Visibility {
+            member: hidden.id + 100,
+            visibility: Visibility::Named,
+        },
+    ]);
     assert_eq!(
-        snapshot.roster.names(),
-        BTreeSet::from(["carol".to_string()])
+        applied(&answers)[2..],
+        [
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Ignored("no such user")
+        ]
     );
+    let roster = rig.snapshot().roster.clone();
+    assert!(roster.occupied());
+    assert_eq!(roster.counted(), 1);
+    assert_eq!(roster.named(), BTreeSet::from(["nina".to_string()]));
+    // Changed outside the writer (usermanage): seen at the next change.
+    rig.writer
+        .db
+        .set_visibility_of("hugo", Visibility::Named)
+        .unwrap();
+    assert_eq!(rig.snapshot().roster.counted(), 1);
+    rig.batch(vec![Event::MacRoster(BTreeSet::new())]);
+    assert_eq!(rig.snapshot().roster.counted(), 2);
+    // A member deleted meanwhile leaves the roster.
+    rig.writer.db.delete_user("nina").unwrap();
+    rig.batch(vec![Event::Leave(hidden.id)]);
+    assert!(!rig.snapshot().roster.occupied());
+    let stored = rig.writer.db.users().unwrap();
+    assert!(stored.iter().all(|(u, _, _)| u.name != "nina"));
 }
 
 #[test]

@@ -1,0 +1,166 @@
+//! The store over a real database file.
+
+use super::*;
+
+#[test]
+fn latest_has_the_newest_sample_of_each_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    assert!(db.latest(10).unwrap().per_sensor.is_empty());
+    let batch = db.batch().unwrap();
+    // Sensors out of order, one negative, the newest not the last written.
+    let samples = [
+        (3, "2026-11-01 10:00:00", 20.0),
+        (-1, "2026-11-01 09:00:00", 5.0),
+        (3, "2026-11-01 12:00:00", 22.0),
+        (0, "2026-11-01 11:00:00", 18.0),
+        (3, "2026-11-01 11:00:00", 21.0),
+        (-1, "2026-11-01 08:00:00", 4.0),
+    ];
+    for (sensor, at, value) in samples {
+        batch
+            .insert_temperature(&TemperatureSample {
+                timestamp: LocalTime::parse(at).unwrap(),
+                sensor,
+                value,
+                modified_by: ModifiedBy::Bits,
+            })
+            .unwrap();
+    }
+    batch.commit().unwrap();
+    let newest: Vec<(i64, f64)> = db
+        .latest(2)
+        .unwrap()
+        .per_sensor
+        .iter()
+        .map(|t| (t.sensor, t.value))
+        .collect();
+    assert_eq!(newest, [(-1, 5.0), (0, 18.0), (3, 22.0)]);
+}
+
+#[test]
+fn migrations_are_idempotent_and_add_the_device_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let db = Db::open(&path, false).unwrap();
+    assert!(db.user_by_name(DEVICE_USER).unwrap().is_some());
+    drop(db);
+    let db = Db::open(&path, false).unwrap();
+    let n: i64 = db
+        .conn
+        .query_row(r#"SELECT COUNT(*) FROM "User""#, [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let v: i64 = db
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v as usize, MIGRATIONS.len());
+}
+
+#[test]
+fn a_session_is_made_only_with_the_password_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    let alice = db.add_user("alice", "hash-1").unwrap();
+    // Checked against hash-1, but the password changed meanwhile.
+    db.set_password("alice", "hash-2").unwrap();
+    assert!(!db.create_session("s1", &alice, "hash-1", 100, 200).unwrap());
+    assert!(db.create_session("s2", &alice, "hash-2", 100, 200).unwrap());
+    assert_eq!(db.session_user("s1", 150).unwrap(), None);
+    assert_eq!(db.session_user("s2", 150).unwrap(), Some(alice.clone()));
+    assert_eq!(db.session_user("s2", 200).unwrap(), None, "expired");
+    assert_eq!(db.sweep_sessions(199).unwrap(), 0);
+    assert_eq!(db.sweep_sessions(200).unwrap(), 1);
+    // Deleted meanwhile: no session either.
+    db.delete_user("alice").unwrap();
+    assert!(!db.create_session("s3", &alice, "hash-2", 100, 200).unwrap());
+}
+
+#[test]
+fn account_refusals_and_database_failures_are_one_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    db.add_user("alice", "hash").unwrap();
+    let refused = db.add_user("alice", "hash");
+    assert!(matches!(refused, Err(AccountError::UserExists(ref n)) if n == "alice"));
+    assert!(matches!(
+        db.delete_mac("00"),
+        Err(AccountError::NoSuchMac(_))
+    ));
+    db.conn.execute_batch(r#"DROP TABLE "MACToUser""#).unwrap();
+    let failed = db.delete_mac("00").unwrap_err();
+    assert!(matches!(failed, AccountError::Store(StoreError::Sqlite(_))));
+    let shown = crate::report::Report(&failed).to_string();
+    assert!(shown.starts_with("database: no such table"), "{shown}");
+}
+
+#[test]
+fn members_of_the_time_become_named_and_later_ones_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    // A database of schema version 5 with two members.
+    let conn = Connection::open(&path).unwrap();
+    for sql in &MIGRATIONS[..5] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 5).unwrap();
+    conn.execute_batch(
+        r#"INSERT INTO "User" (name, password) VALUES ('old', 'x'), ('older', 'y')"#,
+    )
+    .unwrap();
+    drop(conn);
+    let mut db = Db::open(&path, false).unwrap();
+    let young = db.add_user("young", "z").unwrap();
+    let seen: Vec<(String, Visibility)> = db
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|(u, v, _)| (u.name, v))
+        .collect();
+    let expected = [
+        ("BITS", Visibility::Counted),
+        ("old", Visibility::Named),
+        ("older", Visibility::Named),
+        ("young", Visibility::Counted),
+    ];
+    let expected: Vec<(String, Visibility)> =
+        expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    assert_eq!(seen, expected);
+    db.set_visibility_of("young", Visibility::Hidden).unwrap();
+    assert_eq!(db.visibility(young.id).unwrap(), Visibility::Hidden);
+    // A deleted member's visibility does not pass to the next id.
+    db.delete_user("young").unwrap();
+    let next = db.add_user("next", "w").unwrap();
+    assert_eq!(next.id, young.id);
+    assert_eq!(db.visibility(next.id).unwrap(), Visibility::Counted);
+    assert!(matches!(
+        db.set_visibility_of("nobody", Visibility::Named),
+        Err(AccountError::NoSuchUser(_))
+    ));
+    // The table's check refuses any other value.
+    let refused = db.conn.execute(
+        "UPDATE bitsd_member SET visibility = 'everyone' WHERE userid = 2",
+        [],
+    );
+    assert!(refused.is_err());
+}
+
+#[test]
+fn pages_upsert_reports_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    let page = Page {
+        slug: "info".into(),
+        title: "Info".into(),
+        body: "# Info".into(),
+    };
+    assert!(db.put_page(&page).unwrap());
+    assert!(!db.put_page(&page).unwrap());
+    let changed = Page {
+        body: "# Info\nmore".into(),
+        ..page
+    };
+    assert!(db.put_page(&changed).unwrap());
+    assert_eq!(db.page("info").unwrap(), Some(changed));
+}
