@@ -34,6 +34,38 @@
     return fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, 19) });
   }
 
+  // Local times ("YYYY-MM-DD HH:MM:SS" in the server's zone) as if they
+  // were UTC: only their differences count. `skew` is the browser's clock
+  // less the server's, from the time the server wrote into the page.
+  function millis(timestamp) {
+    var t = String(timestamp);
+    return Date.UTC(+t.slice(0, 4), +t.slice(5, 7) - 1, +t.slice(8, 10),
+      +t.slice(11, 13), +t.slice(14, 16), +t.slice(17, 19));
+  }
+  var since = $("status-since");
+  var skew = since && since.dataset.now ? Date.now() - millis(since.dataset.now) : 0;
+
+  // How long ago, as the server words it.
+  function ago(timestamp) {
+    var s = Math.max(0, Math.floor((Date.now() - skew - millis(timestamp)) / 1000));
+    if (s < 60) return WORDS.just_now;
+    var unit = s < 3600 ? [60, WORDS.minute_ago, WORDS.minutes_ago]
+      : s < 86400 ? [3600, WORDS.hour_ago, WORDS.hours_ago]
+      : [86400, WORDS.day_ago, WORDS.days_ago];
+    var count = Math.floor(s / unit[0]);
+    return count === 1 ? unit[1] : fill(unit[2], { count: count });
+  }
+
+  // "Since" a change, as the server words it: its time on the server's
+  // today, else with its date; how long ago; by whom.
+  function sinceText(timestamp, by) {
+    var t = String(timestamp);
+    var today = t.slice(0, 10) === new Date(Date.now() - skew).toISOString().slice(0, 10);
+    var time = today ? t.slice(11, 16)
+      : fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, 16) });
+    return fill(today ? WORDS.since : WORDS.since_before, { time: time, ago: ago(t), by: by });
+  }
+
   // A number with `decimals` decimals and the language's decimal point.
   function number(value, decimals) {
     return Number(value).toFixed(decimals).replace(".", WORDS.decimal_point);
@@ -56,7 +88,7 @@
     var since = $("status-since");
     if (since) {
       since.textContent = s
-        ? fill(WORDS.since, { time: when(s.timestamp), by: s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device })
+        ? sinceText(s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device)
         : WORDS.no_status;
     }
     document.title = open ? WORDS.title_open : WORDS.title_closed;
@@ -121,7 +153,12 @@
     var values = samples.map(function (t) { return Number(t.value); });
     var min = Math.floor(Math.min.apply(null, values) - 0.5);
     var max = Math.ceil(Math.max.apply(null, values) + 0.5);
-    var x = function (i) { return PAD + (i / (samples.length - 1)) * (W - PAD - 4); };
+    // Along the time of the samples; by their order if they share one time.
+    var first = millis(samples[0].timestamp), last = millis(samples[samples.length - 1].timestamp);
+    var at = function (i) {
+      return last > first ? (millis(samples[i].timestamp) - first) / (last - first) : i / (samples.length - 1);
+    };
+    var x = function (i) { return PAD + at(i) * (W - PAD - 4); };
     var y = function (v) { return 4 + (1 - (v - min) / (max - min)) * (H - 24); };
     var ns = "http://www.w3.org/2000/svg";
     [min, (min + max) / 2, max].forEach(function (v) {
@@ -133,6 +170,16 @@
       label.setAttribute("x", 0); label.setAttribute("y", y(v) + 4);
       label.textContent = fill(WORDS.chart_tick, { value: v.toFixed(0) });
       svg.append(line, label);
+    });
+    // The time axis: the first, middle and last sample's time of day.
+    [0, Math.floor((samples.length - 1) / 2), samples.length - 1].forEach(function (i, n) {
+      var label = document.createElementNS(ns, "text");
+      label.setAttribute("x", x(i));
+      label.setAttribute("y", H - 2);
+      label.setAttribute("text-anchor", ["start", "middle", "end"][n]);
+      label.setAttribute("class", "time");
+      label.textContent = String(samples[i].timestamp).slice(11, 16);
+      svg.appendChild(label);
     });
     var bySensor = {};
     samples.forEach(function (t, i) {
@@ -305,5 +352,7 @@
   }
   if (live) live.textContent = WORDS.connecting;
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
+  // "2 minutes ago" stays true.
+  setInterval(renderStatus, 30000);
   connectWebsocket();
 })();

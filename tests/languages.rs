@@ -110,12 +110,18 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let home = s.get("/").await.text().await.unwrap();
     assert!(home.contains("La sede è aperta"), "{home}");
     assert!(home.contains("21,5 °C"), "decimal comma: {home}");
-    // dd/mm/yyyy, then the time.
-    let since = home.split("id=\"status-since\">").nth(1).unwrap();
-    let date = &since[4..14];
+    // A change of today: its time and how long ago.
+    let since = home.split("id=\"status-since\"").nth(1).unwrap();
+    let since = &since[since.find('>').unwrap() + 1..since.find("</p>").unwrap()];
     assert!(
-        date.as_bytes()[2] == b'/' && date.as_bytes()[5] == b'/',
+        since.starts_with("dalle ") && since.contains(", adesso, impostato da il dispositivo"),
         "{since}"
+    );
+    // Dates as dd/mm/yyyy, then the time.
+    let sample = home.split("<time>").nth(1).unwrap();
+    assert!(
+        sample.as_bytes()[2] == b'/' && sample.as_bytes()[5] == b'/',
+        "{sample}"
     );
     assert!(
         home.contains(r#""decimal_point":",""#),

@@ -4,14 +4,16 @@ use super::{Forecast, SLOTS};
 use crate::words::HeatMapWords;
 
 /// The forecast as an SVG heat map: rows are weekdays, columns half hours,
-/// green (likely open) to red; `blind` uses blue to orange instead.
+/// green (likely open) to red; `blind` uses blue to orange instead. A
+/// legend under it shows the scale from never to always open.
 pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> String {
     const CELL_W: usize = 14;
     const CELL_H: usize = 22;
     const LEFT: usize = 40;
     const TOP: usize = 20;
+    const LEGEND: usize = 28;
     let width = LEFT + SLOTS * CELL_W + 4;
-    let height = TOP + 7 * CELL_H + 4;
+    let height = TOP + 7 * CELL_H + LEGEND;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" \
          width=\"{width}\" height=\"{height}\" role=\"img\" font-family=\"sans-serif\" font-size=\"11\">\
@@ -45,6 +47,29 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> S
             ));
         }
     }
+    // The legend: the words at both ends of five steps of the scale.
+    let y = TOP + 7 * CELL_H + 10;
+    svg.push_str(&format!(
+        "<g class=\"legend\"><text x=\"{LEFT}\" y=\"{}\" fill=\"#666\">{}</text>",
+        y + 10,
+        words.never
+    ));
+    let start = LEFT + 8 * words.never.chars().count() + 6;
+    for step in 0..5 {
+        let p = step as f64 / 4.0;
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{y}\" width=\"{CELL_W}\" height=\"12\" fill=\"{}\"><title>{:.0}%</title></rect>",
+            start + step * (CELL_W + 1),
+            colour(p, blind),
+            p * 100.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" fill=\"#666\">{}</text></g>",
+        start + 5 * (CELL_W + 1) + 6,
+        y + 10,
+        words.always
+    ));
     svg.push_str("</svg>");
     svg
 }
@@ -92,7 +117,12 @@ mod tests {
         let words = &words::of(Lang::En).heat_map;
         let svg = heat_map_svg(&f, false, words);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect").count(), 7 * SLOTS);
+        assert_eq!(
+            svg.matches("<rect").count(),
+            7 * SLOTS + 5,
+            "cells and legend"
+        );
+        assert!(svg.contains(">never open</text>") && svg.contains(">always open</text>"));
         assert!(svg.contains("fill=\"#1e963c\""), "green for certain");
         assert!(svg.contains("fill=\"#c8281e\""), "red for never");
         let blind = heat_map_svg(&f, true, words);

@@ -54,6 +54,8 @@ struct HomePage {
     open: bool,
     status_text: &'static str,
     status_since: String,
+    /// The server's local time, from which the script tells how long ago.
+    now: String,
     /// How many people are in the room, in words.
     people: String,
     /// The `named` members among them, for a logged-in member only.
@@ -81,14 +83,9 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
     };
     let mut chrome = Chrome::new(app, lang, title);
     chrome.blind = blind;
+    let now = app.state.clock().now();
     let status_since = match &snapshot.status {
-        Some(s) => words::fill(
-            words.since,
-            &[
-                ("time", &words::when(words, &s.timestamp)),
-                ("by", by_whom(words, s.modified_by)),
-            ],
-        ),
+        Some(s) => words::since(words, &s.timestamp, &now, by_whom(words, s.modified_by)),
         None => words.no_status.to_string(),
     };
     HomePage {
@@ -97,6 +94,7 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
         open,
         status_text,
         status_since,
+        now: now.display(),
         people: words::fill(
             words.people,
             &[("count", &snapshot.roster.counted().to_string())],

@@ -37,6 +37,9 @@ pub struct HeatMapWords {
     pub title: &'static str,
     /// Monday first, short.
     pub days: [&'static str; 7],
+    /// The ends of the legend's scale.
+    pub never: &'static str,
+    pub always: &'static str,
 }
 
 /// The frame around every page.
@@ -166,8 +169,19 @@ pub struct HomeWords {
     pub title_closed: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
-    /// `{time}` of the last change, `{by}` one of the two below.
+    /// `{time}` of the last change (see [`since_time`]), `{ago}` how long
+    /// ago (see [`ago`]), `{by}` one of the two below; a change of today.
     pub since: &'static str,
+    /// The same for a change of an earlier day (`{time}` with its date).
+    pub since_before: &'static str,
+    pub just_now: &'static str,
+    pub minute_ago: &'static str,
+    /// `{count}` minutes, two or more; and so on.
+    pub minutes_ago: &'static str,
+    pub hour_ago: &'static str,
+    pub hours_ago: &'static str,
+    pub day_ago: &'static str,
+    pub days_ago: &'static str,
     pub by_device: &'static str,
     pub by_web: &'static str,
     pub no_status: &'static str,
@@ -317,6 +331,49 @@ pub fn script_json(lang: Lang) -> &'static str {
     }
 }
 
+/// How long ago something happened, `seconds` before now: "just now"
+/// under a minute, then whole minutes, hours, days (rounded down).
+pub fn ago(words: &HomeWords, seconds: i64) -> String {
+    let (one, many, count) = match seconds.max(0) {
+        s if s < 60 => return words.just_now.to_string(),
+        s if s < 3600 => (words.minute_ago, words.minutes_ago, s / 60),
+        s if s < 86_400 => (words.hour_ago, words.hours_ago, s / 3600),
+        s => (words.day_ago, words.days_ago, s / 86_400),
+    };
+    if count == 1 {
+        one.to_string()
+    } else {
+        fill(many, &[("count", &count.to_string())])
+    }
+}
+
+/// "Since" a change `at`, `now`: its time on the day of `now`, else with
+/// its date; how long ago; `by` whom.
+pub fn since(words: &HomeWords, at: &LocalTime, now: &LocalTime, by: &str) -> String {
+    let shown = at.display();
+    let today = at.0.date() == now.0.date();
+    let time = if today {
+        shown[11..16].to_string()
+    } else {
+        fill(
+            words.date,
+            &[
+                ("year", &shown[..4]),
+                ("month", &shown[5..7]),
+                ("day", &shown[8..10]),
+                ("time", &shown[11..16]),
+            ],
+        )
+    };
+    let phrase = if today {
+        words.since
+    } else {
+        words.since_before
+    };
+    let ago = ago(words, (now.0 - at.0).num_seconds());
+    fill(phrase, &[("time", &time), ("ago", &ago), ("by", by)])
+}
+
 /// The text of `phrase` before and after its part `{name}`, for a part
 /// that the page marks up (`Logged in as <strong>ada</strong>`); all of it
 /// before when the phrase lacks the part.
@@ -436,6 +493,43 @@ mod tests {
     }
 
     #[test]
+    fn since_reads_as_a_time_and_how_long_ago() {
+        let words = &of(Lang::En).home;
+        let now = LocalTime::parse("2026-11-30 20:05:00").unwrap();
+        let today = LocalTime::parse("2026-11-30 18:02:59").unwrap();
+        let before = LocalTime::parse("2026-11-28 09:30:00").unwrap();
+        let italian = &of(Lang::It).home;
+        assert_eq!(
+            since(words, &today, &now, "the device"),
+            "since 18:02, 2 hours ago, set by the device"
+        );
+        assert_eq!(
+            since(words, &before, &now, "the device"),
+            "since 2026-11-28 09:30, 2 days ago, set by the device"
+        );
+        assert_eq!(
+            since(italian, &today, &now, "il dispositivo"),
+            "dalle 18:02, 2 ore fa, impostato da il dispositivo"
+        );
+        assert_eq!(
+            since(italian, &before, &now, "il dispositivo"),
+            "dal 28/11/2026 09:30, 2 giorni fa, impostato da il dispositivo"
+        );
+        for (seconds, en, it) in [
+            (-5, "just now", "adesso"),
+            (59, "just now", "adesso"),
+            (60, "1 minute ago", "1 minuto fa"),
+            (3599, "59 minutes ago", "59 minuti fa"),
+            (7300, "2 hours ago", "2 ore fa"),
+            (86_400, "1 day ago", "1 giorno fa"),
+            (3 * 86_400 + 5, "3 days ago", "3 giorni fa"),
+        ] {
+            assert_eq!(ago(words, seconds), en);
+            assert_eq!(ago(italian, seconds), it);
+        }
+    }
+
+    #[test]
     fn times_follow_the_language() {
         let at = LocalTime::parse("2026-11-30 18:02:07").unwrap();
         assert_eq!(when(&of(Lang::En).home, &at), "2026-11-30 18:02:07");
@@ -447,9 +541,9 @@ mod tests {
         assert_eq!(
             fill(
                 en::WORDS.home.since,
-                &[("by", "the device"), ("time", "18:02")]
+                &[("by", "the device"), ("ago", "just now"), ("time", "18:02")]
             ),
-            "since 18:02, set by the device"
+            "since 18:02, just now, set by the device"
         );
         assert_eq!(fill("{a}{b}", &[("a", "{b}"), ("b", "x")]), "{b}x");
         assert_eq!(fill("{{a}} {} {c} {", &[("a", "1")]), "{1} {} {c} {");

@@ -141,8 +141,15 @@ impl TestServer {
         }
     }
 
-    /// Waits until `/status` answers `expected`.
+    /// Waits until a status `expected` (`1` open, `0` closed) is stored:
+    /// `/data` has it and `/status` answers it. (`/status` alone says `0`
+    /// before any status too.)
     pub async fn wait_for_status(&self, expected: &str) {
+        let value = if expected == "1" { "open" } else { "closed" };
+        self.wait_for_data(&format!("the status {value}"), |d| {
+            d["status"]["value"] == value
+        })
+        .await;
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let status = self.text("/status").await;
