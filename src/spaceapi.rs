@@ -60,6 +60,11 @@ pub fn document(facts: &SpaceApi, snapshot: &Snapshot, base: &str, tz: chrono_tz
     }
     doc.insert("contact".into(), Value::Object(contact));
 
+    doc.insert(
+        "feeds".into(),
+        json!({"calendar": {"type": "ical", "url": format!("{base}/openings.ics")}}),
+    );
+
     let mut state = Map::new();
     state.insert("open".into(), json!(snapshot.is_open()));
     if let Some(status) = &snapshot.status {
