@@ -136,15 +136,13 @@ mod tests {
 
     #[test]
     fn labels_from_queries() {
-        let cases: &[(Option<&str>, Result<Option<&str>, LabelError>)] = &[
+        type Case<'a> = (Option<&'a str>, Result<Option<&'a str>, LabelError>);
+        let cases: &[Case] = &[
             (None, Ok(None)),
             (Some(""), Ok(None)),
             (Some("v=2"), Ok(None)),
             (Some("label=Lab+42&v=2"), Ok(Some("Lab 42"))),
-            (
-                Some("label=%3Cscript%3E%26%22"),
-                Ok(Some("<script>&\"")),
-            ),
+            (Some("label=%3Cscript%3E%26%22"), Ok(Some("<script>&\""))),
             (Some("label="), Err(LabelError::Empty)),
             (Some("label=a&label=b"), Err(LabelError::Repeated)),
             (Some("label=a%0Ab"), Err(LabelError::Control)),
@@ -155,7 +153,10 @@ mod tests {
             assert_eq!(got, expected, "{query:?}");
         }
         let longest = format!("label={}", "é".repeat(MAX_LABEL));
-        assert_eq!(label_of(Some(&longest)).unwrap().unwrap().chars().count(), 64);
+        assert_eq!(
+            label_of(Some(&longest)).unwrap().unwrap().chars().count(),
+            64
+        );
         let over = format!("label={}", "é".repeat(MAX_LABEL + 1));
         assert_eq!(label_of(Some(&over)), Err(LabelError::TooLong));
     }
@@ -172,7 +173,10 @@ mod tests {
             let w = s.split("width=\"").nth(1).unwrap();
             w[..w.find('"').unwrap()].parse().unwrap()
         };
-        assert!(width(&svg("A much longer label than before", true)) > width(&svg("BITS", true)) + 100.0);
+        assert!(
+            width(&svg("A much longer label than before", true))
+                > width(&svg("BITS", true)) + 100.0
+        );
         assert!(width(&svg("BITS", false)) > width(&svg("BITS", true)));
     }
 }

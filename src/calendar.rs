@@ -2,12 +2,13 @@
 //! ones of the coming week.
 //!
 //! Pure: openings from status changes, probable runs from the forecast, and
-//! the RFC 5545 text (CRLF, lines folded at 75 octets, TEXT escaped, written
-//! by the `icalendar` crate), all in UTC.
+//! the RFC 5545 text (CRLF, lines folded at 75 octets, TEXT escaped), all
+//! in UTC. The writer is our own: the `icalendar` crate lets the last piece
+//! of a folded line reach 76 octets, and a feed this plain needs none of
+//! its model.
 
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 use chrono_tz::Tz;
-use icalendar::{Calendar, Component, EventLike, EventStatus};
 
 use crate::clock::LocalTime;
 use crate::event::StatusChange;
@@ -31,9 +32,7 @@ pub struct Opening {
 /// `open` to the next change that is not `open` (`closed`, or an old `away`).
 pub fn openings(before: Option<&StatusChange>, changes: &[StatusChange]) -> Vec<Opening> {
     let mut found = Vec::new();
-    let mut started = before
-        .filter(|c| c.value.is_open())
-        .map(|c| c.timestamp);
+    let mut started = before.filter(|c| c.value.is_open()).map(|c| c.timestamp);
     for change in changes {
         match (started, change.value.is_open()) {
             (None, true) => started = Some(change.timestamp),
@@ -117,38 +116,109 @@ impl Feed<'_> {
     /// last changed (the closing, the request for an opening in progress,
     /// the forecast), so an unchanged feed has the same text.
     pub fn render(&self) -> String {
-        let mut calendar = Calendar::empty();
-        calendar.append_property(("VERSION", "2.0"));
-        calendar.append_property(("PRODID", "-//bitsd//openings//EN"));
-        calendar.append_property(("CALSCALE", "GREGORIAN"));
-        calendar.name(&format!("{} openings", self.space));
+        let mut out = Writer(String::with_capacity(
+            256 + 220 * (self.openings.len() + self.probable.len()),
+        ));
+        out.line("BEGIN", "VCALENDAR");
+        out.line("VERSION", "2.0");
+        out.line("PRODID", "-//bitsd//openings//EN");
+        out.line("CALSCALE", "GREGORIAN");
+        let name = escape_text(&format!("{} openings", self.space));
+        out.line("NAME", &name);
+        out.line("X-WR-CALNAME", &name);
         let slug = slug(self.space);
+        let open = escape_text(&format!("{} open", self.space));
         for opening in self.openings {
             let start = utc(opening.start, self.tz);
-            let end = opening.end.map_or(self.now, |e| utc(e, self.tz));
-            let event = icalendar::Event::new()
-                .uid(&format!("open-{}-{slug}@bitsd", stamp(start)))
-                .timestamp(end)
-                .starts(start)
-                .ends(end.max(start))
-                .summary(&format!("{} open", self.space))
-                .status(EventStatus::Confirmed)
-                .done();
-            calendar.push(event);
+            let end = opening.end.map_or(self.now, |e| utc(e, self.tz)).max(start);
+            out.event(&Event {
+                uid: &format!("open-{}-{slug}@bitsd", stamp(start)),
+                stamp: end,
+                start,
+                end,
+                summary: &open,
+                status: "CONFIRMED",
+            });
         }
+        let probably = escape_text(&format!("{} probably open", self.space));
         for &(start, end) in self.probable {
-            let event = icalendar::Event::new()
-                .uid(&format!("probably-open-{}-{slug}@bitsd", stamp(start)))
-                .timestamp(self.forecast_made)
-                .starts(start)
-                .ends(end)
-                .summary(&format!("{} probably open", self.space))
-                .status(EventStatus::Tentative)
-                .done();
-            calendar.push(event);
+            out.event(&Event {
+                uid: &format!("probably-open-{}-{slug}@bitsd", stamp(start)),
+                stamp: self.forecast_made,
+                start,
+                end,
+                summary: &probably,
+                status: "TENTATIVE",
+            });
         }
-        calendar.done().to_string()
+        out.line("END", "VCALENDAR");
+        out.0
     }
+}
+
+/// One `VEVENT`; `summary` already escaped.
+struct Event<'a> {
+    uid: &'a str,
+    stamp: DateTime<Utc>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    summary: &'a str,
+    status: &'static str,
+}
+
+/// RFC 5545 content lines: CRLF after each, folded at 75 octets.
+struct Writer(String);
+
+impl Writer {
+    fn event(&mut self, event: &Event<'_>) {
+        self.line("BEGIN", "VEVENT");
+        self.line("UID", event.uid);
+        self.line("DTSTAMP", &stamp(event.stamp));
+        self.line("DTSTART", &stamp(event.start));
+        self.line("DTEND", &stamp(event.end));
+        self.line("SUMMARY", event.summary);
+        self.line("STATUS", event.status);
+        self.line("TRANSP", "TRANSPARENT");
+        self.line("END", "VEVENT");
+    }
+
+    /// `name:value`, folded: no physical line over 75 octets, a fold never
+    /// inside a UTF-8 character, each continuation led by one space.
+    fn line(&mut self, name: &str, value: &str) {
+        const LIMIT: usize = 75;
+        let out = &mut self.0;
+        out.push_str(name);
+        out.push(':');
+        let mut used = name.len() + 1;
+        for c in value.chars() {
+            let width = c.len_utf8();
+            if used + width > LIMIT {
+                out.push_str("\r\n ");
+                used = 1;
+            }
+            out.push(c);
+            used += width;
+        }
+        out.push_str("\r\n");
+    }
+}
+
+/// A TEXT value (RFC 5545 3.3.11): `\`, `;`, `,` and newlines escaped;
+/// other control characters, which TEXT does not allow, left out.
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ';' => out.push_str("\\;"),
+            ',' => out.push_str("\\,"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
@@ -245,13 +315,45 @@ mod tests {
             [(utc("2024-03-31T00:00:00Z"), utc("2024-03-31T02:00:00Z"))]
         );
         // A run that goes on past the week ends with it.
-        let mut always = Forecast::default();
-        always.days = [[1.0; SLOTS]; 7];
+        let always = Forecast {
+            days: [[1.0; SLOTS]; 7],
+        };
         let runs = probable_runs(&always, now, chrono_tz::UTC);
         assert_eq!(
             runs,
             [(utc("2024-03-28T12:30:00Z"), utc("2024-04-04T12:30:00Z"))]
         );
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            escape_text("a\\b;c,d\ne\u{7}f\tg"),
+            "a\\\\b\\;c\\,d\\nef\tg"
+        );
+    }
+
+    #[test]
+    fn lines_fold_at_75_octets_between_characters() {
+        for value in [
+            "x".repeat(200),
+            "é".repeat(100),
+            "🦀".repeat(60),
+            "aé🦀".repeat(30),
+        ] {
+            let mut w = Writer(String::new());
+            w.line("SUMMARY", &value);
+            let text = w.0;
+            assert!(text.ends_with("\r\n"));
+            for line in text.split_terminator("\r\n") {
+                assert!(line.len() <= 75, "{line:?}");
+            }
+            assert_eq!(text.replace("\r\n ", ""), format!("SUMMARY:{value}\r\n"));
+        }
+        // Exactly 75 octets stay on one line.
+        let mut w = Writer(String::new());
+        w.line("X", &"y".repeat(73));
+        assert_eq!(w.0.matches("\r\n").count(), 1);
     }
 
     #[test]

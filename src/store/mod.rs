@@ -16,6 +16,7 @@ use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSa
 mod accounts;
 mod backup;
 mod check;
+mod history;
 mod open;
 mod outbox;
 
@@ -364,36 +365,6 @@ impl Db {
             .map(|r| r?)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(StatusWindow { before, changes })
-    }
-
-    /// The status changes from `from` on (oldest first), at most the newest
-    /// `limit` of them, with the change in force before the first one
-    /// returned. Both are lookups in the timestamp index.
-    pub fn status_since(
-        &self,
-        from: LocalTime,
-        limit: usize,
-    ) -> Result<(Option<StatusChange>, Vec<StatusChange>), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by FROM "Status"
-               WHERE timestamp >= ?1 ORDER BY timestamp DESC LIMIT ?2"#,
-        )?;
-        let mut changes = stmt
-            .query_map(params![from.stored(), limit as i64], status_row)?
-            .map(|r| r?)
-            .collect::<Result<Vec<_>, _>>()?;
-        changes.reverse();
-        let first = changes.first().map_or(from, |c| c.timestamp);
-        let before = self
-            .conn
-            .prepare_cached(
-                r#"SELECT timestamp, value, modified_by FROM "Status"
-                   WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
-            )?
-            .query_row([first.stored()], status_row)
-            .optional()?
-            .transpose()?;
-        Ok((before, changes))
     }
 
     /// The number of status changes.
