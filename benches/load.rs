@@ -1,9 +1,11 @@
 //! Load generator for bitsd, run by `make bench`.
 //!
-//! Starts the release `bitsd` on a fresh seeded database (127.0.0.1 only) and
-//! measures, in one run:
-//! 1. `wrk` against `/status` and `/data`, side by side with a bare hyper
-//!    handler returning `1` served from this process (rounds interleaved);
+//! Starts the release `bitsd` on a database holding a year of history
+//! (`bitsd fake history`), seeded with a status, a message and samples
+//! (127.0.0.1 only), and measures, in one run:
+//! 1. `wrk` against `/status`, `/data`, `/badge.svg` and `/openings.ics`,
+//!    side by side with a bare hyper handler returning `1` served from this
+//!    process (rounds interleaved), and the time of one request at a time;
 //! 2. a flood of temperature lines: durable samples a second, RSS before,
 //!    peak and after;
 //! 3. N websocket clients: connect rate (each gets its snapshot), RSS per
@@ -12,7 +14,9 @@
 //! 4. on a second, fresh bitsd: N idle HTTP connections and their RSS.
 //!
 //! Settings come from the environment: BENCH_CLIENTS (10000), BENCH_EVENTS
-//! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000).
+//! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000),
+//! BENCH_HISTORY_DAYS (365), and BENCH_PHASES (`wrk,flood,fanout,idle`: the
+//! phases to run, e.g. `wrk` alone).
 //! Every wait is bounded; the run stops by itself.
 
 use std::io::Write;
@@ -30,6 +34,14 @@ struct Settings {
     rounds: usize,
     wrk_seconds: u32,
     flood: usize,
+    history_days: usize,
+    phases: String,
+}
+
+impl Settings {
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.split(',').any(|p| p.trim() == phase)
+    }
 }
 
 fn main() {
@@ -45,6 +57,8 @@ fn main() {
         rounds: setting("BENCH_ROUNDS", 3),
         wrk_seconds: setting("BENCH_WRK_SECONDS", 10) as u32,
         flood: setting("BENCH_FLOOD", 1_000_000),
+        history_days: setting("BENCH_HISTORY_DAYS", 365),
+        phases: std::env::var("BENCH_PHASES").unwrap_or_else(|_| "wrk,flood,fanout,idle".into()),
     };
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     println!("# bitsd load run");
@@ -60,6 +74,21 @@ fn main() {
 
 async fn run(settings: Settings) {
     let dir = tempfile::tempdir().expect("temp dir");
+    if settings.history_days > 0 {
+        let made = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+            .args(["--config", "/dev/null", "--timezone", "UTC", "--db"])
+            .arg(dir.path().join("bench.db"))
+            .args(["fake", "history", "--days"])
+            .arg(settings.history_days.to_string())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("fake history");
+        assert!(made.status.success(), "fake history failed");
+        println!(
+            "- history: {}",
+            String::from_utf8_lossy(&made.stdout).trim()
+        );
+    }
     let bitsd = start_bitsd(dir.path(), &[]);
     seed(&bitsd).await;
     let idle = bitsd.rss_kib();
@@ -70,14 +99,22 @@ async fn run(settings: Settings) {
     );
     println!();
 
-    wrk_phase(&bitsd, &settings).await;
-    flood_phase(&bitsd, &settings).await;
-    fanout_phase(&bitsd, &settings).await;
+    if settings.runs("wrk") {
+        wrk_phase(&bitsd, &settings).await;
+    }
+    if settings.runs("flood") {
+        flood_phase(&bitsd, &settings).await;
+    }
+    if settings.runs("fanout") {
+        fanout_phase(&bitsd, &settings).await;
+    }
     drop(bitsd);
-    // On a fresh bitsd: memory freed by the websocket clients would hide
-    // what idle connections cost.
-    let dir = tempfile::tempdir().expect("temp dir");
-    idle_phase(&start_bitsd(dir.path(), &[]), &settings).await;
+    if settings.runs("idle") {
+        // On a fresh bitsd: memory freed by the websocket clients would hide
+        // what idle connections cost.
+        let dir = tempfile::tempdir().expect("temp dir");
+        idle_phase(&start_bitsd(dir.path(), &[]), &settings).await;
+    }
 }
 
 /// A bare hyper server answering `1`, on its own two-thread runtime.
@@ -115,8 +152,8 @@ fn bytes_one() -> hyper::body::Bytes {
     hyper::body::Bytes::from_static(b"1")
 }
 
-/// Requests a second reported by one wrk run.
-fn wrk(url: &str, seconds: u32) -> Option<f64> {
+/// Requests a second and mean latency (ms) reported by one wrk run.
+fn wrk(url: &str, seconds: u32) -> Option<(f64, f64)> {
     let out = Command::new("wrk")
         .args(["-t2", "-c100", &format!("-d{seconds}s"), url])
         .output()
@@ -126,10 +163,42 @@ fn wrk(url: &str, seconds: u32) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok());
+    let latency = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Latency"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(wrk_ms);
     if text.contains("Non-2xx") {
         eprintln!("wrk saw errors on {url}:\n{text}");
     }
-    rps
+    Some((rps?, latency.unwrap_or(f64::NAN)))
+}
+
+/// A wrk duration (`512.00us`, `1.20ms`, `2.00s`) in milliseconds.
+fn wrk_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(number / 1000.0),
+        "ms" => Some(number),
+        "s" => Some(number * 1000.0),
+        "m" => Some(number * 60_000.0),
+        _ => None,
+    }
+}
+
+/// The median time of `n` requests made one after another, each on a new
+/// connection, in milliseconds.
+async fn serial_ms(addr: SocketAddr, path: &str, n: usize) -> f64 {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let answer = http_get(addr, path).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer:.200}");
+    }
+    median(&mut times)
 }
 
 async fn wrk_phase(bitsd: &Spawned, settings: &Settings) {
@@ -139,43 +208,93 @@ async fn wrk_phase(bitsd: &Spawned, settings: &Settings) {
     }
     let (bare, runtime) = bare_hyper();
     let targets = [
-        ("bare hyper `1`", format!("http://{bare}/")),
-        ("bitsd `/status`", format!("http://{}/status", bitsd.web)),
-        ("bitsd `/data`", format!("http://{}/data", bitsd.web)),
+        ("bare hyper `1`", format!("http://{bare}/"), "/"),
+        (
+            "bitsd `/status`",
+            format!("http://{}/status", bitsd.web),
+            "/status",
+        ),
+        (
+            "bitsd `/data`",
+            format!("http://{}/data", bitsd.web),
+            "/data",
+        ),
+        (
+            "bitsd `/badge.svg`",
+            format!("http://{}/badge.svg", bitsd.web),
+            "/badge.svg",
+        ),
+        (
+            "bitsd `/openings.ics`",
+            format!("http://{}/openings.ics", bitsd.web),
+            "/openings.ics",
+        ),
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for _ in 0..settings.rounds {
-        for (i, (_, url)) in targets.iter().enumerate() {
+        for (i, (_, url, _)) in targets.iter().enumerate() {
             let url = url.clone();
             let seconds = settings.wrk_seconds;
-            if let Ok(Some(rps)) = tokio::task::spawn_blocking(move || wrk(&url, seconds)).await {
+            if let Ok(Some((rps, latency))) =
+                tokio::task::spawn_blocking(move || wrk(&url, seconds)).await
+            {
                 results[i].push(rps);
+                latencies[i].push(latency);
             }
         }
     }
     runtime.shutdown_background();
+    let mut serial = vec![f64::NAN];
+    for (_, _, path) in &targets[1..] {
+        serial.push(serial_ms(bitsd.web, path, 200).await);
+    }
     println!(
         "## HTTP throughput (`wrk -t2 -c100 -d{}s`, {} interleaved rounds, median)\n",
         settings.wrk_seconds, settings.rounds
     );
-    println!("| target | req/s (median) | runs | share of bare hyper |");
-    println!("|---|---:|---|---:|");
+    println!(
+        "| target | req/s (median) | runs | share of bare hyper | share of `/status` | wrk mean latency | one request at a time |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---:|");
     let bare_median = median(&mut results[0].clone());
-    for (i, (name, _)) in targets.iter().enumerate() {
+    let status_median = median(&mut results[1].clone());
+    for (i, (name, _, _)) in targets.iter().enumerate() {
         let runs: Vec<String> = results[i].iter().map(|r| format!("{r:.0}")).collect();
         let m = median(&mut results[i]);
+        let latency = median(&mut latencies[i]);
+        let one = if serial[i].is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2} ms", serial[i])
+        };
         println!(
-            "| {name} | {m:.0} | {} | {:.0}% |",
+            "| {name} | {m:.0} | {} | {:.0}% | {:.0}% | {latency:.2} ms | {one} |",
             runs.join(", "),
-            100.0 * m / bare_median
+            100.0 * m / bare_median,
+            100.0 * m / status_median,
         );
     }
     let data = http_get(bitsd.web, "/data").await;
     let body = data.split("\r\n\r\n").nth(1).unwrap_or("");
     println!(
-        "\n`/data` body: {} bytes, {} samples in `tempinthist`.\n",
+        "\n`/data` body: {} bytes, {} samples in `tempinthist`.",
         body.len(),
         body.matches("\"sensor\"").count() - 1
+    );
+    let feed = http_get(bitsd.web, "/openings.ics").await;
+    let feed = feed.split("\r\n\r\n").nth(1).unwrap_or("");
+    println!(
+        "`/openings.ics` body: {} bytes, {} events ({} tentative); `/badge.svg` body: {} bytes.\n",
+        feed.len(),
+        feed.matches("BEGIN:VEVENT").count(),
+        feed.matches("STATUS:TENTATIVE").count(),
+        http_get(bitsd.web, "/badge.svg")
+            .await
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .len()
     );
 }
 

@@ -22,6 +22,8 @@
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings and its heat map.
 //! - `spaceapi`: the SpaceAPI document of the current state.
+//! - `calendar`: the iCalendar feed of past and probable openings.
+//! - `badge`: the open/closed status badge.
 //! - `limits`: rate limits, connections per address, client text in logs.
 //! - `report`: an error and its causes on one line.
 //! - `systemd`: telling the service manager when bitsd is ready and when it
@@ -33,6 +35,8 @@
 //!   written from their command lines for `make install`.
 
 pub mod auth;
+pub mod badge;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod device;

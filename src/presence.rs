@@ -120,6 +120,8 @@ pub struct Rendered {
     /// The status version it was computed at.
     pub status_version: u64,
     pub computed: Instant,
+    /// When it was computed, on the wall clock, to the second.
+    pub made: chrono::DateTime<chrono::Utc>,
 }
 
 impl Rendered {
@@ -140,6 +142,8 @@ impl Rendered {
             forecast,
             status_version,
             computed: Instant::now(),
+            made: chrono::DurationRound::duration_trunc(chrono::Utc::now(), Duration::seconds(1))
+                .unwrap_or_else(|_| chrono::Utc::now()),
         }
     }
 }

@@ -66,6 +66,11 @@ pub fn document(
     }
     doc.insert("contact".into(), Value::Object(contact));
 
+    doc.insert(
+        "feeds".into(),
+        json!({"calendar": {"type": "ical", "url": format!("{base}/openings.ics")}}),
+    );
+
     let mut state = Map::new();
     state.insert("open".into(), json!(snapshot.is_open()));
     if let Some(status) = &snapshot.status {

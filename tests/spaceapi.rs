@@ -93,6 +93,12 @@ async fn without_configuration_it_is_still_valid() {
         serde_json::json!([{"value": 0}])
     );
     assert_eq!(doc["ext_bits_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        doc["feeds"]["calendar"],
+        serde_json::json!({"type": "ical", "url": format!("{base}/openings.ics")})
+    );
+    // The feed it names is served.
+    assert_eq!(server.get("/openings.ics").await.status(), 200);
     assert!(doc.get("location").is_none());
     // The schema check is not vacuous: a broken document fails it.
     let mut broken = doc.clone();
@@ -208,6 +214,10 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
     let doc = proxied(&behind).await;
     assert_valid(&doc);
     assert_eq!(doc["url"], "https://bits.example.org");
+    assert_eq!(
+        doc["feeds"]["calendar"]["url"],
+        "https://bits.example.org/openings.ics"
+    );
     let direct = TestServer::start().await;
     let doc = proxied(&direct).await;
     assert_eq!(doc["url"], format!("http://{}", direct.web_addr()));

@@ -94,6 +94,8 @@ super::layers::options! {
         auto_close_after: u64 = "900", number(..);
         /// Weeks of status history the forecast averages over
         forecast_weeks: u32 = "8", number(1..=520);
+        /// Days of past openings in /openings.ics
+        ical_past_days: u32 = "60", number(1..=3660).named("DAYS");
         /// Time zone for timestamps and the forecast, e.g. Europe/Rome [default: the system's]
         timezone: Option<Tz>, timezone();
     }

@@ -17,6 +17,7 @@ use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSa
 mod accounts;
 mod backup;
 mod check;
+mod history;
 mod open;
 mod outbox;
 

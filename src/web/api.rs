@@ -35,7 +35,7 @@ async fn data(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
 }
 
 /// The forecast from the cache, recomputed there when due.
-async fn forecast(app: &App) -> Result<std::sync::Arc<Rendered>, StoreError> {
+pub(super) async fn forecast(app: &App) -> Result<std::sync::Arc<Rendered>, StoreError> {
     let version = app.state.snapshot().status_version;
     let now = app.state.clock().now();
     let weeks = app.config.options.forecast_weeks;

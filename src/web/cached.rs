@@ -1,5 +1,6 @@
-//! The snapshot over HTTP: `/status` and `/data` with their ETags and
-//! compressed bodies, made once per snapshot version, not per request.
+//! The snapshot over HTTP: `/status`, `/data` and `/badge.svg` with their
+//! ETags and bodies (compressed for `/data`), made once per snapshot
+//! version, not per request.
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
@@ -60,6 +61,9 @@ pub struct Representation {
     status_etag: HeaderValue,
     data_gzip: OnceLock<Bytes>,
     data_brotli: OnceLock<Bytes>,
+    /// The badge with the space's own name.
+    badge: OnceLock<Bytes>,
+    boot: Arc<str>,
 }
 
 impl Representation {
@@ -70,6 +74,8 @@ impl Representation {
             snapshot,
             data_gzip: OnceLock::new(),
             data_brotli: OnceLock::new(),
+            badge: OnceLock::new(),
+            boot: boot.into(),
         }
     }
 
@@ -100,6 +106,41 @@ impl Representation {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
         response
+    }
+
+    /// `GET /badge.svg`: `?label=` (checked, else a 400) or `space`, and
+    /// the status; its ETag changes with both.
+    pub fn badge(&self, headers: &HeaderMap, query: Option<&str>, space: &str) -> Response {
+        let label = match crate::badge::label_of(query) {
+            Ok(label) => label,
+            Err(e) => {
+                return axum::response::IntoResponse::into_response(super::Error::BadRequest(
+                    e.to_string(),
+                ));
+            }
+        };
+        let own = label.is_none();
+        let label = label.as_deref().unwrap_or(space);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(label, &mut hasher);
+        let tag = format!(
+            "\"{}-b{}-{:016x}\"",
+            self.boot,
+            self.snapshot.status_version,
+            std::hash::Hasher::finish(&hasher)
+        );
+        let etag = HeaderValue::from_str(&tag).expect("hex digits make a header value");
+        let open = self.snapshot.is_open();
+        let body = if client_has(headers, &etag) {
+            Bytes::new()
+        } else if own {
+            self.badge
+                .get_or_init(|| Bytes::from(crate::badge::svg(label, open)))
+                .clone()
+        } else {
+            Bytes::from(crate::badge::svg(label, open))
+        };
+        revalidated(headers, &etag, "image/svg+xml", body)
     }
 
     fn data_gzip(&self) -> Bytes {

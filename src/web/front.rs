@@ -3,7 +3,7 @@
 //! [`Front`] holds what every response shares: the per-address limit behind
 //! a proxy, the metrics and access log, a handler's panic turned into a 500,
 //! and the security and caching headers. Inside it, `GET /status` and `GET /data`
-//! are answered from the cached representation of the snapshot (widgets
+//! (and `/badge.svg`) are answered from the cached representation of the snapshot (widgets
 //! poll them; the router would only add work), and everything else goes on
 //! to the router with its own layers (bodies, forms, compression).
 
@@ -74,6 +74,7 @@ type Answered = Ready<Result<Response, Infallible>>;
 enum SnapshotRoute {
     Status,
     Data,
+    Badge,
 }
 
 impl SnapshotRoute {
@@ -84,6 +85,7 @@ impl SnapshotRoute {
         match uri.path() {
             "/status" => Some((SnapshotRoute::Status, "/status")),
             "/data" => Some((SnapshotRoute::Data, "/data")),
+            "/badge.svg" => Some((SnapshotRoute::Badge, "/badge.svg")),
             _ => None,
         }
     }
@@ -148,6 +150,11 @@ impl Front {
                 .answer(&app.state, |representation| match answer {
                     SnapshotRoute::Status => representation.status(headers),
                     SnapshotRoute::Data => representation.data(headers),
+                    SnapshotRoute::Badge => representation.badge(
+                        headers,
+                        request.uri().query(),
+                        super::feeds::space_name(app),
+                    ),
                 });
             return Either::Left(std::future::ready(Ok(finish(
                 app,

@@ -5,7 +5,7 @@
 //! `places` counts the connections each holds, the
 //! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
 //! `live` (websocket and SSE), `auth` and `members` (logins and forms),
-//! `spaceapi`, `assets` (`/static/`); `html` holds the layout's data and the
+//! `spaceapi`, `feeds` (the calendar and the badge), `assets` (`/static/`); `html` holds the layout's data and the
 //! page headers, `client` tells who is asking, `error` maps failures to codes.
 
 mod api;
@@ -14,6 +14,7 @@ pub mod auth;
 mod cached;
 pub mod client;
 mod error;
+mod feeds;
 mod front;
 mod html;
 mod lang;
@@ -130,6 +131,7 @@ pub fn router(app: App) -> Router {
         .merge(auth::router())
         .merge(members::router())
         .merge(spaceapi::router())
+        .merge(feeds::router())
         .merge(pages::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found)

@@ -1,0 +1,39 @@
+//! The status history the calendar feed reads.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Db, StoreError, status_row};
+use crate::clock::LocalTime;
+use crate::event::StatusChange;
+
+impl Db {
+    /// The status changes from `from` on (oldest first), at most the newest
+    /// `limit` of them, with the change in force before the first one
+    /// returned. Both are lookups in the timestamp index.
+    pub fn status_since(
+        &self,
+        from: LocalTime,
+        limit: usize,
+    ) -> Result<(Option<StatusChange>, Vec<StatusChange>), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            r#"SELECT timestamp, value, modified_by FROM "Status"
+               WHERE timestamp >= ?1 ORDER BY timestamp DESC LIMIT ?2"#,
+        )?;
+        let mut changes = stmt
+            .query_map(params![from.stored(), limit as i64], status_row)?
+            .map(|r| r?)
+            .collect::<Result<Vec<_>, _>>()?;
+        changes.reverse();
+        let first = changes.first().map_or(from, |c| c.timestamp);
+        let before = self
+            .conn
+            .prepare_cached(
+                r#"SELECT timestamp, value, modified_by FROM "Status"
+                   WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
+            )?
+            .query_row([first.stored()], status_row)
+            .optional()?
+            .transpose()?;
+        Ok((before, changes))
+    }
+}

@@ -1,0 +1,97 @@
+//! `/openings.ics`, the calendar of past and probable openings, and the
+//! route of `/badge.svg` (answered in the front from the snapshot; the
+//! router's handler is for requests that reach it anyway).
+
+use std::hash::{Hash as _, Hasher as _};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::get;
+use chrono::{Duration, DurationRound, Utc};
+
+use super::App;
+use super::cached::client_has;
+use crate::calendar::{Feed, openings, probable_runs};
+
+/// Most status changes one feed reads: the newest, when the window holds
+/// more (a device toggling the room all day long).
+pub const MAX_CHANGES: usize = 20_000;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/openings.ics", get(openings_ics))
+        .route("/badge.svg", get(badge))
+}
+
+/// The space's name in the feed and on the badge.
+pub fn space_name(app: &App) -> &str {
+    app.config
+        .spaceapi
+        .as_ref()
+        .and_then(|s| s.space.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("BITS")
+}
+
+async fn openings_ics(
+    AxumState(app): AxumState<App>,
+    headers: HeaderMap,
+) -> Result<Response, super::Error> {
+    let tz = app.config.timezone;
+    let now = Utc::now()
+        .duration_trunc(Duration::seconds(1))
+        .unwrap_or_else(|_| Utc::now());
+    let days = i64::from(app.config.options.ical_past_days);
+    let from = app.state.clock().at(now - Duration::days(days));
+    let (before, changes) = app
+        .reader
+        .read(move |db| db.status_since(from, MAX_CHANGES))
+        .await?;
+    let forecast = super::api::forecast(&app).await?;
+    let past = openings(before.as_ref(), &changes);
+    let probable = probable_runs(&forecast.forecast, now, tz);
+    let text = Feed {
+        space: space_name(&app),
+        tz,
+        now,
+        openings: &past,
+        probable: &probable,
+        forecast_made: forecast.made,
+    }
+    .render();
+    // The text says everything that changes (the status, the time of an
+    // opening in progress, the forecast), so its hash is the tag.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let etag = HeaderValue::from_str(&format!("\"ics-{:016x}\"", hasher.finish()))
+        .expect("hex digits make a header value");
+    let mut response = if client_has(&headers, &etag) {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Body::from(text));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/calendar; charset=utf-8"),
+        );
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    Ok(response)
+}
+
+async fn badge(AxumState(app): AxumState<App>, headers: HeaderMap, uri: Uri) -> Response {
+    let space = space_name(&app);
+    app.cached
+        .answer(&app.state, |r| r.badge(&headers, uri.query(), space))
+}
