@@ -40,14 +40,17 @@
   function millis(timestamp) {
     var t = String(timestamp);
     return Date.UTC(+t.slice(0, 4), +t.slice(5, 7) - 1, +t.slice(8, 10),
-      +t.slice(11, 13), +t.slice(14, 16), +t.slice(17, 19));
+      +t.slice(11, 13), +t.slice(14, 16), +t.slice(17, 19), +(t.slice(20, 23) || 0));
   }
   var since = $("status-since");
   var skew = since && since.dataset.now ? Date.now() - millis(since.dataset.now) : 0;
 
   // How long ago, as the server words it.
   function ago(timestamp) {
-    var s = Math.max(0, Math.floor((Date.now() - skew - millis(timestamp)) / 1000));
+    return agoSeconds(Math.floor((Date.now() - skew - millis(timestamp)) / 1000));
+  }
+  function agoSeconds(seconds) {
+    var s = Math.max(0, seconds);
     if (s < 60) return WORDS.just_now;
     var unit = s < 3600 ? [60, WORDS.minute_ago, WORDS.minutes_ago]
       : s < 86400 ? [3600, WORDS.hour_ago, WORDS.hours_ago]
@@ -171,14 +174,19 @@
       label.textContent = fill(WORDS.chart_tick, { value: v.toFixed(0) });
       svg.append(line, label);
     });
-    // The time axis: the first, middle and last sample's time of day.
-    [0, Math.floor((samples.length - 1) / 2), samples.length - 1].forEach(function (i, n) {
+    // The time axis: the time of day at the start, the middle and the end,
+    // each once (a short span has fewer).
+    var shown = "";
+    [0, 0.5, 1].forEach(function (f, n) {
+      var text = new Date(first + f * (last - first)).toISOString().slice(11, 16);
+      if (text === shown) return;
+      shown = text;
       var label = document.createElementNS(ns, "text");
-      label.setAttribute("x", x(i));
+      label.setAttribute("x", PAD + f * (W - PAD - 4));
       label.setAttribute("y", H - 2);
       label.setAttribute("text-anchor", ["start", "middle", "end"][n]);
       label.setAttribute("class", "time");
-      label.textContent = String(samples[i].timestamp).slice(11, 16);
+      label.textContent = text;
       svg.appendChild(label);
     });
     var bySensor = {};
@@ -216,9 +224,14 @@
 
   // ---- state ------------------------------------------------------------
 
-  function apply(data) {
+  // `data` from the server now; `rendered`: the page's own, as it was
+  // rendered (perhaps long ago, when the service worker kept it).
+  function apply(data, rendered) {
     log("message", data);
-    lastData = new Date();
+    if (!rendered) {
+      lastData = new Date();
+      remember();
+    }
     if ("version" in data) {
       state = {
         status: data.status || null,
@@ -252,7 +265,11 @@
     if (!live) return;
     live.className = "live off";
     live.textContent = lastData
-      ? fill(WORDS.offline_since, { time: lastData.toLocaleTimeString(document.documentElement.lang) })
+      ? fill(WORDS.offline_since, {
+        // The server's time, as every time on the page.
+        time: new Date(lastData.getTime() - skew).toISOString().slice(11, 19),
+        ago: agoSeconds(Math.floor((Date.now() - lastData.getTime()) / 1000)),
+      })
       : WORDS.offline;
     live.dataset.transport = "none";
   }
@@ -309,9 +326,43 @@
   var POLL_EVERY = 5000;
   function poll() {
     fetch("/data", { cache: "no-cache" })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (r) {
+        // A copy the service worker kept: the server is out of reach.
+        if (!r.ok || r.headers.get("X-Bits-Kept")) throw new Error(r.status);
+        return r.json();
+      })
       .then(function (d) { apply(d); showLive("polling"); setTimeout(poll, POLL_EVERY); })
       .catch(function () { backoff(poll); });
+  }
+
+  // ---- offline ----------------------------------------------------------
+
+  // What the script last heard is kept in the browser: a page that the
+  // service worker kept (the phone offline) shows it, and how old it is.
+  // Written at once, then at most once a second in a burst.
+  var SAVED = "bits-last";
+  var saving = null;
+  var savedAt = 0;
+  function remember() {
+    if (saving) return;
+    saving = setTimeout(function () {
+      saving = null;
+      savedAt = Date.now();
+      var saved = { at: lastData.getTime(), skew: skew, state: state };
+      try { localStorage.setItem(SAVED, JSON.stringify(saved)); } catch (e) { /* private mode */ }
+    }, Math.max(0, savedAt + 1000 - Date.now()));
+  }
+  function restore() {
+    var saved = null;
+    try { saved = JSON.parse(localStorage.getItem(SAVED)); } catch (e) { /* none kept */ }
+    if (!saved || !saved.state || !since || !since.dataset.now) return;
+    // Heard after the page was rendered (by the browser's clock then)?
+    if (saved.at <= millis(since.dataset.now) + saved.skew) return;
+    log("kept state from", new Date(saved.at));
+    skew = saved.skew;
+    state = saved.state;
+    lastData = new Date(saved.at);
+    renderAll();
   }
 
   // ---- colour-blind palette ---------------------------------------------
@@ -320,7 +371,8 @@
   function setBlind(on) {
     document.body.classList.toggle("blind", on);
     var map = $("forecast");
-    if (map) map.src = "/presence.svg" + (on ? "?blind=1" : "");
+    // Its own address per language, so a kept copy is in the right one.
+    if (map) map.src = "/presence.svg?" + (on ? "blind=1&" : "") + "lang=" + document.documentElement.lang;
     var toggle = $("blind-toggle");
     if (toggle) {
       toggle.setAttribute("aria-pressed", on ? "true" : "false");
@@ -348,7 +400,11 @@
   var initial = $("initial-data");
   if (initial) {
     var d = parse(initial.textContent);
-    if (d) apply(d);
+    if (d) apply(d, true);
+  }
+  restore();
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/sw.js").catch(function (e) { log("no service worker", e); });
   }
   if (live) live.textContent = WORDS.connecting;
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);

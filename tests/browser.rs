@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::page::{
+    GetAppManifestParams, GetInstallabilityErrorsParams,
+};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Page, cdp::browser_protocol::page::CaptureScreenshotFormat};
 use common::{PATIENCE, TestServer};
@@ -318,6 +321,48 @@ async fn the_homepage_is_live_in_a_real_browser() {
     .await;
     assert_eq!(text(&blocked, "document.title").await, "BITS · closed");
 
+    // An installable app: its manifest parses, Chromium finds nothing that
+    // keeps it from being installed, and the service worker has taken the
+    // page (it keeps the homepage and /data as they pass).
+    let manifest = page.execute(GetAppManifestParams::default()).await.unwrap();
+    assert!(
+        manifest.result.errors.is_empty(),
+        "{:?}",
+        manifest.result.errors
+    );
+    let parsed: serde_json::Value =
+        serde_json::from_str(manifest.result.data.as_deref().unwrap_or("{}")).unwrap();
+    assert_eq!(parsed["start_url"], "/");
+    let installable = page
+        .execute(GetInstallabilityErrorsParams::default())
+        .await
+        .unwrap();
+    assert!(
+        installable.result.installability_errors.is_empty(),
+        "{:?}",
+        installable.result.installability_errors
+    );
+    wait_until(
+        &page,
+        "the service worker",
+        "navigator.serviceWorker.controller !== null",
+    )
+    .await;
+    page.reload().await.unwrap();
+    wait_until(
+        &page,
+        "the page again, through the service worker",
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+    device.send("temperature 0 24.5").await;
+    wait_until(
+        &page,
+        "the last sample",
+        "document.querySelector('#sensors li[data-sensor=\"0\"] .value').textContent === '24.5 °C'",
+    )
+    .await;
+
     // In Italian the script writes what the server writes: words, dates,
     // decimal commas. (Last: the browser keeps the `lang` cookie.)
     let italian = browser.new_page(server.url("/?lang=it")).await.unwrap();
@@ -353,6 +398,22 @@ async fn the_homepage_is_live_in_a_real_browser() {
             .await
             .contains("Offline")
     );
+
+    // Reloaded with the server gone (the phone offline), the page is the one
+    // the service worker kept, showing the last state and how old it is.
+    page.reload().await.unwrap();
+    wait_until(
+        &page,
+        "the kept page with the last state",
+        "document.querySelector('#sensors li[data-sensor=\"0\"] .value').textContent === '24.5 °C' \
+         && document.getElementById('live').textContent.indexOf('Data from') >= 0",
+    )
+    .await;
+    assert_eq!(
+        text(&page, "document.getElementById('status-text').textContent").await,
+        "The room is closed"
+    );
+    screenshot(&page, "home-phone-offline.png", 390, 844, true).await;
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;

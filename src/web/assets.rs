@@ -55,6 +55,19 @@ pub fn service(app: &App) -> Router {
     }
 }
 
+/// The built-in file `name`, for a route outside `/static/` that browsers
+/// must not keep (the front adds `Cache-Control: no-cache`).
+pub fn built_in_file(name: &str, content_type: &'static str) -> Response {
+    match BuiltIn::get(name) {
+        Some(file) => (
+            [(header::CONTENT_TYPE, content_type)],
+            Body::from(file.data),
+        )
+            .into_response(),
+        None => Error::NotFound.into_response(),
+    }
+}
+
 /// A built-in file, with an ETag from its contents.
 async fn built_in(AxumState(app): AxumState<App>, request: Request) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {

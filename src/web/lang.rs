@@ -107,7 +107,11 @@ pub async fn remember(request: Request, next: Next) -> Response {
     let asked = from_query(request.uri().query()).ok().flatten();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    if let Some(lang) = asked {
+    let is_html = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+    // A page asked in a language; not a picture that carries the page's.
+    if let Some(lang) = asked.filter(|_| is_html) {
         let cookie = format!(
             "lang={}; Path=/; Max-Age={COOKIE_AGE}; SameSite=Lax",
             lang.code()
@@ -116,9 +120,6 @@ pub async fn remember(request: Request, next: Next) -> Response {
             headers.append(header::SET_COOKIE, value);
         }
     }
-    let is_html = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
     if is_html {
         headers.append(
             header::VARY,

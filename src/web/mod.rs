@@ -24,6 +24,7 @@ mod pages;
 mod places;
 mod server;
 mod spaceapi;
+mod webapp;
 
 use std::sync::Arc;
 
@@ -133,6 +134,7 @@ pub fn router(app: App) -> Router {
         .merge(spaceapi::router())
         .merge(feeds::router())
         .merge(pages::router())
+        .merge(webapp::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(method_not_allowed);

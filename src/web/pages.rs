@@ -94,7 +94,7 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
         open,
         status_text,
         status_since,
-        now: now.display(),
+        now: now.0.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
         people: words::fill(
             words.people,
             &[("count", &snapshot.roster.counted().to_string())],

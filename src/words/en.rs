@@ -10,6 +10,7 @@ pub const WORDS: Words = Words {
         about: "About",
         members: "Members",
         other_language: "Italiano",
+        app_description: "Is the room open? Who is in, the temperature, the last message.",
     },
     home: HomeWords {
         title_open: "BITS · open",
@@ -32,7 +33,7 @@ pub const WORDS: Words = Words {
         connecting: "Connecting…",
         live: "Live ({transport})",
         offline: "Offline, reconnecting…",
-        offline_since: "Offline, reconnecting… Data from {time}.",
+        offline_since: "Offline, reconnecting… Data from {time}, {ago}.",
         people: "People in the room: {count}",
         temperature: "Temperature",
         no_samples: "No samples yet.",

@@ -10,6 +10,7 @@ pub const WORDS: Words = Words {
         about: "Informazioni",
         members: "Soci",
         other_language: "English",
+        app_description: "La sede è aperta? Chi c'è, la temperatura, l'ultimo messaggio.",
     },
     home: HomeWords {
         title_open: "BITS · aperta",
@@ -32,7 +33,7 @@ pub const WORDS: Words = Words {
         connecting: "Connessione…",
         live: "In diretta ({transport})",
         offline: "Non in linea, riconnessione…",
-        offline_since: "Non in linea, riconnessione… Dati delle {time}.",
+        offline_since: "Non in linea, riconnessione… Dati delle {time}, {ago}.",
         people: "Persone in sede: {count}",
         temperature: "Temperatura",
         no_samples: "Ancora nessuna misura.",

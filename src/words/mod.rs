@@ -53,6 +53,8 @@ pub struct LayoutWords {
     pub members: &'static str,
     /// The link to the other language, in that language.
     pub other_language: &'static str,
+    /// What the installed app is, in its manifest.
+    pub app_description: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -191,7 +193,7 @@ pub struct HomeWords {
     /// `{transport}`: websocket, events or polling.
     pub live: &'static str,
     pub offline: &'static str,
-    /// `{time}` the page last heard from the server.
+    /// `{time}` the page last heard from the server, `{ago}` how long ago.
     pub offline_since: &'static str,
     /// `{count}` people in the room, hidden members left out.
     pub people: &'static str,
