@@ -114,7 +114,7 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let since = home.split("id=\"status-since\"").nth(1).unwrap();
     let since = &since[since.find('>').unwrap() + 1..since.find("</p>").unwrap()];
     assert!(
-        since.starts_with("dalle ") && since.contains(", adesso, impostato da il dispositivo"),
+        since.starts_with("dalle ") && since.contains(", adesso, impostato dal dispositivo"),
         "{since}"
     );
     // Dates as dd/mm/yyyy, then the time.

@@ -510,12 +510,12 @@ mod tests {
             "since 2026-11-28 09:30, 2 days ago, set by the device"
         );
         assert_eq!(
-            since(italian, &today, &now, "il dispositivo"),
-            "dalle 18:02, 2 ore fa, impostato da il dispositivo"
+            since(italian, &today, &now, "dal dispositivo"),
+            "dalle 18:02, 2 ore fa, impostato dal dispositivo"
         );
         assert_eq!(
-            since(italian, &before, &now, "il dispositivo"),
-            "dal 28/11/2026 09:30, 2 giorni fa, impostato da il dispositivo"
+            since(italian, &before, &now, "dal dispositivo"),
+            "dal 28/11/2026 09:30, 2 giorni fa, impostato dal dispositivo"
         );
         for (seconds, en, it) in [
             (-5, "just now", "adesso"),
