@@ -258,7 +258,8 @@
   function showLive(how) {
     if (!live) return;
     live.className = "live on";
-    live.textContent = fill(WORDS.live, { transport: how });
+    var transports = { websocket: WORDS.transport_websocket, events: WORDS.transport_events, polling: WORDS.transport_polling };
+    live.textContent = fill(WORDS.live, { transport: transports[how] });
     live.dataset.transport = how;
   }
   function showOffline() {

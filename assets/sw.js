@@ -30,7 +30,10 @@ self.addEventListener("fetch", function (event) {
   var url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== self.location.origin || !kept(url)) return;
   event.respondWith(fetch(request).then(function (response) {
-    if (response.ok) {
+    // A member's homepage names people: never kept, as a visitor may use
+    // the phone next.
+    var private_ = /private|no-store/.test(response.headers.get("Cache-Control") || "");
+    if (response.ok && !private_) {
       var copy = response.clone();
       event.waitUntil(caches.open(KEPT).then(function (cache) { return cache.put(request, copy); }));
     }

@@ -152,6 +152,7 @@ pub async fn run(
             config.options.web_max_connections_per_address as usize,
         ),
         forecast: presence::ForecastCache::default(),
+        calendars: tokio::sync::Semaphore::new(web::CALENDARS_AT_ONCE),
         cached: web::Cached::new(&state),
     });
     let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));

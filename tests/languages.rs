@@ -114,7 +114,7 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let since = home.split("id=\"status-since\"").nth(1).unwrap();
     let since = &since[since.find('>').unwrap() + 1..since.find("</p>").unwrap()];
     assert!(
-        since.starts_with("dalle ") && since.contains(", adesso, impostato dal dispositivo"),
+        since.starts_with("dalle ") && since.contains(" (adesso), segnalato dal dispositivo"),
         "{since}"
     );
     // Dates as dd/mm/yyyy, then the time.
@@ -147,7 +147,7 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
 
     let admin = s.get("/admin").await.text().await.unwrap();
     assert!(
-        admin.contains("Accesso come <strong>ada</strong>"),
+        admin.contains("Connesso come <strong>ada</strong>"),
         "{admin}"
     );
     assert!(admin.contains("Chiudi la sede"), "{admin}");

@@ -62,12 +62,17 @@ async fn forecast_from_a_weekly_pattern() {
     );
     let blind = server.text("/presence.svg?blind=1").await;
     assert_ne!(plain, blind);
-    assert!(server.text("/").await.contains("src=\"/presence.svg\""));
+    assert!(
+        server
+            .text("/")
+            .await
+            .contains("src=\"/presence.svg?lang=en\"")
+    );
     assert!(
         server
             .text("/blind")
             .await
-            .contains("src=\"/presence.svg?blind=1\"")
+            .contains("src=\"/presence.svg?blind=1&amp;lang=en\"")
     );
 }
 

@@ -111,7 +111,10 @@ async fn counts_and_names_follow_each_members_visibility() {
     // A member sees the named one's name, on the homepage and on /admin.
     let mut carl = Session::new(&server);
     assert_eq!(carl.login(COUNTED, "pw", "/admin").await.status(), 303);
-    let home = carl.get("/").await.text().await.unwrap();
+    let home = carl.get("/").await;
+    // It names people: no shared cache, no service worker keeps it.
+    assert_eq!(home.headers()["cache-control"], "private, no-cache");
+    let home = home.text().await.unwrap();
     assert!(home.contains("People in the room: 2"), "{home}");
     assert!(home.contains(&format!("<li>{NAMED}</li>")), "{home}");
     assert!(!home.contains(COUNTED) && !home.contains(HIDDEN), "{home}");

@@ -209,7 +209,10 @@ url = "{base}/slack/hook"
 
     let discord = by_path("/discord/hook");
     assert_eq!(discord.method, "POST");
-    assert_eq!(discord.json(), serde_json::json!({"content": text}));
+    assert_eq!(
+        discord.json(),
+        serde_json::json!({"content": text, "allowed_mentions": {"parse": []}})
+    );
     let slack = by_path("/slack/hook");
     assert_eq!(slack.json(), serde_json::json!({"text": text}));
     for request in &requests {

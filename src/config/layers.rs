@@ -119,6 +119,16 @@ impl<T: Clone + Send + Sync + 'static> Kind<T> {
     }
 
     /// The value of option `name` from its variable in `env`, if set.
+    /// `value` as an error may repeat it: not at all when it may hold a
+    /// password.
+    fn shown(&self, value: &str) -> String {
+        if self.secret {
+            "(not repeated: it may hold a password)".to_string()
+        } else {
+            value.to_string()
+        }
+    }
+
     pub(super) fn env_value(
         &self,
         name: &str,
@@ -130,7 +140,7 @@ impl<T: Clone + Send + Sync + 'static> Kind<T> {
         };
         (self.parse)(value).map(Some).map_err(|why| Error::Env {
             var,
-            value: value.clone(),
+            value: self.shown(value),
             flag: flag_name(name),
             why,
         })
@@ -182,7 +192,8 @@ impl<T: Clone + Send + Sync + 'static> Kind<T> {
                 )));
             }
         };
-        (self.parse)(&text).map_err(|why| error(format!("invalid value {text:?}: {why}")))
+        (self.parse)(&text)
+            .map_err(|why| error(format!("invalid value {:?}: {why}", self.shown(&text))))
     }
 
     /// The default of option `name`, from the text `--help` shows.

@@ -526,6 +526,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_mqtt_url_is_refused_without_repeating_its_password() {
+        let url = "mqtt://bitsd:hunter2@broker:88888";
+        let error = load(["bitsd"], env(&[("BITSD_MQTT_URL", url)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("BITSD_MQTT_URL: invalid value"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+        let (_d, file) = with_file(&format!("mqtt_url = \"{url}\"\n"));
+        let error = load(["bitsd", "--config", &file], env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("mqtt_url: invalid value"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
     fn sensor_names_from_a_table_a_flag_or_a_variable() {
         let (_d, file) = with_file("sensor_names = { 0 = \"Lab\", 12 = \"Outside door\" }\n");
         let (c, _) = load(["bitsd", "--config", &file], env(&[])).unwrap();

@@ -26,6 +26,8 @@ pub struct Kind<T> {
     pub(super) list: bool,
     /// The file may give a table of strings, read as `key=value,...`.
     pub(super) table: bool,
+    /// The value may hold a password: an error does not repeat it.
+    pub(super) secret: bool,
 }
 
 impl<T: 'static> Kind<T> {
@@ -36,6 +38,7 @@ impl<T: 'static> Kind<T> {
             switch: false,
             list: false,
             table: false,
+            secret: false,
         }
     }
 
@@ -56,6 +59,7 @@ impl<T: 'static> Kind<T> {
             switch: self.switch,
             list: self.list,
             table: self.table,
+            secret: self.secret,
         }
     }
 }
@@ -269,7 +273,10 @@ pub fn language() -> Kind<Lang> {
 
 /// An MQTT broker, `mqtt://[user[:password]@]host[:port]` or `mqtts://...`.
 pub fn mqtt_url() -> Kind<MqttUrl> {
-    Kind::new(parse_mqtt_url).named("URL")
+    Kind {
+        secret: true,
+        ..Kind::new(parse_mqtt_url).named("URL")
+    }
 }
 
 /// An MQTT topic prefix: levels separated by `/`, no wildcards.

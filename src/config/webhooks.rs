@@ -161,8 +161,9 @@ impl Webhook {
         if self.events.is_empty() {
             return Some("events: expected at least one of status, message, temperature".into());
         }
-        if self.debounce > 86_400 {
-            return Some("debounce: expected at most 86400 seconds".into());
+        // Well inside the 24 hours a delivery is tried for.
+        if self.debounce > 3600 {
+            return Some("debounce: expected at most 3600 seconds".into());
         }
         let needs: &[(&str, bool)] = match self.format {
             HookFormat::Matrix => &[

@@ -1,6 +1,7 @@
 //! The forecast as a picture: an SVG heat map of the week.
 
 use super::{Forecast, SLOTS};
+use crate::badge::xml_escape;
 use crate::words::HeatMapWords;
 
 /// The forecast as an SVG heat map: rows are weekdays, columns half hours,
@@ -18,7 +19,7 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> S
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" \
          width=\"{width}\" height=\"{height}\" role=\"img\" font-family=\"sans-serif\" font-size=\"11\">\
          <title>{}</title>",
-        words.title
+        xml_escape(words.title)
     );
     for hour in (0..24).step_by(3) {
         let x = LEFT + hour * 2 * CELL_W;
@@ -26,7 +27,7 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> S
             "<text x=\"{x}\" y=\"13\" fill=\"#666\">{hour:02}</text>"
         ));
     }
-    for (day, name) in words.days.iter().enumerate() {
+    for (day, name) in words.days.iter().map(|d| xml_escape(d)).enumerate() {
         let y = TOP + day * CELL_H;
         svg.push_str(&format!(
             "<text x=\"2\" y=\"{}\" fill=\"#666\">{name}</text>",
@@ -52,7 +53,7 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> S
     svg.push_str(&format!(
         "<g class=\"legend\"><text x=\"{LEFT}\" y=\"{}\" fill=\"#666\">{}</text>",
         y + 10,
-        words.never
+        xml_escape(words.never)
     ));
     let start = LEFT + 8 * words.never.chars().count() + 6;
     for step in 0..5 {
@@ -68,7 +69,7 @@ pub fn heat_map_svg(forecast: &Forecast, blind: bool, words: &HeatMapWords) -> S
         "<text x=\"{}\" y=\"{}\" fill=\"#666\">{}</text></g>",
         start + 5 * (CELL_W + 1) + 6,
         y + 10,
-        words.always
+        xml_escape(words.always)
     ));
     svg.push_str("</svg>");
     svg

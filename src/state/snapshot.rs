@@ -178,8 +178,8 @@ impl Model {
         }
     }
 
-    /// Applies a stored change; returns its sequence number.
-    /// Applies a change stored at `row` of its table.
+    /// Applies a change stored at `row` of its table; returns its sequence
+    /// number.
     pub fn apply(&mut self, change: &Change, origin: Origin, row: i64) -> u64 {
         self.seq += 1;
         match change {

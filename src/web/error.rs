@@ -126,7 +126,11 @@ impl IntoResponse for Error {
             Error::BadRequestPage(page)
             | Error::Unauthorized(page)
             | Error::TooManyRequestsPage(page) => page.with_status(status),
-            Error::NotFound => not_found_page(Chrome::plain(Lang::En, NOT_FOUND_TITLE)),
+            Error::NotFound => {
+                let words = words::of(Lang::En);
+                let title = words::fill(words.layout.title, &[("page", words.not_found.title)]);
+                not_found_page(Chrome::plain(Lang::En, title))
+            }
             Error::FormRejected(rejection) => rejection.into_response(),
             Error::WebsocketVersion => (
                 status,
@@ -162,9 +166,6 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The title of the 404 page.
-pub const NOT_FOUND_TITLE: &str = "BITS · not found";
 
 #[derive(Template)]
 #[template(path = "not_found.html")]

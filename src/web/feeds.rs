@@ -40,6 +40,8 @@ async fn openings_ics(
     AxumState(app): AxumState<App>,
     headers: HeaderMap,
 ) -> Result<Response, super::Error> {
+    // Never closed: a permit always comes.
+    let _turn = app.calendars.acquire().await.ok();
     let tz = app.config.timezone;
     let now = Utc::now()
         .duration_trunc(Duration::seconds(1))

@@ -60,6 +60,9 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// Responses smaller than this are not compressed.
 const COMPRESS_ABOVE: u64 = 256;
 
+/// Calendars of `/openings.ics` rendered at once.
+pub const CALENDARS_AT_ONCE: usize = 2;
+
 /// What every handler can reach; one reference count to clone.
 #[derive(Clone)]
 pub struct App(Arc<Shared>);
@@ -105,6 +108,9 @@ pub struct Shared {
     pub forecast: crate::presence::ForecastCache,
     /// `/status` and `/data` of the newest snapshot.
     pub cached: Cached,
+    /// Calendars rendered at once: each reads up to 20,000 status changes
+    /// and writes megabytes at most; more requests wait their turn.
+    pub calendars: tokio::sync::Semaphore,
 }
 
 /// Log lines strangers can cause, each kind let through ten in a row, then

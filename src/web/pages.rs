@@ -171,13 +171,15 @@ fn home_for(
     let snapshot = app.state.snapshot();
     let page = home_page(app, lang, &snapshot, blind, member.is_some());
     let mut response = render(StatusCode::OK, &page)?;
-    // A member's page may name people: kept out of shared caches (and the
-    // language layer says it varies with the cookie).
-    let h = response.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
+    // A member's page may name people: kept out of shared caches and out
+    // of the service worker's copies (the language layer says that every
+    // page varies with the cookie).
+    if member.is_some() {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
     Ok(response)
 }
 

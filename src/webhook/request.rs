@@ -121,11 +121,21 @@ pub fn build(
             )
         }
         HookFormat::Discord => {
-            let body = json!({"content": text(hook, site, subject)?});
+            // A member's message saying `@everyone` pings nobody.
+            let body = json!({
+                "content": text(hook, site, subject)?,
+                "allowed_mentions": {"parse": []},
+            });
             (Method::Post, hook.base_url().to_string(), body.to_string())
         }
         HookFormat::Slack => {
-            let body = json!({"text": text(hook, site, subject)?});
+            // Slack reads `<!channel>` and `<@U123>` as mentions and `&`
+            // as the start of an escape.
+            let text = text(hook, site, subject)?
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            let body = json!({"text": text});
             (Method::Post, hook.base_url().to_string(), body.to_string())
         }
     };
@@ -417,12 +427,19 @@ mod tests {
         assert_eq!(discord.url, "https://example.org/base/");
         assert_eq!(
             body(&discord),
-            json!({"content": "Lab \"42\" is open since 18:30"})
+            json!({"content": "Lab \"42\" is open since 18:30", "allowed_mentions": {"parse": []}})
         );
         let slack = build(&hook(HookFormat::Slack), &site, ID, Subject::Test).unwrap();
         assert_eq!(
             body(&slack),
             json!({"text": "test from bitsd for Lab \"42\""})
+        );
+        // A member's `<!channel>` is text, not a mention.
+        let message = change("message", MESSAGE);
+        let slack = build(&hook(HookFormat::Slack), &site, ID, message).unwrap();
+        assert_eq!(
+            body(&slack)["text"],
+            "Lab \"42\", message from ada: pizza &lt;3 &amp; {space}"
         );
     }
 

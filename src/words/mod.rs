@@ -190,8 +190,11 @@ pub struct HomeWords {
     /// Shown until the script starts.
     pub needs_script: &'static str,
     pub connecting: &'static str,
-    /// `{transport}`: websocket, events or polling.
+    /// `{transport}`: one of the three below.
     pub live: &'static str,
+    pub transport_websocket: &'static str,
+    pub transport_events: &'static str,
+    pub transport_polling: &'static str,
     pub offline: &'static str,
     /// `{time}` the page last heard from the server, `{ago}` how long ago.
     pub offline_since: &'static str,
@@ -511,11 +514,11 @@ mod tests {
         );
         assert_eq!(
             since(italian, &today, &now, "dal dispositivo"),
-            "dalle 18:02, 2 ore fa, impostato dal dispositivo"
+            "dalle 18:02 (2 ore fa), segnalato dal dispositivo"
         );
         assert_eq!(
             since(italian, &before, &now, "dal dispositivo"),
-            "dal 28/11/2026 09:30, 2 giorni fa, impostato dal dispositivo"
+            "dal 28/11/2026 09:30 (2 giorni fa), segnalato dal dispositivo"
         );
         for (seconds, en, it) in [
             (-5, "just now", "adesso"),
