@@ -165,7 +165,14 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
         map.contains(">Lun</text>") && map.contains("Probabilità"),
         "{map}"
     );
-    let log = s.get("/log").await.text().await.unwrap();
+    let log = s.get("/log?limit=5&lang=it").await.text().await.unwrap();
+    // The other language's link keeps the page's query.
+    assert!(log.contains(r#"href="?limit=5&#38;lang=en""#), "{log}");
+    let login = s.get("/login?next=/message").await.text().await.unwrap();
+    assert!(
+        login.contains(r#"href="?next=%2Fmessage&#38;lang=en""#),
+        "{login}"
+    );
     assert!(
         log.contains("aperta") && log.contains("dispositivo"),
         "{log}"

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, State as AxumState};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use cookie::{Cookie, SameSite};
@@ -256,12 +256,13 @@ async fn login_form(
     lang: Lang,
     client: Client,
     headers: HeaderMap,
+    uri: Uri,
     Query(query): Query<NextQuery>,
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
     let words = &words::of(lang).login;
     let page = LoginPage {
-        chrome: Chrome::page(&app, lang, words.title),
+        chrome: Chrome::page(&app, lang, words.title).keeping(uri.query()),
         words,
         xsrf: xsrf.token.clone(),
         next: safe_next(query.next.as_deref()),

@@ -19,8 +19,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 pub struct Chrome {
     pub(super) title: String,
     pub(super) lang: Lang,
-    /// The other language, offered in the header.
+    /// The other language, offered in the header, and the link to this
+    /// page in it.
     pub(super) other: Lang,
+    pub(super) other_href: String,
     pub(super) words: &'static LayoutWords,
     pub(super) debug: bool,
     pub(super) version: &'static str,
@@ -44,16 +46,33 @@ impl Chrome {
         Chrome::new(app, lang, title)
     }
 
+    /// The same, for a page whose query matters (`/log?offset=40`,
+    /// `/login?next=/admin`): the link to the other language keeps it.
+    pub fn keeping(mut self, query: Option<&str>) -> Chrome {
+        let kept = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .filter(|(key, _)| key != "lang");
+        self.other_href = format!(
+            "?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .append_pair("lang", self.other.code())
+                .finish()
+        );
+        self
+    }
+
     /// The layout where no state is at hand: the room shown closed, no
     /// developer mode.
     pub fn plain(lang: Lang, title: impl Into<String>) -> Chrome {
+        let other = match lang {
+            Lang::En => Lang::It,
+            Lang::It => Lang::En,
+        };
         Chrome {
             title: title.into(),
             lang,
-            other: match lang {
-                Lang::En => Lang::It,
-                Lang::It => Lang::En,
-            },
+            other,
+            other_href: format!("?lang={}", other.code()),
             words: &words::of(lang).layout,
             debug: false,
             version: env!("CARGO_PKG_VERSION"),

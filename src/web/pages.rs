@@ -246,6 +246,7 @@ impl LogQuery {
 async fn log(
     AxumState(app): AxumState<App>,
     lang: Lang,
+    uri: Uri,
     query: std::result::Result<
         Query<HashMap<String, String>>,
         axum::extract::rejection::QueryRejection,
@@ -274,7 +275,7 @@ async fn log(
     );
     let home = &words::of(lang).home;
     let page = LogPage {
-        chrome: Chrome::page(&app, lang, words.title),
+        chrome: Chrome::page(&app, lang, words.title).keeping(uri.query()),
         words,
         range,
         newer: (q.offset > 0).then(|| link(q.offset.saturating_sub(q.limit))),
