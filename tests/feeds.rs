@@ -355,6 +355,24 @@ async fn the_badge_follows_the_status() {
     assert!(body.contains(">BITS</text>") && body.contains(">closed</text>"));
     assert!(body.contains("fill=\"#e05d44\"") && !body.contains(">open</text>"));
 
+    // Compressed when the client asks, as every answer over a few hundred
+    // bytes.
+    let gzipped = server
+        .http
+        .get(server.url("/badge.svg"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(gzipped.headers()[header::ETAG], closed_tag);
+    let bytes = gzipped.bytes().await.unwrap();
+    assert!(bytes.len() < body.len());
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, body);
+
     // The client's copy is current: 304, until the status changes.
     let revalidate = |tag: header::HeaderValue| {
         server

@@ -61,8 +61,10 @@ pub struct Representation {
     status_etag: HeaderValue,
     data_gzip: OnceLock<Bytes>,
     data_brotli: OnceLock<Bytes>,
-    /// The badge with the space's own name.
+    /// The badge with the space's own name, and compressed.
     badge: OnceLock<Bytes>,
+    badge_gzip: OnceLock<Bytes>,
+    badge_brotli: OnceLock<Bytes>,
     boot: Arc<str>,
 }
 
@@ -75,6 +77,8 @@ impl Representation {
             data_gzip: OnceLock::new(),
             data_brotli: OnceLock::new(),
             badge: OnceLock::new(),
+            badge_gzip: OnceLock::new(),
+            badge_brotli: OnceLock::new(),
             boot: boot.into(),
         }
     }
@@ -98,14 +102,8 @@ impl Representation {
             Some(Encoding::Gzip) => (Some("gzip"), self.data_gzip()),
             None => (None, self.snapshot.data_json.clone()),
         };
-        let mut response = revalidated(headers, &self.data_etag, "application/json", body);
-        let ok = response.status() == StatusCode::OK;
-        let h = response.headers_mut();
-        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        if let Some(encoding) = encoding.filter(|_| ok) {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
-        }
-        response
+        let response = revalidated(headers, &self.data_etag, "application/json", body);
+        encoded(response, encoding)
     }
 
     /// `GET /badge.svg`: `?label=` (checked, else a 400) or `space`, and
@@ -131,45 +129,74 @@ impl Representation {
         );
         let etag = HeaderValue::from_str(&tag).expect("hex digits make a header value");
         let open = self.snapshot.is_open();
+        let mut encoding = None;
         let body = if client_has(headers, &etag) {
             Bytes::new()
         } else if own {
-            self.badge
-                .get_or_init(|| Bytes::from(crate::badge::svg(label, open)))
-                .clone()
+            // Compressed once per status, like `/data`; a label of the
+            // client's own is drawn for it alone and sent as it is.
+            let plain = || {
+                self.badge
+                    .get_or_init(|| Bytes::from(crate::badge::svg(label, open)))
+                    .clone()
+            };
+            match preferred_encoding(headers) {
+                Some(Encoding::Brotli) => {
+                    encoding = Some("br");
+                    self.badge_brotli.get_or_init(|| brotli(&plain())).clone()
+                }
+                Some(Encoding::Gzip) => {
+                    encoding = Some("gzip");
+                    self.badge_gzip.get_or_init(|| gzip(&plain())).clone()
+                }
+                None => plain(),
+            }
         } else {
             Bytes::from(crate::badge::svg(label, open))
         };
-        revalidated(headers, &etag, "image/svg+xml", body)
+        encoded(revalidated(headers, &etag, "image/svg+xml", body), encoding)
     }
 
     fn data_gzip(&self) -> Bytes {
         self.data_gzip
-            .get_or_init(|| {
-                use std::io::Write as _;
-                let mut encoder =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                let _ = encoder.write_all(&self.snapshot.data_json);
-                Bytes::from(encoder.finish().unwrap_or_default())
-            })
+            .get_or_init(|| gzip(&self.snapshot.data_json))
             .clone()
     }
 
     fn data_brotli(&self) -> Bytes {
         self.data_brotli
-            .get_or_init(|| {
-                let json = &self.snapshot.data_json;
-                let mut out = Vec::with_capacity(json.len() / 4);
-                let params = brotli::enc::BrotliEncoderParams {
-                    quality: 5,
-                    ..Default::default()
-                };
-                let mut input = &json[..];
-                let _ = brotli::BrotliCompress(&mut input, &mut out, &params);
-                Bytes::from(out)
-            })
+            .get_or_init(|| brotli(&self.snapshot.data_json))
             .clone()
     }
+}
+
+/// `response` with the `encoding` of its body, when it has one (not a 304).
+fn encoded(mut response: Response, encoding: Option<&'static str>) -> Response {
+    let ok = response.status() == StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(encoding) = encoding.filter(|_| ok) {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    response
+}
+
+fn gzip(input: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = encoder.write_all(input);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+fn brotli(input: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(input.len() / 4);
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 5,
+        ..Default::default()
+    };
+    let mut input = input;
+    let _ = brotli::BrotliCompress(&mut input, &mut out, &params);
+    Bytes::from(out)
 }
 
 /// `"<boot>-<kind><version>"`: unique across restarts.
