@@ -30,8 +30,12 @@
 
   // A stored time ("YYYY-MM-DD HH:MM:SS") as the language writes it.
   function when(timestamp) {
-    var t = String(timestamp);
-    return fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, 19) });
+    return dated(String(timestamp), 19);
+  }
+
+  // The time in the `date` phrase, its time of day cut at `end`.
+  function dated(t, end) {
+    return fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, end) });
   }
 
   // Local times ("YYYY-MM-DD HH:MM:SS" in the server's zone) as if they
@@ -64,8 +68,7 @@
   function sinceText(timestamp, by) {
     var t = String(timestamp);
     var today = t.slice(0, 10) === new Date(Date.now() - skew).toISOString().slice(0, 10);
-    var time = today ? t.slice(11, 16)
-      : fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, 16) });
+    var time = today ? t.slice(11, 16) : dated(t, 16);
     return fill(today ? WORDS.since : WORDS.since_before, { time: time, ago: ago(t), by: by });
   }
 

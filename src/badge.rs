@@ -89,19 +89,8 @@ pub fn svg(label: &str, open: bool) -> String {
 /// `text` for XML character data and attribute values; control characters
 /// (which XML 1.0 does not allow) left out.
 pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let kept: String = text.chars().filter(|c| !c.is_control()).collect();
+    crate::event::html_escape(&kept)
 }
 
 /// The width of `text` in Verdana 11 px, approximately.

@@ -21,10 +21,7 @@ pub fn document(
     let located = facts.lat.is_some() && facts.lon.is_some();
     let versions: &[&str] = if located { &["14", "15"] } else { &["15"] };
     doc.insert("api_compatibility".into(), json!(versions));
-    doc.insert(
-        "space".into(),
-        json!(facts.space.as_deref().unwrap_or("BITS")),
-    );
+    doc.insert("space".into(), json!(facts.name()));
     doc.insert(
         "logo".into(),
         json!(

@@ -28,6 +28,17 @@ async fn server_on(broker: &Mosquitto, extra: &[&str]) -> TestServer {
     TestServer::start_with(&args).await
 }
 
+/// bitsd as a child process on `broker`, with `extra` options and
+/// `RUST_LOG=log`; the folder holds its database.
+fn spawned_on(broker: &Mosquitto, extra: &[&str], log: &str) -> (tempfile::TempDir, Spawned) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let mut args = vec!["--mqtt-url", url.as_str()];
+    args.extend_from_slice(extra);
+    let bitsd = Spawned::start_with(&dir.path().join("bitsd.db"), &args, log);
+    (dir, bitsd)
+}
+
 /// Waits until bitsd says `online` on `prefix/availability`.
 async fn online(port: u16, prefix: &str) {
     let topic = format!("{prefix}/availability");
@@ -158,11 +169,9 @@ async fn every_sample_reaches_a_subscriber_in_order() {
 #[tokio::test]
 async fn samples_committed_while_the_broker_stalled_all_arrive_in_order() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let bitsd = Spawned::start_with(
-        &dir.path().join("bitsd.db"),
-        &["--mqtt-url", &url, "--mqtt-homeassistant=false"],
+    let (_dir, bitsd) = spawned_on(
+        &broker,
+        &["--mqtt-homeassistant=false"],
         "info,bitsd::mqtt=debug",
     );
     online(broker.port, "bits").await;
@@ -252,10 +261,7 @@ async fn a_custom_prefix_holds_every_topic() {
 #[tokio::test]
 async fn the_last_will_says_offline_when_bitsd_is_killed() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let mut bitsd =
-        Spawned::start_with(&dir.path().join("bitsd.db"), &["--mqtt-url", &url], "info");
+    let (_dir, mut bitsd) = spawned_on(&broker, &[], "info");
     let mut watcher = Subscriber::connect(broker.port, "bits/availability").await;
     watcher
         .until("bits/availability", |m| m.text() == "online")
@@ -413,13 +419,7 @@ async fn home_assistant_finds_the_space_and_each_new_sensor() {
 #[tokio::test]
 async fn set_topics_act_as_the_device_and_bad_ones_are_skipped() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let bitsd = Spawned::start_with(
-        &dir.path().join("bitsd.db"),
-        &["--mqtt-url", &url, "--mqtt-subscribe"],
-        "info",
-    );
+    let (_dir, bitsd) = spawned_on(&broker, &["--mqtt-subscribe"], "info");
     online(broker.port, "bits").await;
     let http = reqwest::Client::new();
     let data = async |http: &reqwest::Client| -> Value {
@@ -518,13 +518,7 @@ async fn set_topics_act_as_the_device_and_bad_ones_are_skipped() {
 #[tokio::test]
 async fn a_flood_of_bad_set_messages_logs_a_bounded_number_of_lines() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let bitsd = Spawned::start_with(
-        &dir.path().join("bitsd.db"),
-        &["--mqtt-url", &url, "--mqtt-subscribe"],
-        "info",
-    );
+    let (_dir, bitsd) = spawned_on(&broker, &["--mqtt-subscribe"], "info");
     online(broker.port, "bits").await;
     let publisher = Subscriber::connect(broker.port, "unused").await;
     for i in 0..200 {

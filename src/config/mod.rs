@@ -139,6 +139,23 @@ pub struct SpaceApi {
     pub show_names: bool,
 }
 
+impl SpaceApi {
+    /// The space's name: `space`, or `BITS` when it is unset or empty.
+    pub fn name(&self) -> &str {
+        self.space
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("BITS")
+    }
+}
+
+impl Config {
+    /// The space's name, as [`SpaceApi::name`] gives it.
+    pub fn space_name(&self) -> &str {
+        self.spaceapi.as_ref().map_or("BITS", SpaceApi::name)
+    }
+}
+
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -67,7 +67,7 @@ pub fn start(
     let facts = config.spaceapi.clone().unwrap_or_default();
     let base = own_url(config, web_port);
     let discovery = options.mqtt_homeassistant.then(|| {
-        let space = facts.space.as_deref().unwrap_or("BITS");
+        let space = facts.name();
         Discovery::new(
             &options.mqtt_homeassistant_prefix,
             &options.mqtt_topic_prefix,

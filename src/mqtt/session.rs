@@ -138,10 +138,7 @@ impl Session {
     /// Queues a retained `QoS 1` publish. Fails only when the broker has
     /// left every packet id unacknowledged.
     pub fn publish(&mut self, topic: &str, payload: Bytes) -> Result<(), LinkError> {
-        let pkid = self
-            .ids
-            .take()
-            .ok_or(LinkError::Stalled(self.ids.waiting))?;
+        let pkid = self.next_id()?;
         let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
         publish.retain = true;
         publish.pkid = pkid;
@@ -151,14 +148,16 @@ impl Session {
 
     /// Queues a `QoS 1` subscription to `filter`.
     pub fn subscribe(&mut self, filter: &str) -> Result<(), LinkError> {
-        let pkid = self
-            .ids
-            .take()
-            .ok_or(LinkError::Stalled(self.ids.waiting))?;
+        let pkid = self.next_id()?;
         let mut subscribe = Subscribe::new(filter, QoS::AtLeastOnce);
         subscribe.pkid = pkid;
         self.writer.encode(Packet::Subscribe(subscribe));
         Ok(())
+    }
+
+    /// A free packet id, or why there is none.
+    fn next_id(&mut self) -> Result<u16, LinkError> {
+        self.ids.take().ok_or(LinkError::Stalled(self.ids.waiting))
     }
 
     /// The broker acknowledged `pkid`; false if it was not waiting.

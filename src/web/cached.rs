@@ -258,7 +258,7 @@ pub(super) fn client_has(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 
 /// A widget body with an ETag, or 304 when the client already has it; any
 /// origin may read it.
-fn revalidated(
+pub(super) fn revalidated(
     headers: &HeaderMap,
     etag: &HeaderValue,
     content_type: &'static str,

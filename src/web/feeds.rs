@@ -5,15 +5,14 @@
 use std::hash::{Hash as _, Hasher as _};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use chrono::{Duration, DurationRound, Utc};
 
 use super::App;
-use super::cached::client_has;
+use super::cached::revalidated;
 use crate::calendar::{Feed, openings, probable_runs};
 
 /// Most status changes one feed reads: the newest, when the window holds
@@ -24,16 +23,6 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/openings.ics", get(openings_ics))
         .route("/badge.svg", get(badge))
-}
-
-/// The space's name in the feed and on the badge.
-pub fn space_name(app: &App) -> &str {
-    app.config
-        .spaceapi
-        .as_ref()
-        .and_then(|s| s.space.as_deref())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("BITS")
 }
 
 async fn openings_ics(
@@ -56,7 +45,7 @@ async fn openings_ics(
     let past = openings(before.as_ref(), &changes);
     let probable = probable_runs(&forecast.forecast, now, tz);
     let text = Feed {
-        space: space_name(&app),
+        space: app.config.space_name(),
         tz,
         now,
         openings: &past,
@@ -70,30 +59,16 @@ async fn openings_ics(
     text.hash(&mut hasher);
     let etag = HeaderValue::from_str(&format!("\"ics-{:016x}\"", hasher.finish()))
         .expect("hex digits make a header value");
-    let mut response = if client_has(&headers, &etag) {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = Response::new(Body::from(text));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/calendar; charset=utf-8"),
-        );
-        r
-    };
-    let h = response.headers_mut();
-    h.insert(header::ETAG, etag);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
+    Ok(revalidated(
+        &headers,
+        &etag,
+        "text/calendar; charset=utf-8",
+        text.into(),
+    ))
 }
 
 async fn badge(AxumState(app): AxumState<App>, headers: HeaderMap, uri: Uri) -> Response {
-    let space = space_name(&app);
+    let space = app.config.space_name();
     app.cached
         .answer(&app.state, |r| r.badge(&headers, uri.query(), space))
 }

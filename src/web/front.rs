@@ -153,7 +153,7 @@ impl Front {
                     SnapshotRoute::Badge => representation.badge(
                         headers,
                         request.uri().query(),
-                        super::feeds::space_name(app),
+                        app.config.space_name(),
                     ),
                 });
             return Either::Left(std::future::ready(Ok(finish(

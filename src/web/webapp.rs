@@ -26,12 +26,7 @@ pub fn router() -> Router<App> {
 
 /// The manifest, named after the space, in the page's language.
 async fn manifest(AxumState(app): AxumState<App>, lang: Lang) -> Response {
-    let space = app
-        .config
-        .spaceapi
-        .as_ref()
-        .and_then(|s| s.space.as_deref())
-        .unwrap_or("BITS");
+    let space = app.config.space_name();
     let icon = |size: u32| {
         json!({
             "src": format!("/static/icon-{size}.png"),

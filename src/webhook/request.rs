@@ -34,9 +34,7 @@ impl Site {
     pub fn of(config: &Config) -> Site {
         let spaceapi = config.spaceapi.as_ref();
         Site {
-            space: spaceapi
-                .and_then(|s| s.space.clone())
-                .unwrap_or_else(|| "BITS".to_string()),
+            space: config.space_name().to_string(),
             url: spaceapi.and_then(|s| s.url.clone()).unwrap_or_default(),
         }
     }

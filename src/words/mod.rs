@@ -151,15 +151,19 @@ pub fn of(lang: Lang) -> &'static Words {
 
 /// A stored time as the homepage's `date` phrase of `words` writes it.
 pub fn when(words: &HomeWords, at: &LocalTime) -> String {
-    let shown = at.display();
-    // `YYYY-MM-DD HH:MM:SS`, as the script reads it from `/data`.
+    dated(words, &at.display(), 19)
+}
+
+/// `shown` (`YYYY-MM-DD HH:MM:SS`, as the script reads it from `/data`)
+/// in the `date` phrase, its time cut at `end` (16 for `HH:MM`).
+fn dated(words: &HomeWords, shown: &str, end: usize) -> String {
     fill(
         words.date,
         &[
             ("year", &shown[..4]),
             ("month", &shown[5..7]),
             ("day", &shown[8..10]),
-            ("time", &shown[11..]),
+            ("time", &shown[11..end]),
         ],
     )
 }
@@ -360,15 +364,7 @@ pub fn since(words: &HomeWords, at: &LocalTime, now: &LocalTime, by: &str) -> St
     let time = if today {
         shown[11..16].to_string()
     } else {
-        fill(
-            words.date,
-            &[
-                ("year", &shown[..4]),
-                ("month", &shown[5..7]),
-                ("day", &shown[8..10]),
-                ("time", &shown[11..16]),
-            ],
-        )
+        dated(words, &shown, 16)
     };
     let phrase = if today {
         words.since
