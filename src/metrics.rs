@@ -9,7 +9,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use std::sync::RwLock;
+use std::sync::{LazyLock, RwLock};
+
+/// Log lines that could not be written (stderr closed, its disk full).
+/// Global, because logging starts before the server and its [`Metrics`].
+pub static LOG_LINES_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 type EventLabels = [(&'static str, &'static str); 1];
 type RequestLabels = ([(&'static str, &'static str); 1], [(&'static str, u16); 1]);
@@ -31,6 +35,15 @@ pub struct Metrics {
     pub password_checks: Counter,
     /// Connections closed at once because their address had too many.
     pub connections_refused: Counter,
+    /// Websockets and event streams refused with 503: streams at their cap.
+    pub streams_refused: Counter,
+    /// Websockets and event streams open now.
+    pub streams_open: Gauge,
+    /// Connections on the device port closed while waiting to authenticate
+    /// to make room for a newer one.
+    pub device_waiting_evicted: Counter,
+    /// Events that could not be stored (a commit failed), so were never applied.
+    pub events_not_stored: Counter,
     webhook_deliveries: Family<DeliveryLabels, Counter<u64, AtomicU64>>,
     webhook_queue: Family<HookLabels, Gauge>,
     /// MQTT: whether bitsd is connected to the broker, messages it
@@ -94,6 +107,35 @@ impl Metrics {
             "Connections closed at once because their address held web_max_connections_per_address",
             connections_refused.clone(),
         );
+        let streams_refused = Counter::default();
+        registry.register(
+            "web_streams_refused",
+            "Websockets and event streams refused with 503 because web_max_streams were open",
+            streams_refused.clone(),
+        );
+        let streams_open = Gauge::default();
+        registry.register(
+            "web_streams",
+            "Websockets and event streams open (counted against web_max_streams)",
+            streams_open.clone(),
+        );
+        let device_waiting_evicted = Counter::default();
+        registry.register(
+            "device_waiting_evicted",
+            "Device-port connections closed before authenticating to make room for a newer one",
+            device_waiting_evicted.clone(),
+        );
+        let events_not_stored = Counter::default();
+        registry.register(
+            "events_not_stored",
+            "Events lost because the database could not commit them (a full disk, say)",
+            events_not_stored.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines that could not be written to stderr",
+            LOG_LINES_DROPPED.clone(),
+        );
         let webhook_deliveries = Family::default();
         registry.register(
             "webhook_deliveries",
@@ -121,7 +163,7 @@ impl Metrics {
         let mqtt_received = Family::default();
         registry.register(
             "mqtt_set_messages",
-            "Messages read on the MQTT set/ topics, by result (accepted, rejected)",
+            "Messages read on the MQTT set/ topics, by result (accepted, rejected, too_large)",
             mqtt_received.clone(),
         );
         Metrics {
@@ -133,6 +175,10 @@ impl Metrics {
             mqtt_received,
             password_checks,
             connections_refused,
+            streams_refused,
+            streams_open,
+            device_waiting_evicted,
+            events_not_stored,
             websocket_clients,
             sse_clients,
             device_connected,
@@ -161,7 +207,8 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts a message read on an MQTT `set/` topic: `accepted` or `rejected`.
+    /// Counts a message read on an MQTT `set/` topic: `accepted`, `rejected`
+    /// or `too_large`.
     pub fn mqtt_set_message(&self, result: &'static str) {
         self.mqtt_received
             .get_or_create(&[("result", result)])

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 
 use super::values::{
     Allowlist, Lang, MqttUrl, SensorNames, address, addresses, db_uri, language, mode, mqtt_url,
-    number, path, sensor_names, switch, text, timezone, topic,
+    number, path, public_url, sensor_names, switch, text, timezone, topic,
 };
 
 super::layers::options! {
@@ -24,11 +24,17 @@ super::layers::options! {
         web_usocket: Option<PathBuf>, path();
         /// Take the client address and scheme from X-Real-IP / X-Forwarded-For / X-Forwarded-Proto
         reverse_proxied: bool = "false", switch();
+        /// This server's address as the world reaches it, e.g. https://bits.example.org:
+        /// every absolute URL bitsd writes uses it [default: none, each request's Host]
+        public_url: Option<String>, public_url();
         /// Most HTTP and websocket connections at once; past it new ones wait
         web_max_connections: u32 = "16384", number(1..).named("N");
         /// Most connections one client address (IPv4, or IPv6 /64) holds at once,
         /// websockets and SSE included
         web_max_connections_per_address: u32 = "1024", number(1..).named("N");
+        /// Most long-lived connections at once (websockets, event streams, device
+        /// websockets); past it a new one gets 503, while requests are still served
+        web_max_streams: u32 = "8192", number(1..).named("N");
         /// How many reverse proxies stand in front (with reverse_proxied): the client
         /// is the address this many places from the right of X-Forwarded-For
         trusted_proxy_hops: u32 = "1", number(1..=16).named("N");

@@ -279,6 +279,25 @@ pub fn mqtt_url() -> Kind<MqttUrl> {
     }
 }
 
+/// An origin as the world reaches this server: `http` or `https`, a host and
+/// an optional port; kept without a trailing `/`.
+pub fn public_url() -> Kind<String> {
+    Kind::new(|text| {
+        let expected = || "expected an origin such as https://bits.example.org".to_string();
+        let (scheme, rest) = text.split_once("://").ok_or_else(expected)?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let fine = matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && !authority.contains(['/', '@', '?', '#'])
+            && authority.bytes().all(|b| b.is_ascii_graphic());
+        if !fine {
+            return Err(expected());
+        }
+        Ok(format!("{scheme}://{authority}"))
+    })
+    .named("URL")
+}
+
 /// An MQTT topic prefix: levels separated by `/`, no wildcards.
 pub fn topic() -> Kind<String> {
     Kind::new(|text| {
