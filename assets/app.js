@@ -215,7 +215,7 @@
     var body = $("message-body");
     if (body) body.hidden = false;
     $("message-text").textContent = unescapeHtml(m.value);
-    $("message-user").textContent = m.user;
+    $("message-user").textContent = unescapeHtml(m.user);
     $("message-time").textContent = when(m.timestamp);
   }
 

@@ -22,6 +22,8 @@ pub enum LabelError {
     TooLong,
     #[error("label has a control character")]
     Control,
+    #[error("label has a Unicode noncharacter (such as U+FFFE)")]
+    Noncharacter,
     #[error("label is given more than once")]
     Repeated,
 }
@@ -50,6 +52,8 @@ fn check_label(label: &str) -> Result<&str, LabelError> {
         Err(LabelError::TooLong)
     } else if label.chars().any(char::is_control) {
         Err(LabelError::Control)
+    } else if label.chars().any(is_noncharacter) {
+        Err(LabelError::Noncharacter)
     } else {
         Ok(label)
     }
@@ -86,10 +90,21 @@ pub fn svg(label: &str, open: bool) -> String {
     )
 }
 
+/// Unicode's noncharacters: U+FDD0 to U+FDEF and the last two code points of
+/// every plane (U+FFFE, U+FFFF, U+1FFFE...). XML 1.0 refuses U+FFFE and
+/// U+FFFF outright and discourages the rest.
+pub fn is_noncharacter(c: char) -> bool {
+    let c = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
 /// `text` for XML character data and attribute values; control characters
-/// (which XML 1.0 does not allow) left out.
+/// and noncharacters (which XML 1.0 does not allow) left out.
 pub fn xml_escape(text: &str) -> String {
-    let kept: String = text.chars().filter(|c| !c.is_control()).collect();
+    let kept: String = text
+        .chars()
+        .filter(|&c| !c.is_control() && !is_noncharacter(c))
+        .collect();
     crate::event::html_escape(&kept)
 }
 
@@ -135,6 +150,11 @@ mod tests {
             (Some("label="), Err(LabelError::Empty)),
             (Some("label=a&label=b"), Err(LabelError::Repeated)),
             (Some("label=a%0Ab"), Err(LabelError::Control)),
+            (Some("label=a%EF%BF%BEb"), Err(LabelError::Noncharacter)),
+            (Some("label=%EF%BF%BF"), Err(LabelError::Noncharacter)),
+            (Some("label=%EF%B7%90"), Err(LabelError::Noncharacter)),
+            (Some("label=%F4%8F%BF%BF"), Err(LabelError::Noncharacter)),
+            (Some("label=%EF%BF%BD"), Ok(Some("\u{fffd}"))),
         ];
         for (query, expected) in cases {
             let got = label_of(*query);
@@ -148,6 +168,17 @@ mod tests {
         );
         let over = format!("label={}", "é".repeat(MAX_LABEL + 1));
         assert_eq!(label_of(Some(&over)), Err(LabelError::TooLong));
+    }
+
+    #[test]
+    fn noncharacters_are_known() {
+        for c in ['\u{fdd0}', '\u{fdef}', '\u{fffe}', '\u{ffff}', '\u{1fffe}', '\u{10ffff}'] {
+            assert!(is_noncharacter(c), "{c:?}");
+        }
+        for c in ['a', '\u{fdcf}', '\u{fdf0}', '\u{fffd}', '\u{10000}', '\u{1fffd}'] {
+            assert!(!is_noncharacter(c), "{c:?}");
+        }
+        assert_eq!(xml_escape("a\u{fffe}b\u{7}c"), "abc");
     }
 
     #[test]

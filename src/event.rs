@@ -162,7 +162,8 @@ impl From<&TemperatureSample> for TemperatureJson {
     }
 }
 
-/// `{"user": "alice", "timestamp": "...", "value": "see you &lt;3"}`
+/// `{"user": "alice", "timestamp": "...", "value": "see you &lt;3"}`: the
+/// `user` escaped like the `value`, since old clients insert both as HTML.
 #[derive(Debug, Serialize)]
 pub struct MessageJson {
     pub user: String,
@@ -173,7 +174,7 @@ pub struct MessageJson {
 impl From<&Message> for MessageJson {
     fn from(m: &Message) -> Self {
         MessageJson {
-            user: m.user.clone(),
+            user: html_escape(&m.user),
             timestamp: m.timestamp.display(),
             value: html_escape(&m.text),
         }
@@ -235,13 +236,13 @@ mod tests {
         );
         let message = Change::Message(Message {
             timestamp: at("2024-03-01 18:30:07"),
-            user: "alice".into(),
+            user: "<b>o'neil".into(),
             text: "see you <3 & \"bye\" 'x'".into(),
         });
         let v: serde_json::Value = serde_json::from_str(&message.to_json()).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"message": {"user": "alice", "timestamp": "2024-03-01 18:30:07",
+            serde_json::json!({"message": {"user": "&lt;b&gt;o&#39;neil", "timestamp": "2024-03-01 18:30:07",
                 "value": "see you &lt;3 &amp; &quot;bye&quot; &#39;x&#39;"}})
         );
     }

@@ -119,6 +119,16 @@ pub async fn run(
         .context("cannot start the webhooks")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
+    if let net::Address::Tcp(address) = listeners.web.address()?
+        && config.options.reverse_proxied
+        && !address.ip().is_loopback()
+    {
+        tracing::warn!(
+            "reverse_proxied is on but the web port listens on {address}, not loopback: \
+             a client that reaches it directly chooses its own address in X-Forwarded-For; \
+             behind a proxy on this machine set web_address = \"127.0.0.1\""
+        );
+    }
     tracing::info!("control listening on {}", listeners.control.address()?);
     // Also before any input starts, for the same reason.
     let web_port = match listeners.web.address()? {
@@ -136,6 +146,10 @@ pub async fn run(
     .context("cannot start MQTT")?;
 
     tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
+    let streams = web::places::Streams::new(
+        stream_places(&config.options),
+        metrics.streams_open.clone(),
+    );
     let app = web::App::new(web::Shared {
         state: state.clone(),
         reader,
@@ -151,6 +165,7 @@ pub async fn run(
         per_address: limits::PerAddress::new(
             config.options.web_max_connections_per_address as usize,
         ),
+        streams,
         forecast: presence::ForecastCache::default(),
         calendars: tokio::sync::Semaphore::new(web::CALENDARS_AT_ONCE),
         cached: web::Cached::new(&state),
@@ -202,6 +217,20 @@ pub async fn run(
     state.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `web_max_streams`, lowered when needed to three quarters of
+/// `web_max_connections`: streams never take the places requests need.
+fn stream_places(options: &config::Options) -> usize {
+    let connections = options.web_max_connections as usize;
+    let most = (connections - connections / 4).max(1);
+    let wanted = options.web_max_streams as usize;
+    if wanted > most {
+        tracing::info!(
+            "web_max_streams {wanted} lowered to {most}: three quarters of web_max_connections {connections}"
+        );
+    }
+    wanted.min(most)
 }
 
 /// How often expired sessions are removed.

@@ -250,6 +250,16 @@ impl From<IpAddr> for AddressKey {
     }
 }
 
+impl AddressKey {
+    /// The IPv6 /48 the address lies in; `None` for IPv4.
+    pub fn block(&self) -> Option<u64> {
+        match self {
+            AddressKey::V4(_) => None,
+            AddressKey::V6(prefix) => Some(prefix >> 16),
+        }
+    }
+}
+
 impl fmt::Display for AddressKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -262,10 +272,23 @@ impl fmt::Display for AddressKey {
     }
 }
 
-/// Open connections per client address, each at most `limit`.
+/// How many more connections an IPv6 /48 may hold than one of its /64s: a
+/// site often gets a /48, and an attacker who owns one should not get
+/// 65,536 times the limit of an address.
+pub const BLOCK_FACTOR: usize = 4;
+
+/// Open connections per client address, each at most `limit`, and per IPv6
+/// /48, each at most [`BLOCK_FACTOR`] times `limit`.
 pub struct PerAddress {
     limit: usize,
-    open: Mutex<HashMap<AddressKey, usize>>,
+    open: Mutex<OpenCounts>,
+}
+
+#[derive(Default)]
+struct OpenCounts {
+    by_address: HashMap<AddressKey, usize>,
+    /// By the first 48 bits of an IPv6 address.
+    by_block: HashMap<u64, usize>,
 }
 
 impl PerAddress {
@@ -273,20 +296,27 @@ impl PerAddress {
     pub fn new(limit: usize) -> Arc<PerAddress> {
         Arc::new(PerAddress {
             limit,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenCounts::default()),
         })
     }
 
     /// A place for one more connection from `ip`, held until dropped;
-    /// `None` when the address already has `limit`.
+    /// `None` when the address (or its IPv6 /48) already has all it may.
     pub fn hold(self: &Arc<Self>, ip: IpAddr) -> Option<AddressHold> {
         let key = AddressKey::from(ip);
+        let block = key.block();
         let mut open = self.lock();
-        let count = open.entry(key).or_insert(0);
-        if *count >= self.limit {
+        if open.by_address.get(&key).copied().unwrap_or(0) >= self.limit {
             return None;
         }
-        *count += 1;
+        if let Some(block) = block {
+            let in_block = open.by_block.get(&block).copied().unwrap_or(0);
+            if in_block >= self.limit.saturating_mul(BLOCK_FACTOR) {
+                return None;
+            }
+            *open.by_block.entry(block).or_insert(0) += 1;
+        }
+        *open.by_address.entry(key).or_insert(0) += 1;
         Some(AddressHold {
             owner: self.clone(),
             key,
@@ -296,10 +326,10 @@ impl PerAddress {
     /// Connections open now from `ip`'s address.
     pub fn open(&self, ip: IpAddr) -> usize {
         let key = AddressKey::from(ip);
-        self.lock().get(&key).copied().unwrap_or(0)
+        self.lock().by_address.get(&key).copied().unwrap_or(0)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<AddressKey, usize>> {
+    fn lock(&self) -> MutexGuard<'_, OpenCounts> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -312,12 +342,18 @@ pub struct AddressHold {
 
 impl Drop for AddressHold {
     fn drop(&mut self) {
-        let mut open = self.owner.lock();
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
+        fn release<K: Hash + Eq>(table: &mut HashMap<K, usize>, key: K) {
+            if let Some(count) = table.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    table.remove(&key);
+                }
             }
+        }
+        let mut open = self.owner.lock();
+        release(&mut open.by_address, self.key);
+        if let Some(block) = self.key.block() {
+            release(&mut open.by_block, block);
         }
     }
 }
@@ -482,5 +518,22 @@ mod tests {
         drop(first);
         assert_eq!(limits.open(a), 1);
         assert!(limits.hold(a).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_48_holds_four_times_an_address() {
+        let limits = PerAddress::new(2);
+        // Eight /64s of one /48, one connection each: the /48 is full at 8.
+        let held: Vec<AddressHold> = (0..BLOCK_FACTOR as u16 * 2)
+            .map(|n| {
+                let ip: IpAddr = format!("2001:db8:7:{n}::1").parse().unwrap();
+                limits.hold(ip).expect("within the /48's limit")
+            })
+            .collect();
+        assert!(limits.hold("2001:db8:7:ff::1".parse().unwrap()).is_none());
+        assert!(limits.hold("2001:db8:8::1".parse().unwrap()).is_some());
+        assert!(limits.hold("192.0.2.1".parse().unwrap()).is_some());
+        drop(held);
+        assert!(limits.hold("2001:db8:7:ff::1".parse().unwrap()).is_some());
     }
 }

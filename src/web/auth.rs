@@ -48,6 +48,8 @@ pub struct Throttles {
     pub mac_update: RateLimiter<Option<AddressKey>>,
     /// Wrong MAC update passwords: five a minute.
     pub mac_wrong: RateLimiter<Option<AddressKey>>,
+    /// Messages per member (by user id): five within ten seconds.
+    pub messages: RateLimiter<i64>,
 }
 
 /// A logged-in member. Extracting it from a request without a valid login

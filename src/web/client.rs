@@ -122,6 +122,15 @@ pub fn own_origin(headers: &HeaderMap, client: &Client, trust: Trust) -> String 
     format!("{scheme}://{host}")
 }
 
+/// The origin of the absolute URLs this server writes: `public_url` when
+/// set, so no client chooses them; else [`own_origin`].
+pub fn public_origin(options: &Options, headers: &HeaderMap, client: &Client) -> String {
+    match &options.public_url {
+        Some(url) => url.clone(),
+        None => own_origin(headers, client, Trust::of(options)),
+    }
+}
+
 /// Whether `origin` (an `Origin` header) names the same origin as `own`:
 /// scheme, host and port alike, a default port written or not.
 pub fn same_origin(origin: &str, own: &str) -> bool {

@@ -14,6 +14,9 @@ use crate::report::Report;
 use crate::store::StoreError;
 use crate::words::{self, NotFoundWords};
 
+/// Seconds a refused stream is asked to wait before trying again.
+const STREAMS_RETRY_AFTER: &str = "10";
+
 /// What a request can fail with. Text answers read `<status>: <message>`;
 /// 5xx answers say nothing of the cause, which goes to the log.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,9 @@ pub enum Error {
     /// closes.
     #[error("too many connections from your address")]
     TooManyConnections,
+    /// Every `web_max_streams` place is taken; requests are still served.
+    #[error("too many live connections at the moment; try again later")]
+    TooManyStreams,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,7 +104,7 @@ impl Error {
             Error::Store(_) | Error::Template(_) | Error::Panicked(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -119,7 +125,8 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let closes = self.closes_connection();
-        if status.is_server_error() {
+        // A refused stream is a limit at work, logged where it is counted.
+        if status.is_server_error() && !matches!(self, Error::TooManyStreams) {
             tracing::error!("{status}: {}", Report(&self));
         }
         let mut response = match self {
@@ -155,6 +162,12 @@ impl IntoResponse for Error {
                 (status, format!("{status}\n")).into_response()
             }
             Error::Unavailable(_) => (status, "database unavailable\n").into_response(),
+            Error::TooManyStreams => (
+                status,
+                [(header::RETRY_AFTER, STREAMS_RETRY_AFTER)],
+                format!("{status}: {self}\n"),
+            )
+                .into_response(),
         };
         if closes {
             response

@@ -30,6 +30,8 @@ use crate::limits::{AddressHold, Shown};
 /// `Cache-Control` of responses that set none: the state changes at any
 /// moment, so a cache must ask again.
 const DEFAULT_CACHE: &str = "no-cache";
+/// The policy of every SVG answer: its own inline styles and nothing else.
+pub const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 
 /// The service hyper calls for every request: one per connection, so a
 /// request answered from the snapshot costs no allocation and touches no
@@ -232,9 +234,9 @@ fn finish(app: &App, observation: Observation, route: &str, mut response: Respon
 }
 
 /// The security header every response carries, then the metrics and the
-/// access log. (HTML pages add theirs, `web::html`; no other header is
-/// added here: a seventh header makes the `/data` answer's header map
-/// reallocate past the allocator's fast sizes.)
+/// access log. (HTML pages add theirs, `web::html`, and SVG images theirs
+/// here; no other header is added: a seventh header makes the `/data`
+/// answer's header map reallocate past the allocator's fast sizes.)
 fn stamp(app: &App, observation: Observation, route: &str, mut response: Response) -> Response {
     observation.finish(app, route, response.status().as_u16());
     let h = response.headers_mut();
@@ -242,6 +244,16 @@ fn stamp(app: &App, observation: Observation, route: &str, mut response: Respons
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    let svg = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"image/svg+xml"));
+    if svg {
+        // An SVG opened on its own is a document: no script, nothing loaded.
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SVG_CSP),
+        );
+    }
     response
 }
 

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::App;
+use super::places::{StreamPlace, Streams};
 use crate::state::{Changes, State};
 
 /// Interval between pings; a client silent for two intervals is dropped.
@@ -153,6 +154,10 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         return super::Error::BadRequest("Sec-WebSocket-Key is missing".into()).into_response();
     };
     let accept = derive_accept_key(key.as_bytes());
+    let place = match Streams::take(&app) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -175,7 +180,7 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         };
         let _live = Live::new(&app.metrics.websocket_clients);
         serve_websocket(TokioIo::new(upgraded), &app).await;
-        drop((token, slot));
+        drop((token, slot, place));
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -283,7 +288,11 @@ async fn deliver(socket: &mut WebSocketStream<Io>, next: Next) -> Result<(), ()>
     }
 }
 
-async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoResponse {
+async fn events(AxumState(app): AxumState<App>, request: Request) -> Response {
+    let place = match Streams::take(&app) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let (follower, snapshot) = Follower::start(&app.state);
     // The stream keeps the connection's places for as long as it lasts.
     let slot = request
@@ -293,6 +302,7 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
     let live = Arc::new(SseClient {
         _counted: Live::new(&app.metrics.sse_clients),
         _slot: slot,
+        _place: place,
     });
     let stream = sse_stream(follower, snapshot, app.shutdown.clone(), live);
     // nginx holds a proxied body in its buffers unless told otherwise.
@@ -300,6 +310,7 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
         [("x-accel-buffering", "no")],
         Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE).text("keep-alive")),
     )
+        .into_response()
 }
 
 /// What an event stream holds while it lasts: its place in the metrics and
@@ -307,6 +318,7 @@ async fn events(AxumState(app): AxumState<App>, request: Request) -> impl IntoRe
 struct SseClient {
     _counted: Live,
     _slot: Option<super::places::ConnectionSlot>,
+    _place: StreamPlace,
 }
 
 fn sse_stream(

@@ -6,11 +6,12 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::auth::{Guarded, Member, Xsrf, XsrfField, with_xsrf_cookie};
 use super::client::Client;
@@ -27,6 +28,12 @@ use crate::words::{self, AdminWords, MessageWords};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
+/// Messages one member may post: five in a row, then one every ten seconds
+/// (never more than five within ten seconds).
+const MESSAGES: Rate = Rate {
+    burst: 5,
+    every: Duration::from_secs(10),
+};
 /// Most MAC hashes one update may carry.
 const MAX_MACS: usize = 4096;
 /// Wrong `/macupdate` passwords taken from one address: five in a row,
@@ -37,9 +44,16 @@ const MAC_WRONG_PASSWORDS: Rate = Rate {
 };
 
 pub fn router() -> Router<App> {
+    // Pages that name the member, and the people present: never kept in a
+    // shared cache, always asked again.
+    let private = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     Router::new()
         .route("/admin", get(admin_page).post(admin_toggle))
         .route("/message", get(message_form).post(message_post))
+        .layer(private)
         .route("/macupdate", post(mac_update))
 }
 
@@ -230,22 +244,34 @@ async fn message_post(
 ) -> Result<Response> {
     let text = form.msgtext.unwrap_or_default();
     let words = &words::of(lang).message;
-    let error = if text.trim().is_empty() {
-        Some(words.empty.to_string())
-    } else if text.chars().count() > MAX_MESSAGE {
-        Some(words::fill(
+    let count = text.chars().count();
+    let refused = if text.trim().is_empty() {
+        Some((StatusCode::BAD_REQUEST, words.empty.to_string()))
+    } else if count > MAX_MESSAGE {
+        let filled = words::fill(
             words.too_long,
             &[
-                ("count", &text.chars().count().to_string()),
+                ("count", &count.to_string()),
                 ("max", &MAX_MESSAGE.to_string()),
             ],
-        ))
+        );
+        Some((StatusCode::BAD_REQUEST, filled))
+    } else if let Err(wait) = app.throttles.messages.try_take(user.id, MESSAGES) {
+        if let Some(held) = app.quiet.messages.pass() {
+            tracing::warn!(
+                "message from {} refused: too many in a row{held}",
+                Shown(&user.name)
+            );
+        }
+        let seconds = format!("{:.0}", wait.as_secs_f64().ceil().max(1.0));
+        let filled = words::fill(words.too_many, &[("seconds", &seconds)]);
+        Some((StatusCode::TOO_MANY_REQUESTS, filled))
     } else {
         None
     };
-    if let Some(error) = error {
+    if let Some((status, error)) = refused {
         let xsrf = Xsrf::from_headers(&headers);
-        let page = MessagePage {
+        let page = HtmlPage::render(&MessagePage {
             chrome: Chrome::page(&app, lang, words.title),
             words,
             user: user.name,
@@ -254,8 +280,11 @@ async fn message_post(
             max: MAX_MESSAGE,
             error: Some(error),
             sent: false,
-        };
-        return Err(Error::BadRequestPage(HtmlPage::render(&page)?));
+        })?;
+        return Err(match status {
+            StatusCode::TOO_MANY_REQUESTS => Error::TooManyRequestsPage(page),
+            _ => Error::BadRequestPage(page),
+        });
     }
     let name = user.name.clone();
     app.state

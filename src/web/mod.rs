@@ -21,7 +21,7 @@ mod lang;
 mod live;
 mod members;
 mod pages;
-mod places;
+pub mod places;
 mod server;
 mod spaceapi;
 mod webapp;
@@ -104,6 +104,8 @@ pub struct Shared {
     pub passwords: crate::auth::PasswordChecks,
     /// Connections open per client address.
     pub per_address: std::sync::Arc<crate::limits::PerAddress>,
+    /// The places of websockets and event streams.
+    pub streams: places::Streams,
     /// The last forecast.
     pub forecast: crate::presence::ForecastCache,
     /// `/status` and `/data` of the newest snapshot.
@@ -123,6 +125,8 @@ pub struct QuietLogs {
     pub connections: QuietLog,
     pub forms: QuietLog,
     pub sessions: QuietLog,
+    pub messages: QuietLog,
+    pub streams: QuietLog,
 }
 
 /// Everything but the cached snapshot answers, with the layers of bodies,

@@ -1,10 +1,12 @@
 //! The places connections hold: one of `web_max_connections`, and one of
-//! its client address's `web_max_connections_per_address`.
+//! its client address's `web_max_connections_per_address`; a websocket or an
+//! event stream also one of `web_max_streams`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::App;
 use crate::limits::{AddressHold, AddressKey};
@@ -36,5 +38,61 @@ pub fn refuse_crowded(app: &App, ip: IpAddr) {
             AddressKey::from(ip),
             app.config.options.web_max_connections_per_address
         );
+    }
+}
+
+/// The `web_max_streams` places of long-lived connections (websockets,
+/// event streams), fewer than the connections, so streams never take the
+/// places that requests need.
+pub struct Streams {
+    places: Arc<Semaphore>,
+    max: usize,
+    open: Gauge,
+}
+
+impl Streams {
+    pub fn new(max: usize, open: Gauge) -> Streams {
+        Streams {
+            places: Arc::new(Semaphore::new(max)),
+            max,
+            open,
+        }
+    }
+
+    /// A place for one more stream, or the refusal to answer with (counted
+    /// and, at a bounded rate, logged).
+    pub fn take(app: &App) -> Result<StreamPlace, super::Error> {
+        let streams = &app.streams;
+        match streams.places.clone().try_acquire_owned() {
+            Ok(permit) => {
+                streams.open.inc();
+                Ok(StreamPlace {
+                    _permit: permit,
+                    open: streams.open.clone(),
+                })
+            }
+            Err(_) => {
+                app.metrics.streams_refused.inc();
+                if let Some(held) = app.quiet.streams.pass() {
+                    tracing::warn!(
+                        "web: refused a stream: {} open (web_max_streams){held}",
+                        streams.max
+                    );
+                }
+                Err(super::Error::TooManyStreams)
+            }
+        }
+    }
+}
+
+/// One of the `web_max_streams` places, held for as long as the stream lives.
+pub struct StreamPlace {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }

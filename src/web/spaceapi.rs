@@ -1,5 +1,6 @@
 //! `/spaceapi.json`: the space's entry for the SpaceAPI directory, the
-//! document of `crate::spaceapi` with this server's own origin.
+//! document of `crate::spaceapi` with this server's own origin (`public_url`,
+//! or the request's `Host`).
 
 use axum::Router;
 use axum::extract::State as AxumState;
@@ -8,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
-use super::client::{Client, Trust, own_origin};
+use super::client::{Client, public_origin};
 use crate::config::SpaceApi;
 use crate::spaceapi::document;
 
@@ -17,7 +18,7 @@ pub fn router() -> Router<App> {
 }
 
 async fn spaceapi(AxumState(app): AxumState<App>, client: Client, headers: HeaderMap) -> Response {
-    let base = own_origin(&headers, &client, Trust::of(&app.config.options));
+    let base = public_origin(&app.config.options, &headers, &client);
     let empty = SpaceApi::default();
     let facts = app.config.spaceapi.as_ref().unwrap_or(&empty);
     let snapshot = app.state.snapshot();

@@ -123,6 +123,7 @@ pub const WORDS: Words = Words {
         send: "Send",
         empty: "The message is empty.",
         too_long: "The message has {count} characters; at most {max} fit.",
+        too_many: "Too many messages in a row; try again in {seconds} s.",
     },
     not_found: NotFoundWords {
         title: "Not found",

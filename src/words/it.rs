@@ -123,6 +123,7 @@ pub const WORDS: Words = Words {
         send: "Invia",
         empty: "Il messaggio è vuoto.",
         too_long: "Il messaggio ha {count} caratteri; il massimo è {max}.",
+        too_many: "Troppi messaggi di seguito; riprova tra {seconds} s.",
     },
     not_found: NotFoundWords {
         title: "Pagina non trovata",

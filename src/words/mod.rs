@@ -127,6 +127,8 @@ pub struct MessageWords {
     pub empty: &'static str,
     /// `{count}` characters written, `{max}` allowed.
     pub too_long: &'static str,
+    /// `{seconds}` to wait.
+    pub too_many: &'static str,
 }
 
 #[derive(Debug, Serialize)]
