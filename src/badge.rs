@@ -172,10 +172,24 @@ mod tests {
 
     #[test]
     fn noncharacters_are_known() {
-        for c in ['\u{fdd0}', '\u{fdef}', '\u{fffe}', '\u{ffff}', '\u{1fffe}', '\u{10ffff}'] {
+        for c in [
+            '\u{fdd0}',
+            '\u{fdef}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{1fffe}',
+            '\u{10ffff}',
+        ] {
             assert!(is_noncharacter(c), "{c:?}");
         }
-        for c in ['a', '\u{fdcf}', '\u{fdf0}', '\u{fffd}', '\u{10000}', '\u{1fffd}'] {
+        for c in [
+            'a',
+            '\u{fdcf}',
+            '\u{fdf0}',
+            '\u{fffd}',
+            '\u{10000}',
+            '\u{1fffd}',
+        ] {
             assert!(!is_noncharacter(c), "{c:?}");
         }
         assert_eq!(xml_escape("a\u{fffe}b\u{7}c"), "abc");

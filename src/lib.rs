@@ -119,6 +119,7 @@ pub async fn run(
         .context("cannot start the webhooks")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
+    tracing::info!("control listening on {}", listeners.control.address()?);
     if let net::Address::Tcp(address) = listeners.web.address()?
         && config.options.reverse_proxied
         && !address.ip().is_loopback()
@@ -129,7 +130,6 @@ pub async fn run(
              behind a proxy on this machine set web_address = \"127.0.0.1\""
         );
     }
-    tracing::info!("control listening on {}", listeners.control.address()?);
     // Also before any input starts, for the same reason.
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
@@ -146,10 +146,8 @@ pub async fn run(
     .context("cannot start MQTT")?;
 
     tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
-    let streams = web::places::Streams::new(
-        stream_places(&config.options),
-        metrics.streams_open.clone(),
-    );
+    let streams =
+        web::places::Streams::new(stream_places(&config.options), metrics.streams_open.clone());
     let app = web::App::new(web::Shared {
         state: state.clone(),
         reader,

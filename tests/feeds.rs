@@ -409,6 +409,21 @@ async fn the_badge_label_is_escaped_and_bounded() {
     let server = TestServer::start_with(&["--config", &config]).await;
     let own = server.get("/badge.svg").await;
     let own_tag = own.headers()[header::ETAG].clone();
+    // Opened on its own, an SVG is a document: it may run nothing.
+    for path in [
+        "/badge.svg",
+        "/badge.svg?label=x",
+        "/presence.svg",
+        "/static/logo.svg",
+    ] {
+        let r = server.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(
+            r.headers()[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'unsafe-inline'",
+            "{path}"
+        );
+    }
     assert!(own.text().await.unwrap().contains(">Lab &amp; Co</text>"));
 
     let hostile = server
@@ -443,6 +458,8 @@ async fn the_badge_label_is_escaped_and_bounded() {
         (format!("label={longest}é"), "over 64 characters"),
         ("label=".to_string(), "empty"),
         ("label=a%0Ab".to_string(), "control character"),
+        ("label=a%EF%BF%BEb".to_string(), "noncharacter"),
+        ("label=%EF%BF%BF".to_string(), "noncharacter"),
         ("label=a&label=b".to_string(), "more than once"),
     ] {
         let refused = server.get(&format!("/badge.svg?{query}")).await;

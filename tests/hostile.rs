@@ -178,8 +178,8 @@ async fn script_in_names_and_messages_is_always_escaped() {
     // usermanage refuses such a name now; an older database may hold one.
     let db = rusqlite::Connection::open(&server.db).unwrap();
     db.execute(
-        r#"INSERT INTO "User" (name, password) VALUES (?1, '!')"#,
-        [evil],
+        r#"INSERT INTO "User" (name, password) VALUES (?1, ?2)"#,
+        [evil, &bitsd::auth::hash_password("pw")],
     )
     .unwrap();
     drop(db);
@@ -196,6 +196,23 @@ async fn script_in_names_and_messages_is_always_escaped() {
         data["message"]["value"],
         "&lt;script&gt;alert(1)&lt;/script&gt;"
     );
+    // Old clients insert the author as HTML too.
+    let mut session = common::member::Session::new(&server);
+    assert_eq!(session.login(evil, "pw", "/message").await.status(), 303);
+    let xsrf = session.cookie("_xsrf").unwrap();
+    let sent = session
+        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "hi")])
+        .await;
+    assert_eq!(sent.status(), 303);
+    let data = server
+        .wait_for_data("the member's message", |d| d["message"]["value"] == "hi")
+        .await;
+    assert_eq!(
+        data["message"]["user"],
+        "&lt;script&gt;alert(1)&lt;/script&gt;"
+    );
+    let home = server.text("/").await;
+    assert!(!home.contains(evil), "homepage");
     let log = server.text("/log").await;
     assert!(!log.contains("<script>alert"));
 }

@@ -242,6 +242,59 @@ async fn messages_are_checked_and_keep_the_text() {
 }
 
 #[tokio::test]
+async fn a_member_posts_five_messages_in_ten_seconds_then_waits() {
+    let server = TestServer::start().await;
+    add_user(&server, "hana", "pw");
+    let mut s = Session::new(&server);
+    s.login("hana", "pw", "/message").await;
+    let xsrf = s.cookie("_xsrf").unwrap();
+    let long = "ü".repeat(1000);
+    for n in 0..5 {
+        let r = s
+            .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
+            .await;
+        assert_eq!(r.status(), 303, "message {n}");
+    }
+    let r = s
+        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "sixth")])
+        .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["cache-control"], "private, no-cache");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Too many messages in a row"), "{body}");
+    assert!(body.contains("sixth"), "the form keeps the text");
+    // The refused one was not sent; the fifth is the last.
+    let data = server.json("/data").await;
+    assert_eq!(data["message"]["value"], long.as_str());
+    // Another member is not held back.
+    add_user(&server, "ivo", "pw");
+    let mut other = Session::new(&server);
+    other.login("ivo", "pw", "/message").await;
+    let xsrf = other.cookie("_xsrf").unwrap();
+    let r = other
+        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "hi")])
+        .await;
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test]
+async fn pages_that_name_members_are_private() {
+    let server = TestServer::start().await;
+    add_user(&server, "juno", "pw");
+    let mut s = Session::new(&server);
+    s.login("juno", "pw", "/admin").await;
+    for path in ["/admin", "/message", "/"] {
+        let r = s.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "private, no-cache", "{path}");
+    }
+    // A visitor's homepage names nobody's session: shared caches may keep
+    // it, after asking again.
+    let r = server.get("/").await;
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+}
+
+#[tokio::test]
 async fn mac_updates_fill_the_roster() {
     let server = TestServer::start_with(&[
         "--mac-update-password",

@@ -221,4 +221,79 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
     let direct = TestServer::start().await;
     let doc = proxied(&direct).await;
     assert_eq!(doc["url"], format!("http://{}", direct.web_addr()));
+
+    // With public_url, no header of the client's chooses them.
+    let fixed = TestServer::start_with(&[
+        "--reverse-proxied",
+        "--public-url",
+        "https://bits.club.example/",
+    ])
+    .await;
+    let doc: serde_json::Value = fixed
+        .http
+        .get(fixed.url("/spaceapi.json"))
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Proto", "http")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_valid(&doc);
+    assert_eq!(doc["url"], "https://bits.club.example");
+    assert_eq!(
+        doc["feeds"]["calendar"]["url"],
+        "https://bits.club.example/openings.ics"
+    );
+    assert!(!doc.to_string().contains("evil"), "{doc}");
+}
+
+#[tokio::test]
+async fn believing_a_proxy_on_every_address_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bitsd.db");
+    let open = common::Spawned::start_with(
+        &db,
+        &["--reverse-proxied", "--web-address", "0.0.0.0"],
+        "info",
+    );
+    let warning = open
+        .wait_for_log("reverse_proxied is on", common::PATIENCE)
+        .await;
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("web_address = \"127.0.0.1\""), "{warning}");
+    drop(open);
+    let loopback =
+        common::Spawned::start_with(&db, &["--reverse-proxied", "--log-requests=true"], "info");
+    // A request is logged after every line of the start.
+    let status = reqwest::get(format!("http://{}/status", loopback.web))
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    loopback.wait_for_log("/status", common::PATIENCE).await;
+    assert!(loopback.log_lines("reverse_proxied is on").is_empty());
+}
+
+#[tokio::test]
+async fn a_public_url_is_an_origin() {
+    for bad in [
+        "bits.example.org",
+        "ftp://bits.example.org",
+        "https://bits.example.org/bits",
+        "https://",
+    ] {
+        let out = common::bitsd_command()
+            .args(["--public-url", bad, "check"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("public_url") || err.contains("public-url"),
+            "{err}"
+        );
+        assert!(err.contains("expected an origin"), "{err}");
+    }
 }

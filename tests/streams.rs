@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::{PATIENCE, TestServer, tcp_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
 /// How long "at once" may take on a busy machine.
@@ -26,7 +25,7 @@ async fn metric(server: &TestServer, name: &str) -> f64 {
 /// A stream held open (its connection, whatever kind), or the head of the
 /// answer that refused it.
 enum Opened {
-    Held(Box<dyn Send>),
+    Held { _connection: Box<dyn Send> },
     Refused(String),
 }
 
@@ -41,7 +40,9 @@ async fn events(from: &str, to: SocketAddr, headers: &str) -> Opened {
     loop {
         let text = String::from_utf8_lossy(&seen).into_owned();
         if text.contains("data:") {
-            return Opened::Held(Box::new(stream));
+            return Opened::Held {
+                _connection: Box::new(stream),
+            };
         }
         if let Some((head, _)) = text.split_once("\r\n\r\n")
             && !head.starts_with("HTTP/1.1 200")
@@ -69,7 +70,9 @@ async fn websocket(from: &str, to: SocketAddr) -> Opened {
     {
         Ok((mut ws, _)) => {
             common::ws_next_text(&mut ws).await;
-            Opened::Held(Box::new(ws))
+            Opened::Held {
+                _connection: Box::new(ws),
+            }
         }
         Err(tungstenite::Error::Http(response)) => {
             let retry = response
