@@ -481,6 +481,19 @@ async fn status_and_its_etag_pass_through_https_and_http2() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+
+    // A client's own X-Forwarded-Host never reaches bitsd: nginx writes
+    // the host and port it answered on.
+    let doc: serde_json::Value = https
+        .get(nginx.url("/spaceapi.json"))
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["url"], nginx.origin());
 }
 
 #[tokio::test]
