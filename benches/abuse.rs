@@ -10,8 +10,12 @@
 //! 3. one address opening event streams up to its limit and past it: the
 //!    same figures, and how many were refused.
 //!
+//! 4. 16 addresses, each within its own limit, opening 1,024 event streams
+//!    each, past `web_max_streams`: the same figures, `/status` asked on a
+//!    new connection each time, and how many streams were refused.
+//!
 //! Settings: ABUSE_LOGINS (1000), ABUSE_FAILED (10000), ABUSE_EXTRA (500
-//! connections past the limit).
+//! connections past the limit), ABUSE_STREAM_ADDRESSES (16).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -54,6 +58,7 @@ fn main() {
         simultaneous_logins(setting("ABUSE_LOGINS", 1000)).await;
         failed_logins(setting("ABUSE_FAILED", 10_000)).await;
         connections(setting("ABUSE_EXTRA", 500)).await;
+        streams_from_many_addresses(setting("ABUSE_STREAM_ADDRESSES", 16)).await;
     });
 }
 
@@ -112,6 +117,15 @@ struct Watch {
 
 impl Watch {
     fn start(bitsd: &Spawned) -> Watch {
+        Self::watching(bitsd, false)
+    }
+
+    /// The same, each `/status` on a new connection, as a newcomer's.
+    fn start_fresh(bitsd: &Spawned) -> Watch {
+        Self::watching(bitsd, true)
+    }
+
+    fn watching(bitsd: &Spawned, fresh: bool) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(bitsd.rss_kib()));
         let pid = bitsd.child.id();
@@ -125,7 +139,16 @@ impl Watch {
         let url = format!("http://{}/status", bitsd.web);
         let s = stop.clone();
         let latencies = tokio::spawn(async move {
-            let client = client_from("127.0.0.250".parse().unwrap());
+            let from: IpAddr = "127.0.0.250".parse().unwrap();
+            let client = match fresh {
+                false => client_from(from),
+                true => reqwest::Client::builder()
+                    .local_address(from)
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap(),
+            };
             let mut taken = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 let started = Instant::now();
@@ -296,6 +319,71 @@ async fn connections(extra: usize) {
             &format!(
                 "one address opens {} event streams (limit {limit})",
                 limit + extra
+            ),
+            before,
+            answers,
+        )
+        .await;
+    drop(held);
+}
+
+/// Opens an event stream from `from`; the status of its answer (0 when the
+/// connection failed or closed) and the connection, held.
+async fn open_stream(from: IpAddr, web: SocketAddr) -> (u16, Option<TcpStream>) {
+    use tokio::io::AsyncReadExt;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let Ok(mut stream) = socket.connect(web).await else {
+        return (0, None);
+    };
+    if stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return (0, None);
+    }
+    let mut head = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head)).await;
+    let status = match read {
+        Ok(Ok(_)) => std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    (status, Some(stream))
+}
+
+async fn streams_from_many_addresses(addresses: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start(dir.path());
+    let per_address = 1024;
+    let before = bitsd.rss_kib();
+    let watch = Watch::start_fresh(&bitsd);
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for address in 0..addresses {
+        let from = IpAddr::from([127, 0, 4, 1 + address as u8]);
+        for _ in 0..per_address / 256 {
+            let batch = (0..256).map(|_| open_stream(from, bitsd.web));
+            for (status, stream) in futures_util::future::join_all(batch).await {
+                statuses.push(status);
+                held.extend(stream);
+            }
+        }
+    }
+    let streams = metric(&bitsd, "bitsd_web_streams").await;
+    let refused = metric(&bitsd, "bitsd_web_streams_refused_total").await;
+    let answers = format!(
+        "{}; {streams} streams held, {refused} refused",
+        tally(&statuses)
+    );
+    watch
+        .report(
+            &bitsd,
+            &format!(
+                "{addresses} addresses open {per_address} event streams each (web_max_streams 8192)"
             ),
             before,
             answers,
