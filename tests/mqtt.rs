@@ -1,6 +1,7 @@
 //! MQTT against a real mosquitto: retained state, live changes in order,
 //! Home Assistant discovery, the last will, a broker that is down, restarts
-//! or wants a password, and `set/` topics read as device commands.
+//! or wants a password, `set/` topics read as device commands (huge ones
+//! skipped), and `public_url` as bitsd's own address.
 
 mod common;
 
@@ -46,21 +47,26 @@ async fn online(port: u16, prefix: &str) {
     watcher.until(&topic, |m| m.text() == "online").await;
 }
 
-/// Waits until `check` holds, polling every 20 ms for [`PATIENCE`].
 /// Waits until bitsd has counted `n` rejected `set/` messages.
 async fn rejected_reach(http: &reqwest::Client, web: std::net::SocketAddr, n: f64) {
-    eventually("the bad messages counted", async || {
-        metric(
-            http,
-            web,
-            "bitsd_mqtt_set_messages_total{result=\"rejected\"}",
-        )
-        .await
-            == Some(n)
+    set_messages_reach(http, web, "rejected", n).await;
+}
+
+/// Waits until bitsd has counted `n` `set/` messages with `result`.
+async fn set_messages_reach(
+    http: &reqwest::Client,
+    web: std::net::SocketAddr,
+    result: &str,
+    n: f64,
+) {
+    let name = format!("bitsd_mqtt_set_messages_total{{result=\"{result}\"}}");
+    eventually(&format!("{n} {result} set/ messages counted"), async || {
+        metric(http, web, &name).await == Some(n)
     })
     .await;
 }
 
+/// Waits until `check` holds, polling every 20 ms for [`PATIENCE`].
 async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
@@ -512,6 +518,128 @@ async fn set_topics_act_as_the_device_and_bad_ones_are_skipped() {
         )
         .await,
         Some(3.0)
+    );
+}
+
+/// Far over the 64 KiB bitsd reads of a message, and over the 1 MiB packet
+/// that once cost it the connection.
+const HUGE: usize = 2 << 20;
+
+#[tokio::test]
+async fn a_huge_set_message_is_skipped_and_bitsd_stays_on_the_broker() {
+    let broker = Mosquitto::start();
+    let publisher = Subscriber::connect(broker.port, "unused").await;
+    // Retained before bitsd starts: the broker hands it over on every
+    // subscription, so a bitsd that cannot skip it never stays connected.
+    publisher
+        .publish_retained("bits/set/message", vec![b'x'; HUGE])
+        .await;
+    let mut held = Subscriber::connect(broker.port, "bits/set/message").await;
+    let retained = held.next().await;
+    assert!(retained.retained && retained.payload.len() == HUGE);
+    drop(held);
+
+    let (_dir, bitsd) = spawned_on(&broker, &["--mqtt-subscribe"], "info");
+    let http = reqwest::Client::new();
+    let web = bitsd.web;
+    let connected = async || metric(&http, web, "bitsd_mqtt_connected").await == Some(1.0);
+    set_messages_reach(&http, web, "too_large", 1.0).await;
+    assert!(connected().await);
+    // And one while bitsd runs.
+    publisher
+        .publish_retained("bits/set/status", vec![b'1'; HUGE])
+        .await;
+    set_messages_reach(&http, web, "too_large", 2.0).await;
+    assert!(connected().await);
+    // One line each, naming the topic and the size.
+    let limit = "over the 64 KiB limit";
+    eventually("two lines", async || bitsd.log_lines(limit).len() >= 2).await;
+    let lines = bitsd.log_lines(limit);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].contains("\"bits/set/message\"") && lines[0].contains("2097152 bytes"));
+    assert!(lines[1].contains("\"bits/set/status\""), "{}", lines[1]);
+
+    // Just over the limit, more than the broker lets wait unacknowledged
+    // (20): each skipped one is acknowledged, or what follows is held back.
+    for _ in 0..30 {
+        publisher
+            .publish("bits/set/message", vec![b'y'; (64 << 10) + 1])
+            .await;
+    }
+    // At the limit: read, and refused as a message's text.
+    publisher
+        .publish("bits/set/message", vec![b'z'; 64 << 10])
+        .await;
+    rejected_reach(&http, web, 1.0).await;
+    assert_eq!(
+        metric(
+            &http,
+            web,
+            "bitsd_mqtt_set_messages_total{result=\"too_large\"}"
+        )
+        .await,
+        Some(32.0)
+    );
+
+    publisher.publish("bits/set/status", "open").await;
+    eventually("the status opened over MQTT", async || {
+        let status = http.get(format!("http://{web}/status")).send().await;
+        status.unwrap().text().await.unwrap() == "1"
+    })
+    .await;
+    assert!(connected().await);
+    // Never off the broker in between: one connection, and the retained
+    // message was delivered once.
+    let sessions = bitsd.log_lines("mqtt: connected to");
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    assert!(bitsd.log_lines("retrying").is_empty());
+    let skipped = bitsd.log_lines("skipped");
+    assert!(skipped.len() <= 12, "{} lines", skipped.len());
+}
+
+#[tokio::test]
+async fn the_public_url_is_bitsds_own_address_on_mqtt() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bitsd.toml");
+    std::fs::write(
+        &config,
+        "[spaceapi]\nspace = \"Lab\"\nurl = \"https://lab.example/\"\n",
+    )
+    .unwrap();
+    let db = dir.path().join("bitsd.db");
+    let url = broker.url();
+    let config = config.display().to_string();
+    let args = [
+        "--mqtt-url",
+        &url,
+        "--config",
+        &config,
+        "--public-url",
+        "https://bits.example.org/",
+    ];
+    let _server = TestServer::start_in(dir, db, &args).await;
+    let open = "homeassistant/binary_sensor/bitsd_bits/open/config";
+    let mut ha = Subscriber::connect(broker.port, open).await;
+    let config = ha.until(open, |_| true).await.json();
+    assert_eq!(
+        config["device"]["configuration_url"],
+        "https://bits.example.org"
+    );
+
+    let mut spaceapi = Subscriber::connect(broker.port, "bits/spaceapi").await;
+    let document = spaceapi.next().await.json();
+    // The space's website stays the space's; bitsd's own files are at its
+    // public address.
+    assert_eq!(document["url"], "https://lab.example/");
+    assert_eq!(document["logo"], "https://bits.example.org/static/logo.svg");
+    assert_eq!(
+        document["feeds"]["calendar"]["url"],
+        "https://bits.example.org/openings.ics"
+    );
+    assert_eq!(
+        document["state"]["icon"]["open"],
+        "https://bits.example.org/static/open.svg"
     );
 }
 

@@ -1,7 +1,9 @@
-//! Messages on the `set/` topics, taken as the device's own lines.
+//! Messages on the `set/` topics, taken as the device's own lines; those
+//! too large to read are counted and logged.
 
 use std::sync::Arc;
 
+use super::session::MAX_PAYLOAD;
 use super::topics::Topics;
 use crate::limits::{QuietLog, Shown};
 use crate::metrics::Metrics;
@@ -38,6 +40,19 @@ impl Inbox {
                 }
                 true
             }
+        }
+    }
+
+    /// Counts and logs (at the same bounded rate) a message whose payload
+    /// of `size` bytes was skipped unread.
+    pub(super) fn too_large(&self, topic: &str, size: usize, metrics: &Metrics) {
+        metrics.mqtt_set_message("too_large");
+        if let Some(held) = self.quiet.pass() {
+            tracing::warn!(
+                "mqtt: message on {} skipped: payload of {size} bytes, over the {} KiB limit{held}",
+                Shown(topic),
+                MAX_PAYLOAD >> 10
+            );
         }
     }
 }

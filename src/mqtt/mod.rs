@@ -4,11 +4,12 @@
 //!
 //! One task follows the stream of committed changes like any other
 //! follower: `link` connects (reconnecting with backoff), `publisher`
-//! serves each connection, `session` speaks the protocol, `inbox` takes the
-//! `set/` messages. While the broker
-//! is away nothing is queued; each new connection starts from the current
-//! snapshot.
+//! serves each connection, `session` speaks the protocol (`frame` tells an
+//! oversized message from its headers), `inbox` takes the `set/` messages.
+//! While the broker is away nothing is queued; each new connection starts
+//! from the current snapshot.
 
+mod frame;
 mod inbox;
 mod link;
 mod publisher;
@@ -160,10 +161,15 @@ fn tls_config() -> Result<rustls::ClientConfig, MqttError> {
         .with_no_client_auth())
 }
 
-/// The base of the URLs in `P/spaceapi`: the `[spaceapi] url` when set,
-/// else `http://<host name>[:<web port>]`, as a client on the network
-/// reaches this server without a proxy.
+/// The base of bitsd's own URLs on MQTT (the logo, icons and calendar of
+/// `P/spaceapi`, Home Assistant's `configuration_url`): `public_url` when
+/// set; else the `[spaceapi] url`, the space's website, which often is
+/// this server; else `http://<host name>[:<web port>]`, as a client on the
+/// network reaches this server without a proxy.
 fn own_url(config: &Config, web_port: Option<u16>) -> String {
+    if let Some(url) = &config.options.public_url {
+        return url.clone();
+    }
     if let Some(url) = config.spaceapi.as_ref().and_then(|s| s.url.as_deref()) {
         return url.trim_end_matches('/').to_string();
     }
@@ -188,8 +194,31 @@ fn host_name() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::own_url;
+    use crate::config::{Config, SpaceApi};
+
     #[test]
     fn tls_is_set_up_with_the_ring_provider() {
         super::tls_config().unwrap();
+    }
+
+    #[test]
+    fn own_urls_are_the_public_url_before_the_spaces_website() {
+        let args = ["bitsd", "--public-url", "https://bits.example.org/"];
+        let (mut config, _) = Config::from_args(args).unwrap();
+        assert_eq!(own_url(&config, Some(8080)), "https://bits.example.org");
+        config.spaceapi = Some(SpaceApi {
+            url: Some("https://lab.example/".into()),
+            ..SpaceApi::default()
+        });
+        assert_eq!(own_url(&config, Some(8080)), "https://bits.example.org");
+        config.options.public_url = None;
+        assert_eq!(own_url(&config, Some(8080)), "https://lab.example");
+        config.spaceapi = None;
+        let by_host = own_url(&config, Some(8080));
+        assert!(
+            by_host.starts_with("http://") && by_host.ends_with(":8080"),
+            "{by_host}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
-use super::session::{LinkError, Session, name};
+use super::session::{Incoming, LinkError, Session, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
 use crate::config::{SensorNames, SpaceApi};
 use crate::event::Change;
@@ -234,7 +234,22 @@ impl Publisher {
         metrics: &Metrics,
     ) -> Result<bool, Ended> {
         let mut ponged = false;
-        while let Some(packet) = session.reader.packet()? {
+        while let Some(incoming) = session.reader.packet()? {
+            let packet = match incoming {
+                Incoming::Packet(packet) => packet,
+                Incoming::Oversized(publish) => {
+                    if publish.qos != QoS::AtMostOnce {
+                        session.writer.acknowledge(publish.pkid);
+                    }
+                    match inbox {
+                        Some(inbox) => inbox.too_large(&publish.topic, publish.payload, metrics),
+                        None => {
+                            tracing::debug!("mqtt: an oversized PUBLISH from the broker skipped")
+                        }
+                    }
+                    continue;
+                }
+            };
             match packet {
                 Packet::PubAck(ack) => {
                     if session.acknowledged(ack.pkid) {

@@ -2,22 +2,31 @@
 //! encoded into one buffer and written together, so a burst of samples
 //! costs a few system calls rather than one each. The wire format is
 //! `rumqttc`'s codec; the connection itself is ours, because the state is
-//! sent again on every connection and nothing needs to outlive one.
+//! sent again on every connection and nothing needs to outlive one. What
+//! is read is bounded: a message over [`MAX_PAYLOAD`] is skipped as it
+//! streams in, and the connection stays up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rumqttc::mqttbytes::{self, QoS};
 use rumqttc::tokio_rustls::{TlsConnector, rustls};
 use rumqttc::{ConnectReturnCode, LastWill, Packet, PubAck, Publish, Subscribe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use super::frame::{self, Head, Oversized};
+
 /// Longest wait for the TCP and TLS handshakes and the broker's `CONNACK`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest packet read from the broker (`set/` payloads are far smaller).
-const MAX_INCOMING: usize = 1 << 20;
+/// Largest message payload read from the broker; a larger one is skipped
+/// as it streams in, never held.
+pub const MAX_PAYLOAD: usize = 64 << 10;
+/// Largest packet read whole (its length after the fixed header): a
+/// `PUBLISH` of [`MAX_PAYLOAD`] with the longest topic and a packet id. Any
+/// other packet past it ends the connection.
+const MAX_INCOMING: usize = MAX_PAYLOAD + 2 + u16::MAX as usize + 2;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 16 << 10;
 
@@ -71,6 +80,16 @@ pub struct Session {
 pub struct Reader {
     half: ReadHalf<Box<dyn Stream>>,
     buf: BytesMut,
+    /// Bytes of an oversized payload still to arrive, dropped as they do.
+    skip: usize,
+}
+
+/// What the broker sent.
+pub enum Incoming {
+    Packet(Packet),
+    /// A `PUBLISH` whose payload is over [`MAX_PAYLOAD`]: its headers only,
+    /// the payload is dropped as it arrives.
+    Oversized(Oversized),
 }
 
 pub struct Writer {
@@ -109,6 +128,7 @@ impl Session {
             reader: Reader {
                 half,
                 buf: BytesMut::with_capacity(READ_CHUNK),
+                skip: 0,
             },
             writer: Writer {
                 half: writer,
@@ -127,11 +147,12 @@ impl Session {
         session.writer.encode(Packet::Connect(connect));
         session.writer.flush_all().await?;
         match session.reader.next().await? {
-            Packet::ConnAck(ack) => match ack.code {
+            Incoming::Packet(Packet::ConnAck(ack)) => match ack.code {
                 ConnectReturnCode::Success => Ok(session),
                 code => Err(LinkError::Refused(refusal(code))),
             },
-            other => Err(LinkError::Unexpected(name(&other))),
+            Incoming::Packet(other) => Err(LinkError::Unexpected(name(&other))),
+            Incoming::Oversized(_) => Err(LinkError::Unexpected("PUBLISH")),
         }
     }
 
@@ -181,10 +202,27 @@ impl Reader {
         }
     }
 
-    /// The next whole packet already read, if any.
-    pub fn packet(&mut self) -> Result<Option<Packet>, LinkError> {
+    /// The next packet already read, if any. An oversized `PUBLISH` is
+    /// returned once its headers are in; its payload is then dropped as it
+    /// arrives, so the buffer never holds more than [`MAX_INCOMING`] and a
+    /// read's worth.
+    pub fn packet(&mut self) -> Result<Option<Incoming>, LinkError> {
+        self.drop_skipped();
+        if self.skip > 0 {
+            return Ok(None);
+        }
+        match frame::head(&self.buf, MAX_PAYLOAD).map_err(LinkError::Malformed)? {
+            Head::Partial => return Ok(None),
+            Head::Oversized(publish) => {
+                self.buf.advance(publish.headers);
+                self.skip = publish.payload;
+                self.drop_skipped();
+                return Ok(Some(Incoming::Oversized(publish)));
+            }
+            Head::Whole => {}
+        }
         match Packet::read(&mut self.buf, MAX_INCOMING) {
-            Ok(packet) => Ok(Some(packet)),
+            Ok(packet) => Ok(Some(Incoming::Packet(packet))),
             Err(mqttbytes::Error::InsufficientBytes(more)) => {
                 self.buf.reserve(more);
                 Ok(None)
@@ -193,8 +231,15 @@ impl Reader {
         }
     }
 
+    /// Drops what has arrived of a payload being skipped.
+    fn drop_skipped(&mut self) {
+        let here = self.skip.min(self.buf.len());
+        self.buf.advance(here);
+        self.skip -= here;
+    }
+
     /// Waits for the next packet.
-    async fn next(&mut self) -> Result<Packet, LinkError> {
+    async fn next(&mut self) -> Result<Incoming, LinkError> {
         loop {
             if let Some(packet) = self.packet()? {
                 return Ok(packet);
@@ -336,7 +381,67 @@ pub fn name(packet: &Packet) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::PacketIds;
+    use bytes::{Bytes, BytesMut};
+    use rumqttc::mqttbytes::QoS;
+    use rumqttc::{Packet, Publish};
+    use tokio::io::AsyncWriteExt;
+
+    use super::{Incoming, MAX_INCOMING, PacketIds, READ_CHUNK, Reader, Stream};
+
+    #[tokio::test]
+    async fn an_oversized_publish_is_skipped_in_bounded_memory() {
+        let (ours, mut broker) = tokio::io::duplex(64 << 10);
+        let (half, _writer) = tokio::io::split(Box::new(ours) as Box<dyn Stream>);
+        let mut reader = Reader {
+            half,
+            buf: BytesMut::new(),
+            skip: 0,
+        };
+        let huge = Bytes::from(vec![b'x'; 16 << 20]);
+        let mut oversized = Publish::from_bytes("bits/set/message", QoS::AtLeastOnce, huge);
+        oversized.pkid = 9;
+        oversized.retain = true;
+        let mut fine = Publish::new("bits/set/status", QoS::AtLeastOnce, "open");
+        fine.pkid = 10;
+        let mut sent = BytesMut::new();
+        for packet in [
+            Packet::Publish(oversized),
+            Packet::Publish(fine),
+            Packet::PingResp,
+        ] {
+            packet.write(&mut sent, usize::MAX).unwrap();
+        }
+        let sending = tokio::spawn(async move { broker.write_all(&sent).await.unwrap() });
+
+        let mut got = Vec::new();
+        let mut most = 0;
+        loop {
+            while let Some(incoming) = reader.packet().unwrap() {
+                got.push(incoming);
+            }
+            if got.len() == 3 {
+                break;
+            }
+            reader.fill().await.unwrap();
+            most = most.max(reader.buf.capacity());
+        }
+        sending.await.unwrap();
+        assert!(most <= MAX_INCOMING + READ_CHUNK, "held {most} bytes");
+        let Incoming::Oversized(skipped) = &got[0] else {
+            panic!("the huge PUBLISH is not skipped");
+        };
+        assert_eq!(skipped.topic, "bits/set/message");
+        assert_eq!((skipped.pkid, skipped.retain), (9, true));
+        assert_eq!(skipped.payload, 16 << 20);
+        let Incoming::Packet(Packet::Publish(next)) = &got[1] else {
+            panic!("the PUBLISH after it is lost");
+        };
+        assert_eq!(
+            (next.topic.as_str(), &next.payload[..]),
+            ("bits/set/status", &b"open"[..])
+        );
+        assert!(matches!(got[2], Incoming::Packet(Packet::PingResp)));
+    }
 
     #[test]
     fn packet_ids_skip_those_still_waiting_and_never_use_zero() {

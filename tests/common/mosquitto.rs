@@ -46,6 +46,9 @@ impl Mosquitto {
         // A subscriber is sent every message, however far it falls behind
         // (mosquitto drops QoS 1 messages past 1000 queued by default).
         conf.push_str("max_queued_messages 0\n");
+        // Messages of any size pass (the default, said here because the
+        // tests of oversized `set/` messages rely on it).
+        conf.push_str("message_size_limit 0\n");
         match login {
             None => conf.push_str("allow_anonymous true\n"),
             Some((user, password)) => {
@@ -292,6 +295,14 @@ impl Subscriber {
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    /// Publishes `payload` on `topic`, retained, QoS 1.
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
             .await
             .unwrap();
     }
