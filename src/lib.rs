@@ -16,6 +16,8 @@
 //!   push (websocket, SSE).
 //! - `fake`: the simulated device and history of `bitsd fake`.
 //! - `metrics`: the Prometheus metrics.
+//! - `logging`: log lines on standard error, dropped and counted (never a
+//!   panic) when they cannot be written.
 //! - `mqtt`: the state on an MQTT broker's retained topics, Home Assistant
 //!   discovery, and `set/` topics read as device commands.
 //! - `wiki`: markdown pages.
@@ -44,6 +46,7 @@ pub mod event;
 pub mod fake;
 pub mod install;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod net;

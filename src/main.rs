@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bitsd: {e:#}");
+            // Not `eprintln!`: it panics when standard error is gone.
+            bitsd::logging::eprint_line(format_args!("bitsd: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -79,10 +80,13 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only on a terminal: a journal or a file gets plain text.
     use std::io::IsTerminal as _;
+    // A line that cannot be written is dropped and counted, never reported
+    // with `eprintln!` (which panics when standard error is gone).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(bitsd::logging::Stderr)
+        .log_internal_errors(false)
         .init();
 }
 

@@ -8,13 +8,15 @@
 //! readers never query the database for the current state. Webhooks are
 //! the exception: their deliveries must survive a crash, so the writer puts
 //! them in the outbox table in the change's transaction (`outbox`).
+//! While writes fail (a full disk), events are lost, counted and the cause
+//! kept for `/healthz`; the next event stored clears it.
 
 mod outbox;
 mod snapshot;
 mod writer;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
@@ -140,6 +142,34 @@ struct Shared {
     changes: broadcast::Sender<Changes>,
     clock: Clock,
     message_budget: Arc<Semaphore>,
+    storing: Arc<Storing>,
+}
+
+/// Whether events are being stored: the cause of the last failed write,
+/// until the writer stores an event again.
+#[derive(Debug, Default)]
+struct Storing {
+    failure: Mutex<Option<Arc<str>>>,
+}
+
+impl Storing {
+    /// Writes fail for `why`; the cause before, if they were failing already.
+    fn fail(&self, why: Arc<str>) -> Option<Arc<str>> {
+        self.lock().replace(why)
+    }
+
+    /// An event was stored; whether writes were failing until now.
+    fn recover(&self) -> bool {
+        self.lock().take().is_some()
+    }
+
+    fn failure(&self) -> Option<Arc<str>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Handle on the state; cheap to clone.
@@ -167,6 +197,7 @@ impl State {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
         let snapshot = Arc::new(watch::Sender::new(Arc::new(model.snapshot(jsonver))));
+        let storing = Arc::new(Storing::default());
         let writer = Writer {
             db,
             model,
@@ -177,6 +208,8 @@ impl State {
             metrics,
             jsonver,
             outbox,
+            storing: storing.clone(),
+            lost: 0,
         };
         std::thread::Builder::new()
             .name("bitsd-writer".into())
@@ -189,6 +222,7 @@ impl State {
                 changes,
                 clock,
                 message_budget: Arc::new(Semaphore::new(MESSAGE_BUDGET)),
+                storing,
             }),
         })
     }
@@ -278,5 +312,11 @@ impl State {
 
     pub fn clock(&self) -> Clock {
         self.shared.clock
+    }
+
+    /// Why events cannot be stored (SQLite's words: "database or disk is
+    /// full"), from a failed write until an event is stored again.
+    pub fn storage_failure(&self) -> Option<Arc<str>> {
+        self.shared.storing.failure()
     }
 }

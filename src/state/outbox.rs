@@ -189,6 +189,8 @@ mod tests {
             metrics: metrics.clone(),
             jsonver: 3,
             outbox,
+            storing: Arc::default(),
+            lost: 0,
         }
     }
 

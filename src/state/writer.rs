@@ -1,5 +1,7 @@
 //! The single writer thread: one transaction per batch of events, then the
-//! snapshot, then the stream of committed changes.
+//! snapshot, then the stream of committed changes. A batch that cannot be
+//! written changes nothing but the count of events not stored and the
+//! cause `/healthz` shows.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +13,7 @@ use super::outbox::{Deltas, Outbox};
 use super::snapshot::{Model, Roster};
 use super::{
     CHUNK_BYTES, CHUNK_CHANGES, Changes, Event, Job, Origin, Outcome, Published, Reply, Snapshot,
+    Storing,
 };
 use crate::clock::{Clock, LocalTime};
 use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
@@ -33,6 +36,10 @@ pub(super) struct Writer {
     pub metrics: Arc<Metrics>,
     pub jsonver: u32,
     pub outbox: Outbox,
+    /// Why writes fail, shared with `/healthz`.
+    pub storing: Arc<Storing>,
+    /// Events lost since writes began to fail.
+    pub lost: u64,
 }
 
 /// What an event came to while its batch was being written.
@@ -75,6 +82,11 @@ impl Writer {
         let mut model = self.model.clone();
         let mut stamper = self.stamper.clone();
         let mut deltas = self.outbox.deltas();
+        let mut tally = Tally::default();
+        let events = jobs
+            .iter()
+            .filter(|job| matches!(job, Job::Event(..)))
+            .count();
         let committed = (|| -> Result<(), StoreError> {
             let batch = self.db.batch()?;
             let mut writing = Writing {
@@ -82,22 +94,33 @@ impl Writer {
                 outbox: &self.outbox,
                 deltas: &mut deltas,
                 failed: None,
+                tally: &mut tally,
             };
             for job in jobs {
+                // Once the batch has failed, nothing more is written: the
+                // transaction may be gone, and a row written after it would
+                // be stored on its own.
+                let doomed = writing.failed.is_some();
                 match job {
                     Job::Flush(tx) => flushes.push(tx),
+                    Job::Forget(..) if doomed => {}
                     Job::Forget(hook, ids) => {
                         self.outbox.forget(&batch, &hook, &ids, writing.deltas);
                     }
                     Job::Event(event, reply, budget) => {
                         budgets.extend(budget);
-                        let (stored, outcome) = prepare(
-                            &mut writing,
-                            &mut model,
-                            &mut stamper,
-                            &self.device_user,
-                            event,
-                        );
+                        let (stored, outcome) = if doomed {
+                            writing.tally.lost += 1;
+                            (None, Outcome::Ignored("not stored"))
+                        } else {
+                            prepare(
+                                &mut writing,
+                                &mut model,
+                                &mut stamper,
+                                &self.device_user,
+                                event,
+                            )
+                        };
                         pending.push(Pending {
                             stored,
                             reply,
@@ -106,19 +129,24 @@ impl Writer {
                     }
                 }
             }
-            // A change must not commit without its deliveries: the batch
-            // is rolled back whole, as a failed commit is.
+            // A change must not commit without its deliveries, nor a batch
+            // whose transaction SQLite may have cancelled: it is rolled
+            // back whole, as a failed commit is.
             if let Some(e) = writing.failed {
                 return Err(e);
             }
             commit(batch)
         })();
         if let Err(e) = committed {
-            tracing::error!(
-                "commit failed, {} events lost: {}",
-                pending.len(),
-                Report(&e)
-            );
+            // Every event that would have changed something is lost with
+            // the batch (those whose own row failed are counted already),
+            // and so are those not reached when the batch failed to begin.
+            let applied = pending
+                .iter()
+                .filter(|p| p.outcome == Outcome::Applied)
+                .count();
+            let unreached = events - pending.len();
+            self.not_stored(applied + tally.lost + unreached, &e);
             let e = Arc::new(e);
             for p in pending {
                 if let Some(reply) = p.reply {
@@ -129,6 +157,11 @@ impl Writer {
                 let _ = tx.send(());
             }
             return;
+        }
+        match tally.why {
+            Some(e) => self.not_stored(tally.lost, &e),
+            None if tally.written > 0 => self.stored_again(),
+            None => {}
         }
         let stored = pending.iter().filter(|p| p.stored.is_some()).count();
         if stored > 0 {
@@ -145,6 +178,31 @@ impl Writer {
         for tx in flushes {
             let _ = tx.send(());
         }
+    }
+
+    /// Counts `events` lost to `e` and keeps its cause for `/healthz`;
+    /// logged when writes begin to fail, or fail for another cause.
+    fn not_stored(&mut self, events: usize, e: &StoreError) {
+        self.metrics.events_not_stored.inc_by(events as u64);
+        self.lost += events as u64;
+        let why: Arc<str> = cause(e).into();
+        let before = self.storing.fail(why.clone());
+        if before.as_deref() == Some(&*why) {
+            tracing::debug!("{events} more event(s) not stored: {why}");
+        } else {
+            tracing::error!("cannot store events: {}; {events} event(s) lost", Report(e));
+        }
+    }
+
+    /// An event is stored: writes that failed work again.
+    fn stored_again(&mut self) {
+        if self.storing.recover() {
+            tracing::warn!(
+                "events are stored again; {} event(s) were lost meanwhile",
+                self.lost
+            );
+        }
+        self.lost = 0;
     }
 
     /// Publishes the stored changes in order, a commit in as few messages of
@@ -199,8 +257,55 @@ struct Writing<'a, 'b> {
     batch: &'a Batch<'b>,
     outbox: &'a Outbox,
     deltas: &'a mut Deltas,
-    /// An outbox row that could not be written: the batch must not commit.
+    /// A write that dooms the batch (an outbox row, or a row whose error
+    /// may have cancelled the transaction): the batch must not commit.
     failed: Option<StoreError>,
+    tally: &'a mut Tally,
+}
+
+/// The rows of a batch: events written, events not written, and why the
+/// first was not when that cost it alone (the batch commits the others).
+#[derive(Default)]
+struct Tally {
+    written: usize,
+    lost: usize,
+    why: Option<StoreError>,
+}
+
+impl Writing<'_, '_> {
+    /// An event whose row could not be written. A full disk, an I/O error,
+    /// no memory or a busy database may have cancelled the whole
+    /// transaction (SQLite decides): the batch then fails whole. Another
+    /// error (a constraint) costs this event only.
+    fn lost(&mut self, e: StoreError) {
+        tracing::debug!("event not stored: {}", Report(&e));
+        self.tally.lost += 1;
+        if cancels_transaction(&e) {
+            self.failed.get_or_insert(e);
+        } else {
+            self.tally.why.get_or_insert(e);
+        }
+    }
+}
+
+fn cancels_transaction(e: &StoreError) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DiskFull, OutOfMemory, SystemIoFailure};
+    let StoreError::Sqlite(e) = e else {
+        return false;
+    };
+    matches!(
+        e.sqlite_error_code(),
+        Some(DiskFull | SystemIoFailure | OutOfMemory | DatabaseBusy)
+    )
+}
+
+/// Why a write failed, in SQLite's own words ("database or disk is full").
+fn cause(e: &StoreError) -> String {
+    match e {
+        StoreError::Sqlite(e) => e.to_string(),
+        StoreError::NotCommitted(e) => cause(e),
+        e => Report(e).to_string(),
+    }
 }
 
 /// A change written to the batch and applied to the model.
@@ -264,7 +369,7 @@ fn prepare(
             return (
                 None,
                 roster_change(batch, &mut model.roster, |_| {
-                    set_visibility(batch, member, visibility)
+                    set_visibility(writing, member, visibility)
                 }),
             );
         }
@@ -275,6 +380,7 @@ fn prepare(
     };
     match store(batch, &change, author_id) {
         Ok(row) => {
+            writing.tally.written += 1;
             // Serialised once, for the outbox and for the stream.
             let json = writing.outbox.follows(&change).then(|| {
                 let json = change.to_json();
@@ -294,7 +400,7 @@ fn prepare(
             (Some(stored), Outcome::Applied)
         }
         Err(e) => {
-            tracing::error!("event not stored: {}", Report(&e));
+            writing.lost(e);
             (None, Outcome::Ignored("not stored"))
         }
     }
@@ -383,12 +489,15 @@ fn roster_change(
 }
 
 /// A member sets who sees them.
-fn set_visibility(batch: &Batch<'_>, id: i64, visibility: Visibility) -> Outcome {
-    match batch.set_visibility(id, visibility) {
-        Ok(true) => Outcome::Applied,
+fn set_visibility(writing: &mut Writing<'_, '_>, id: i64, visibility: Visibility) -> Outcome {
+    match writing.batch.set_visibility(id, visibility) {
+        Ok(true) => {
+            writing.tally.written += 1;
+            Outcome::Applied
+        }
         Ok(false) => Outcome::Ignored("no such user"),
         Err(e) => {
-            tracing::error!("visibility of user {id} not stored: {}", Report(&e));
+            writing.lost(e);
             Outcome::Ignored("not stored")
         }
     }

@@ -106,8 +106,13 @@ async fn device_clock(AxumState(app): AxumState<App>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], now).into_response()
 }
 
-/// `ok` while the database answers.
+/// `ok` while events are stored and the database answers; a 503 with the
+/// reason while events cannot be stored (a full disk).
 async fn healthz(AxumState(app): AxumState<App>) -> Response {
+    if let Some(why) = app.state.storage_failure() {
+        let body = format!("cannot store events: {why}\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     match app.reader.read(|db| db.ping()).await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => super::Error::Unavailable(e).into_response(),

@@ -34,6 +34,9 @@ pub fn stdout_of(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How long a started `bitsd` may take to log its addresses.
+const START_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Log lines kept for [`Spawned::wait_for_log`]; older ones are dropped.
 const KEPT_LINES: usize = 10_000;
 
@@ -141,6 +144,96 @@ impl Spawned {
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
     }
+}
+
+impl Spawned {
+    /// Starts `bitsd` on `db` on loopback, port 0, with `extra` options and
+    /// `RUST_LOG=log`, its standard error a pipe whose read end is closed
+    /// once the addresses are read: every later log line meets a closed
+    /// pipe.
+    pub fn start_with_stderr_closed(db: &Path, extra: &[&str], log: &str) -> Spawned {
+        let mut child = serving(db, extra, log)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bitsd starts");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut web, mut control) = (None, None);
+        let mut lines = stderr.lines().map_while(Result::ok);
+        while web.is_none() || control.is_none() {
+            let line = lines.next().expect("bitsd exited early");
+            listening(&line, &mut web, &mut control);
+        }
+        // `lines` owns the read end: dropping it closes the pipe.
+        drop(lines);
+        Spawned::without_log(child, web.unwrap(), control.unwrap())
+    }
+
+    /// Starts `bitsd` like [`Spawned::start_with_stderr_closed`], its
+    /// standard error written to the new file `file`, where the addresses
+    /// are read.
+    pub fn start_logging_to(file: &Path, db: &Path, extra: &[&str], log: &str) -> Spawned {
+        let out = std::fs::File::create(file).expect("the log file");
+        let mut child = serving(db, extra, log)
+            .stderr(out)
+            .spawn()
+            .expect("bitsd starts");
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let (mut web, mut control) = (None, None);
+            for line in text.lines() {
+                listening(line, &mut web, &mut control);
+            }
+            if let (Some(web), Some(control)) = (web, control) {
+                return Spawned::without_log(child, web, control);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("bitsd exited early ({status}): {text}");
+            }
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "no addresses in the log after {START_PATIENCE:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A started `bitsd` whose log the test does not read.
+    fn without_log(child: Child, web: SocketAddr, control: SocketAddr) -> Spawned {
+        Spawned {
+            child,
+            web,
+            control,
+            log: Arc::default(),
+            log_bytes: Arc::default(),
+        }
+    }
+}
+
+/// `bitsd` serving `db` on loopback, port 0, with `extra` options and
+/// `RUST_LOG=log`; standard error is the caller's to choose.
+fn serving(db: &Path, extra: &[&str], log: &str) -> Command {
+    let mut command = bitsd_command();
+    command
+        .args(["--config", "/dev/null", "--db"])
+        .arg(db)
+        .args(["--web-address", "127.0.0.1", "--web-port", "0"])
+        .args(["--control-local-port", "0"])
+        .args(extra)
+        .env("RUST_LOG", log)
+        .stdout(Stdio::null());
+    command
+}
+
+/// Takes the web and control addresses from a log line that gives them.
+fn listening(line: &str, web: &mut Option<SocketAddr>, control: &mut Option<SocketAddr>) {
+    let addr = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|r| r.trim().parse::<SocketAddr>().ok())
+    };
+    *web = web.or_else(|| addr("web listening on "));
+    *control = control.or_else(|| addr("control listening on "));
 }
 
 impl Drop for Spawned {

@@ -40,6 +40,8 @@ fn rig() -> Rig {
         metrics,
         jsonver: 3,
         outbox,
+        storing: Arc::default(),
+        lost: 0,
     };
     Rig {
         writer,
@@ -355,6 +357,46 @@ fn a_failed_commit_is_seen_by_no_one() {
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].seq, 2);
     assert!(!rig.snapshot().is_open());
+}
+
+/// What SQLite answers when the disk is full.
+fn disk_full() -> StoreError {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL);
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        code,
+        Some("database or disk is full".into()),
+    ))
+}
+
+#[test]
+fn events_not_stored_are_counted_and_shown_until_one_is_stored() {
+    let mut rig = rig();
+    let sample = Event::Temperature {
+        sensor: 0,
+        value: 20.0,
+    };
+    let answers = rig.batch_ending(
+        vec![status(Open, Origin::Device), sample.clone()],
+        |batch| {
+            drop(batch);
+            Err(disk_full())
+        },
+    );
+    assert!(answers.iter().all(Result::is_err));
+    assert_eq!(rig.writer.metrics.events_not_stored.get(), 2);
+    let why = rig.writer.storing.failure();
+    assert_eq!(why.as_deref(), Some("database or disk is full"));
+
+    // A batch that writes nothing proves nothing: still failing.
+    let answers = rig.batch(vec![Event::Leave(42)]);
+    assert!(matches!(answers[0], Ok(Outcome::Ignored(_))));
+    assert!(rig.writer.storing.failure().is_some());
+
+    // The next event stored ends it, without anything else.
+    rig.batch(vec![sample]);
+    assert_eq!(rig.writer.storing.failure(), None);
+    assert_eq!(rig.writer.metrics.events_not_stored.get(), 2);
+    assert_eq!(rig.published().len(), 1);
 }
 
 #[test]
