@@ -60,7 +60,7 @@ impl Error {
         match self {
             Error::Cli(e) => e.exit(),
             Error::Env { .. } | Error::File { .. } | Error::Folder { .. } => {
-                eprintln!("bitsd: {self}");
+                crate::logging::eprint_line(format_args!("bitsd: {self}"));
                 std::process::exit(self.exit_code())
             }
         }
