@@ -14,8 +14,13 @@
 //!    each, past `web_max_streams`: the same figures, `/status` asked on a
 //!    new connection each time, and how many streams were refused.
 //!
+//! 5. a member logging in once a second while 64 clients from ever new
+//!    addresses send wrong passwords as fast as they are answered: how many
+//!    of the member's logins succeed, and how long they take.
+//!
 //! Settings: ABUSE_LOGINS (1000), ABUSE_FAILED (10000), ABUSE_EXTRA (500
-//! connections past the limit), ABUSE_STREAM_ADDRESSES (16).
+//! connections past the limit), ABUSE_STREAM_ADDRESSES (16),
+//! ABUSE_FLOOD_CLIENTS (64).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -59,6 +64,7 @@ fn main() {
         failed_logins(setting("ABUSE_FAILED", 10_000)).await;
         connections(setting("ABUSE_EXTRA", 500)).await;
         streams_from_many_addresses(setting("ABUSE_STREAM_ADDRESSES", 16)).await;
+        member_logins_in_a_flood(setting("ABUSE_FLOOD_CLIENTS", 64)).await;
     });
 }
 
@@ -390,4 +396,63 @@ async fn streams_from_many_addresses(addresses: usize) {
         )
         .await;
     drop(held);
+}
+
+async fn member_logins_in_a_flood(clients: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let flood: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, next, web) = (stop.clone(), next.clone(), bitsd.web);
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let from = IpAddr::from([
+                        127,
+                        1 + (i / 62_500 % 100) as u8,
+                        (i / 250 % 250) as u8,
+                        (i % 250 + 1) as u8,
+                    ]);
+                    statuses.push(attempt(&client_from(from), web).await);
+                }
+                statuses
+            })
+        })
+        .collect();
+    // The member, once a second (the per-address limit), with the right
+    // password, for 30 logins.
+    let member = client_from("127.0.0.251".parse().unwrap());
+    let mut took = Vec::new();
+    let mut member_statuses = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let started = Instant::now();
+        let status = member
+            .post(format!("http://{}/login", bitsd.web))
+            .header("Cookie", format!("_xsrf={XSRF}"))
+            .form(&[("username", "alice"), ("password", "right"), ("_xsrf", XSRF)])
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        member_statuses.push(status);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for f in flood {
+        statuses.extend(f.await.unwrap());
+    }
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+    println!(
+        "| a member logs in once a second while {clients} clients flood /login from new addresses | {} | | | {:.0} / {:.0} (the member's logins) | member: {}; flood: {} |",
+        metric(&bitsd, "bitsd_password_checks_total").await,
+        at(0.5),
+        at(0.99),
+        tally(&member_statuses),
+        tally(&statuses)
+    );
 }
