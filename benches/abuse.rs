@@ -433,7 +433,11 @@ async fn member_logins_in_a_flood(clients: usize) {
         let status = member
             .post(format!("http://{}/login", bitsd.web))
             .header("Cookie", format!("_xsrf={XSRF}"))
-            .form(&[("username", "alice"), ("password", "right"), ("_xsrf", XSRF)])
+            .form(&[
+                ("username", "alice"),
+                ("password", "right"),
+                ("_xsrf", XSRF),
+            ])
             .send()
             .await
             .map_or(0, |r| r.status().as_u16());

@@ -438,6 +438,8 @@ async fn every_route_carries_the_security_and_caching_headers() {
         let cache = h.get(header::CACHE_CONTROL).map(|v| v.to_str().unwrap());
         let expected = match what.as_str() {
             "GET /static/style.css" => "public, max-age=604800",
+            // Members' pages, even the way to them, stay out of shared caches.
+            "GET /admin" | "GET /message" => "private, no-cache",
             _ => "no-cache",
         };
         assert_eq!(cache, Some(expected), "{what}: {}", response.status());

@@ -128,6 +128,50 @@ async fn sse_gets_the_same_messages() {
 }
 
 #[tokio::test]
+async fn event_streams_first_or_later_on_a_connection_read_alike() {
+    let server = TestServer::start().await;
+    // A real HTTP client decodes the chunks of a connection's first request
+    // (written by bitsd itself) and of a later one (written by hyper).
+    let client = reqwest::Client::new();
+    let status = client.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(status.text().await.unwrap(), "0");
+    let later = client.get(server.url("/events")).send().await.unwrap();
+    let first = reqwest::Client::new()
+        .get(server.url("/events"))
+        .send()
+        .await
+        .unwrap();
+    for response in [&first, &later] {
+        assert_eq!(response.status(), 200);
+        let h = response.headers();
+        assert_eq!(h["content-type"], "text/event-stream");
+        assert_eq!(h["cache-control"], "no-cache");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert!(h.contains_key("date"));
+    }
+    let mut streams = [first, later];
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    for stream in &mut streams {
+        let mut seen = String::new();
+        while !seen.contains("\"open\"") {
+            let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(seen.starts_with("data: {\"version\":3"), "{seen}");
+    }
+    wait_for_metric(&server, "bitsd_web_streams", 2.0).await;
+    // A client that leaves gives its place back.
+    drop(streams);
+    wait_for_metric(&server, "bitsd_web_streams", 0.0).await;
+}
+
+#[tokio::test]
 async fn five_hundred_clients_all_get_one_broadcast() {
     let server = TestServer::start().await;
     let mut clients = Vec::new();

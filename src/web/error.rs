@@ -109,7 +109,8 @@ impl Error {
     }
 
     /// Whether the connection closes after the answer: what the client was
-    /// still sending is left unread, or its address may not hold it.
+    /// still sending is left unread, or its address may not hold it, or it
+    /// came for a stream there is no place for.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
@@ -117,6 +118,7 @@ impl Error {
                 | Error::BodyTimeout
                 | Error::BodyTooLarge
                 | Error::TooManyConnections
+                | Error::TooManyStreams
         )
     }
 }

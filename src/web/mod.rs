@@ -1,6 +1,7 @@
 //! HTTP: the router, the layers every response goes through, serving.
 //!
-//! `server` accepts connections, `front` is the way every request takes
+//! `server` accepts connections (and `event_stream` writes a connection's
+//! `/events` without hyper), `front` is the way every request takes
 //! (headers, metrics, limits, the cached snapshot answers of `cached`),
 //! `places` counts the connections each holds, the
 //! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
@@ -14,6 +15,7 @@ pub mod auth;
 mod cached;
 pub mod client;
 mod error;
+mod event_stream;
 mod feeds;
 mod front;
 mod html;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::App;
 use super::client::{PeerAddr, Trust};
+use super::event_stream::{self, Peekable};
 use super::front::Front;
 use super::places::{ConnectionSlot, refuse_crowded};
 use crate::net::Listener;
@@ -120,13 +121,33 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
 }
 
 /// A stream that can wait for its first byte without reading it.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+trait Stream: AsyncRead + Peekable {
     /// Returns once a byte (or the end of the stream) can be read.
     fn first_byte(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 macro_rules! first_byte_by_peeking {
     ($stream:ty) => {
+        impl Peekable for $stream {
+            fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                // SAFETY: an initialised buffer seen as possibly uninitialised
+                // bytes; `peek` only writes into it.
+                let uninit =
+                    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+                self.try_io(tokio::io::Interest::READABLE, || {
+                    socket2::SockRef::from(self).peek(uninit)
+                })
+            }
+
+            fn read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.try_read(buf)
+            }
+
+            async fn readable(&self) -> std::io::Result<()> {
+                <$stream>::readable(self).await
+            }
+        }
+
         impl Stream for $stream {
             async fn first_byte(&self) -> std::io::Result<()> {
                 // Readiness can be reported spuriously; peeking tells.
@@ -163,7 +184,6 @@ fn connection<I: Stream>(
     // Shared with a websocket or event stream the request may become.
     let held = slot.clone();
     let front = front.for_connection(peer, slot);
-    let service = hyper::service::service_fn(move |request| front.answer(request));
     let shutdown = shutdown.clone();
     async move {
         // Until its first byte arrives a connection holds no buffers, so
@@ -179,6 +199,14 @@ fn connection<I: Stream>(
             );
             return;
         }
+        // An event stream as the first request is written without hyper's
+        // buffers, which would otherwise stay for the stream's whole life.
+        if let Some(request) = event_stream::take_request(&io) {
+            event_stream::serve(io, request, &front, &shutdown).await;
+            drop(held);
+            return;
+        }
+        let service = hyper::service::service_fn(move |request| front.answer(request));
         let connection = http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
