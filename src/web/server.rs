@@ -210,7 +210,9 @@ fn connection<I: Stream>(
         let connection = http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        let mut connection = std::pin::pin!(connection);
+        // On the heap: hyper's connection state is most of this future, and
+        // an idle connection or an event stream should not carry its room.
+        let mut connection = Box::pin(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
             _ = shutdown.cancelled() => {
