@@ -8,28 +8,35 @@
 //! 2. 10,000 failed logins in a row from as many addresses: the same
 //!    figures;
 //! 3. one address opening event streams up to its limit and past it: the
-//!    same figures, and how many were refused.
-//!
-//! 4. 16 addresses, each within its own limit, opening 1,024 event streams
+//!    same figures, and how many were refused;
+//! 4. device lockout: silent peers inside `control_remote_address` keep the
+//!    places waiting to authenticate on the device port busy, reopening
+//!    each connection as soon as it is closed, while the device reconnects
+//!    over and over: the same figures, and how long the device took to get
+//!    in (median and worst) and in how many tries;
+//! 5. 16 addresses, each within its own limit, opening 1,024 event streams
 //!    each, past `web_max_streams`: the same figures, `/status` asked on a
-//!    new connection each time, and how many streams were refused.
-//!
-//! 5. a member logging in once a second while 64 clients from ever new
+//!    new connection each time, and how many streams were refused;
+//! 6. a member logging in once a second while 64 clients from ever new
 //!    addresses send wrong passwords as fast as they are answered: how many
 //!    of the member's logins succeed, and how long they take.
 //!
 //! Settings: ABUSE_LOGINS (1000), ABUSE_FAILED (10000), ABUSE_EXTRA (500
-//! connections past the limit), ABUSE_STREAM_ADDRESSES (16),
-//! ABUSE_FLOOD_CLIENTS (64).
+//! connections past the limit), ABUSE_PEERS (256 silent peers, from 64
+//! addresses), ABUSE_RECONNECTS (10), ABUSE_STREAM_ADDRESSES (16),
+//! ABUSE_FLOOD_CLIENTS (64), and BENCH_PHASES
+//! (`logins,failed,streams,device,crowd,flood`: the phases to run, e.g.
+//! `device` alone).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -59,19 +66,42 @@ fn main() {
         "| attack | password hashes | bitsd RSS before / peak / after (KiB) | growth (MB) | `/status` p50 / p99 from another address (ms) | answers |"
     );
     println!("|---|---:|---|---:|---|---|");
+    let phases = std::env::var("BENCH_PHASES")
+        .unwrap_or_else(|_| "logins,failed,streams,device,crowd,flood".into());
+    let runs = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
     runtime.block_on(async {
-        simultaneous_logins(setting("ABUSE_LOGINS", 1000)).await;
-        failed_logins(setting("ABUSE_FAILED", 10_000)).await;
-        connections(setting("ABUSE_EXTRA", 500)).await;
-        streams_from_many_addresses(setting("ABUSE_STREAM_ADDRESSES", 16)).await;
-        member_logins_in_a_flood(setting("ABUSE_FLOOD_CLIENTS", 64)).await;
+        if runs("logins") {
+            simultaneous_logins(setting("ABUSE_LOGINS", 1000)).await;
+        }
+        if runs("failed") {
+            failed_logins(setting("ABUSE_FAILED", 10_000)).await;
+        }
+        if runs("streams") {
+            connections(setting("ABUSE_EXTRA", 500)).await;
+        }
+        if runs("device") {
+            device_lockout(setting("ABUSE_PEERS", 256), setting("ABUSE_RECONNECTS", 10)).await;
+        }
+        if runs("crowd") {
+            streams_from_many_addresses(setting("ABUSE_STREAM_ADDRESSES", 16)).await;
+        }
+        if runs("flood") {
+            member_logins_in_a_flood(setting("ABUSE_FLOOD_CLIENTS", 64)).await;
+        }
     });
 }
 
 /// A fresh release bitsd with one member, `alice`.
 fn start(dir: &std::path::Path) -> Spawned {
+    start_with(dir, &[])
+}
+
+/// [`start`] with `extra` options.
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> Spawned {
     let db = dir.join("abuse.db");
-    let bitsd = Spawned::start_with(&db, &["--timezone", "UTC"], "warn,bitsd=info");
+    let mut options = vec!["--timezone", "UTC"];
+    options.extend_from_slice(extra);
+    let bitsd = Spawned::start_with(&db, &options, "warn,bitsd=info");
     let mut add = Command::new(env!("CARGO_BIN_EXE_usermanage"))
         .args(["--config", "/dev/null", "--db"])
         .arg(&db)
@@ -331,6 +361,143 @@ async fn connections(extra: usize) {
         )
         .await;
     drop(held);
+}
+
+/// A connection to `to` from the local address `from`.
+async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
+/// A stranger on the device port: a connection from `from` that never
+/// speaks, opened again as soon as it is closed, until `stop`.
+async fn silent_peer(
+    from: IpAddr,
+    to: SocketAddr,
+    made: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(mut stream) = connect_from(from, to).await else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        };
+        made.fetch_add(1, Ordering::Relaxed);
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = stream.read(&mut byte) => {}
+        }
+    }
+}
+
+/// One try of the device: whether the `sound` it asked for after its
+/// `auth` line came back, i.e. it became the device. The connection is
+/// closed on return, as a device that reconnects would.
+async fn device_try(to: SocketAddr, sound: usize) -> bool {
+    let Ok(mut stream) = connect_from([127, 0, 0, 2].into(), to).await else {
+        return false;
+    };
+    let lines = format!("auth s3cret\nsound {sound}\n");
+    if stream.write_all(lines.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    match tokio::time::timeout(Duration::from_secs(6), reader.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => line.trim_end() == format!("sound {sound}"),
+        _ => false,
+    }
+}
+
+async fn device_lockout(peers: usize, reconnects: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = start_with(
+        dir.path(),
+        &[
+            "--control-token",
+            "s3cret",
+            "--control-remote-address",
+            "127.0.0.0/8",
+        ],
+    );
+    let before = bitsd.rss_kib();
+    let watch = Watch::start(&bitsd);
+    let made = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let addresses = peers.div_ceil(4).max(1);
+    let churning: Vec<_> = (0..peers)
+        .map(|i| {
+            let a = i % addresses;
+            let from = IpAddr::from([127, 0, 7 + (a / 250) as u8, (a % 250 + 1) as u8]);
+            tokio::spawn(silent_peer(from, bitsd.control, made.clone(), stop.clone()))
+        })
+        .collect();
+    // The places are taken once peers are being closed and come back.
+    let started = Instant::now();
+    while made.load(Ordering::Relaxed) < 2 * peers && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut waits = Vec::new();
+    let mut tries = Vec::new();
+    let mut locked_out = 0;
+    for sound in 0..reconnects {
+        // One token check a second per address: a device reconnecting
+        // sooner would be refused unchecked.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let reconnecting = Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            if device_try(bitsd.control, sound).await {
+                waits.push(reconnecting.elapsed().as_secs_f64() * 1000.0);
+                tries.push(n);
+                break;
+            }
+            if reconnecting.elapsed() > Duration::from_secs(30) {
+                locked_out += 1;
+                break;
+            }
+        }
+    }
+    let churned = made.load(Ordering::Relaxed);
+    let attack_seconds = started.elapsed().as_secs_f64();
+    stop.cancel();
+    for peer in churning {
+        peer.await.unwrap();
+    }
+    waits.sort_by(f64::total_cmp);
+    tries.sort();
+    let evicted = metric(&bitsd, "bitsd_device_waiting_evicted_total").await;
+    let logged = bitsd.log_lines("room made for").len();
+    let got_in = match waits.len() {
+        0 => "never got in".to_string(),
+        n => format!(
+            "in after {:.1} ms median, {:.1} ms worst, {} / {} tries",
+            waits[n / 2],
+            waits[n - 1],
+            tries[n / 2],
+            tries[n - 1]
+        ),
+    };
+    let answers = format!(
+        "device {got_in} ({} of {reconnects} reconnections, {locked_out} locked out 30 s); \
+         peers opened {churned} connections in {attack_seconds:.0} s, {evicted} evicted, \
+         {logged} eviction log lines",
+        waits.len()
+    );
+    watch
+        .report(
+            &bitsd,
+            &format!(
+                "device lockout: {peers} silent peers from {addresses} addresses \
+                 churn the device port"
+            ),
+            before,
+            answers,
+        )
+        .await;
 }
 
 /// Opens an event stream from `from`; the status of its answer (0 when the

@@ -563,3 +563,193 @@ async fn sensor_numbers_and_message_lengths_are_bounded() {
     assert_eq!(data["tempinthist"].as_array().unwrap().len(), 1);
     assert_eq!(data["message"]["value"], "y".repeat(1000));
 }
+
+/// A connection to `to` from the local address `from`, or why not (ports
+/// run short while thousands churn).
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
+    socket.connect(to).await
+}
+
+/// A stranger on the device port: a connection from `from` that never
+/// speaks, opened again each time it is closed, until `stop`. Counts its
+/// connections in `made`.
+async fn silent_peer(
+    from: String,
+    to: SocketAddr,
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(mut stream) = connect_from(&from, to).await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = stream.read(&mut byte) => {}
+        }
+    }
+}
+
+/// One try of the device from `from`: whether it got in, that is, the
+/// `sound` it asked for after its `auth` line came back.
+async fn device_gets_in(from: &str, to: SocketAddr, sound: u32) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(mut stream) = connect_from(from, to).await else {
+        return false;
+    };
+    let lines = format!("auth s3cret\nsound {sound}\n");
+    if stream.write_all(lines.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    // Closed (evicted or refused), or still waiting past the auth deadline.
+    match tokio::time::timeout(Duration::from_secs(6), reader.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => line.trim_end() == format!("sound {sound}"),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_keep_the_device_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = Spawned::start_with(
+        &dir.path().join("bitsd.db"),
+        &[
+            "--control-token",
+            "s3cret",
+            "--control-remote-address",
+            "127.0.0.0/8",
+        ],
+        "info",
+    );
+    let started = Instant::now();
+    // 48 silent peers from 12 addresses, for 32 places waiting to
+    // authenticate (4 per address): more than fit, all reopening at once.
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peers: Vec<_> = (0..48)
+        .map(|i| {
+            let from = format!("127.0.5.{}", i % 12 + 1);
+            tokio::spawn(silent_peer(from, bitsd.control, made.clone(), stop.clone()))
+        })
+        .collect();
+    // The places are full once peers are closed and come back.
+    let deadline = Instant::now() + PATIENCE;
+    while made.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the peers never filled the places"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The device reconnects five times (from addresses of its own, so the
+    // one token check a second per address does not pace it).
+    let mut tries_to_get_in = Vec::new();
+    for attempt in 1..=5 {
+        let from = format!("127.0.6.{attempt}");
+        let mut tries = None;
+        for t in 1..=3 {
+            if device_gets_in(&from, bitsd.control, attempt).await {
+                tries = Some(t);
+                break;
+            }
+        }
+        tries_to_get_in.push(tries);
+    }
+    let churned = made.load(std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
+    for peer in peers {
+        peer.await.unwrap();
+    }
+    let got_in = tries_to_get_in.iter().flatten().count();
+    assert_eq!(
+        got_in, 5,
+        "the device got in {got_in} times in 5, within 3 tries each \
+         (tries per attempt: {tries_to_get_in:?}) while peers made {churned} connections"
+    );
+    let server = format!("http://{}", bitsd.web);
+    let metrics = reqwest::get(format!("{server}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bitsd_device_waiting_evicted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no eviction count in {metrics}"));
+    assert!(evicted >= 5, "{evicted} evictions counted");
+    // Evictions are logged at a bounded rate: ten, then one every 6 s.
+    let logged = bitsd.log_lines("room made for").len() as u64;
+    let allowed = 10 + started.elapsed().as_secs() / 6 + 1;
+    assert!(
+        logged <= allowed,
+        "{logged} eviction lines for {evicted} evictions"
+    );
+    assert!(logged >= 1, "evictions are logged");
+}
+
+#[tokio::test]
+async fn a_long_message_nobody_hears_is_logged_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bitsd.db");
+    let bitsd = Spawned::start_with(&db, &[], "info");
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_usermanage"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&db)
+        .args(["add", "alice", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin.take().unwrap().write_all(b"right\n").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    let url = format!("http://{}", bitsd.web);
+    let client = client_from("127.0.0.2");
+    let login = client
+        .post(format!("{url}/login"))
+        .header(header::COOKIE, format!("_xsrf={XSRF}"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "right"),
+            ("_xsrf", XSRF),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let token = login
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.strip_prefix("usertoken="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .next()
+        .unwrap_or_else(|| panic!("not logged in: {}", login.status()));
+    // The longest message a member may post, with no device to hear it.
+    let text = "ciao ".repeat(200);
+    let posted = client
+        .post(format!("{url}/message"))
+        .header(header::COOKIE, format!("_xsrf={XSRF}; usertoken={token}"))
+        .form(&[("msgtext", text.as_str()), ("_xsrf", XSRF)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 303);
+    let line = bitsd
+        .wait_for_log("no device connected; not sent", PATIENCE)
+        .await;
+    assert!(line.len() < 250, "{} bytes: {line}", line.len());
+    let shown = line.split("not sent: ").nth(1).unwrap();
+    assert!(shown.starts_with("\"message Y2lhbyBj"), "{line}");
+    assert!(shown.ends_with("…\""), "cut to 64 characters: {line}");
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol;
 use crate::event::Change;
+use crate::limits::{QuietLog, Shown};
 use crate::metrics::Metrics;
 use crate::state::{Origin, Published, Snapshot, State};
 
@@ -25,6 +26,9 @@ struct Inner {
     current: Mutex<Option<Attached>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Lines not sent (no device, or one not reading) are logged at a
+    /// bounded rate: members' messages and a flood must not fill the log.
+    unsent: QuietLog,
 }
 
 struct Attached {
@@ -51,6 +55,7 @@ impl DeviceLink {
                 current: Mutex::new(None),
                 next_id: AtomicU64::new(0),
                 metrics,
+                unsent: QuietLog::default(),
             }),
         }
     }
@@ -86,22 +91,36 @@ impl DeviceLink {
         }
     }
 
-    /// Queues `line` for the device; logs and drops it when there is no
-    /// device or the device is not reading. Never waits.
+    /// Queues `line` for the device; logs (its start, at a bounded rate)
+    /// and drops it when there is no device or the device is not reading.
+    /// Never waits.
     pub fn send(&self, line: String) {
-        let current = self.lock();
-        match current.as_ref() {
-            None => tracing::info!("no device connected; not sent: {line}"),
-            Some(a) => {
-                if let Err(e) = a.outbox.try_send(line) {
-                    let line = match e {
-                        mpsc::error::TrySendError::Full(l)
-                        | mpsc::error::TrySendError::Closed(l) => l,
-                    };
-                    tracing::warn!("device is not reading; not sent: {line}");
-                }
-            }
+        let unsent = match self.lock().as_ref() {
+            None => Some((false, line)),
+            Some(a) => match a.outbox.try_send(line) {
+                Ok(()) => None,
+                Err(
+                    mpsc::error::TrySendError::Full(line) | mpsc::error::TrySendError::Closed(line),
+                ) => Some((true, line)),
+            },
+        };
+        let Some((attached, line)) = unsent else {
+            return;
+        };
+        let Some(held) = self.inner.unsent.pass() else {
+            return;
+        };
+        let line = Shown(&line);
+        if attached {
+            tracing::warn!("device is not reading; not sent: {line}{held}");
+        } else {
+            tracing::info!("no device connected; not sent: {line}{held}");
         }
+    }
+
+    /// The metrics the device port counts in.
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Attached>> {
@@ -308,6 +327,79 @@ mod tests {
         for (snapshot, seen, lines) in cases {
             assert_eq!(lines_after_lag(&snapshot, seen), lines);
         }
+    }
+
+    /// The log lines written meanwhile, through a subscriber of its own.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().unwrap();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_not_sent_are_logged_short_and_rarely() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let link = DeviceLink::new(Arc::new(Metrics::new()));
+        // A member's longest message: a line of about 2.7 KB.
+        let long = protocol::message_line(&"ciao ".repeat(400));
+        assert!(long.len() > 2600);
+        for _ in 0..100 {
+            link.send(long.clone());
+        }
+        let lines = log.lines();
+        assert_eq!(lines.len(), 10, "ten in a row, then quiet: {lines:?}");
+        for line in &lines {
+            assert!(line.contains("no device connected; not sent: \"message "));
+            assert!(line.ends_with("…\""), "{line}");
+            assert!(line.len() < 200, "{} bytes: {line}", line.len());
+        }
+        tokio::time::advance(std::time::Duration::from_secs(6)).await;
+        link.send(long.clone());
+        let lines = log.lines();
+        assert_eq!(lines.len(), 11);
+        assert!(
+            lines[10].ends_with("…\" (90 more like this not logged)"),
+            "{}",
+            lines[10]
+        );
+        // A device that does not read: the same bounds.
+        let shutdown = CancellationToken::new();
+        let _device = link.attach(&shutdown);
+        tokio::time::advance(std::time::Duration::from_secs(6)).await;
+        for _ in 0..OUTBOX + 1 {
+            link.send(long.clone());
+        }
+        let lines = log.lines();
+        let stuck = lines.last().unwrap();
+        assert!(
+            stuck.contains("device is not reading; not sent: \"message "),
+            "{lines:?}"
+        );
+        assert!(stuck.len() < 200, "{} bytes: {stuck}", stuck.len());
     }
 
     #[tokio::test]

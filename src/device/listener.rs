@@ -10,11 +10,10 @@ use tokio_util::task::TaskTracker;
 
 use super::link::{Attachment, DeviceLink};
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
+use super::waiting::{Ticket, Waiting};
 use crate::config::Allowlist;
 use crate::event::StatusValue;
-use crate::limits::{
-    AddressHold, AddressKey, HeldBack, PerAddress, QuietLog, Rate, RateLimiter, Shown,
-};
+use crate::limits::{AddressKey, HeldBack, QuietLog, Rate, RateLimiter, Shown};
 use crate::net::Listener;
 use crate::state::{Event, Origin, State};
 
@@ -30,7 +29,8 @@ pub struct DeviceSettings {
 /// Time a connection has to send its `auth` line when a token is set.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections that may be waiting to authenticate at once, in all and
-/// from one address; past them new ones are closed at once.
+/// from one address; past them the oldest waiting one (of the newcomer's
+/// address first) is closed to make room.
 const AUTHENTICATING: usize = 32;
 const AUTHENTICATING_PER_ADDRESS: usize = 4;
 /// Idle time before the first keepalive probe, then the time between
@@ -48,8 +48,11 @@ struct Guards {
     warnings: RateLimiter<Option<AddressKey>>,
     /// ...and a bounded number in all, however many addresses there are.
     all_warnings: QuietLog,
-    /// Connections authenticating, per address.
-    authenticating: Arc<PerAddress>,
+    /// Connections closed to make room for newer ones: a bounded number of
+    /// lines, whoever churns.
+    evictions: QuietLog,
+    /// Connections authenticating, oldest first.
+    waiting: Arc<Waiting>,
 }
 
 impl Guards {
@@ -58,7 +61,8 @@ impl Guards {
             token_checks: RateLimiter::default(),
             warnings: RateLimiter::default(),
             all_warnings: QuietLog::default(),
-            authenticating: PerAddress::new(AUTHENTICATING_PER_ADDRESS),
+            evictions: QuietLog::default(),
+            waiting: Waiting::new(AUTHENTICATING, AUTHENTICATING_PER_ADDRESS),
         }
     }
 
@@ -69,6 +73,23 @@ impl Guards {
             .try_take(address, Rate::once_every(Duration::from_secs(60)))
             .ok()?;
         self.all_warnings.pass()
+    }
+
+    /// Places a connection among those waiting to authenticate, closing
+    /// the oldest one (of its address first) when they are at their limit.
+    fn wait(&self, peer: &Peer, link: &DeviceLink) -> Ticket {
+        let (ticket, evicted) = self.waiting.enter(peer.key, peer.name.clone());
+        if let Some(evicted) = evicted {
+            link.metrics().device_waiting_evicted.inc();
+            if let Some(held) = self.evictions.pass() {
+                tracing::warn!(
+                    "control: closed {evicted}: not authenticated yet, and the connections \
+                     waiting to authenticate were at their limit; room made for {}{held}",
+                    peer.name
+                );
+            }
+        }
+        ticket
     }
 }
 
@@ -91,7 +112,6 @@ pub async fn serve(
     let settings = Arc::new(settings);
     let ends = Arc::new(Ends { state, link });
     let guards = Arc::new(Guards::new());
-    let authenticating = Arc::new(tokio::sync::Semaphore::new(AUTHENTICATING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -107,27 +127,11 @@ pub async fn serve(
                 continue;
             }
         };
-        let waiting = match settings.token {
-            None => None,
-            Some(_) => {
-                let ours = match peer.ip {
-                    Some(ip) => guards.authenticating.hold(ip).map(Some),
-                    None => Some(None),
-                };
-                match (authenticating.clone().try_acquire_owned(), ours) {
-                    (Ok(permit), Some(hold)) => Some((permit, hold)),
-                    _ => {
-                        if let Some(held) = guards.may_warn(peer.key) {
-                            tracing::warn!(
-                                "control: closed {}: too many connections authenticating{held}",
-                                peer.name
-                            );
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
+        let waiting = settings
+            .token
+            .as_ref()
+            .map(|_| guards.wait(&peer, &ends.link));
+        let authenticating = waiting.is_some();
         let (ends, settings, guards) = (ends.clone(), settings.clone(), guards.clone());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -143,26 +147,32 @@ pub async fn serve(
                 tracing::info!("device {} disconnected: {reason}", peer.name);
             }
         });
+        // Under a flood of connections, let the new one read the `auth`
+        // line that is often there already before accepting the next:
+        // otherwise it may be evicted before it is ever read.
+        if authenticating {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 /// Who connected: for logs, and the address the limits count.
 struct Peer {
     name: String,
-    ip: Option<std::net::IpAddr>,
     key: Option<AddressKey>,
 }
 
 /// Authenticates a connection when a token is set, then makes it the
 /// device until it leaves. `None` when it never became the device (its
-/// refusal is already logged, at a bounded rate).
+/// refusal is already logged, at a bounded rate). `waiting` is its place
+/// among the connections authenticating, given up once its first line came.
 async fn run_device<S>(
     mut stream: S,
     peer: &Peer,
     ends: &Ends,
     settings: &DeviceSettings,
     guards: &Guards,
-    waiting: Option<(tokio::sync::OwnedSemaphorePermit, Option<AddressHold>)>,
+    waiting: Option<Ticket>,
     shutdown: &CancellationToken,
 ) -> Option<String>
 where
@@ -170,11 +180,21 @@ where
 {
     let mut framer = LineFramer::new();
     if let Some(token) = &settings.token {
+        let evicted = async {
+            match &waiting {
+                Some(ticket) => ticket.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return None,
+            // Logged, at a bounded rate, when it was evicted.
+            _ = evicted => return None,
             outcome = tokio::time::timeout(AUTH_TIMEOUT, first_line(&mut stream, &mut framer)) => outcome,
         };
-        drop(waiting);
+        if waiting.is_some_and(|ticket| !ticket.leave()) {
+            return None;
+        }
         let refused = match outcome {
             Err(_) => Some(format!("no auth line within {AUTH_TIMEOUT:?}")),
             Ok(None) => Some("closed before authenticating".to_string()),
@@ -256,18 +276,13 @@ async fn accept(
                 tracing::warn!("control: cannot turn on TCP keepalive for {peer}: {e}");
             }
             let name = peer.to_string();
-            let ip = Some(peer.ip());
-            Ok(Some((Stream::Tcp(stream), Peer { name, ip, key })))
+            Ok(Some((Stream::Tcp(stream), Peer { name, key })))
         }
         // File permissions guard a unix socket: every peer is accepted.
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
             let name = format!("unix:{}", path.display());
-            let peer = Peer {
-                name,
-                ip: None,
-                key: None,
-            };
+            let peer = Peer { name, key: None };
             Ok(Some((Stream::Unix(stream), peer)))
         }
     }
@@ -292,7 +307,7 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let write = async {
         while let Some(line) = outbox.recv().await {
-            tracing::debug!("to device {peer}: {line}");
+            tracing::debug!("to device {peer}: {}", Shown(&line));
             let mut bytes = line.into_bytes();
             bytes.push(b'\n');
             if let Err(e) = writer.write_all(&bytes).await {

@@ -92,7 +92,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             match args[0] {
                 "1" => Ok(Command::Status(true)),
                 "0" => Ok(Command::Status(false)),
-                other => Err(ParseError::BadStatus(other.to_string())),
+                other => Err(ParseError::BadStatus(truncate(other))),
             }
         }
         "temperature" => {
