@@ -503,10 +503,7 @@ async fn device_lockout(peers: usize, reconnects: usize) {
 /// Opens an event stream from `from`; the status of its answer (0 when the
 /// connection failed or closed) and the connection, held.
 async fn open_stream(from: IpAddr, web: SocketAddr) -> (u16, Option<TcpStream>) {
-    use tokio::io::AsyncReadExt;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let Ok(mut stream) = socket.connect(web).await else {
+    let Ok(mut stream) = connect_from(from, web).await else {
         return (0, None);
     };
     if stream

@@ -11,7 +11,8 @@
 //! - `state`: the writer thread, the snapshot and the stream of committed
 //!   changes that followers subscribe to.
 //! - `device`: the miniprotocol (`protocol` parses, `listener` moves bytes,
-//!   `link` is the attached device and the follower that tells it).
+//!   `waiting` holds the connections yet to authenticate, `link` is the
+//!   attached device and the follower that tells it).
 //! - `web`: one front for every request, HTTP endpoints, pages and live
 //!   push (websocket, SSE).
 //! - `fake`: the simulated device and history of `bitsd fake`.
