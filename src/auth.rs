@@ -1,11 +1,13 @@
-//! Passwords (checked on threads of their own), session tokens and their
-//! signed cookie, anti-forgery tokens, MAC hashes.
+//! Passwords (checked on threads of their own, strangers' attempts queued
+//! apart from known browsers'), session tokens and their signed cookie, the
+//! signed known-browser cookie, anti-forgery tokens, MAC hashes.
 //!
 //! Passwords are stored as argon2id PHC strings. The original server's
 //! `sha512_crypt` hashes (`$6$...`) still verify, and the caller replaces
 //! them with argon2id on the first successful login.
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -17,6 +19,8 @@ use sha2::{Digest, Sha256, Sha512};
 
 /// Name of the login cookie.
 pub const LOGIN_COOKIE: &str = "usertoken";
+/// Name of the known-browser cookie.
+pub const KNOWN_COOKIE: &str = "bitsd_known";
 /// Name of the anti-forgery cookie and form field.
 pub const XSRF: &str = "_xsrf";
 
@@ -95,8 +99,9 @@ pub fn mac_hash(mac: &str) -> Option<String> {
     Some(hex::encode(Sha256::digest(canonical.as_bytes())))
 }
 
-/// Signs login cookies. The cookie carries a session token; the signature
-/// lets bitsd refuse a forged or damaged cookie before looking it up.
+/// Signs cookies: the login cookie, whose session token the signature lets
+/// bitsd refuse before looking it up, and the known-browser cookie, which
+/// only a signature makes worth anything.
 #[derive(Clone)]
 pub struct Signer {
     key: Key,
@@ -128,6 +133,65 @@ impl Signer {
         let verified = jar.signed(&self.key).get(LOGIN_COOKIE)?;
         Some(verified.value().to_string())
     }
+
+    /// The signed value of a known-browser cookie.
+    pub fn sign_known(&self, known: &KnownBrowser) -> String {
+        self.sign(&known.encode())
+    }
+
+    /// What a known-browser cookie value says, if the signature holds.
+    pub fn verify_known(&self, value: &str) -> Option<KnownBrowser> {
+        KnownBrowser::decode(&self.verify(value)?)
+    }
+}
+
+/// What the known-browser cookie says: this browser once logged in as this
+/// user. It holds nothing secret; only its signature makes it worth anything,
+/// and only a right password gets one signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownBrowser {
+    pub user_id: i64,
+    pub name: String,
+    /// Random, so that each browser's cookie is counted on its own.
+    pub nonce: String,
+}
+
+/// Starts every known-browser payload; a session token (URL-safe base64)
+/// never does, so one signed value is never taken for the other.
+const KNOWN_TAG: &str = "known.";
+
+impl KnownBrowser {
+    /// A new cookie for a browser that has just logged in as `user_id`.
+    pub fn new(user_id: i64, name: &str) -> KnownBrowser {
+        KnownBrowser {
+            user_id,
+            name: name.to_string(),
+            nonce: random_token(16),
+        }
+    }
+
+    /// `known.ID.NONCE.NAME`, the name in URL-safe base64 (any name a
+    /// cookie could not carry as it is).
+    fn encode(&self) -> String {
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.name);
+        format!("{KNOWN_TAG}{}.{}.{name}", self.user_id, self.nonce)
+    }
+
+    fn decode(payload: &str) -> Option<KnownBrowser> {
+        let mut parts = payload.strip_prefix(KNOWN_TAG)?.split('.');
+        let (id, nonce, name) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || nonce.is_empty() {
+            return None;
+        }
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(name)
+            .ok()?;
+        Some(KnownBrowser {
+            user_id: id.parse().ok()?,
+            name: String::from_utf8(name).ok()?,
+            nonce: nonce.to_string(),
+        })
+    }
 }
 
 /// A new session token: 256 random bits.
@@ -142,17 +206,68 @@ pub fn session_hash(token: &str) -> String {
 
 /// Password checks at once in the whole process; each holds argon2's 19 MiB.
 pub const PASSWORD_CHECKERS: usize = 2;
-/// Password checks that may wait their turn; past them a login is refused.
+/// Strangers' password checks that may wait their turn; past them a
+/// stranger's login is refused.
 pub const PASSWORD_QUEUE: usize = 16;
+/// Known browsers' password checks that may wait their turn, apart from
+/// strangers' and served before them.
+pub const KNOWN_QUEUE: usize = 4;
+
+/// Which queue a password check waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Anybody's login: up to [`PASSWORD_QUEUE`] wait.
+    Stranger,
+    /// A login from a browser with a known-browser cookie for that user: up
+    /// to [`KNOWN_QUEUE`] wait, and each is checked before any stranger's.
+    Known,
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs password checks on [`PASSWORD_CHECKERS`] threads of their own, with
-/// room for [`PASSWORD_QUEUE`] more waiting. Owning the threads (rather
-/// than borrowing the runtime's blocking pool) keeps argon2's memory in two
-/// threads' allocators, reused from one check to the next.
+/// Runs password checks on [`PASSWORD_CHECKERS`] threads of their own, which
+/// serve two queues: known browsers' first, then strangers'. Owning the
+/// threads (rather than borrowing the runtime's blocking pool) keeps
+/// argon2's memory in two threads' allocators, reused from one check to the
+/// next.
 pub struct PasswordChecks {
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    queues: Arc<Queues>,
+}
+
+struct Queues {
+    waiting: Mutex<Waiting>,
+    /// Signalled when a check is queued, and when the checkers should end.
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    known: VecDeque<Job>,
+    strangers: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queues {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next check, known browsers' first; `None` once closed and empty.
+    fn next(&self) -> Option<Job> {
+        let mut waiting = self.lock();
+        loop {
+            if let Some(job) = waiting.known.pop_front() {
+                return Some(job);
+            }
+            if let Some(job) = waiting.strangers.pop_front() {
+                return Some(job);
+            }
+            if waiting.closed {
+                return None;
+            }
+            waiting = self.ready.wait(waiting).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Every checker is busy and the queue is full.
@@ -163,16 +278,20 @@ pub struct Busy;
 impl PasswordChecks {
     /// Starts the checker threads; they end when this is dropped.
     pub fn start() -> PasswordChecks {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(PASSWORD_QUEUE);
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
-        for _ in 0..PASSWORD_CHECKERS {
-            let queue = queue.clone();
+        Self::with_checkers(PASSWORD_CHECKERS)
+    }
+
+    fn with_checkers(checkers: usize) -> PasswordChecks {
+        let queues = Arc::new(Queues {
+            waiting: Mutex::new(Waiting::default()),
+            ready: Condvar::new(),
+        });
+        for _ in 0..checkers {
+            let queues = queues.clone();
             let spawned = std::thread::Builder::new()
                 .name("bitsd-password".into())
                 .spawn(move || {
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(job) = next else { return };
+                    while let Some(job) = queues.next() {
                         // A check that panics must not take its thread along.
                         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
                             tracing::error!("a password check panicked");
@@ -183,12 +302,12 @@ impl PasswordChecks {
                 tracing::error!("cannot start a password checker thread: {e}");
             }
         }
-        PasswordChecks { jobs }
+        PasswordChecks { queues }
     }
 
-    /// Runs `check` on a checker thread, or refuses at once when
-    /// [`PASSWORD_QUEUE`] checks are already waiting.
-    pub async fn run<R, F>(&self, check: F) -> Result<R, Busy>
+    /// Runs `check` on a checker thread, or refuses at once when the queue
+    /// of `lane` is full.
+    pub async fn run<R, F>(&self, lane: Lane, check: F) -> Result<R, Busy>
     where
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
@@ -197,8 +316,27 @@ impl PasswordChecks {
         let job: Job = Box::new(move || {
             let _ = done.send(check());
         });
-        self.jobs.try_send(job).map_err(|_| Busy)?;
+        {
+            let mut waiting = self.queues.lock();
+            let (queue, room) = match lane {
+                Lane::Known => (&mut waiting.known, KNOWN_QUEUE),
+                Lane::Stranger => (&mut waiting.strangers, PASSWORD_QUEUE),
+            };
+            if queue.len() >= room {
+                return Err(Busy);
+            }
+            queue.push_back(job);
+        }
+        self.queues.ready.notify_one();
         result.await.map_err(|_| Busy)
+    }
+}
+
+impl Drop for PasswordChecks {
+    /// The checkers finish the checks already queued, then end.
+    fn drop(&mut self) {
+        self.queues.lock().closed = true;
+        self.queues.ready.notify_all();
     }
 }
 
@@ -280,7 +418,7 @@ mod tests {
             let (checks, running, gate) = (checks.clone(), running.clone(), gate.clone());
             tokio::spawn(async move {
                 checks
-                    .run(move || {
+                    .run(Lane::Stranger, move || {
                         running.fetch_add(1, Ordering::SeqCst);
                         if hold {
                             gate.wait();
@@ -300,12 +438,194 @@ mod tests {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(running.load(Ordering::SeqCst), PASSWORD_CHECKERS);
-        assert_eq!(checks.run(|| 99).await, Err(Busy), "the queue is full");
+        assert_eq!(
+            checks.run(Lane::Stranger, || 99).await,
+            Err(Busy),
+            "the queue is full"
+        );
         gate.wait();
         for (i, task) in admitted.into_iter().enumerate() {
             assert_eq!(task.await.unwrap(), Ok(i));
         }
-        assert_eq!(checks.run(|| 7).await, Ok(7));
+        assert_eq!(checks.run(Lane::Stranger, || 7).await, Ok(7));
+    }
+
+    /// Waits until `done` says so, for ten seconds at most.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits until `known` and `strangers` checks are queued.
+    async fn until_queued(checks: &PasswordChecks, known: usize, strangers: usize) {
+        until(&format!("{known} and {strangers} queued"), || {
+            let waiting = checks.queues.lock();
+            (waiting.known.len(), waiting.strangers.len()) == (known, strangers)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn both_lanes_share_the_two_checkers() {
+        use std::sync::Barrier;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let checks = Arc::new(PasswordChecks::start());
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let gate = Arc::new(Barrier::new(PASSWORD_CHECKERS + 1));
+        let submit = |lane: Lane, hold: bool| {
+            let (checks, running, most, gate) =
+                (checks.clone(), running.clone(), most.clone(), gate.clone());
+            tokio::spawn(async move {
+                checks
+                    .run(lane, move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        if hold {
+                            gate.wait();
+                        } else {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        lane
+                    })
+                    .await
+            })
+        };
+        // Strangers hold both checkers; both queues fill behind them.
+        let mut admitted: Vec<_> = (0..PASSWORD_CHECKERS)
+            .map(|_| submit(Lane::Stranger, true))
+            .collect();
+        until("both checkers busy", || {
+            running.load(Ordering::SeqCst) == PASSWORD_CHECKERS
+        })
+        .await;
+        admitted.extend((0..PASSWORD_QUEUE).map(|_| submit(Lane::Stranger, false)));
+        until_queued(&checks, 0, PASSWORD_QUEUE).await;
+        assert_eq!(
+            checks.run(Lane::Stranger, || Lane::Stranger).await,
+            Err(Busy),
+            "the strangers' queue is full"
+        );
+        admitted.extend((0..KNOWN_QUEUE).map(|_| submit(Lane::Known, false)));
+        until_queued(&checks, KNOWN_QUEUE, PASSWORD_QUEUE).await;
+        assert_eq!(
+            checks.run(Lane::Known, || Lane::Known).await,
+            Err(Busy),
+            "the known browsers' queue is full"
+        );
+        assert_eq!(running.load(Ordering::SeqCst), PASSWORD_CHECKERS);
+        gate.wait();
+        for task in admitted {
+            assert!(task.await.unwrap().is_ok());
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            PASSWORD_CHECKERS,
+            "never more checks at once than checkers, whatever the lane"
+        );
+        assert_eq!(checks.run(Lane::Known, || 7).await, Ok(7));
+        assert_eq!(checks.run(Lane::Stranger, || 8).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn known_browsers_are_checked_before_strangers() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc;
+        let checks = Arc::new(PasswordChecks::with_checkers(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let taken = Arc::new(AtomicBool::new(false));
+        let (release, hold) = mpsc::channel::<()>();
+        let submit = |lane: Lane, label: &'static str, hold: Option<mpsc::Receiver<()>>| {
+            let (checks, order, taken) = (checks.clone(), order.clone(), taken.clone());
+            tokio::spawn(async move {
+                checks
+                    .run(lane, move || {
+                        if let Some(hold) = hold {
+                            taken.store(true, Ordering::SeqCst);
+                            let _ = hold.recv();
+                        }
+                        order.lock().unwrap().push(label);
+                    })
+                    .await
+            })
+        };
+        let mut tasks = vec![submit(Lane::Stranger, "first", Some(hold))];
+        until("the checker busy", || taken.load(Ordering::SeqCst)).await;
+        // Queued one by one behind the one busy checker.
+        let (mut known, mut strangers) = (0, 0);
+        for (lane, label) in [
+            (Lane::Stranger, "s1"),
+            (Lane::Stranger, "s2"),
+            (Lane::Known, "k1"),
+            (Lane::Stranger, "s3"),
+            (Lane::Known, "k2"),
+        ] {
+            tasks.push(submit(lane, label, None));
+            match lane {
+                Lane::Known => known += 1,
+                Lane::Stranger => strangers += 1,
+            }
+            until_queued(&checks, known, strangers).await;
+        }
+        release.send(()).unwrap();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["first", "k1", "k2", "s1", "s2", "s3"]
+        );
+    }
+
+    #[test]
+    fn known_browser_cookies() {
+        let signer = Signer::new("k");
+        for name in [
+            "alice",
+            "ünïcödé.name-1",
+            "spaced name; with=odd\"chars\"",
+            "",
+        ] {
+            let known = KnownBrowser::new(42, name);
+            let value = signer.sign_known(&known);
+            assert!(
+                value
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b'"'),
+                "a plain cookie value: {value}"
+            );
+            assert_eq!(signer.verify_known(&value), Some(known.clone()), "{name}");
+            assert_eq!(Signer::new("other").verify_known(&value), None);
+            let mut tampered = value.clone();
+            tampered.replace_range(tampered.len() - 2.., "AA");
+            assert_eq!(signer.verify_known(&tampered), None, "{name}");
+        }
+        let (a, b) = (KnownBrowser::new(1, "a"), KnownBrowser::new(1, "a"));
+        assert_ne!(a.nonce, b.nonce, "each browser's cookie is its own");
+        // A session cookie is never a known-browser cookie, nor the reverse
+        // a session.
+        let session = signer.sign(&session_token());
+        assert_eq!(signer.verify_known(&session), None);
+        let known = signer.verify(&signer.sign_known(&a)).unwrap();
+        assert!(known.starts_with(KNOWN_TAG) && known.contains('.'));
+        assert_eq!(signer.verify_known("garbage"), None);
+        assert_eq!(signer.verify_known(""), None);
+        for payload in [
+            "known.x.n.YQ",
+            "known.1..YQ",
+            "known.1.n.YQ.x",
+            "known.1.n.!!",
+            "1.n.YQ",
+        ] {
+            assert_eq!(
+                signer.verify_known(&signer.sign(payload)),
+                None,
+                "{payload}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Layout:
 //! - `config`: every option declared once; flags, `BITSD_*` variables and
 //!   the TOML file read into typed layers and merged.
-//! - `auth`: password hashes, signed login tokens, MAC hashes.
+//! - `auth`: password hashes and the threads that check them (strangers'
+//!   attempts queued apart from known browsers'), signed login and
+//!   known-browser cookies, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
 //! - `event`: the records a change produces and their JSON shapes.
 //! - `store`: SQLite, migrations, the only place with SQL; also the online

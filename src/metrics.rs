@@ -33,6 +33,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Password hashes computed for logins.
     pub password_checks: Counter,
+    /// Of those, the logins from known browsers, checked before strangers'.
+    pub password_checks_known: Counter,
     /// Connections closed at once because their address had too many.
     pub connections_refused: Counter,
     /// Websockets and event streams refused with 503: streams at their cap.
@@ -100,6 +102,12 @@ impl Metrics {
             "password_checks",
             "Password hashes computed for login attempts",
             password_checks.clone(),
+        );
+        let password_checks_known = Counter::default();
+        registry.register(
+            "password_checks_known_browser",
+            "Password hashes computed for login attempts from known browsers, checked before strangers'",
+            password_checks_known.clone(),
         );
         let connections_refused = Counter::default();
         registry.register(
@@ -174,6 +182,7 @@ impl Metrics {
             mqtt_published,
             mqtt_received,
             password_checks,
+            password_checks_known,
             connections_refused,
             streams_refused,
             streams_open,

@@ -1,5 +1,6 @@
-//! Login, logout, the logged-in member extractor, anti-forgery tokens and
-//! the throttles that slow down guessing.
+//! Login, logout, the logged-in member extractor, anti-forgery tokens, the
+//! throttles that slow down guessing, and the known-browser cookie that lets
+//! a member's login past strangers waiting for the password checkers.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use super::client::Client;
 use super::error::{Error, Form, Result};
 use super::html::{Chrome, HtmlPage, render};
 use super::lang::Lang;
-use crate::auth::{self, LOGIN_COOKIE, Verified, XSRF};
+use crate::auth::{self, KNOWN_COOKIE, KnownBrowser, LOGIN_COOKIE, Lane, Verified, XSRF};
 use crate::limits::{AddressKey, Rate, RateLimiter, Shown};
 use crate::report::Report;
 use crate::store::User;
@@ -29,6 +30,14 @@ use crate::words::{self, LoginWords};
 pub const MAX_NAME: usize = 64;
 /// Longest password a login may give, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
+/// Lifetime of the known-browser cookie, in days.
+pub const KNOWN_DAYS: i64 = 365;
+/// Wrong passwords a known-browser cookie may come with and still give
+/// priority: five in a row, then one an hour.
+pub const KNOWN_WRONG: Rate = Rate {
+    burst: 5,
+    every: Duration::from_secs(3600),
+};
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -50,6 +59,9 @@ pub struct Throttles {
     pub mac_wrong: RateLimiter<Option<AddressKey>>,
     /// Messages per member (by user id): five within ten seconds.
     pub messages: RateLimiter<i64>,
+    /// Logins with each known-browser cookie (by its nonce), cleared by a
+    /// right password, so that wrong ones are held to [`KNOWN_WRONG`].
+    pub known_attempts: RateLimiter<String>,
 }
 
 /// A logged-in member. Extracting it from a request without a valid login
@@ -349,11 +361,17 @@ async fn login(
         let why = words::fill(words.too_many, &[("seconds", &format!("{seconds:.0}"))]);
         return Err(Error::TooManyRequestsPage(page(&why)?));
     }
+    let known = known_browser(&app, &headers, &username).await;
+    let lane = if known.is_some() {
+        Lane::Known
+    } else {
+        Lane::Stranger
+    };
     let reader = app.reader.clone();
     let name = username.clone();
     let checked = app
         .passwords
-        .run(move || {
+        .run(lane, move || {
             let credentials = reader.read_blocking(|db| db.credentials(&name))?;
             Ok::<_, crate::store::StoreError>(match credentials {
                 Some(c) => {
@@ -378,6 +396,9 @@ async fn login(
     };
     let checked = checked?;
     app.metrics.password_checks.inc();
+    if lane == Lane::Known {
+        app.metrics.password_checks_known.inc();
+    }
     let (Some(credentials), Verified::Right { rehash }) = checked else {
         if let Some(held) = app.quiet.failed_login.pass() {
             tracing::info!(
@@ -423,11 +444,44 @@ async fn login(
         .build();
     let mut response = Redirect::to(&next).into_response();
     set_cookie(&mut response, cookie);
+    if let Some(old) = &known {
+        app.throttles.known_attempts.forget(&old.nonce);
+    }
+    // A new cookie each time, naming the member who logged in last.
+    let known = app
+        .signer
+        .sign_known(&KnownBrowser::new(user.id, &user.name));
+    let known = site_cookie(KNOWN_COOKIE, known, &client)
+        .max_age(cookie::time::Duration::days(KNOWN_DAYS))
+        .build();
+    set_cookie(&mut response, known);
     Ok(response)
 }
 
+/// The known-browser cookie of the request when it gives `username`'s login
+/// priority: signed by bitsd, for that very name, still the same user (not
+/// one deleted, nor a new one given the name), and not come with too many
+/// wrong passwords ([`KNOWN_WRONG`]). The attempt counts against the cookie
+/// as it arrives; a right password clears the count.
+async fn known_browser(app: &App, headers: &HeaderMap, username: &str) -> Option<KnownBrowser> {
+    let known = cookie_value(headers, KNOWN_COOKIE)
+        .and_then(|value| app.signer.verify_known(&value))
+        .filter(|known| known.name == username)
+        .filter(|known| {
+            let attempts = &app.throttles.known_attempts;
+            attempts.try_take(known.nonce.clone(), KNOWN_WRONG).is_ok()
+        })?;
+    let name = known.name.clone();
+    let user = app.reader.read(move |db| db.user_by_name(&name)).await;
+    match user {
+        Ok(Some(user)) if user.id == known.user_id => Some(known),
+        _ => None,
+    }
+}
+
 /// Ends the session (a copy of the cookie no longer works), clears the
-/// cookie and goes home.
+/// cookie and goes home. The known-browser cookie stays: it names the
+/// browser, not a session.
 async fn logout(
     AxumState(app): AxumState<App>,
     client: Client,
