@@ -18,8 +18,9 @@
 //!    each, past `web_max_streams`: the same figures, `/status` asked on a
 //!    new connection each time, and how many streams were refused;
 //! 6. a member logging in once a second while 64 clients from ever new
-//!    addresses send wrong passwords as fast as they are answered: how many
-//!    of the member's logins succeed, and how long they take.
+//!    addresses send wrong passwords as fast as they are answered, from a
+//!    browser that logged in before and from a new one: how many of the
+//!    member's logins succeed, and how long they take.
 //!
 //! Settings: ABUSE_LOGINS (1000), ABUSE_FAILED (10000), ABUSE_EXTRA (500
 //! connections past the limit), ABUSE_PEERS (256 silent peers, from 64
@@ -586,41 +587,79 @@ async fn member_logins_in_a_flood(clients: usize) {
             })
         })
         .collect();
-    // The member, once a second (the per-address limit), with the right
-    // password, for 30 logins.
-    let member = client_from("127.0.0.251".parse().unwrap());
-    let mut took = Vec::new();
-    let mut member_statuses = Vec::new();
+    // Two members, each once a second (the per-address limit) with the
+    // right password, 30 times: alice from a browser she logged in with
+    // before (it carries the known-browser cookie), alice again from a new
+    // browser without it.
+    let login = |from: &'static str, cookie: String| {
+        let (web, member) = (bitsd.web, client_from(from.parse().unwrap()));
+        async move {
+            let started = Instant::now();
+            let status = member
+                .post(format!("http://{web}/login"))
+                .header("Cookie", format!("_xsrf={XSRF}{cookie}"))
+                .form(&[
+                    ("username", "alice"),
+                    ("password", "right"),
+                    ("_xsrf", XSRF),
+                ])
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16());
+            (status, started.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    let known = format!("; bitsd_known={}", known_cookie(&bitsd).await);
+    let (mut known_took, mut known_statuses) = (Vec::new(), Vec::new());
+    let mut new_statuses = Vec::new();
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let started = Instant::now();
-        let status = member
-            .post(format!("http://{}/login", bitsd.web))
-            .header("Cookie", format!("_xsrf={XSRF}"))
-            .form(&[
-                ("username", "alice"),
-                ("password", "right"),
-                ("_xsrf", XSRF),
-            ])
-            .send()
-            .await
-            .map_or(0, |r| r.status().as_u16());
-        took.push(started.elapsed().as_secs_f64() * 1000.0);
-        member_statuses.push(status);
+        let ((status, took), (other, _)) = tokio::join!(
+            login("127.0.0.251", known.clone()),
+            login("127.0.0.252", String::new())
+        );
+        known_took.push(took);
+        known_statuses.push(status);
+        new_statuses.push(other);
     }
     stop.store(true, Ordering::Relaxed);
     let mut statuses = Vec::new();
     for f in flood {
         statuses.extend(f.await.unwrap());
     }
-    took.sort_by(f64::total_cmp);
-    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+    known_took.sort_by(f64::total_cmp);
+    let at = |q: f64| known_took[((known_took.len() - 1) as f64 * q) as usize];
     println!(
-        "| a member logs in once a second while {clients} clients flood /login from new addresses | {} | | | {:.0} / {:.0} (the member's logins) | member: {}; flood: {} |",
+        "| a member logs in once a second while {clients} clients flood /login from new addresses | {} | | | {:.0} / {:.0} (the member's logins from a known browser) | known browser: {}; new browser: {}; flood: {} |",
         metric(&bitsd, "bitsd_password_checks_total").await,
         at(0.5),
         at(0.99),
-        tally(&member_statuses),
+        tally(&known_statuses),
+        tally(&new_statuses),
         tally(&statuses)
     );
+}
+
+/// The known-browser cookie of a right login as alice, before any flood.
+async fn known_cookie(bitsd: &Spawned) -> String {
+    let response = client_from("127.0.0.251".parse().unwrap())
+        .post(format!("http://{}/login", bitsd.web))
+        .header("Cookie", format!("_xsrf={XSRF}"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "right"),
+            ("_xsrf", XSRF),
+        ])
+        .send()
+        .await
+        .unwrap();
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("bitsd_known="))
+        .and_then(|c| c.split(';').next())
+        .expect("a right login sets bitsd_known")
+        .to_string()
 }
