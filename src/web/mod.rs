@@ -140,7 +140,6 @@ pub fn router(app: App) -> Router {
         .and(NotForContentType::SSE);
     let router = Router::new()
         .merge(api::router())
-        .merge(live::router())
         .merge(auth::router())
         .merge(members::router())
         .merge(spaceapi::router())
@@ -149,8 +148,7 @@ pub fn router(app: App) -> Router {
         .merge(webapp::router())
         .nest_service("/static", assets::service(&app))
         .fallback(pages::not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    router
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             app.clone(),
             same_origin_posts,
@@ -158,7 +156,14 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn(lang::remember))
         .layer(middleware::from_fn(body_in_time))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(CompressionLayer::new().compress_when(compress))
+        .layer(CompressionLayer::new().compress_when(compress));
+    // Live push outside those layers: its requests have no body and its
+    // answers are never compressed, and the compression layer's body alone
+    // would cost an event stream 5.6 KiB for as long as it lasts.
+    Router::new()
+        .merge(live::router())
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(router)
         .layer(middleware::from_fn(front::tag_route))
         .with_state(app)
 }
