@@ -13,7 +13,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
 };
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Page, cdp::browser_protocol::page::CaptureScreenshotFormat};
-use common::{PATIENCE, TestServer};
+use common::TestServer;
 use futures_util::StreamExt;
 
 fn chromium() -> PathBuf {
@@ -53,9 +53,13 @@ async fn launch() -> (Browser, tokio::task::JoinHandle<()>, tempfile::TempDir) {
     (browser, events, profile)
 }
 
+/// How long the browser may take for a step: a loaded machine starts a
+/// service worker in seconds. (Only a failing step waits this long.)
+const BROWSER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Evaluates `expression` (a JS expression) until it is true.
 async fn wait_until(page: &Page, what: &str, expression: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
     loop {
         let value: bool = page
             .evaluate(format!("!!({expression})"))
