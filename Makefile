@@ -112,7 +112,7 @@ uninstall:
 		|| echo "$(DESTDIR)$(DOCDIR) kept: it holds other files"; fi
 
 # target/dist/$(DIST).tar.gz: an installation under /usr/local laid out as
-# that prefix (bin/, lib/, share/), with README.md and LICENSE.
+# that prefix (bin/, lib/, share/), with README.md, docs/ and LICENSE.
 dist: $(if $(filter target/release,$(BUILD_DIR)),build)
 	rm -rf target/dist/stage target/dist/$(DIST) target/dist/$(DIST).tar.gz
 	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/target/dist/stage PREFIX=/usr/local \
@@ -120,5 +120,7 @@ dist: $(if $(filter target/release,$(BUILD_DIR)),build)
 	mv target/dist/stage/usr/local target/dist/$(DIST)
 	rm -rf target/dist/stage
 	install -m 0644 README.md LICENSE target/dist/$(DIST)
+	install -d target/dist/$(DIST)/docs
+	install -m 0644 docs/*.md target/dist/$(DIST)/docs
 	tar -C target/dist -czf target/dist/$(DIST).tar.gz $(DIST)
 	@echo "target/dist/$(DIST).tar.gz"

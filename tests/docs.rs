@@ -1,6 +1,8 @@
 //! The documentation cannot drift from the code: `bitsd --help`, the
-//! README's option table and `deploy/bitsd.toml.example` name the same
-//! options with the same defaults, and every route is in the README.
+//! option table of `docs/running.md` and `deploy/bitsd.toml.example` name
+//! the same options with the same defaults, every route is in
+//! `docs/http-api.md`, and the README stays a first screen: under 300
+//! lines, its two commands real `make` targets, its links to `docs/` whole.
 
 mod common;
 
@@ -10,7 +12,12 @@ use bitsd::config::{self, Layer};
 use common::{bitsd_command, root, stdout_of};
 
 fn readme() -> String {
-    std::fs::read_to_string(root().join("README.md")).unwrap()
+    read("README.md")
+}
+
+/// A file of the checkout, by its path from the root.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The section of `text` under the heading `title`, up to the next heading
@@ -59,15 +66,15 @@ fn help_names_every_option_and_no_other() {
 }
 
 #[test]
-fn the_readme_table_has_every_option_with_its_default() {
-    let readme = readme();
-    let table = rows(section(&readme, "Configuration"));
+fn the_option_table_has_every_option_with_its_default() {
+    let running = read("docs/running.md");
+    let table = rows(section(&running, "Configuration"));
     let documented: BTreeSet<String> = table
         .iter()
         .filter(|(key, _)| !key.starts_with("`["))
         .map(|(key, _)| key.trim_matches('`').to_string())
         .collect();
-    assert_eq!(documented, names(), "README option table");
+    assert_eq!(documented, names(), "docs/running.md option table");
     for (name, default) in Layer::DEFAULTS {
         let (_, cell) = table
             .iter()
@@ -181,7 +188,7 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
 }
 
 #[test]
-fn every_route_is_in_the_readme() {
+fn every_route_is_in_the_http_api() {
     let mut routes = BTreeSet::new();
     let mut stack = vec![root().join("src/web")];
     while let Some(dir) = stack.pop() {
@@ -202,8 +209,8 @@ fn every_route_is_in_the_readme() {
         }
     }
     assert!(routes.len() > 15, "routes found: {routes:?}");
-    let readme = readme();
-    let cells: Vec<String> = readme
+    let api = read("docs/http-api.md");
+    let cells: Vec<String> = api
         .lines()
         .filter(|l| l.starts_with("| `"))
         .map(|l| l.split(" | ").next().unwrap().to_string())
@@ -215,6 +222,113 @@ fn every_route_is_in_the_readme() {
                 .map(|c| c.strip_prefix("POST ").unwrap_or(c))
                 .any(|c| c == route || c.strip_suffix("/<path>") == Some(route))
         });
-        assert!(documented, "{route} has no row in a README table");
+        assert!(
+            documented,
+            "{route} has no row in a table of docs/http-api.md"
+        );
     }
+}
+
+/// The targets of the markdown links `[text](target)` in `text`.
+fn links(text: &str) -> Vec<&str> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
+        .collect()
+}
+
+#[test]
+fn the_readme_is_a_first_screen_with_its_commands() {
+    let readme = readme();
+    let lines = readme.lines().count();
+    assert!(
+        lines < 300,
+        "README.md has {lines} lines: move sections to docs/"
+    );
+    // The two commands stand in the first code block, and are make targets.
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README opens with a sh block");
+    let makefile = read("Makefile");
+    for target in ["run", "test"] {
+        assert!(
+            block
+                .lines()
+                .any(|l| l.starts_with(&format!("make {target} "))),
+            "`make {target}` is in the README's first block:\n{block}"
+        );
+        assert!(
+            makefile
+                .lines()
+                .any(|l| l.starts_with(&format!("{target}:"))),
+            "the Makefile has a {target} target"
+        );
+    }
+}
+
+#[test]
+fn the_readme_links_every_document_and_every_link_resolves() {
+    let readme = readme();
+    let mut docs = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            docs.insert(format!("docs/{name}"));
+        }
+    }
+    assert!(docs.len() >= 5, "docs/: {docs:?}");
+    let linked: BTreeSet<String> = links(&readme)
+        .into_iter()
+        .map(|l| l.split('#').next().unwrap().to_string())
+        .filter(|l| l.starts_with("docs/"))
+        .collect();
+    assert_eq!(
+        linked, docs,
+        "the README links every file of docs/, and only those"
+    );
+
+    // Every relative link of the README and of docs/ names a file that
+    // exists, and an anchor names a heading of it.
+    let mut pages = vec![("README.md".to_string(), readme.clone())];
+    pages.extend(docs.iter().map(|d| (d.clone(), read(d))));
+    for (page, text) in &pages {
+        let folder = std::path::Path::new(page).parent().unwrap();
+        for link in links(text) {
+            if link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = if file.is_empty() {
+                std::path::PathBuf::from(page)
+            } else {
+                folder.join(file)
+            };
+            let path = root().join(&target);
+            assert!(path.exists(), "{page}: link {link} names no file");
+            if !anchor.is_empty() {
+                let target_text = std::fs::read_to_string(&path).unwrap();
+                let found = target_text
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .any(|l| slug(l.trim_start_matches('#').trim()) == anchor);
+                assert!(found, "{page}: link {link} names no heading");
+            }
+        }
+    }
+}
+
+/// A heading's anchor as GitHub makes it: lower case, spaces to dashes,
+/// punctuation dropped.
+fn slug(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
 }
