@@ -170,7 +170,7 @@ pub async fn run(
             config.options.web_max_connections_per_address as usize,
         ),
         streams,
-        forecast: presence::ForecastCache::default(),
+        forecast: web::ForecastCache::default(),
         calendars: tokio::sync::Semaphore::new(web::CALENDARS_AT_ONCE),
         cached: web::Cached::new(&state),
     });

@@ -17,6 +17,7 @@ pub mod client;
 mod error;
 mod event_stream;
 mod feeds;
+mod forecast_cache;
 mod front;
 mod html;
 mod lang;
@@ -52,6 +53,7 @@ use client::Client;
 
 pub use cached::Cached;
 pub use error::Error;
+pub use forecast_cache::ForecastCache;
 
 /// Largest request body accepted (forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -109,7 +111,7 @@ pub struct Shared {
     /// The places of websockets and event streams.
     pub streams: places::Streams,
     /// The last forecast.
-    pub forecast: crate::presence::ForecastCache,
+    pub forecast: ForecastCache,
     /// `/status` and `/data` of the newest snapshot.
     pub cached: Cached,
     /// Calendars rendered at once: each reads up to 20,000 status changes
