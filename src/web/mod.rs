@@ -3,11 +3,13 @@
 //! `server` accepts connections (and `event_stream` writes a connection's
 //! `/events` without hyper), `front` is the way every request takes
 //! (headers, metrics, limits, the cached snapshot answers of `cached`),
-//! `places` counts the connections each holds, the
-//! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
-//! `live` (websocket and SSE), `auth` and `members` (logins and forms),
-//! `spaceapi`, `feeds` (the calendar and the badge), `assets` (`/static/`); `html` holds the layout's data and the
-//! page headers, `client` tells who is asking, `error` maps failures to codes.
+//! `places` counts the connections each holds, the router sends the rest to
+//! `api` (widgets and scripts, the forecast kept by `forecast_cache`),
+//! `pages` (HTML), `live` (websocket and SSE), `auth` and `members` (logins
+//! and forms), `spaceapi`, `feeds` (the calendar and the badge), `webapp`
+//! (the manifest and service worker), `assets` (`/static/`); `html` holds
+//! the layout's data and the page headers, `lang` picks a page's language,
+//! `client` tells who is asking, `error` maps failures to codes.
 
 mod api;
 mod assets;
