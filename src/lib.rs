@@ -25,7 +25,8 @@
 //!   discovery, and `set/` topics read as device commands.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
-//! - `presence`: the forecast of openings and its heat map.
+//! - `presence`: the forecast of openings, its heat map, and the automatic
+//!   status that opens and closes the room from the roster.
 //! - `spaceapi`: the SpaceAPI document of the current state.
 //! - `calendar`: the iCalendar feed of past and probable openings.
 //! - `badge`: the open/closed status badge.
@@ -38,6 +39,7 @@
 //!   from the outbox, and `bitsd webhook test`.
 //! - `install`: the man pages and shell completions of both programs,
 //!   written from their command lines for `make install`.
+//! - `words`: every word of the pages, in each language, in one typed table.
 
 pub mod auth;
 pub mod badge;
@@ -170,7 +172,7 @@ pub async fn run(
             config.options.web_max_connections_per_address as usize,
         ),
         streams,
-        forecast: presence::ForecastCache::default(),
+        forecast: web::ForecastCache::default(),
         calendars: tokio::sync::Semaphore::new(web::CALENDARS_AT_ONCE),
         cached: web::Cached::new(&state),
     });

@@ -1,5 +1,5 @@
-//! The shape of the source tree: modules small enough to read, and imports
-//! that only run one way.
+//! The shape of the source tree: modules small enough to read, maps that
+//! name every module, and imports that only run one way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +39,78 @@ fn no_module_is_too_long() {
         .filter(|(_, lines)| *lines > MAX_LINES)
         .collect();
     assert!(long.is_empty(), "over {MAX_LINES} lines: {long:?}");
+}
+
+/// The modules `text` declares from files (`mod x;`, `pub mod x;`), test
+/// modules (`#[cfg(test)] mod tests;`) left out.
+fn declared_modules(text: &str) -> Vec<String> {
+    let mut declared = Vec::new();
+    let mut test_only = false;
+    for line in text.lines().map(str::trim) {
+        let rest = line.strip_prefix("pub ").unwrap_or(line);
+        let rest = match rest.strip_prefix("pub(") {
+            Some(scoped) => scoped.split_once(") ").map_or(rest, |(_, r)| r),
+            None => rest,
+        };
+        if let Some(name) = rest.strip_prefix("mod ").and_then(|r| r.strip_suffix(';')) {
+            if !test_only {
+                declared.push(name.trim().to_string());
+            }
+        }
+        test_only = line == "#[cfg(test)]";
+    }
+    declared
+}
+
+/// The names a file's leading `//!` comment puts in backticks; `x.rs`,
+/// `x/` and `x::y` name `x`.
+fn mapped_modules(text: &str) -> BTreeSet<String> {
+    let map: String = text
+        .lines()
+        .map_while(|line| line.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    map.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|quoted| {
+            let name = quoted.split("::").next().unwrap_or(quoted);
+            name.trim_end_matches(".rs")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
+/// `lib.rs` and each file with submodules (`mod.rs`, `web/live.rs`) opens
+/// with a map that names every module it declares.
+#[test]
+fn every_module_is_on_its_parents_map() {
+    let mut missing = Vec::new();
+    for (file, text) in source_files() {
+        let mapped = mapped_modules(&text);
+        for module in declared_modules(&text) {
+            if !mapped.contains(&module) {
+                missing.push(format!("src/{file}: `{module}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules missing from the //! map of the file declaring them:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn declarations_and_maps_are_read() {
+    let text = "//! `a` and `b.rs`, `c::D`.\n\nmod a;\npub mod b;\npub(crate) mod c;\n\
+                #[cfg(test)]\nmod tests;\nmod inline {}\n";
+    assert_eq!(declared_modules(text), ["a", "b", "c"]);
+    assert_eq!(
+        mapped_modules(text),
+        BTreeSet::from(["a", "b", "c"].map(String::from))
+    );
 }
 
 /// The top-level module a file belongs to (`state/writer.rs` is `state`).

@@ -2,8 +2,9 @@
 //!
 //! Each source is read into a typed [`Layer`] by the same parser per option,
 //! then the layers merge field by field: flag > environment > file > default.
-//! `options.rs` declares the options, `values.rs` parses their values and
-//! `layers.rs` reads each source into a layer.
+//! `options.rs` declares the options, `values.rs` parses their values,
+//! `layers.rs` reads each source into a layer and `webhooks.rs` checks the
+//! `[[webhook]]` tables of the file.
 
 mod layers;
 mod options;

@@ -5,7 +5,9 @@
 //! One task follows the stream of committed changes like any other
 //! follower: `link` connects (reconnecting with backoff), `publisher`
 //! serves each connection, `session` speaks the protocol (`frame` tells an
-//! oversized message from its headers), `inbox` takes the `set/` messages.
+//! oversized message from its headers), `inbox` takes the `set/` messages;
+//! `topics` holds, without I/O, the topic names, payloads, discovery
+//! configs and `set/` commands.
 //! While the broker is away nothing is queued; each new connection starts
 //! from the current snapshot.
 

@@ -3,6 +3,13 @@
 //! The tables and columns are the original Python server's, so its databases
 //! open as they are. Migrations are numbered and recorded in `user_version`;
 //! they only add tables and indexes.
+//!
+//! Here: opening (with `open` saying in plain words why a file cannot be),
+//! the migrations, the statuses, messages, temperatures, pages and
+//! settings, and the [`Reader`] of the web. `accounts` holds
+//! members, sessions, MAC hashes and visibility, `history` the status
+//! history the calendar reads, `outbox` the webhook deliveries not yet
+//! made; `backup` and `check` are `bitsd backup` and `bitsd check`.
 
 use std::collections::BTreeMap;
 use std::path::Path;

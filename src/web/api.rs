@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
+use super::forecast_cache::Rendered;
 use super::lang::Lang;
-use crate::presence::{self, Rendered};
+use crate::presence;
 use crate::store::StoreError;
 use axum::extract::Query;
 

@@ -4,6 +4,7 @@
 //! broadcast. The broadcast channel is the only queue: a client that falls
 //! behind it is resynchronised with a fresh snapshot instead of the changes it
 //! missed, so a slow client costs no memory and never delays the others.
+//! `frame` encodes the websocket frame headers, so a payload is sent as it is.
 
 mod frame;
 

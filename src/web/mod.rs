@@ -3,11 +3,13 @@
 //! `server` accepts connections (and `event_stream` writes a connection's
 //! `/events` without hyper), `front` is the way every request takes
 //! (headers, metrics, limits, the cached snapshot answers of `cached`),
-//! `places` counts the connections each holds, the
-//! router sends the rest to `api` (widgets and scripts), `pages` (HTML),
-//! `live` (websocket and SSE), `auth` and `members` (logins and forms),
-//! `spaceapi`, `feeds` (the calendar and the badge), `assets` (`/static/`); `html` holds the layout's data and the
-//! page headers, `client` tells who is asking, `error` maps failures to codes.
+//! `places` counts the connections each holds, the router sends the rest to
+//! `api` (widgets and scripts, the forecast kept by `forecast_cache`),
+//! `pages` (HTML), `live` (websocket and SSE), `auth` and `members` (logins
+//! and forms), `spaceapi`, `feeds` (the calendar and the badge), `webapp`
+//! (the manifest and service worker), `assets` (`/static/`); `html` holds
+//! the layout's data and the page headers, `lang` picks a page's language,
+//! `client` tells who is asking, `error` maps failures to codes.
 
 mod api;
 mod assets;
@@ -17,6 +19,7 @@ pub mod client;
 mod error;
 mod event_stream;
 mod feeds;
+mod forecast_cache;
 mod front;
 mod html;
 mod lang;
@@ -52,6 +55,7 @@ use client::Client;
 
 pub use cached::Cached;
 pub use error::Error;
+pub use forecast_cache::ForecastCache;
 
 /// Largest request body accepted (forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -109,7 +113,7 @@ pub struct Shared {
     /// The places of websockets and event streams.
     pub streams: places::Streams,
     /// The last forecast.
-    pub forecast: crate::presence::ForecastCache,
+    pub forecast: ForecastCache,
     /// `/status` and `/data` of the newest snapshot.
     pub cached: Cached,
     /// Calendars rendered at once: each reads up to 20,000 status changes

@@ -6,6 +6,7 @@
 //!
 //! Phrases name their parts in braces (`{time}`), filled by [`fill`] here
 //! and by the script's `fill`, so a translation may put them in any order.
+//! The tables themselves: `en` (English) and `it` (Italian).
 
 mod en;
 mod it;
