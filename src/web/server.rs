@@ -126,7 +126,7 @@ trait Stream: AsyncRead + Peekable {
     fn first_byte(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
-macro_rules! first_byte_by_peeking {
+macro_rules! peekable_stream {
     ($stream:ty) => {
         impl Peekable for $stream {
             fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -168,8 +168,8 @@ macro_rules! first_byte_by_peeking {
     };
 }
 
-first_byte_by_peeking!(tokio::net::TcpStream);
-first_byte_by_peeking!(tokio::net::UnixStream);
+peekable_stream!(tokio::net::TcpStream);
+peekable_stream!(tokio::net::UnixStream);
 
 /// One connection; on shutdown it finishes the request in flight and closes.
 fn connection<I: Stream>(
