@@ -216,7 +216,11 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
             };
             (status.to_string(), field("modifiedby"), String::new())
         }
-        _ => (String::new(), field("user"), html_unescape(&field("value"))),
+        _ => (
+            String::new(),
+            html_unescape(&field("user")),
+            html_unescape(&field("value")),
+        ),
     };
     Ok(fill(template, |name| match name {
         "space" => Some(&site.space),
@@ -461,6 +465,13 @@ mod tests {
         assert_eq!(
             text(&plain, &site, change("message", MESSAGE)).unwrap(),
             "Lab \"42\", message from ada: pizza <3 & {space}"
+        );
+        // The author is escaped in the record like the text, for old
+        // clients; a chat gets both as written.
+        let quoted = MESSAGE.replace("\"ada\"", "\"o&#39;neil &amp; co\"");
+        assert_eq!(
+            text(&plain, &site, change("message", &quoted)).unwrap(),
+            "Lab \"42\", message from o'neil & co: pizza <3 & {space}"
         );
         assert_eq!(
             text(&plain, &site, change("temperature", TEMPERATURE)).unwrap(),
