@@ -4,6 +4,8 @@
 //! Pure: the label's checks, the text widths (Verdana 11 px, from a table
 //! of approximate advances) and the SVG.
 
+use crate::escape::{is_noncharacter, xml_escape};
+
 /// Most characters a `?label=` may have.
 pub const MAX_LABEL: usize = 64;
 
@@ -90,24 +92,6 @@ pub fn svg(label: &str, open: bool) -> String {
     )
 }
 
-/// Unicode's noncharacters: U+FDD0 to U+FDEF and the last two code points of
-/// every plane (U+FFFE, U+FFFF, U+1FFFE...). XML 1.0 refuses U+FFFE and
-/// U+FFFF outright and discourages the rest.
-pub fn is_noncharacter(c: char) -> bool {
-    let c = u32::from(c);
-    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
-}
-
-/// `text` for XML character data and attribute values; control characters
-/// and noncharacters (which XML 1.0 does not allow) left out.
-pub fn xml_escape(text: &str) -> String {
-    let kept: String = text
-        .chars()
-        .filter(|&c| !c.is_control() && !is_noncharacter(c))
-        .collect();
-    crate::event::html_escape(&kept)
-}
-
 /// The width of `text` in Verdana 11 px, approximately.
 pub fn text_width(text: &str) -> f64 {
     text.chars().map(char_width).sum()
@@ -168,31 +152,6 @@ mod tests {
         );
         let over = format!("label={}", "é".repeat(MAX_LABEL + 1));
         assert_eq!(label_of(Some(&over)), Err(LabelError::TooLong));
-    }
-
-    #[test]
-    fn noncharacters_are_known() {
-        for c in [
-            '\u{fdd0}',
-            '\u{fdef}',
-            '\u{fffe}',
-            '\u{ffff}',
-            '\u{1fffe}',
-            '\u{10ffff}',
-        ] {
-            assert!(is_noncharacter(c), "{c:?}");
-        }
-        for c in [
-            'a',
-            '\u{fdcf}',
-            '\u{fdf0}',
-            '\u{fffd}',
-            '\u{10000}',
-            '\u{1fffd}',
-        ] {
-            assert!(!is_noncharacter(c), "{c:?}");
-        }
-        assert_eq!(xml_escape("a\u{fffe}b\u{7}c"), "abc");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::clock::LocalTime;
+use crate::escape::html_escape;
 
 /// Whether the room is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,22 +180,6 @@ impl From<&Message> for MessageJson {
             value: html_escape(&m.text),
         }
     }
-}
-
-/// Escapes `&`, `<`, `>`, `"` and `'` as the original server did.
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 impl fmt::Display for StatusValue {

@@ -8,6 +8,7 @@
 //!   known-browser cookies, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
 //! - `event`: the records a change produces and their JSON shapes.
+//! - `escape`: text made safe for HTML, XML and log lines.
 //! - `store`: SQLite, migrations, the only place with SQL; also the online
 //!   backup and the read-only check of a database file.
 //! - `state`: the writer thread, the snapshot and the stream of committed
@@ -30,7 +31,7 @@
 //! - `spaceapi`: the SpaceAPI document of the current state.
 //! - `calendar`: the iCalendar feed of past and probable openings.
 //! - `badge`: the open/closed status badge.
-//! - `limits`: rate limits, connections per address, client text in logs.
+//! - `limits`: rate limits and connections per address.
 //! - `report`: an error and its causes on one line.
 //! - `systemd`: telling the service manager when bitsd is ready and when it
 //!   stops.
@@ -47,6 +48,7 @@ pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod device;
+pub mod escape;
 pub mod event;
 pub mod fake;
 pub mod install;

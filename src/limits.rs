@@ -1,5 +1,6 @@
-//! What keeps one client from taking what belongs to everyone: rate limits,
-//! connections per address, and client-chosen text in log lines.
+//! What keeps one client from taking what belongs to everyone: rate limits
+//! and connections per address (client-chosen text in log lines is
+//! `escape`'s).
 //!
 //! Every table here is bounded in entries, and every key in bytes, so a
 //! stranger who varies addresses or names grows nothing without bound.
@@ -16,8 +17,6 @@ use tokio::time::Instant;
 
 /// Most keys a [`RateLimiter`] remembers.
 pub const RATE_LIMIT_ENTRIES: usize = 10_000;
-/// Characters of client-chosen text shown in a log line.
-pub const SHOWN_CHARS: usize = 64;
 /// The longest interval a rate counts with; longer ones are cut to it.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
 
@@ -191,46 +190,6 @@ impl fmt::Display for HeldBack {
             n => write!(f, " ({n} more like this not logged)"),
         }
     }
-}
-
-/// Client-chosen text as a log line shows it: quoted, at most
-/// [`SHOWN_CHARS`] characters, control characters and quotes escaped.
-pub struct Shown<'a>(pub &'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        write_cut(f, self.0)?;
-        f.write_str("\"")
-    }
-}
-
-/// Client-chosen text as an error message shows it: [`Shown`] without the
-/// quotes.
-pub fn cut(text: &str) -> String {
-    struct Cut<'a>(&'a str);
-    impl fmt::Display for Cut<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write_cut(f, self.0)
-        }
-    }
-    Cut(text).to_string()
-}
-
-/// At most [`SHOWN_CHARS`] characters of `text`; control and invisible
-/// characters, quotes and backslashes escaped.
-fn write_cut(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(SHOWN_CHARS) {
-        match c {
-            '\'' => f.write_str("'")?,
-            c => write!(f, "{}", c.escape_debug())?,
-        }
-    }
-    if chars.next().is_some() {
-        f.write_str("…")?;
-    }
-    Ok(())
 }
 
 /// A client address as the limits count it: an IPv4 address, or the /64
@@ -474,25 +433,6 @@ mod tests {
             assert!(within <= 5, "{within} within a minute from {at} s");
         }
         assert_eq!(&taken[..6], &[0, 1, 2, 3, 4, 60]);
-    }
-
-    #[test]
-    fn shown_text_is_cut_and_escaped() {
-        assert_eq!(Shown("alice").to_string(), "\"alice\"");
-        assert_eq!(
-            Shown("a\nb\x1b[31m\"c\\").to_string(),
-            "\"a\\nb\\u{1b}[31m\\\"c\\\\\""
-        );
-        let long = "é".repeat(100);
-        let shown = Shown(&long).to_string();
-        assert_eq!(shown.chars().count(), SHOWN_CHARS + 3);
-        assert!(shown.ends_with("…\""));
-        assert_eq!(
-            Shown(&"x".repeat(SHOWN_CHARS)).to_string().len(),
-            SHOWN_CHARS + 2
-        );
-        assert_eq!(Shown("o'brien").to_string(), "\"o'brien\"");
-        assert_eq!(cut("a\u{202e}b"), "a\\u{202e}b", "bidi override");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol;
+use crate::escape::Shown;
 use crate::event::Change;
-use crate::limits::{QuietLog, Shown};
+use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::{Origin, Published, Snapshot, State};
 

@@ -12,8 +12,9 @@ use super::link::{Attachment, DeviceLink};
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use super::waiting::{Ticket, Waiting};
 use crate::config::Allowlist;
+use crate::escape::Shown;
 use crate::event::StatusValue;
-use crate::limits::{AddressKey, HeldBack, QuietLog, Rate, RateLimiter, Shown};
+use crate::limits::{AddressKey, HeldBack, QuietLog, Rate, RateLimiter};
 use crate::net::Listener;
 use crate::state::{Event, Origin, State};
 

@@ -184,7 +184,7 @@ pub fn decimal(text: &str) -> Result<f64, ParseError> {
 
 /// Keeps log lines short and escaped whatever the device sends.
 fn truncate(text: &str) -> String {
-    crate::limits::cut(text)
+    crate::escape::cut(text)
 }
 
 /// The line `status 0|1` sent to the device.

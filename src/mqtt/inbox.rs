@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::session::MAX_PAYLOAD;
 use super::topics::Topics;
-use crate::limits::{QuietLog, Shown};
+use crate::escape::Shown;
+use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
 

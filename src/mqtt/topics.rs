@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use crate::config::SensorNames;
 use crate::device::protocol::{self, ParseError};
+use crate::escape::cut;
 use crate::event::StatusValue;
-use crate::limits::cut;
 use crate::state::{Event, Origin};
 
 /// The topics under one prefix `P`.

@@ -1,7 +1,7 @@
 //! The forecast as a picture: an SVG heat map of the week.
 
 use super::{Forecast, SLOTS};
-use crate::badge::xml_escape;
+use crate::escape::xml_escape;
 use crate::words::HeatMapWords;
 
 /// The forecast as an SVG heat map: rows are weekdays, columns half hours,

@@ -54,7 +54,7 @@ impl Outbox {
         for (hook, n) in dropped {
             tracing::warn!(
                 "{n} webhook deliveries for {}, no longer configured, dropped",
-                crate::limits::Shown(&hook)
+                crate::escape::Shown(&hook)
             );
         }
         let queues = routes

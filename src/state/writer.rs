@@ -507,7 +507,7 @@ fn set_visibility(writing: &mut Writing<'_, '_>, id: i64, visibility: Visibility
 fn enter(batch: &Batch<'_>, roster: &mut Roster, id: i64) -> Outcome {
     match batch.user_by_id(id) {
         Ok(Some(user)) => {
-            tracing::info!("{} entered (keypad)", crate::limits::Shown(&user.name));
+            tracing::info!("{} entered (keypad)", crate::escape::Shown(&user.name));
             roster.keypad.insert(
                 id,
                 Person {
@@ -532,7 +532,7 @@ fn enter(batch: &Batch<'_>, roster: &mut Roster, id: i64) -> Outcome {
 fn leave(roster: &mut Roster, id: i64) -> Outcome {
     match roster.keypad.remove(&id) {
         Some(person) => {
-            tracing::info!("{} left (keypad)", crate::limits::Shown(&person.name));
+            tracing::info!("{} left (keypad)", crate::escape::Shown(&person.name));
             Outcome::Applied
         }
         None => {

@@ -17,7 +17,7 @@ use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
 use super::{App, Error, cached, pages};
-use crate::limits::Shown;
+use crate::escape::Shown;
 
 /// How long browsers keep a built-in file: it changes only with the
 /// version, and page links carry `?v=<version>`. A file of `assets_path`

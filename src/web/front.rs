@@ -25,7 +25,8 @@ use std::future::Ready;
 use super::App;
 use super::client::{self, Client, PeerAddr, Trust};
 use super::places::{ConnectionSlot, refuse_crowded};
-use crate::limits::{AddressHold, Shown};
+use crate::escape::Shown;
+use crate::limits::AddressHold;
 
 /// `Cache-Control` of responses that set none: the state changes at any
 /// moment, so a cache must ask again.

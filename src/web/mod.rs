@@ -46,7 +46,8 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::config::Config;
-use crate::limits::{QuietLog, Shown};
+use crate::escape::Shown;
+use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::state::State;

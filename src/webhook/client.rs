@@ -102,7 +102,7 @@ impl Client {
         Ok(Answer {
             status,
             retry_after,
-            first_line: crate::limits::cut(first.unwrap_or_default()),
+            first_line: crate::escape::cut(first.unwrap_or_default()),
         })
     }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::config::{ChatId, Config, HookFormat, Webhook};
+use crate::escape::html_unescape;
 
 /// What a path segment may hold as it is: the unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -259,35 +260,6 @@ fn fill<'a>(template: &str, value: impl Fn(&str) -> Option<&'a String>) -> Strin
     out
 }
 
-/// Undoes [`crate::event::html_escape`]: messages go to chats as written.
-fn html_unescape(text: &str) -> String {
-    const ENTITIES: [(&str, char); 5] = [
-        ("&amp;", '&'),
-        ("&lt;", '<'),
-        ("&gt;", '>'),
-        ("&quot;", '"'),
-        ("&#39;", '\''),
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        match ENTITIES.iter().find(|(e, _)| rest.starts_with(e)) {
-            Some((entity, c)) => {
-                out.push(*c);
-                rest = &rest[entity.len()..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +454,7 @@ mod tests {
     #[test]
     fn unescaping_undoes_the_escaping() {
         for raw in ["<b>&amp;</b> \"q\" 'a'", "&", "&&;", "plain", "&#39", ""] {
-            assert_eq!(html_unescape(&crate::event::html_escape(raw)), raw);
+            assert_eq!(html_unescape(&crate::escape::html_escape(raw)), raw);
         }
         assert_eq!(html_unescape("&unknown; &lt"), "&unknown; &lt");
     }
