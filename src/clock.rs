@@ -11,6 +11,20 @@ const STORED: &str = "%Y-%m-%d %H:%M:%S%.6f";
 /// Display format used in JSON and pages: `YYYY-MM-DD HH:MM:SS`.
 const DISPLAY: &str = "%Y-%m-%d %H:%M:%S";
 
+/// Now, in whole unix seconds (sessions' creation and expiry).
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Now, in unix seconds with their fraction (the outbox's times).
+pub fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// A naive local time in the configured zone, as stored in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LocalTime(pub NaiveDateTime);

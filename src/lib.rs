@@ -252,7 +252,7 @@ async fn sweep_sessions(reader: Reader, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let now = web::auth::unix_now();
+        let now = clock::unix_seconds();
         match reader.read(move |db| db.sweep_sessions(now)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} expired session(s) removed"),

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
 
 use outbox::Outbox;
-pub use outbox::{Route, unix_now};
+pub use outbox::Route;
 use snapshot::Model;
 pub use snapshot::{HISTORY_SAMPLES, Roster, Snapshot};
 use writer::Writer;

@@ -4,10 +4,10 @@
 //! through the writer too, and the writer counts what each has pending.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::clock::unix_time;
 use crate::config::HookEvent;
 use crate::event::Change;
 use crate::metrics::Metrics;
@@ -101,7 +101,7 @@ impl Outbox {
             Change::Status(_) => Some("closed"),
             _ => None,
         };
-        let created = unix_now();
+        let created = unix_time();
         for (queue, delta) in self.queues.iter().zip(deltas.iter_mut()) {
             if !queue.route.events.contains(&event) {
                 continue;
@@ -140,13 +140,6 @@ impl Outbox {
             }
         }
     }
-}
-
-/// Now, in unix seconds.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::error::{Error, Form, Result};
 use super::html::{Chrome, HtmlPage, render};
 use super::lang::Lang;
 use crate::auth::{self, KNOWN_COOKIE, KnownBrowser, LOGIN_COOKIE, Lane, Verified, XSRF};
+use crate::clock::unix_seconds;
 use crate::escape::Shown;
 use crate::limits::{AddressKey, Rate, RateLimiter};
 use crate::report::Report;
@@ -98,7 +99,7 @@ async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     let value = cookie_value(headers, LOGIN_COOKIE)?;
     let token = app.signer.verify(&value)?;
     let hash = auth::session_hash(&token);
-    let now = unix_now();
+    let now = unix_seconds();
     match app.reader.read(move |db| db.session_user(&hash, now)).await {
         Ok(user) => user,
         Err(e) => {
@@ -109,12 +110,6 @@ async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
             None
         }
     }
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The value of cookie `name` in the request, if present and well formed.
@@ -428,7 +423,8 @@ async fn login(
     }
     let days = i64::from(app.config.options.cookie_max_age_days);
     let token = auth::session_token();
-    let (token_hash, session_user, now) = (auth::session_hash(&token), user.clone(), unix_now());
+    let (token_hash, session_user, now) =
+        (auth::session_hash(&token), user.clone(), unix_seconds());
     let created = app
         .reader
         .read(move |db| {

@@ -19,10 +19,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::unix_time;
 use crate::config::{Config, HookEvent, Webhook};
 use crate::metrics::Metrics;
 use crate::report::Report;
-use crate::state::{Route, Snapshot, State, unix_now};
+use crate::state::{Route, Snapshot, State};
 use crate::store::{OUTBOX_BATCH, OutboxRow, Reader};
 use client::{Answer, Client, SendError};
 use request::{Site, Subject};
@@ -221,13 +222,13 @@ impl Follower {
     /// Delivers `row`, waiting out its debounce and retrying as the answers
     /// allow; None on shutdown.
     async fn handle(&mut self, row: &OutboxRow) -> Option<Done> {
-        if !retry::in_time(row.created, unix_now(), Duration::ZERO) {
+        if !retry::in_time(row.created, unix_time(), Duration::ZERO) {
             self.final_failure(row, "older than a day, not sent");
             return Some(Done::Failed);
         }
         if self.hook.debounce > 0 && row.status.is_some() {
             let due = row.created + self.hook.debounce as f64;
-            let wait = due - unix_now();
+            let wait = due - unix_time();
             if wait > 0.0 && !(self.forget_done().await && self.pause_secs(wait).await) {
                 return None;
             }
@@ -295,7 +296,7 @@ impl Follower {
             failures += 1;
             let why = why(&sent);
             let wait = retry::delay(failures, retry_after);
-            if !retry::in_time(row.created, unix_now(), wait) {
+            if !retry::in_time(row.created, unix_time(), wait) {
                 self.final_failure(row, &format!("{why}; given up a day after the event"));
                 return Some(Done::Failed);
             }
