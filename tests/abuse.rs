@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::member::add_user;
+use common::member::{add_user, add_user_to};
 use common::{PATIENCE, Spawned, TestServer, client_from, tcp_from};
 use reqwest::header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,14 +16,6 @@ use tokio::net::TcpStream;
 
 /// An `_xsrf` cookie and field that match: anybody can send such a pair.
 const XSRF: &str = "abcdefghijklmnopqrstuvwx";
-
-/// The value of an unlabelled metric.
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = server.text("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 /// One login attempt as a script would send it; status and body.
 async fn attempt(
@@ -67,7 +59,7 @@ async fn simultaneous_logins_from_one_address_cost_one_password_check() {
         "{statuses:?}"
     );
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 49);
-    assert_eq!(metric(&server, "bitsd_password_checks_total").await, 1.0);
+    assert_eq!(server.metric("bitsd_password_checks_total").await, 1.0);
     // Another address is not held back.
     let (status, _) = attempt(&client_from("127.0.0.3"), &url, "alice", "right", &[]).await;
     assert_eq!(status, 303);
@@ -95,7 +87,7 @@ async fn logins_from_many_addresses_queue_briefly_then_get_429() {
     assert!(wrong >= 2 + 16, "the checkers and the queue: {wrong}");
     assert!(busy > 0, "{wrong} checked, none refused");
     assert_eq!(
-        metric(&server, "bitsd_password_checks_total").await,
+        server.metric("bitsd_password_checks_total").await,
         f64::from(wrong)
     );
 }
@@ -111,7 +103,7 @@ async fn long_names_and_passwords_are_refused_before_any_work() {
     let (status, body) = attempt(&client, &url, "carol", &"p".repeat(1025), &[]).await;
     assert_eq!(status, 400);
     assert!(body.contains("longer than 1024 bytes"), "{body}");
-    assert_eq!(metric(&server, "bitsd_password_checks_total").await, 0.0);
+    assert_eq!(server.metric("bitsd_password_checks_total").await, 0.0);
     // The longest allowed are checked (64 two-byte characters).
     let (status, _) = attempt(&client, &url, &"é".repeat(64), &"p".repeat(1024), &[]).await;
     assert_eq!(status, 401);
@@ -211,7 +203,9 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     let _sse = events_from("127.0.0.2", web, "").await;
     let _idle = tcp_from("127.0.0.2", web).await;
     assert_eq!(
-        metric(&server, "bitsd_web_connections_refused_per_address_total").await,
+        server
+            .metric("bitsd_web_connections_refused_per_address_total")
+            .await,
         0.0
     );
 
@@ -220,7 +214,9 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     assert_eq!(status_on(&mut fourth).await, "", "closed without an answer");
     assert!(started.elapsed() < Duration::from_secs(5), "closed at once");
     assert_eq!(
-        metric(&server, "bitsd_web_connections_refused_per_address_total").await,
+        server
+            .metric("bitsd_web_connections_refused_per_address_total")
+            .await,
         1.0
     );
 
@@ -270,7 +266,9 @@ async fn behind_a_proxy_each_client_address_is_counted() {
         429
     );
     assert_eq!(
-        metric(&server, "bitsd_web_connections_refused_per_address_total").await,
+        server
+            .metric("bitsd_web_connections_refused_per_address_total")
+            .await,
         2.0
     );
 }
@@ -312,7 +310,7 @@ async fn posts_from_another_site_are_refused_whatever_their_xsrf() {
     assert!(body.contains("evil.example"), "{body}");
     let (status, _) = attempt(&client, &url, "dave", "pw", &[("Origin", "null")]).await;
     assert_eq!(status, 403);
-    assert_eq!(metric(&server, "bitsd_password_checks_total").await, 0.0);
+    assert_eq!(server.metric("bitsd_password_checks_total").await, 0.0);
     let (status, _) = attempt(&client, &url, "dave", "pw", &[("Origin", &own)]).await;
     assert_eq!(status, 303, "the same origin");
     let (status, _) = attempt(&client, &url, "dave", "pw", &[]).await;
@@ -467,19 +465,22 @@ async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_devic
     server.wait_for_status("0").await;
 }
 
+/// bitsd as a child process in `dir`, with `control_token = "s3cret"` and
+/// all of loopback allowed on the device port.
+fn with_token(dir: &std::path::Path) -> Spawned {
+    let args = [
+        "--control-token",
+        "s3cret",
+        "--control-remote-address",
+        "127.0.0.0/8",
+    ];
+    Spawned::start_with(&dir.join("bitsd.db"), &args, "info")
+}
+
 #[tokio::test]
 async fn one_token_check_a_second_per_address() {
     let dir = tempfile::tempdir().unwrap();
-    let bitsd = Spawned::start_with(
-        &dir.path().join("bitsd.db"),
-        &[
-            "--control-token",
-            "s3cret",
-            "--control-remote-address",
-            "127.0.0.0/8",
-        ],
-        "info",
-    );
+    let bitsd = with_token(dir.path());
     let connect = |from: &'static str| common::Device::connect_from(from, bitsd.control);
     let status = || async {
         let url = format!("http://{}/status", bitsd.web);
@@ -618,16 +619,7 @@ async fn device_gets_in(from: &str, to: SocketAddr, sound: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_cannot_keep_the_device_out() {
     let dir = tempfile::tempdir().unwrap();
-    let bitsd = Spawned::start_with(
-        &dir.path().join("bitsd.db"),
-        &[
-            "--control-token",
-            "s3cret",
-            "--control-remote-address",
-            "127.0.0.0/8",
-        ],
-        "info",
-    );
+    let bitsd = with_token(dir.path());
     let started = Instant::now();
     // 48 silent peers from 12 addresses, for 32 places waiting to
     // authenticate (4 per address): more than fit, all reopening at once.
@@ -701,19 +693,7 @@ async fn a_long_message_nobody_hears_is_logged_cut() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bitsd.db");
     let bitsd = Spawned::start_with(&db, &[], "info");
-    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_usermanage"))
-        .args(["--config", "/dev/null", "--db"])
-        .arg(&db)
-        .args(["add", "alice", "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        add.stdin.take().unwrap().write_all(b"right\n").unwrap();
-    }
-    assert!(add.wait().unwrap().success());
+    add_user_to(&db, "alice", "right");
     let url = format!("http://{}", bitsd.web);
     let client = client_from("127.0.0.2");
     let login = client

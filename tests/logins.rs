@@ -113,14 +113,6 @@ async fn login_from(
     send_from(from, server, request).await
 }
 
-/// The value of an unlabelled metric.
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = server.text("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// The `i`-th address of a flood, never 127.0.x.y.
 fn flood_address(i: usize) -> String {
     format!(
@@ -206,7 +198,7 @@ async fn a_known_browser_logs_in_while_strangers_keep_the_checkers_busy() {
     );
     assert!(busy_during > 0, "the strangers' queue was full throughout");
     assert_eq!(alice, [303; 8], "every login of a known browser gets in");
-    assert!(metric(&server, KNOWN_CHECKS).await >= 8.0);
+    assert!(server.metric(KNOWN_CHECKS).await >= 8.0);
 }
 
 #[tokio::test]
@@ -241,7 +233,7 @@ async fn a_right_password_leaves_a_known_browser_cookie_that_logout_keeps() {
     let cookies = format!("{KNOWN}={known}");
     let again = login_from("127.0.0.5", &server, ("alice", "right"), &cookies, "").await;
     assert_eq!(again.status, 303);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 1.0);
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 1.0);
     let renewed = again.cookie(KNOWN).expect("a new known-browser cookie");
     assert_ne!(renewed, known, "each login signs a new one");
 }
@@ -265,7 +257,7 @@ async fn only_a_cookie_signed_for_that_very_user_gives_priority() {
     let first = login_from("127.0.0.2", &server, ("alice", "right"), "", "").await;
     assert_eq!(first.status, 303);
     let known = first.cookie(KNOWN).unwrap();
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 0.0, "not known yet");
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 0.0, "not known yet");
 
     // Another bitsd (another key) signs a cookie for the same name.
     let other = TestServer::start().await;
@@ -295,13 +287,13 @@ async fn only_a_cookie_signed_for_that_very_user_gives_priority() {
         let cookies = format!("{KNOWN}={cookie}");
         let answer = login_from(&from, &server, (name, password), &cookies, "").await;
         assert_eq!(answer.status, 303, "{what}: checked as a stranger's");
-        assert_eq!(metric(&server, KNOWN_CHECKS).await, 0.0, "{what}");
+        assert_eq!(server.metric(KNOWN_CHECKS).await, 0.0, "{what}");
     }
     // The real one, for the name it was made for.
     let cookies = format!("{KNOWN}={known}");
     let answer = login_from("127.0.2.1", &server, ("alice", "right"), &cookies, "").await;
     assert_eq!(answer.status, 303);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 1.0);
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 1.0);
 }
 
 #[tokio::test]
@@ -315,19 +307,19 @@ async fn wrong_passwords_use_up_a_known_browser_s_priority() {
         let answer = login_from(&from, &server, ("alice", "wrong"), &cookies, "").await;
         assert_eq!(answer.status, 401);
         assert_eq!(answer.cookie(KNOWN), None);
-        assert_eq!(metric(&server, KNOWN_CHECKS).await, f64::from(i));
+        assert_eq!(server.metric(KNOWN_CHECKS).await, f64::from(i));
     }
     // The sixth wrong password, and even a right one, wait with strangers.
     let answer = login_from("127.0.1.6", &server, ("alice", "wrong"), &cookies, "").await;
     assert_eq!(answer.status, 401);
     let answer = login_from("127.0.1.7", &server, ("alice", "right"), &cookies, "").await;
     assert_eq!(answer.status, 303);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 5.0);
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 5.0);
     // The right password signed a new cookie, which has its priority whole.
     let cookies = format!("{KNOWN}={}", answer.cookie(KNOWN).unwrap());
     let answer = login_from("127.0.1.8", &server, ("alice", "right"), &cookies, "").await;
     assert_eq!(answer.status, 303);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 6.0);
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 6.0);
 }
 
 #[tokio::test]
@@ -341,10 +333,10 @@ async fn a_deleted_user_s_known_browser_cookies_are_worthless() {
     assert!(out.status.success(), "{out:?}");
     let answer = login_from("127.0.0.3", &server, ("alice", "right"), &cookies, "").await;
     assert_eq!(answer.status, 401);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 0.0, "the user is gone");
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 0.0, "the user is gone");
     // A new alice is another user: the old browser is not hers.
     add_user(&server, "alice", "new");
     let answer = login_from("127.0.0.4", &server, ("alice", "new"), &cookies, "").await;
     assert_eq!(answer.status, 303);
-    assert_eq!(metric(&server, KNOWN_CHECKS).await, 0.0, "another user");
+    assert_eq!(server.metric(KNOWN_CHECKS).await, 0.0, "another user");
 }

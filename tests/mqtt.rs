@@ -29,6 +29,23 @@ async fn server_on(broker: &Mosquitto, extra: &[&str]) -> TestServer {
     TestServer::start_with(&args).await
 }
 
+/// [`server_on`] for the space "Lab", whose website is https://lab.example/.
+async fn lab_on(broker: &Mosquitto, extra: &[&str]) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bitsd.toml");
+    std::fs::write(
+        &config,
+        "[spaceapi]\nspace = \"Lab\"\nurl = \"https://lab.example/\"\n",
+    )
+    .unwrap();
+    let db = dir.path().join("bitsd.db");
+    let url = broker.url();
+    let config = config.display().to_string();
+    let mut args = vec!["--mqtt-url", url.as_str(), "--config", config.as_str()];
+    args.extend_from_slice(extra);
+    TestServer::start_in(dir, db, &args).await
+}
+
 /// bitsd as a child process on `broker`, with `extra` options and
 /// `RUST_LOG=log`; the folder holds its database.
 fn spawned_on(broker: &Mosquitto, extra: &[&str], log: &str) -> (tempfile::TempDir, Spawned) {
@@ -367,17 +384,7 @@ async fn a_restarted_broker_gets_the_state_again() {
 #[tokio::test]
 async fn home_assistant_finds_the_space_and_each_new_sensor() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bitsd.toml");
-    std::fs::write(
-        &config,
-        "[spaceapi]\nspace = \"Lab\"\nurl = \"https://lab.example/\"\n",
-    )
-    .unwrap();
-    let db = dir.path().join("bitsd.db");
-    let url = broker.url();
-    let config = config.display().to_string();
-    let server = TestServer::start_in(dir, db, &["--mqtt-url", &url, "--config", &config]).await;
+    let server = lab_on(&broker, &[]).await;
     let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
     let open = "homeassistant/binary_sensor/bitsd_bits/open/config";
     let people = "homeassistant/sensor/bitsd_bits/people_now_present/config";
@@ -600,25 +607,7 @@ async fn a_huge_set_message_is_skipped_and_bitsd_stays_on_the_broker() {
 #[tokio::test]
 async fn the_public_url_is_bitsds_own_address_on_mqtt() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bitsd.toml");
-    std::fs::write(
-        &config,
-        "[spaceapi]\nspace = \"Lab\"\nurl = \"https://lab.example/\"\n",
-    )
-    .unwrap();
-    let db = dir.path().join("bitsd.db");
-    let url = broker.url();
-    let config = config.display().to_string();
-    let args = [
-        "--mqtt-url",
-        &url,
-        "--config",
-        &config,
-        "--public-url",
-        "https://bits.example.org/",
-    ];
-    let _server = TestServer::start_in(dir, db, &args).await;
+    let _server = lab_on(&broker, &["--public-url", "https://bits.example.org/"]).await;
     let open = "homeassistant/binary_sensor/bitsd_bits/open/config";
     let mut ha = Subscriber::connect(broker.port, open).await;
     let config = ha.until(open, |_| true).await.json();

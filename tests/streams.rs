@@ -14,14 +14,6 @@ use tokio_tungstenite::tungstenite;
 /// How long "at once" may take on a busy machine.
 const AT_ONCE: Duration = Duration::from_secs(5);
 
-/// The value of an unlabelled metric.
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = server.text("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// A stream held open (its connection, whatever kind), or the head of the
 /// answer that refused it.
 enum Opened {
@@ -141,11 +133,8 @@ async fn streams_from_many_addresses_leave_requests_served() {
             "{head}"
         );
     }
-    assert_eq!(metric(&server, "bitsd_web_streams").await, 20.0);
-    assert_eq!(
-        metric(&server, "bitsd_web_streams_refused_total").await,
-        20.0
-    );
+    assert_eq!(server.metric("bitsd_web_streams").await, 20.0);
+    assert_eq!(server.metric("bitsd_web_streams_refused_total").await, 20.0);
 
     // A bystander from a new address is served at once.
     for path in ["/status", "/data", "/"] {
@@ -207,7 +196,9 @@ async fn an_ipv6_48_holds_four_times_an_address() {
         .unwrap();
     assert_eq!(other.status(), 200);
     assert_eq!(
-        metric(&server, "bitsd_web_connections_refused_per_address_total").await,
+        server
+            .metric("bitsd_web_connections_refused_per_address_total")
+            .await,
         1.0
     );
 }

@@ -2,6 +2,7 @@
 //! cookies.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use reqwest::header;
@@ -10,7 +11,12 @@ use super::TestServer;
 
 /// Adds a user with `usermanage add --password-stdin`.
 pub fn add_user(server: &TestServer, name: &str, password: &str) {
-    let out = usermanage(server, &["add", name, "--password-stdin"], Some(password));
+    add_user_to(&server.db, name, password);
+}
+
+/// [`add_user`] for the database file `db`, whichever bitsd serves it.
+pub fn add_user_to(db: &Path, name: &str, password: &str) {
+    let out = usermanage_on(db, &["add", name, "--password-stdin"], Some(password));
     assert!(
         out.status.success(),
         "{}",
@@ -19,9 +25,14 @@ pub fn add_user(server: &TestServer, name: &str, password: &str) {
 }
 
 pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    usermanage_on(&server.db, args, stdin)
+}
+
+/// `usermanage` on the database file `db`, `stdin` written to it.
+pub fn usermanage_on(db: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_usermanage"))
         .args(["--config", "/dev/null", "--db"])
-        .arg(&server.db)
+        .arg(db)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -100,6 +100,14 @@ impl TestServer {
         self.get(path).await.text().await.unwrap()
     }
 
+    /// The value of the unlabelled metric `name` in `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");
