@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use bitsd::clock::LocalTime;
-use bitsd::event::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use bitsd::presence;
+use bitsd::record::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use bitsd::store::Db;
 use chrono::Duration as Span;
 use rand::Rng;

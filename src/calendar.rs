@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::LocalTime;
-use crate::event::StatusChange;
 use crate::presence::{Forecast, SLOTS};
+use crate::record::StatusChange;
 
 /// Days of forecast the feed looks ahead.
 pub const AHEAD_DAYS: i64 = 7;
@@ -248,7 +248,7 @@ fn slug(space: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ModifiedBy, StatusValue};
+    use crate::record::{ModifiedBy, StatusValue};
 
     fn at(s: &str) -> LocalTime {
         LocalTime::parse(s).unwrap()

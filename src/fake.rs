@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::clock::{Clock, LocalTime};
 use crate::config::Config;
 use crate::device::protocol;
-use crate::event::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+use crate::record::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::store::{DEVICE_USER, Db};
 
 const MESSAGES: &[&str] = &[

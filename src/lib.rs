@@ -7,7 +7,8 @@
 //!   attempts queued apart from known browsers'), signed login and
 //!   known-browser cookies, MAC hashes.
 //! - `clock`: local time in the configured zone and the timestamp formats.
-//! - `event`: the records a change produces and their JSON shapes.
+//! - `record`: what a change stores (a status change, a sample, a message),
+//!   the [`Change`](record::Change) that holds one, and their JSON shapes.
 //! - `escape`: text made safe for HTML, XML and log lines.
 //! - `store`: SQLite, migrations, the only place with SQL; also the online
 //!   backup and the read-only check of a database file.
@@ -49,7 +50,6 @@ pub mod clock;
 pub mod config;
 pub mod device;
 pub mod escape;
-pub mod event;
 pub mod fake;
 pub mod install;
 pub mod limits;
@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod net;
 pub mod presence;
+pub mod record;
 pub mod report;
 pub mod spaceapi;
 pub mod state;
@@ -78,11 +79,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::device::{DeviceLink, DeviceSettings};
+use crate::device::DeviceLink;
 use crate::net::Listeners;
-use crate::report::Report;
 use crate::state::State;
-use crate::store::{Db, Reader};
+use crate::store::Db;
 
 /// How long shutdown waits for connections and pending writes.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
@@ -110,7 +110,7 @@ pub async fn run(
         // Generated once and kept, so logins survive restarts.
         None => db.setting_or_insert("cookie_secret", &auth::random_token(48))?,
     };
-    let reader = Reader::open(&config.db_path)
+    let store = store::Handle::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let clock = Clock::new(config.timezone);
     let metrics = Arc::new(metrics::Metrics::new());
@@ -125,21 +125,11 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
-    webhook::spawn(&config, &state, &reader, &metrics, &shutdown, &tracker)
+    webhook::spawn(&config, &state, &store, &metrics, &shutdown, &tracker)
         .context("cannot start the webhooks")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
-    if let net::Address::Tcp(address) = listeners.web.address()?
-        && config.options.reverse_proxied
-        && !address.ip().is_loopback()
-    {
-        tracing::warn!(
-            "reverse_proxied is on but the web port listens on {address}, not loopback: \
-             a client that reaches it directly chooses its own address in X-Forwarded-For; \
-             behind a proxy on this machine set web_address = \"127.0.0.1\""
-        );
-    }
     // Also before any input starts, for the same reason.
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
@@ -149,58 +139,36 @@ pub async fn run(
         &config,
         web_port,
         &state,
+        &store,
         metrics.clone(),
         &shutdown,
         &tracker,
     )
     .context("cannot start MQTT")?;
 
-    tracker.spawn(sweep_sessions(reader.clone(), shutdown.clone()));
-    let streams =
-        web::places::Streams::new(stream_places(&config.options), metrics.streams_open.clone());
-    let app = web::App::new(web::Shared {
-        state: state.clone(),
-        reader,
-        config: config.clone(),
+    let app = web::App::new(
+        config.clone(),
+        state.clone(),
+        store,
         metrics,
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-        pings: tokio::sync::broadcast::channel(1).0,
-        signer: auth::Signer::new(&secret),
-        throttles: web::auth::Throttles::default(),
-        quiet: web::QuietLogs::default(),
-        passwords: auth::PasswordChecks::start(),
-        per_address: limits::PerAddress::new(
-            config.options.web_max_connections_per_address as usize,
-        ),
-        streams,
-        forecast: web::ForecastCache::default(),
-        calendars: tokio::sync::Semaphore::new(web::CALENDARS_AT_ONCE),
-        cached: web::Cached::new(&state),
-    });
-    let web = tokio::spawn(web::serve(listeners.web, app, shutdown.clone()));
-    let settings = DeviceSettings {
-        allow: config.options.control_remote_address.clone(),
-        token: config.options.control_token.clone(),
-        idle_timeout: match config.options.control_idle_timeout {
-            0 => None,
-            seconds => Some(Duration::from_secs(seconds)),
-        },
-    };
+        &secret,
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    let web = tokio::spawn(web::serve(listeners.web, app));
     tracker.spawn(device::serve(
         listeners.control,
+        &config,
         state.clone(),
         link,
-        settings,
         shutdown.clone(),
         tracker.clone(),
     ));
 
     if config.options.auto_status {
         tracker.spawn(presence::run_auto_status(
+            &config,
             state.clone(),
-            Duration::from_secs(config.options.auto_open_after),
-            Duration::from_secs(config.options.auto_close_after),
             shutdown.clone(),
         ));
     }
@@ -225,40 +193,6 @@ pub async fn run(
     state.flush().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `web_max_streams`, lowered when needed to three quarters of
-/// `web_max_connections`: streams never take the places requests need.
-fn stream_places(options: &config::Options) -> usize {
-    let connections = options.web_max_connections as usize;
-    let most = (connections - connections / 4).max(1);
-    let wanted = options.web_max_streams as usize;
-    if wanted > most {
-        tracing::info!(
-            "web_max_streams {wanted} lowered to {most}: three quarters of web_max_connections {connections}"
-        );
-    }
-    wanted.min(most)
-}
-
-/// How often expired sessions are removed.
-pub const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
-/// Removes expired sessions now and every [`SESSION_SWEEP_EVERY`].
-async fn sweep_sessions(reader: Reader, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(SESSION_SWEEP_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let now = clock::unix_seconds();
-        match reader.read(move |db| db.sweep_sessions(now)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("{n} expired session(s) removed"),
-            Err(e) => tracing::warn!("cannot remove expired sessions: {}", Report(&e)),
-        }
-    }
 }
 
 /// `bitsd bootstrap`: creates the database if missing and loads the wiki.

@@ -153,7 +153,7 @@ fn modules_import_in_one_direction() {
     assert!(
         graph["store"]
             .iter()
-            .all(|m| ["clock", "event", "report"].contains(&m.as_str())),
+            .all(|m| ["clock", "record", "report"].contains(&m.as_str())),
         "store builds on: {:?}",
         graph["store"]
     );

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol;
 use crate::escape::Shown;
-use crate::event::Change;
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
+use crate::record::Change;
 use crate::state::{Origin, Published, Snapshot, State};
 
 /// Lines waiting to be written to the device before new ones are dropped.
@@ -209,7 +209,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::clock::LocalTime;
-    use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+    use crate::record::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
     use crate::state::Event;
     use crate::store::Db;
 

@@ -11,20 +11,33 @@ use tokio_util::task::TaskTracker;
 use super::link::{Attachment, DeviceLink};
 use super::protocol::{Command, LineFramer, MAX_LINE, parse_line};
 use super::waiting::{Ticket, Waiting};
-use crate::config::Allowlist;
+use crate::config::{Allowlist, Config, Options};
 use crate::escape::Shown;
-use crate::event::StatusValue;
 use crate::limits::{AddressKey, HeldBack, QuietLog, Rate, RateLimiter};
 use crate::net::Listener;
+use crate::record::StatusValue;
 use crate::state::{Event, Origin, State};
 
 /// Who may be the device and how it proves it.
 #[derive(Debug, Clone)]
-pub struct DeviceSettings {
-    pub allow: Allowlist,
-    pub token: Option<String>,
+struct DeviceSettings {
+    allow: Allowlist,
+    token: Option<String>,
     /// Silence after which the device is disconnected; `None` waits forever.
-    pub idle_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+impl DeviceSettings {
+    fn of(options: &Options) -> DeviceSettings {
+        DeviceSettings {
+            allow: options.control_remote_address.clone(),
+            token: options.control_token.clone(),
+            idle_timeout: match options.control_idle_timeout {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
+            },
+        }
+    }
 }
 
 /// Time a connection has to send its `auth` line when a token is set.
@@ -102,11 +115,23 @@ struct Ends {
 }
 
 /// Accepts device connections until `shutdown`.
-pub async fn serve(
+pub fn serve(
     listener: Listener,
+    config: &Config,
     state: State,
     link: DeviceLink,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> impl Future<Output = ()> + Send + use<> {
+    let settings = DeviceSettings::of(&config.options);
+    serve_with(listener, settings, state, link, shutdown, tracker)
+}
+
+async fn serve_with(
+    listener: Listener,
     settings: DeviceSettings,
+    state: State,
+    link: DeviceLink,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {

@@ -11,4 +11,4 @@ pub mod protocol;
 mod waiting;
 
 pub use link::{DeviceLink, follow};
-pub use listener::{DeviceSettings, serve};
+pub use listener::serve;

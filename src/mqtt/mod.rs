@@ -3,7 +3,7 @@
 //! topics as the device's own commands.
 //!
 //! One task follows the stream of committed changes like any other
-//! follower: `link` connects (reconnecting with backoff), `publisher`
+//! follower: `reconnect` connects and reconnects with backoff, `publisher`
 //! serves each connection, `session` speaks the protocol (`frame` tells an
 //! oversized message from its headers), `inbox` takes the `set/` messages;
 //! `topics` holds, without I/O, the topic names, payloads, discovery
@@ -13,8 +13,8 @@
 
 mod frame;
 mod inbox;
-mod link;
 mod publisher;
+mod reconnect;
 mod session;
 pub mod topics;
 
@@ -31,14 +31,14 @@ use crate::config::{Config, MqttUrl};
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
-use crate::store::{Reader, StoreError};
+use crate::store::{self, StoreError};
 use inbox::Inbox;
-use link::Broker;
 use publisher::{Publisher, SpaceApiFacts};
+use reconnect::Broker;
 use session::Dial;
 use topics::{Discovery, OFFLINE, Topics};
 
-pub use link::{FIRST_RETRY, LAST_RETRY};
+pub use reconnect::{FIRST_RETRY, LAST_RETRY};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
@@ -58,6 +58,7 @@ pub fn start(
     config: &Config,
     web_port: Option<u16>,
     state: &State,
+    store: &store::Handle,
     metrics: Arc<Metrics>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -104,13 +105,13 @@ pub fn start(
         },
         options.mqtt_subscribe,
         KEEP_ALIVE,
-        Reader::open(&config.db_path)?,
+        store.clone(),
     );
     tracing::info!(
         "mqtt: publishing under {}/ on {url}",
         options.mqtt_topic_prefix
     );
-    tracker.spawn(link::run(
+    tracker.spawn(reconnect::run(
         broker,
         publisher,
         inbox,

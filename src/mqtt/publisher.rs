@@ -19,11 +19,11 @@ use super::inbox::Inbox;
 use super::session::{Incoming, LinkError, Session, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
 use crate::config::{SensorNames, SpaceApi};
-use crate::event::Change;
 use crate::metrics::Metrics;
+use crate::record::Change;
 use crate::spaceapi;
 use crate::state::{Changes, Roster, Snapshot, State};
-use crate::store::{Reader, StoreError};
+use crate::store::{self, StoreError};
 
 /// Publishes the broker has not acknowledged before the follower stops
 /// taking changes from the stream (and waits for the broker).
@@ -86,7 +86,7 @@ pub struct Publisher {
     pub subscribe: bool,
     pub keep_alive: Duration,
     /// Where samples missed on the stream are read back from.
-    reader: Reader,
+    store: store::Handle,
     sent: Sent,
     /// Sensors whose discovery config went out on this connection.
     announced: HashSet<i64>,
@@ -111,7 +111,7 @@ impl Publisher {
         spaceapi: SpaceApiFacts,
         subscribe: bool,
         keep_alive: Duration,
-        reader: Reader,
+        store: store::Handle,
     ) -> Publisher {
         Publisher {
             topics,
@@ -119,7 +119,7 @@ impl Publisher {
             spaceapi,
             subscribe,
             keep_alive,
-            reader,
+            store,
             sent: Sent::default(),
             announced: HashSet::new(),
             seen: 0,
@@ -151,10 +151,10 @@ impl Publisher {
         loop {
             let room = session.waiting() < WINDOW && session.writer.pending() < UNWRITTEN;
             if self.behind && room && page.is_none() {
-                let (reader, after) = (self.reader.clone(), self.sample_row);
+                let (store, after) = (self.store.clone(), self.sample_row);
                 page = Some(Box::pin(async move {
-                    reader
-                        .read(move |db| db.temperatures_after(after, PAGE))
+                    store
+                        .run(move |db| db.temperatures_after(after, PAGE))
                         .await
                 }));
             }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::config::SensorNames;
 use crate::device::protocol::{self, ParseError};
 use crate::escape::cut;
-use crate::event::StatusValue;
+use crate::record::StatusValue;
 use crate::state::{Event, Origin};
 
 /// The topics under one prefix `P`.

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use crate::event::StatusValue;
+use crate::record::StatusValue;
 use crate::report::Report;
 
 /// What automatic status looks at: is anybody in, is the room open.
@@ -65,7 +65,18 @@ pub async fn auto_status<F, Fut>(
 /// Automatic status for `state`: follows its roster and applies status
 /// events from the automation, which are stored, broadcast and sent to the
 /// device like any other.
-pub async fn run_auto_status(
+/// `auto_open_after` and `auto_close_after` come from `config`.
+pub fn run_auto_status(
+    config: &crate::config::Config,
+    state: crate::state::State,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Future<Output = ()> + Send + use<> {
+    let open_after = std::time::Duration::from_secs(config.options.auto_open_after);
+    let close_after = std::time::Duration::from_secs(config.options.auto_close_after);
+    follow_roster(state, open_after, close_after, shutdown)
+}
+
+async fn follow_roster(
     state: crate::state::State,
     open_after: std::time::Duration,
     close_after: std::time::Duration,

@@ -8,7 +8,7 @@
 use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
 
 use crate::clock::LocalTime;
-use crate::event::{StatusChange, StatusValue};
+use crate::record::{StatusChange, StatusValue};
 use crate::store::{Db, StoreError};
 
 /// Half-hour slots in a day.
@@ -114,7 +114,7 @@ fn ceil_to_slot(t: NaiveDateTime) -> NaiveDateTime {
 mod tests {
     use super::*;
     use crate::clock::LocalTime;
-    use crate::event::ModifiedBy;
+    use crate::record::ModifiedBy;
 
     fn at(s: &str) -> NaiveDateTime {
         LocalTime::parse(s).unwrap().0

@@ -7,11 +7,12 @@
 //! Followers (live clients, the device link) subscribe to that stream;
 //! readers never query the database for the current state. Webhooks are
 //! the exception: their deliveries must survive a crash, so the writer puts
-//! them in the outbox table in the change's transaction (`outbox`).
+//! them in the outbox table in the change's transaction (`routes` says
+//! which hooks follow which changes).
 //! While writes fail (a full disk), events are lost, counted and the cause
 //! kept for `/healthz`; the next event stored clears it.
 
-mod outbox;
+mod routes;
 mod snapshot;
 mod writer;
 
@@ -22,12 +23,12 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
-use crate::event::{Change, ModifiedBy, StatusValue};
 use crate::metrics::Metrics;
+use crate::record::{Change, ModifiedBy, StatusValue};
 use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
 
-use outbox::Outbox;
-pub use outbox::Route;
+pub use routes::Route;
+use routes::Routes;
 use snapshot::Model;
 pub use snapshot::{HISTORY_SAMPLES, Roster, Snapshot};
 use writer::Writer;
@@ -190,7 +191,7 @@ impl State {
         routes: Vec<Route>,
     ) -> Result<State, StoreError> {
         let model = Model::load(&db)?;
-        let outbox = Outbox::load(&mut db, routes, &metrics)?;
+        let routes = Routes::load(&mut db, routes, &metrics)?;
         let device_user = db
             .user_by_name(DEVICE_USER)?
             .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
@@ -207,7 +208,7 @@ impl State {
             stamper: writer::Stamper::new(clock),
             metrics,
             jsonver,
-            outbox,
+            routes,
             storing: storing.clone(),
             lost: 0,
         };
@@ -304,7 +305,7 @@ impl State {
 
     /// Committed changes from now on, a commit at a time. Subscribe before
     /// taking the snapshot and skip changes with `seq <= snapshot.version`; a
-    /// follower that falls [`BROADCAST_CAPACITY`] commits behind is told it
+    /// follower that falls `BROADCAST_CAPACITY` (64) commits behind is told it
     /// lagged and resynchronises from the snapshot.
     pub fn subscribe(&self) -> broadcast::Receiver<Changes> {
         self.shared.changes.subscribe()

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::Origin;
-use crate::event::{
+use crate::record::{
     Change, Message, MessageJson, StatusChange, StatusJson, TemperatureJson, TemperatureSample,
 };
 use crate::store::{Db, Person, StoreError};

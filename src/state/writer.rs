@@ -9,15 +9,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 
-use super::outbox::{Deltas, Outbox};
+use super::routes::{Deltas, Routes};
 use super::snapshot::{Model, Roster};
 use super::{
     CHUNK_BYTES, CHUNK_CHANGES, Changes, Event, Job, Origin, Outcome, Published, Reply, Snapshot,
     Storing,
 };
 use crate::clock::{Clock, LocalTime};
-use crate::event::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::metrics::Metrics;
+use crate::record::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::report::Report;
 use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
 
@@ -35,7 +35,7 @@ pub(super) struct Writer {
     pub stamper: Stamper,
     pub metrics: Arc<Metrics>,
     pub jsonver: u32,
-    pub outbox: Outbox,
+    pub routes: Routes,
     /// Why writes fail, shared with `/healthz`.
     pub storing: Arc<Storing>,
     /// Events lost since writes began to fail.
@@ -81,7 +81,7 @@ impl Writer {
         // Work on a copy so a failed commit leaves the model as it was.
         let mut model = self.model.clone();
         let mut stamper = self.stamper.clone();
-        let mut deltas = self.outbox.deltas();
+        let mut deltas = self.routes.deltas();
         let mut tally = Tally::default();
         let events = jobs
             .iter()
@@ -91,7 +91,7 @@ impl Writer {
             let batch = self.db.batch()?;
             let mut writing = Writing {
                 batch: &batch,
-                outbox: &self.outbox,
+                routes: &self.routes,
                 deltas: &mut deltas,
                 failed: None,
                 tally: &mut tally,
@@ -105,7 +105,7 @@ impl Writer {
                     Job::Flush(tx) => flushes.push(tx),
                     Job::Forget(..) if doomed => {}
                     Job::Forget(hook, ids) => {
-                        self.outbox.forget(&batch, &hook, &ids, writing.deltas);
+                        self.routes.forget(&batch, &hook, &ids, writing.deltas);
                     }
                     Job::Event(event, reply, budget) => {
                         budgets.extend(budget);
@@ -171,7 +171,7 @@ impl Writer {
         }
         self.model = model;
         self.stamper = stamper;
-        self.outbox.committed(&deltas);
+        self.routes.committed(&deltas);
         self.snapshot
             .send_replace(Arc::new(self.model.snapshot(self.jsonver)));
         self.publish(pending);
@@ -255,7 +255,7 @@ impl Writer {
 /// A batch being written, with the outbox rows it adds.
 struct Writing<'a, 'b> {
     batch: &'a Batch<'b>,
-    outbox: &'a Outbox,
+    routes: &'a Routes,
     deltas: &'a mut Deltas,
     /// A write that dooms the batch (an outbox row, or a row whose error
     /// may have cancelled the transaction): the batch must not commit.
@@ -382,9 +382,9 @@ fn prepare(
         Ok(row) => {
             writing.tally.written += 1;
             // Serialised once, for the outbox and for the stream.
-            let json = writing.outbox.follows(&change).then(|| {
+            let json = writing.routes.follows(&change).then(|| {
                 let json = change.to_json();
-                if let Err(e) = writing.outbox.record(batch, &change, &json, writing.deltas) {
+                if let Err(e) = writing.routes.record(batch, &change, &json, writing.deltas) {
                     writing.failed.get_or_insert(e);
                 }
                 Bytes::from(json)

@@ -320,7 +320,7 @@ impl Db {
     }
 
     /// Records a session of `user` whose token hashes to `token_hash`,
-    /// ending their oldest beyond [`SESSIONS_PER_USER`]; only while the
+    /// ending their oldest beyond `SESSIONS_PER_USER`; only while the
     /// user's password hash is still `password` (the one just checked), so
     /// a password changed or a user deleted meanwhile leaves no session.
     /// True when recorded.

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Db, StoreError, status_row};
 use crate::clock::LocalTime;
-use crate::event::StatusChange;
+use crate::record::StatusChange;
 
 impl Db {
     /// The status changes from `from` on (oldest first), at most the newest

@@ -6,7 +6,7 @@
 //!
 //! Here: opening (with `open` saying in plain words why a file cannot be),
 //! the migrations, the statuses, messages, temperatures, pages and
-//! settings, and the [`Reader`] of the web. `accounts` holds
+//! settings, and the [`Handle`] that everything but the writer uses. `accounts` holds
 //! members, sessions, MAC hashes and visibility, `history` the status
 //! history the calendar reads, `outbox` the webhook deliveries not yet
 //! made; `backup` and `check` are `bitsd backup` and `bitsd check`.
@@ -19,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
-use crate::event::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+use crate::record::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 
 mod accounts;
 mod backup;
@@ -544,27 +544,28 @@ fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
     )
 }
 
-/// The web handlers' own connection: their reads (history, pages, users,
-/// sessions) and the account writes (password upgrades, sessions made,
-/// ended and swept). Each use runs on a
-/// blocking thread; events never go through it.
+/// A connection of its own for everything but events, shared by the web,
+/// MQTT and the webhooks: reads (history, pages, users, samples, the
+/// outbox) and the account writes (password upgrades, sessions made, ended
+/// and swept). Each use runs on a blocking thread; events, and the outbox
+/// rows delivered, go through the writer instead.
 #[derive(Clone)]
-pub struct Reader {
+pub struct Handle {
     db: Arc<Mutex<Db>>,
 }
 
-impl Reader {
-    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+impl Handle {
+    pub fn open(path: &Path) -> Result<Handle, StoreError> {
         let conn = Connection::open(path)
             .and_then(|conn| conn.busy_timeout(Duration::from_secs(5)).map(|()| conn))
             .map_err(|e| StoreError::Open(why_not_open(path, &e)))?;
-        Ok(Reader {
+        Ok(Handle {
             db: Arc::new(Mutex::new(Db { conn })),
         })
     }
 
     /// Runs `f` with the connection on this thread, which may block.
-    pub fn read_blocking<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
+    pub fn run_blocking<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
         let mut db = self
             .db
             .lock()
@@ -573,7 +574,7 @@ impl Reader {
     }
 
     /// Runs `f` with the connection, off the async runtime.
-    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,

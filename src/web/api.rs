@@ -40,12 +40,10 @@ pub(super) async fn forecast(app: &App) -> Result<std::sync::Arc<Rendered>, Stor
     let version = app.state.snapshot().status_version;
     let now = app.state.clock().now();
     let weeks = app.config.options.forecast_weeks;
-    let reader = app.reader.clone();
+    let store = app.store.clone();
     app.forecast
         .get(version, || async move {
-            reader
-                .read(move |db| presence::compute(db, now, weeks))
-                .await
+            store.run(move |db| presence::compute(db, now, weeks)).await
         })
         .await
 }
@@ -114,7 +112,7 @@ async fn healthz(AxumState(app): AxumState<App>) -> Response {
         let body = format!("cannot store events: {why}\n");
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
-    match app.reader.read(|db| db.ping()).await {
+    match app.store.run(|db| db.ping()).await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => super::Error::Unavailable(e).into_response(),
     }

@@ -14,6 +14,7 @@ use axum::routing::get;
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::client::Client;
@@ -25,7 +26,7 @@ use crate::clock::unix_seconds;
 use crate::escape::Shown;
 use crate::limits::{AddressKey, Rate, RateLimiter};
 use crate::report::Report;
-use crate::store::User;
+use crate::store::{self, User};
 use crate::words::{self, LoginWords};
 
 /// Longest user name a login may give, in characters.
@@ -100,7 +101,7 @@ async fn logged_in(headers: &HeaderMap, app: &App) -> Option<User> {
     let token = app.signer.verify(&value)?;
     let hash = auth::session_hash(&token);
     let now = unix_seconds();
-    match app.reader.read(move |db| db.session_user(&hash, now)).await {
+    match app.store.run(move |db| db.session_user(&hash, now)).await {
         Ok(user) => user,
         Err(e) => {
             // Answered as not logged in; logged at a bounded rate.
@@ -363,12 +364,12 @@ async fn login(
     } else {
         Lane::Stranger
     };
-    let reader = app.reader.clone();
+    let store = app.store.clone();
     let name = username.clone();
     let checked = app
         .passwords
         .run(lane, move || {
-            let credentials = reader.read_blocking(|db| db.credentials(&name))?;
+            let credentials = store.run_blocking(|db| db.credentials(&name))?;
             Ok::<_, crate::store::StoreError>(match credentials {
                 Some(c) => {
                     let verified = auth::verify_password(&password, &c.hash);
@@ -413,8 +414,8 @@ async fn login(
     if let Some(new_hash) = rehash {
         let (old, id, new) = (hash.clone(), user.id, new_hash.clone());
         let upgraded = app
-            .reader
-            .read(move |db| db.upgrade_password(id, &old, &new))
+            .store
+            .run(move |db| db.upgrade_password(id, &old, &new))
             .await?;
         if upgraded {
             tracing::info!("password of {} upgraded to argon2id", Shown(&user.name));
@@ -426,8 +427,8 @@ async fn login(
     let (token_hash, session_user, now) =
         (auth::session_hash(&token), user.clone(), unix_seconds());
     let created = app
-        .reader
-        .read(move |db| {
+        .store
+        .run(move |db| {
             db.create_session(&token_hash, &session_user, &hash, now, now + days * 86_400)
         })
         .await?;
@@ -469,7 +470,7 @@ async fn known_browser(app: &App, headers: &HeaderMap, username: &str) -> Option
             attempts.try_take(known.nonce.clone(), KNOWN_WRONG).is_ok()
         })?;
     let name = known.name.clone();
-    let user = app.reader.read(move |db| db.user_by_name(&name)).await;
+    let user = app.store.run(move |db| db.user_by_name(&name)).await;
     match user {
         Ok(Some(user)) if user.id == known.user_id => Some(known),
         _ => None,
@@ -486,7 +487,7 @@ async fn logout(
 ) -> Result<Response> {
     if let Some(token) = cookie_value(&headers, LOGIN_COOKIE).and_then(|v| app.signer.verify(&v)) {
         let hash = auth::session_hash(&token);
-        app.reader.read(move |db| db.end_session(&hash)).await?;
+        app.store.run(move |db| db.end_session(&hash)).await?;
     }
     let cookie = site_cookie(LOGIN_COOKIE, String::new(), &client)
         .max_age(cookie::time::Duration::ZERO)
@@ -494,6 +495,26 @@ async fn logout(
     let mut response = Redirect::to("/").into_response();
     set_cookie(&mut response, cookie);
     Ok(response)
+}
+
+/// How often expired sessions are removed.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes expired sessions now and every [`SESSION_SWEEP_EVERY`].
+pub async fn sweep_sessions(store: store::Handle, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(SESSION_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = unix_seconds();
+        match store.run(move |db| db.sweep_sessions(now)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} expired session(s) removed"),
+            Err(e) => tracing::warn!("cannot remove expired sessions: {}", Report(&e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ async fn openings_ics(
     let days = i64::from(app.config.options.ical_past_days);
     let from = app.state.clock().at(now - Duration::days(days));
     let (before, changes) = app
-        .reader
-        .read(move |db| db.status_since(from, MAX_CHANGES))
+        .store
+        .run(move |db| db.status_since(from, MAX_CHANGES))
         .await?;
     let forecast = super::api::forecast(&app).await?;
     let past = openings(before.as_ref(), &changes);

@@ -21,8 +21,8 @@ use super::lang::Lang;
 use super::pages::not_found_in;
 use super::{App, Error};
 use crate::escape::Shown;
-use crate::event::StatusValue;
 use crate::limits::{AddressKey, Rate};
+use crate::record::StatusValue;
 use crate::state::{Event, Origin, Outcome};
 use crate::store::Visibility;
 use crate::words::{self, AdminWords, MessageWords};
@@ -84,7 +84,7 @@ async fn admin_page(
 ) -> Result<Response> {
     let xsrf = Xsrf::from_headers(&headers);
     let id = user.id;
-    let visibility = app.reader.read(move |db| db.visibility(id)).await?;
+    let visibility = app.store.run(move |db| db.visibility(id)).await?;
     let snapshot = app.state.snapshot();
     let all = words::of(lang);
     let page = AdminPage {
@@ -370,8 +370,8 @@ async fn mac_update(
         .collect();
     // Hashes of nobody are dropped here, never shown or counted.
     let members = app
-        .reader
-        .read(move |db| db.members_for_macs(&hashes))
+        .store
+        .run(move |db| db.members_for_macs(&hashes))
         .await?;
     let count = members.len();
     app.state.apply(Event::MacRoster(members)).await?;

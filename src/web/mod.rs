@@ -13,9 +13,9 @@
 
 mod api;
 mod assets;
-pub mod auth;
+mod auth;
 mod cached;
-pub mod client;
+mod client;
 mod error;
 mod event_stream;
 mod feeds;
@@ -26,7 +26,7 @@ mod lang;
 mod live;
 mod members;
 mod pages;
-pub mod places;
+mod places;
 mod server;
 mod spaceapi;
 mod webapp;
@@ -47,16 +47,16 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::config::Config;
 use crate::escape::Shown;
-use crate::limits::QuietLog;
+use crate::limits::{PerAddress, QuietLog};
 use crate::metrics::Metrics;
-use crate::net::Listener;
+use crate::net::{Address, Listener};
 use crate::state::State;
-use crate::store::Reader;
+use crate::store;
 use client::Client;
 
-pub use cached::Cached;
+use cached::Cached;
 pub use error::Error;
-pub use forecast_cache::ForecastCache;
+use forecast_cache::ForecastCache;
 
 /// Largest request body accepted (forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -68,15 +68,46 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 const COMPRESS_ABOVE: u64 = 256;
 
 /// Calendars of `/openings.ics` rendered at once.
-pub const CALENDARS_AT_ONCE: usize = 2;
+const CALENDARS_AT_ONCE: usize = 2;
 
 /// What every handler can reach; one reference count to clone.
 #[derive(Clone)]
 pub struct App(Arc<Shared>);
 
 impl App {
-    pub fn new(shared: Shared) -> App {
-        App(Arc::new(shared))
+    /// The web's state: the parts it shares with the rest of bitsd (the
+    /// configuration, the state, the database, the metrics, the key that
+    /// signs cookies, shutdown), and its own limits, caches and timers.
+    pub fn new(
+        config: Arc<Config>,
+        state: State,
+        store: store::Handle,
+        metrics: Arc<Metrics>,
+        secret: &str,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> App {
+        let options = &config.options;
+        let streams =
+            places::Streams::new(places::stream_places(options), metrics.streams_open.clone());
+        App(Arc::new(Shared {
+            per_address: PerAddress::new(options.web_max_connections_per_address as usize),
+            streams,
+            cached: Cached::new(&state),
+            state,
+            store,
+            metrics,
+            shutdown,
+            tracker,
+            pings: tokio::sync::broadcast::channel(1).0,
+            signer: crate::auth::Signer::new(secret),
+            throttles: auth::Throttles::default(),
+            quiet: QuietLogs::default(),
+            passwords: crate::auth::PasswordChecks::start(),
+            forecast: ForecastCache::default(),
+            calendars: tokio::sync::Semaphore::new(CALENDARS_AT_ONCE),
+            config,
+        }))
     }
 }
 
@@ -88,44 +119,44 @@ impl std::ops::Deref for App {
     }
 }
 
-/// The parts of [`App`].
+/// The parts of [`App`], seen only by the web.
 pub struct Shared {
-    pub state: State,
-    pub reader: Reader,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
+    state: State,
+    store: store::Handle,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
     /// Cancelled on shutdown; live connections close on it.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Live connections, so shutdown can wait for their close frames.
-    pub tracker: TaskTracker,
+    tracker: TaskTracker,
     /// One tick every [`live::PING_EVERY`]: websocket clients ping on it
     /// (one timer for all of them, none per connection).
-    pub pings: tokio::sync::broadcast::Sender<()>,
+    pings: tokio::sync::broadcast::Sender<()>,
     /// Signs and checks login cookies.
-    pub signer: crate::auth::Signer,
+    signer: crate::auth::Signer,
     /// Rate limits of the login form and of MAC updates.
-    pub throttles: auth::Throttles,
+    throttles: auth::Throttles,
     /// Log lines strangers can cause, rate-limited.
-    pub quiet: QuietLogs,
+    quiet: QuietLogs,
     /// The password checker threads.
-    pub passwords: crate::auth::PasswordChecks,
+    passwords: crate::auth::PasswordChecks,
     /// Connections open per client address.
-    pub per_address: std::sync::Arc<crate::limits::PerAddress>,
+    per_address: Arc<PerAddress>,
     /// The places of websockets and event streams.
-    pub streams: places::Streams,
+    streams: places::Streams,
     /// The last forecast.
-    pub forecast: ForecastCache,
+    forecast: ForecastCache,
     /// `/status` and `/data` of the newest snapshot.
-    pub cached: Cached,
+    cached: Cached,
     /// Calendars rendered at once: each reads up to 20,000 status changes
     /// and writes megabytes at most; more requests wait their turn.
-    pub calendars: tokio::sync::Semaphore,
+    calendars: tokio::sync::Semaphore,
 }
 
 /// Log lines strangers can cause, each kind let through ten in a row, then
 /// one every six seconds.
 #[derive(Default)]
-pub struct QuietLogs {
+struct QuietLogs {
     pub failed_login: QuietLog,
     pub refused_login: QuietLog,
     pub mac_update: QuietLog,
@@ -137,7 +168,7 @@ pub struct QuietLogs {
 }
 
 /// Everything but the cached snapshot answers, with the layers of bodies,
-/// forms and compression; [`front::Front`] wraps it.
+/// forms and compression; the front (`front::Front`) wraps it.
 pub fn router(app: App) -> Router {
     let compress = SizeAbove::new(COMPRESS_ABOVE)
         .and(NotForContentType::GRPC)
@@ -238,11 +269,25 @@ async fn same_origin_posts(
     next.run(request).await
 }
 
-/// Serves HTTP on `listener` until `shutdown`, then lets requests in flight
-/// finish.
-pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
+/// Serves HTTP on `listener` until shutdown, then lets requests in flight
+/// finish; meanwhile pings websocket clients and removes expired sessions.
+pub async fn serve(listener: Listener, app: App) {
+    if let Ok(Address::Tcp(address)) = listener.address()
+        && app.config.options.reverse_proxied
+        && !address.ip().is_loopback()
+    {
+        tracing::warn!(
+            "reverse_proxied is on but the web port listens on {address}, not loopback: \
+             a client that reaches it directly chooses its own address in X-Forwarded-For; \
+             behind a proxy on this machine set web_address = \"127.0.0.1\""
+        );
+    }
+    app.tracker.spawn(auth::sweep_sessions(
+        app.store.clone(),
+        app.shutdown.clone(),
+    ));
     let pings = app.pings.clone();
-    let ticker_shutdown = shutdown.clone();
+    let ticker_shutdown = app.shutdown.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(live::PING_EVERY);
         every.tick().await;
@@ -254,5 +299,6 @@ pub async fn serve(listener: Listener, app: App, shutdown: CancellationToken) {
         }
     });
     let front = front::Front::new(app.clone(), router(app.clone()));
+    let shutdown = app.shutdown.clone();
     server::serve(listener, app, front, shutdown).await;
 }

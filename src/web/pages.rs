@@ -15,7 +15,7 @@ use super::auth::MaybeMember;
 use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render};
 use super::lang::{self, Lang};
-use crate::event::{ModifiedBy, StatusChange, StatusJson, StatusValue};
+use crate::record::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
 use crate::words::{self, HomeWords, LogWords, Trend, TrendWords};
@@ -255,8 +255,8 @@ async fn log(
     let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let q = LogQuery::parse(&params)?;
     let (rows, total) = app
-        .reader
-        .read(move |db| Ok((db.status_log(q.offset, q.limit)?, db.status_count()?)))
+        .store
+        .run(move |db| Ok((db.status_log(q.offset, q.limit)?, db.status_count()?)))
         .await?;
     if q.json {
         let log: Vec<StatusJson> = rows.iter().map(StatusJson::from).collect();
@@ -328,7 +328,7 @@ async fn wiki_page(
         .ok()
         .flatten()
     } else {
-        match app.reader.read(move |db| db.page(&wanted)).await? {
+        match app.store.run(move |db| db.page(&wanted)).await? {
             Some(page) => Some(page),
             None => wiki::built_in_page(&slug),
         }

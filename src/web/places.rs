@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::App;
+use crate::config::Options;
 use crate::limits::{AddressHold, AddressKey};
 
 /// One of the `web_max_connections` places and of its address's
@@ -95,4 +96,18 @@ impl Drop for StreamPlace {
     fn drop(&mut self) {
         self.open.dec();
     }
+}
+
+/// `web_max_streams`, lowered when needed to three quarters of
+/// `web_max_connections`: streams never take the places requests need.
+pub fn stream_places(options: &Options) -> usize {
+    let connections = options.web_max_connections as usize;
+    let most = (connections - connections / 4).max(1);
+    let wanted = options.web_max_streams as usize;
+    if wanted > most {
+        tracing::info!(
+            "web_max_streams {wanted} lowered to {most}: three quarters of web_max_connections {connections}"
+        );
+    }
+    wanted.min(most)
 }

@@ -3,9 +3,16 @@
 //! own transaction, and delivers them one at a time, in order, at least
 //! once, across restarts.
 //!
-//! `request` builds each format's request, `retry` decides when to try
-//! again, `client` sends; this module runs one follower task per hook and
-//! `bitsd webhook test`.
+//! A delivery's way through bitsd, in four places:
+//! 1. the `[[webhook]]` tables, checked whole at start-up, in `config`
+//!    (`webhooks`);
+//! 2. the writer's [`Route`]s (`state`'s `routes`): one outbox row per hook
+//!    that follows a change, written in the change's own transaction, and
+//!    removed through the writer once delivered or given up;
+//! 3. the outbox table (`store`'s `outbox`);
+//! 4. here: one follower task per hook reads its rows in order, `request`
+//!    builds each format's request, `client` sends it, `retry` decides when
+//!    to try again; and `bitsd webhook test`.
 
 pub mod client;
 pub mod request;
@@ -24,7 +31,7 @@ use crate::config::{Config, HookEvent, Webhook};
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::state::{Route, Snapshot, State};
-use crate::store::{OUTBOX_BATCH, OutboxRow, Reader};
+use crate::store::{self, OUTBOX_BATCH, OutboxRow};
 use client::{Answer, Client, SendError};
 use request::{Site, Subject};
 use retry::Verdict;
@@ -47,7 +54,7 @@ pub fn routes(hooks: &[Webhook]) -> Vec<Route> {
 pub fn spawn(
     config: &Config,
     state: &State,
-    reader: &Reader,
+    store: &store::Handle,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -65,7 +72,7 @@ pub fn spawn(
             site: site.clone(),
             client: client.clone(),
             state: state.clone(),
-            reader: reader.clone(),
+            store: store.clone(),
             counts: Counts {
                 delivered: result("delivered"),
                 retried: result("retried"),
@@ -105,7 +112,7 @@ struct Follower {
     site: Arc<Site>,
     client: Client,
     state: State,
-    reader: Reader,
+    store: store::Handle,
     counts: Counts,
     /// Whether the last try failed: logged once when it starts, once when
     /// it ends.
@@ -132,8 +139,8 @@ impl Follower {
                 let seen = self.relevant(&watch.borrow_and_update());
                 let (name, after) = (self.name.clone(), cursor);
                 let read = self
-                    .reader
-                    .read(move |db| db.outbox_after(&name, after, OUTBOX_BATCH))
+                    .store
+                    .run(move |db| db.outbox_after(&name, after, OUTBOX_BATCH))
                     .await;
                 match read {
                     Ok(read) => rows.extend(read),
@@ -236,8 +243,8 @@ impl Follower {
             self.state.flush().await;
             let (name, id) = (self.name.clone(), row.id);
             let later = self
-                .reader
-                .read(move |db| db.outbox_status_after(&name, id, due))
+                .store
+                .run(move |db| db.outbox_status_after(&name, id, due))
                 .await;
             match later {
                 Ok(true) => return Some(Done::Superseded),

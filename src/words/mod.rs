@@ -178,7 +178,7 @@ pub struct HomeWords {
     pub title_closed: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
-    /// `{time}` of the last change (see [`since_time`]), `{ago}` how long
+    /// `{time}` of the last change (`HH:MM`), `{ago}` how long
     /// ago (see [`ago`]), `{by}` one of the two below; a change of today.
     pub since: &'static str,
     /// The same for a change of an earlier day (`{time}` with its date).

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::event::StatusValue::{Closed, Open};
+use crate::record::StatusValue::{Closed, Open};
 use crate::state::HISTORY_SAMPLES;
 use crate::store::DEVICE_USER;
 
@@ -25,7 +25,7 @@ fn rig() -> Rig {
     let mut db = Db::open(&path, false).unwrap();
     let model = Model::load(&db).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let outbox = Outbox::load(&mut db, Vec::new(), &metrics).unwrap();
+    let routes = Routes::load(&mut db, Vec::new(), &metrics).unwrap();
     let device_user = db.user_by_name(DEVICE_USER).unwrap().unwrap();
     let snapshot = Arc::new(watch::Sender::new(Arc::new(model.snapshot(3))));
     let (changes, follower) = broadcast::channel(1024);
@@ -39,7 +39,7 @@ fn rig() -> Rig {
         stamper: Stamper::new(clock),
         metrics,
         jsonver: 3,
-        outbox,
+        routes,
         storing: Arc::default(),
         lost: 0,
     };

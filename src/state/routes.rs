@@ -1,6 +1,7 @@
-//! The webhook outbox as the writer keeps it: a stored change gets one row
-//! per hook that follows its kind, in the change's own transaction, so a
-//! delivery exists exactly when its change does. Hooks remove their rows
+//! Which webhooks follow each change, as the writer keeps them: a stored
+//! change gets one row in the outbox (`store::outbox`) for each hook that
+//! follows its kind, in the change's own transaction, so a delivery
+//! exists exactly when its change does. Hooks remove their rows
 //! through the writer too, and the writer counts what each has pending.
 
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::unix_time;
 use crate::config::HookEvent;
-use crate::event::Change;
 use crate::metrics::Metrics;
+use crate::record::Change;
 use crate::report::Report;
 use crate::store::{Batch, Db, StoreError};
 
@@ -38,17 +39,17 @@ struct Queue {
 }
 
 /// Every route, with what it has pending.
-pub(super) struct Outbox {
+pub(super) struct Routes {
     queues: Vec<Queue>,
 }
 
 /// Rows added (or removed, negative) per route by a batch not yet committed.
 pub(super) type Deltas = Vec<i64>;
 
-impl Outbox {
+impl Routes {
     /// The routes with the rows they have pending in `db`; rows of hooks no
     /// longer configured are removed.
-    pub fn load(db: &mut Db, routes: Vec<Route>, metrics: &Metrics) -> Result<Outbox, StoreError> {
+    pub fn load(db: &mut Db, routes: Vec<Route>, metrics: &Metrics) -> Result<Routes, StoreError> {
         let names: Vec<&str> = routes.iter().map(|r| &*r.hook).collect();
         let (counts, dropped) = db.outbox_counts(&names)?;
         for (hook, n) in dropped {
@@ -73,7 +74,7 @@ impl Outbox {
                 }
             })
             .collect();
-        Ok(Outbox { queues })
+        Ok(Routes { queues })
     }
 
     /// A batch's count of changes per route, all zero.
@@ -150,7 +151,7 @@ mod tests {
 
     use super::*;
     use crate::clock::Clock;
-    use crate::event::StatusValue;
+    use crate::record::StatusValue;
     use crate::state::snapshot::Model;
     use crate::state::writer::{Stamper, Writer};
     use crate::state::{Event, Job, Origin};
@@ -170,7 +171,7 @@ mod tests {
             route("a", &[HookEvent::Status]),
             route("b", &[HookEvent::Status, HookEvent::Message]),
         ];
-        let outbox = Outbox::load(&mut db, routes, metrics).unwrap();
+        let routes = Routes::load(&mut db, routes, metrics).unwrap();
         let device_user = db.user_by_name(DEVICE_USER).unwrap().unwrap();
         Writer {
             db,
@@ -181,7 +182,7 @@ mod tests {
             stamper: Stamper::new(Clock::new(chrono_tz::UTC)),
             metrics: metrics.clone(),
             jsonver: 3,
-            outbox,
+            routes,
             storing: Arc::default(),
             lost: 0,
         }
@@ -285,7 +286,7 @@ mod tests {
         drop(writer);
         let mut db = Db::open(&path, false).unwrap();
         let metrics = Metrics::new();
-        Outbox::load(&mut db, vec![route("a", &[HookEvent::Status])], &metrics).unwrap();
+        Routes::load(&mut db, vec![route("a", &[HookEvent::Status])], &metrics).unwrap();
         assert!(queued(&db, "b").is_empty());
         assert_eq!(queued(&db, "a"), a);
         assert!(

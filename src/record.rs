@@ -1,4 +1,7 @@
-//! The records an event produces, and their JSON shapes (protocol version 3).
+//! What a change stores: a status change, a temperature sample or a
+//! message, the [`Change`] that holds one of them, and their JSON shapes
+//! (protocol version 3). The events that cause changes are
+//! the `Event`s of `state`.
 
 use std::fmt;
 
