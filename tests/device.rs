@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::sqlite::column;
 use common::{Device, TestServer, b64};
 
 #[tokio::test]
@@ -287,13 +288,10 @@ async fn a_flood_is_stored_whole_and_in_order() {
     let db = server.db.clone();
     let _dir = server.stop().await;
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let values: Vec<f64> = conn
-        .prepare(r#"SELECT value FROM "Temperature" ORDER BY timestamp"#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let values: Vec<f64> = column(
+        &conn,
+        r#"SELECT value FROM "Temperature" ORDER BY timestamp"#,
+    );
     assert_eq!(values.len(), 5000);
     for (i, v) in values.iter().enumerate() {
         let expected: f64 = format!("{}.{}", i % 90, i % 10).parse().unwrap();

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sqlite::column;
 use common::{Device, PATIENCE, Spawned, client_from};
 use reqwest::StatusCode;
 use reqwest::header;
@@ -343,20 +344,8 @@ async fn a_full_disk_is_visible_and_bitsd_recovers_by_itself() {
 
     // What the file holds: the open and the close, the second sample only.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let statuses: Vec<String> = conn
-        .prepare(r#"SELECT value FROM "Status" ORDER BY timestamp"#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let statuses: Vec<String> = column(&conn, r#"SELECT value FROM "Status" ORDER BY timestamp"#);
     assert_eq!(statuses, ["open", "closed"]);
-    let samples: Vec<f64> = conn
-        .prepare(r#"SELECT value FROM "Temperature""#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let samples: Vec<f64> = column(&conn, r#"SELECT value FROM "Temperature""#);
     assert_eq!(samples, [22.5]);
 }

@@ -373,9 +373,7 @@ async fn shutdown_finishes_pending_writes() {
     let db = server.db.clone();
     let dir = server.stop().await;
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM Temperature", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = common::sqlite::value(&conn, "SELECT COUNT(*) FROM Temperature");
     assert_eq!(n, 500);
     drop(dir);
 }

@@ -2,17 +2,14 @@
 
 mod common;
 
-use common::legacy::LEGACY_SCHEMA;
+use common::legacy::legacy_database;
+use common::sqlite::value;
 use common::{TestServer, b64};
 
 #[tokio::test]
 async fn an_original_database_opens_and_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bits.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(LEGACY_SCHEMA)
-        .unwrap();
+    let db = legacy_database(dir.path());
     let empty_wiki = dir.path().join("empty-wiki");
     std::fs::create_dir(&empty_wiki).unwrap();
     let wiki = empty_wiki.display().to_string();
@@ -60,13 +57,10 @@ async fn an_original_database_opens_and_keeps_working() {
     let _dir = server.stop().await;
 
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: String = conn
-        .query_row(
-            r#"SELECT timestamp FROM "Status" ORDER BY timestamp DESC LIMIT 1"#,
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: String = value(
+        &conn,
+        r#"SELECT timestamp FROM "Status" ORDER BY timestamp DESC LIMIT 1"#,
+    );
     assert!(
         chrono::NaiveDateTime::parse_from_str(&stored, "%Y-%m-%d %H:%M:%S%.6f").is_ok()
             && stored.len() == 26,
@@ -80,36 +74,19 @@ async fn an_original_database_opens_and_keeps_working() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(users, [(1, "alice".to_string()), (2, "BITS".to_string())]);
-    let hash: String = conn
-        .query_row(r#"SELECT password FROM "User" WHERE userid = 1"#, [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let hash: String = value(&conn, r#"SELECT password FROM "User" WHERE userid = 1"#);
     assert!(hash.starts_with("$6$"), "old hashes are kept");
-    let device_message: i64 = conn
-        .query_row(
-            r#"SELECT userid FROM "Message" WHERE message = 'hello from the device'"#,
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let device_message: i64 = value(
+        &conn,
+        r#"SELECT userid FROM "Message" WHERE message = 'hello from the device'"#,
+    );
     assert_eq!(device_message, 2);
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    let old_rows: i64 = conn
-        .query_row(r#"SELECT COUNT(*) FROM "Temperature""#, [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(value::<String>(&conn, "PRAGMA journal_mode"), "wal");
+    let old_rows: i64 = value(&conn, r#"SELECT COUNT(*) FROM "Temperature""#);
     assert_eq!(old_rows, 4);
-    let macs: i64 = conn
-        .query_row(r#"SELECT COUNT(*) FROM "MACToUser""#, [], |r| r.get(0))
-        .unwrap();
+    let macs: i64 = value(&conn, r#"SELECT COUNT(*) FROM "MACToUser""#);
     assert_eq!(macs, 1);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(value::<String>(&conn, "PRAGMA integrity_check"), "ok");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 mod common;
 
 use chrono::{Datelike, Duration, Utc};
-use common::TestServer;
+use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 use reqwest::header;
 
 #[tokio::test]
@@ -91,14 +91,7 @@ async fn no_history_gives_zeros() {
 
 #[tokio::test]
 async fn automatic_status_follows_the_roster_and_tells_the_device() {
-    let server = TestServer::start_with(&[
-        "--auto-status",
-        "--auto-open-after",
-        "1",
-        "--auto-close-after",
-        "1",
-    ])
-    .await;
+    let server = TestServer::start_with(&AUTO_STATUS_IN_A_SECOND).await;
     let mut device = server.device().await;
     device.send("enter 1").await;
     assert_eq!(

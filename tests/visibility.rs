@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::TestServer;
-use common::legacy::LEGACY_SCHEMA;
+use common::legacy::legacy_database;
 use common::member::{Session, add_user, location, usermanage};
+use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 
 const NAMED: &str = "nina-named";
 const COUNTED: &str = "carl-counted";
@@ -174,17 +174,7 @@ async fn without_show_names_the_document_names_nobody() {
 
 #[tokio::test]
 async fn a_hidden_member_alone_still_opens_and_closes_the_room() {
-    let server = server_with(
-        "show_names = true\n",
-        &[
-            "--auto-status",
-            "--auto-open-after",
-            "1",
-            "--auto-close-after",
-            "1",
-        ],
-    )
-    .await;
+    let server = server_with("show_names = true\n", &AUTO_STATUS_IN_A_SECOND).await;
     let hidden = member(&server, HIDDEN, "hidden");
     let mut device = server.device().await;
     device.send(&format!("enter {hidden}")).await;
@@ -205,11 +195,7 @@ async fn a_hidden_member_alone_still_opens_and_closes_the_room() {
 #[tokio::test]
 async fn members_of_an_original_database_become_named() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bits.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(LEGACY_SCHEMA)
-        .unwrap();
+    let db = legacy_database(dir.path());
     let config = dir.path().join("bitsd.toml");
     std::fs::write(&config, "[spaceapi]\nshow_names = true\n").unwrap();
     let config = config.display().to_string();

@@ -1,5 +1,12 @@
 //! The one helper every integration test uses: a real bitsd on port 0 with a
 //! temporary database, and clients that speak to it over real sockets.
+//!
+//! - `legacy`: a database as the original Python server left it.
+//! - `member`: usermanage, and a browser session that keeps its cookies.
+//! - `mosquitto`: a real MQTT broker and a subscriber.
+//! - `process`: the `bitsd` binary as a child process.
+//! - `receiver`: a webhook receiver that records what it is sent.
+//! - `sqlite`: what a test reads back from a database file.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,6 +15,7 @@ use std::time::Duration;
 
 use bitsd::config::Config;
 use bitsd::net::{Address, Listeners};
+use reqwest::header::HeaderName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,11 +27,21 @@ pub mod member;
 pub mod mosquitto;
 mod process;
 pub mod receiver;
+pub mod sqlite;
 #[allow(unused_imports)]
-pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
+pub use process::{Spawned, bitsd_command, installed, rss_kib, stdout_of};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Options for automatic status that opens and closes after a second.
+pub const AUTO_STATUS_IN_A_SECOND: [&str; 5] = [
+    "--auto-status",
+    "--auto-open-after",
+    "1",
+    "--auto-close-after",
+    "1",
+];
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -94,6 +112,25 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// GET `path` with `headers` added.
+    pub async fn get_with(&self, path: &str, headers: &[(HeaderName, &str)]) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(name.clone(), *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// POSTs `form` to `path`, without cookies.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn text(&self, path: &str) -> String {
@@ -248,6 +285,18 @@ impl Device {
             .unwrap();
     }
 
+    /// Sends each of `lines`, in order.
+    pub async fn send_all(&mut self, lines: &[&str]) {
+        for line in lines {
+            self.send(line).await;
+        }
+    }
+
+    /// Sends the message `text`, base64 as the device writes it.
+    pub async fn send_message(&mut self, text: &str) {
+        self.send(&format!("message {}", b64(text))).await;
+    }
+
     /// Sends raw bytes; false when the server has closed the connection.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
         self.writer.write_all(bytes).await.is_ok() && self.writer.flush().await.is_ok()
@@ -303,6 +352,21 @@ pub async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
         .bind(SocketAddr::new(from.parse().unwrap(), 0))
         .unwrap();
     socket.connect(to).await.unwrap()
+}
+
+/// The value of the header `name` of `response`, as text.
+pub fn header_text(response: &reqwest::Response, name: HeaderName) -> &str {
+    let value = response.headers().get(&name);
+    let value = value.unwrap_or_else(|| panic!("no {name} header"));
+    value.to_str().unwrap()
+}
+
+/// Fails unless `text` holds each of `parts`, showing `text` when not.
+#[track_caller]
+pub fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in {text}");
+    }
 }
 
 /// base64 of `text`, as the device writes messages.
