@@ -25,16 +25,7 @@ fn site_file() -> PathBuf {
 }
 
 fn nginx_binary() -> PathBuf {
-    let candidates = [
-        std::env::var("NGINX").unwrap_or_default(),
-        "/usr/sbin/nginx".into(),
-    ];
-    candidates
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("no nginx found: `make test` installs Debian's nginx, or set NGINX=/path")
+    common::installed("NGINX", &["/usr/sbin/nginx"], "nginx")
 }
 
 /// The ports and files the test puts in place of the deployed ones.
