@@ -58,12 +58,8 @@ async fn oversized_bodies_are_refused() {
     let server = TestServer::start_with(&["--mac-update-password", "x"]).await;
     let big = "a".repeat(200 * 1024);
     let response = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "x"), ("macs", big.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/macupdate", &[("password", "x"), ("macs", big.as_str())])
+        .await;
     assert_eq!(response.status(), 413);
 
     // The same body sent in chunks, with no length announced.

@@ -38,12 +38,8 @@ async fn widget_headers_etag_and_304() {
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         let etag = h[header::ETAG].to_str().unwrap().to_string();
         let again = server
-            .http
-            .get(server.url(path))
-            .header(header::IF_NONE_MATCH, &etag)
-            .send()
-            .await
-            .unwrap();
+            .get_with(path, &[(header::IF_NONE_MATCH, &etag)])
+            .await;
         assert_eq!(again.status(), 304, "{path}");
         assert_eq!(again.headers()[header::ETAG], etag.as_str());
         assert_eq!(again.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -66,12 +62,8 @@ async fn widget_headers_etag_and_304() {
             server.wait_for_status("1").await;
         }
         let changed = server
-            .http
-            .get(server.url(path))
-            .header(header::IF_NONE_MATCH, &etag)
-            .send()
-            .await
-            .unwrap();
+            .get_with(path, &[(header::IF_NONE_MATCH, &etag)])
+            .await;
         assert_eq!(changed.status(), 200, "{path} changed");
         assert_ne!(changed.headers()[header::ETAG], etag.as_str());
     }
@@ -280,12 +272,8 @@ async fn large_responses_are_compressed() {
     for encoding in ["gzip", "br"] {
         for path in ["/data", "/static/style.css", "/info"] {
             let response = server
-                .http
-                .get(server.url(path))
-                .header(header::ACCEPT_ENCODING, encoding)
-                .send()
-                .await
-                .unwrap();
+                .get_with(path, &[(header::ACCEPT_ENCODING, encoding)])
+                .await;
             assert_eq!(
                 response.headers()[header::CONTENT_ENCODING],
                 encoding,
@@ -294,12 +282,8 @@ async fn large_responses_are_compressed() {
         }
     }
     let small = server
-        .http
-        .get(server.url("/status"))
-        .header(header::ACCEPT_ENCODING, "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/status", &[(header::ACCEPT_ENCODING, "gzip")])
+        .await;
     assert!(
         small.headers().get(header::CONTENT_ENCODING).is_none(),
         "one byte is not worth compressing"

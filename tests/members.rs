@@ -79,12 +79,8 @@ async fn forged_and_tampered_requests_change_nothing() {
     let mut s = Session::new(&server);
     // No token at all, or a token that is not the cookie's.
     let r = server
-        .http
-        .post(server.url("/login"))
-        .form(&[("username", "bob"), ("password", "pw-bob")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/login", &[("username", "bob"), ("password", "pw-bob")])
+        .await;
     assert_eq!(r.status(), 403);
     s.get("/login").await;
     let r = s
@@ -118,21 +114,16 @@ async fn forged_and_tampered_requests_change_nothing() {
         String::new(),
     ] {
         let r = server
-            .http
-            .get(server.url("/admin"))
-            .header(header::COOKIE, format!("usertoken={forged}"))
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                "/admin",
+                &[(header::COOKIE, &format!("usertoken={forged}"))],
+            )
+            .await;
         assert_eq!(r.status(), 303, "{forged}");
     }
     let r = server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, "usertoken")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/admin", &[(header::COOKIE, "usertoken")])
+        .await;
     assert_eq!(r.status(), 303);
 }
 
@@ -404,12 +395,8 @@ async fn mac_updates_fill_the_roster() {
 async fn macupdate_is_404_without_a_password_configured() {
     let server = TestServer::start().await;
     let r = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "x"), ("macs", "[]")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/macupdate", &[("password", "x"), ("macs", "[]")])
+        .await;
     assert_eq!(r.status(), 404);
 }
 
@@ -532,12 +519,8 @@ async fn logins_survive_a_restart_with_the_generated_secret() {
     let dir = server.stop().await;
     let server = TestServer::start_in(dir, db, &[]).await;
     let r = server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, cookie)
-        .send()
-        .await
-        .unwrap();
+        .get_with("/admin", &[(header::COOKIE, &cookie)])
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -547,16 +530,9 @@ async fn cookies_are_secure_behind_an_https_proxy_only_when_proxied() {
         let flag = format!("--reverse-proxied={proxied}");
         let server = TestServer::start_with(&[&flag]).await;
         let r = server
-            .http
-            .get(server.url("/login"))
-            .header("X-Forwarded-Proto", "https")
-            .send()
-            .await
-            .unwrap();
-        let set = r.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .to_string();
+            .get_with("/login", &[(common::X_FORWARDED_PROTO, "https")])
+            .await;
+        let set = common::header_text(&r, header::SET_COOKIE);
         assert_eq!(set.contains("Secure"), secure, "proxied={proxied}: {set}");
     }
 }
@@ -714,12 +690,11 @@ async fn names_in_the_roster_and_the_admin_page_are_escaped() {
     device.send("enter 2").await;
     let macs = serde_json::json!([mac]).to_string();
     let r = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "router-token"), ("macs", macs.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            "/macupdate",
+            &[("password", "router-token"), ("macs", macs.as_str())],
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     // Logged in as the second of them, with both in the room.

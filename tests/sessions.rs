@@ -10,12 +10,11 @@ use reqwest::header;
 /// The status of `GET /admin` with exactly `cookie` (200 logged in, 303 not).
 async fn admin_with(server: &TestServer, cookie: &str) -> u16 {
     server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, format!("usertoken={cookie}"))
-        .send()
+        .get_with(
+            "/admin",
+            &[(header::COOKIE, &format!("usertoken={cookie}"))],
+        )
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

@@ -199,13 +199,14 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
     /// `/spaceapi.json` as asked through an HTTPS proxy.
     async fn proxied(server: &TestServer) -> serde_json::Value {
         server
-            .http
-            .get(server.url("/spaceapi.json"))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", "bits.example.org")
-            .send()
+            .get_with(
+                "/spaceapi.json",
+                &[
+                    (common::X_FORWARDED_PROTO, "https"),
+                    (common::X_FORWARDED_HOST, "bits.example.org"),
+                ],
+            )
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()

@@ -188,12 +188,8 @@ async fn an_ipv6_48_holds_four_times_an_address() {
         _ => panic!("a ninth stream in one /48"),
     }
     let other = server
-        .http
-        .get(server.url("/status"))
-        .header("X-Forwarded-For", "2001:db8:8::1")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/status", &[(common::X_FORWARDED_FOR, "2001:db8:8::1")])
+        .await;
     assert_eq!(other.status(), 200);
     assert_eq!(
         server
