@@ -3,7 +3,7 @@
 mod common;
 
 use common::TestServer;
-use common::member::{Session, add_user, location, usermanage};
+use common::member::{Session, add_user, location, logged_in_member, usermanage};
 use reqwest::header;
 
 #[tokio::test]
@@ -41,22 +41,14 @@ async fn login_admin_toggle_and_message_reach_the_device() {
         page.contains("alice") && page.contains("Open the room"),
         "{page}"
     );
-    let xsrf = s.cookie("_xsrf").unwrap();
-    let r = s
-        .post("/admin", &[("_xsrf", &xsrf), ("status", "open")])
-        .await;
+    let r = s.submit("/admin", &[("status", "open")]).await;
     assert_eq!(r.status(), 303);
     server.wait_for_status("1").await;
     assert_eq!(device.recv().await, "status 1");
     let log = server.json("/log?format=json").await;
     assert_eq!(log["log"][0]["modifiedby"], "web");
 
-    let r = s
-        .post(
-            "/message",
-            &[("_xsrf", &xsrf), ("msgtext", "pizza at 8 <b>")],
-        )
-        .await;
+    let r = s.submit("/message", &[("msgtext", "pizza at 8 <b>")]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         device.recv().await,
@@ -208,26 +200,17 @@ async fn a_legacy_hash_logs_in_and_becomes_argon2id() {
 #[tokio::test]
 async fn messages_are_checked_and_keep_the_text() {
     let server = TestServer::start().await;
-    add_user(&server, "gina", "pw");
-    let mut s = Session::new(&server);
-    s.login("gina", "pw", "/message").await;
-    let xsrf = s.cookie("_xsrf").unwrap();
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "   ")])
-        .await;
+    let mut s = logged_in_member(&server, "gina", "/message").await;
+    let r = s.submit("/message", &[("msgtext", "   ")]).await;
     assert_eq!(r.status(), 400);
     let long = "é".repeat(1001);
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
-        .await;
+    let r = s.submit("/message", &[("msgtext", &long)]).await;
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(body.contains(&long), "the form keeps the text");
     let ok = "ü".repeat(1000);
     assert_eq!(
-        s.post("/message", &[("_xsrf", &xsrf), ("msgtext", &ok)])
-            .await
-            .status(),
+        s.submit("/message", &[("msgtext", &ok)]).await.status(),
         303
     );
 }
@@ -235,20 +218,13 @@ async fn messages_are_checked_and_keep_the_text() {
 #[tokio::test]
 async fn a_member_posts_five_messages_in_ten_seconds_then_waits() {
     let server = TestServer::start().await;
-    add_user(&server, "hana", "pw");
-    let mut s = Session::new(&server);
-    s.login("hana", "pw", "/message").await;
-    let xsrf = s.cookie("_xsrf").unwrap();
+    let mut s = logged_in_member(&server, "hana", "/message").await;
     let long = "ü".repeat(1000);
     for n in 0..5 {
-        let r = s
-            .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
-            .await;
+        let r = s.submit("/message", &[("msgtext", &long)]).await;
         assert_eq!(r.status(), 303, "message {n}");
     }
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "sixth")])
-        .await;
+    let r = s.submit("/message", &[("msgtext", "sixth")]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["cache-control"], "private, no-cache");
     let body = r.text().await.unwrap();
@@ -258,22 +234,15 @@ async fn a_member_posts_five_messages_in_ten_seconds_then_waits() {
     let data = server.json("/data").await;
     assert_eq!(data["message"]["value"], long.as_str());
     // Another member is not held back.
-    add_user(&server, "ivo", "pw");
-    let mut other = Session::new(&server);
-    other.login("ivo", "pw", "/message").await;
-    let xsrf = other.cookie("_xsrf").unwrap();
-    let r = other
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "hi")])
-        .await;
+    let mut other = logged_in_member(&server, "ivo", "/message").await;
+    let r = other.submit("/message", &[("msgtext", "hi")]).await;
     assert_eq!(r.status(), 303);
 }
 
 #[tokio::test]
 async fn pages_that_name_members_are_private() {
     let server = TestServer::start().await;
-    add_user(&server, "juno", "pw");
-    let mut s = Session::new(&server);
-    s.login("juno", "pw", "/admin").await;
+    let mut s = logged_in_member(&server, "juno", "/admin").await;
     for path in ["/admin", "/message", "/"] {
         let r = s.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
@@ -511,9 +480,7 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
 #[tokio::test]
 async fn logins_survive_a_restart_with_the_generated_secret() {
     let server = TestServer::start().await;
-    add_user(&server, "kate", "pw");
-    let mut s = Session::new(&server);
-    assert_eq!(s.login("kate", "pw", "/admin").await.status(), 303);
+    let s = logged_in_member(&server, "kate", "/admin").await;
     let cookie = s.cookie_header();
     let db = server.db.clone();
     let dir = server.stop().await;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::legacy::legacy_database;
-use common::member::{Session, add_user, location, usermanage};
+use common::member::{Session, add_user, location, logged_in_member, usermanage};
 use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 
 const NAMED: &str = "nina-named";
@@ -130,10 +130,7 @@ async fn counts_and_names_follow_each_members_visibility() {
     // A hidden member who becomes named on /admin shows at once.
     let mut hugo = Session::new(&server);
     assert_eq!(hugo.login(HIDDEN, "pw", "/admin").await.status(), 303);
-    let xsrf = hugo.cookie("_xsrf").unwrap();
-    let r = hugo
-        .post("/admin", &[("visibility", "named"), ("_xsrf", &xsrf)])
-        .await;
+    let r = hugo.submit("/admin", &[("visibility", "named")]).await;
     assert_eq!(r.status(), 303);
     let doc = server.json("/spaceapi.json").await;
     assert_eq!(
@@ -225,9 +222,7 @@ async fn members_of_an_original_database_become_named() {
 #[tokio::test]
 async fn the_admin_form_sets_ones_own_visibility() {
     let server = TestServer::start().await;
-    add_user(&server, "olga", "pw");
-    let mut s = Session::new(&server);
-    assert_eq!(s.login("olga", "pw", "/admin").await.status(), 303);
+    let mut s = logged_in_member(&server, "olga", "/admin").await;
     let page = s.get("/admin").await.text().await.unwrap();
     assert!(
         page.contains(r#"value="counted" checked"#),
@@ -248,11 +243,8 @@ async fn the_admin_form_sets_ones_own_visibility() {
     assert!(listed().contains("olga\tcounted"));
 
     // A bad value: 400 saying why, nothing changed.
-    let xsrf = s.cookie("_xsrf").unwrap();
     for bad in ["everyone", "", "NAMED"] {
-        let r = s
-            .post("/admin", &[("visibility", bad), ("_xsrf", &xsrf)])
-            .await;
+        let r = s.submit("/admin", &[("visibility", bad)]).await;
         assert_eq!(r.status(), 400, "{bad:?}");
         let text = r.text().await.unwrap();
         assert!(
@@ -264,9 +256,7 @@ async fn the_admin_form_sets_ones_own_visibility() {
     assert_eq!(server.text("/status").await, "0", "no status toggled");
 
     for visibility in ["hidden", "named"] {
-        let r = s
-            .post("/admin", &[("visibility", visibility), ("_xsrf", &xsrf)])
-            .await;
+        let r = s.submit("/admin", &[("visibility", visibility)]).await;
         assert_eq!(r.status(), 303);
         assert_eq!(location(&r), "/admin");
         assert!(listed().contains(&format!("olga\t{visibility}")));
