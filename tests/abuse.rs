@@ -437,8 +437,7 @@ async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_devic
     ])
     .await;
     let mut device = common::Device::connect_from("127.0.0.2", server.control_addr()).await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     server.wait_for_status("1").await;
 
     let started = Instant::now();
@@ -488,8 +487,7 @@ async fn one_token_check_a_second_per_address() {
     wrong.closed().await;
     // At once again, with the right token: closed unchecked.
     let mut fast = connect("127.0.0.2").await;
-    fast.send("auth s3cret").await;
-    fast.send("status 1").await;
+    fast.send_all(&["auth s3cret", "status 1"]).await;
     fast.closed().await;
     assert_eq!(status().await, "0");
     // Twenty more: the warning is said once a minute per address.
@@ -502,8 +500,7 @@ async fn one_token_check_a_second_per_address() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     // Another address is checked.
     let mut device = connect("127.0.0.4").await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     let deadline = Instant::now() + PATIENCE;
     while status().await != "1" {
         assert!(Instant::now() < deadline, "the device was not accepted");
@@ -547,13 +544,9 @@ async fn sensor_numbers_and_message_lengths_are_bounded() {
     let server = TestServer::start().await;
     let mut device = server.device().await;
     device.send("temperature 2147483648 20").await;
-    device
-        .send(&format!("message {}", common::b64(&"x".repeat(1001))))
-        .await;
+    device.send_message(&"x".repeat(1001)).await;
     device.send("temperature 2147483647 21").await;
-    device
-        .send(&format!("message {}", common::b64(&"y".repeat(1000))))
-        .await;
+    device.send_message(&"y".repeat(1000)).await;
     let data = server
         .wait_for_data("the last message", |d| d.get("message").is_some())
         .await;

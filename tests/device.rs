@@ -3,7 +3,7 @@
 mod common;
 
 use common::sqlite::column;
-use common::{Device, TestServer, b64};
+use common::{Device, TestServer};
 
 #[tokio::test]
 async fn status_line_opens_the_room_and_is_logged() {
@@ -42,9 +42,7 @@ async fn status_line_opens_the_room_and_is_logged() {
 async fn a_repeated_status_is_not_stored_twice() {
     let server = TestServer::start().await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("status 1").await;
-    device.send("status 1").await;
+    device.send_all(&["status 1", "status 1", "status 1"]).await;
     // A temperature after the repeats proves they were all processed.
     device.send("temperature 0 20.0").await;
     server
@@ -86,9 +84,7 @@ async fn temperatures_fill_data_newest_first() {
 async fn device_messages_are_stored_as_bits_and_escaped_in_json() {
     let server = TestServer::start().await;
     let mut device = server.device().await;
-    device
-        .send(&format!("message {}", b64("pizza <tonight> & 'beer'")))
-        .await;
+    device.send_message("pizza <tonight> & 'beer'").await;
     let data = server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;
@@ -188,8 +184,7 @@ async fn a_token_is_required_when_configured() {
     assert_eq!(server.text("/status").await, "0");
 
     let mut device = from("127.0.0.4").await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     server.wait_for_status("1").await;
 }
 
@@ -221,11 +216,9 @@ async fn keypad_enter_and_leave_are_accepted() {
     let server = TestServer::start().await;
     let mut device = server.device().await;
     // The device user exists with some id; unknown ids are ignored.
-    device.send("enter 1").await;
-    device.send("enter 999").await;
-    device.send("leave 999").await;
-    device.send("leave 1").await;
-    device.send("status 1").await;
+    device
+        .send_all(&["enter 1", "enter 999", "leave 999", "leave 1", "status 1"])
+        .await;
     server.wait_for_status("1").await;
 }
 

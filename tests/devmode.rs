@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, folder_with};
 use reqwest::header;
 
 /// A server whose wiki and assets folders are temporary and editable.
@@ -10,12 +10,16 @@ async fn server_with_folders(
     developer: bool,
 ) -> (TestServer, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let wiki = dir.path().join("wiki");
-    let assets = dir.path().join("assets");
-    std::fs::create_dir(&wiki).unwrap();
-    std::fs::create_dir(&assets).unwrap();
-    std::fs::write(wiki.join("rules.md"), "# Rules\n\nfirst version\n").unwrap();
-    std::fs::write(assets.join("site.css"), "body { color: red }\n").unwrap();
+    let wiki = folder_with(
+        dir.path(),
+        "wiki",
+        &[("rules.md", "# Rules\n\nfirst version\n")],
+    );
+    let assets = folder_with(
+        dir.path(),
+        "assets",
+        &[("site.css", "body { color: red }\n")],
+    );
     let db = dir.path().join("bitsd.db");
     let (w, a) = (wiki.display().to_string(), assets.display().to_string());
     let flag = format!("--developer-mode={developer}");

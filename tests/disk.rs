@@ -218,8 +218,7 @@ async fn serves_with_its_log_unwritable(server: &mut Spawned) {
     }
 
     let mut device = Device::connect(server.control).await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 1", "temperature 0 21.5"]).await;
     wait_for_data(server, "the device's status and sample", |d| {
         d["status"]["value"] == "open" && d["tempint"]["value"] == 21.5
     })
@@ -294,8 +293,7 @@ async fn a_full_disk_is_visible_and_bitsd_recovers_by_itself() {
 
     // Full after the start: the database is open, its next write fails.
     let filler = disk.fill();
-    device.send("status 0").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 0", "temperature 0 21.5"]).await;
     let deadline = Instant::now() + PATIENCE;
     while metric(&server, "bitsd_events_not_stored_total").await < 2.0 {
         assert!(

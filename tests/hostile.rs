@@ -181,7 +181,7 @@ async fn script_in_names_and_messages_is_always_escaped() {
     drop(db);
     let mut device = server.device().await;
     device.send("enter 2").await;
-    device.send(&format!("message {}", common::b64(evil))).await;
+    device.send_message(evil).await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;

@@ -93,8 +93,7 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let server = TestServer::start_with(&["--min-login-retry", "0"]).await;
     add_user(&server, "ada", "pw");
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 1", "temperature 0 21.5"]).await;
     server
         .wait_for_data("the sample", |d| d["tempint"]["value"] == 21.5)
         .await;

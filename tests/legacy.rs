@@ -2,16 +2,15 @@
 
 mod common;
 
+use common::TestServer;
 use common::legacy::legacy_database;
 use common::sqlite::value;
-use common::{TestServer, b64};
 
 #[tokio::test]
 async fn an_original_database_opens_and_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let db = legacy_database(dir.path());
-    let empty_wiki = dir.path().join("empty-wiki");
-    std::fs::create_dir(&empty_wiki).unwrap();
+    let empty_wiki = common::folder_with(dir.path(), "empty-wiki", &[]);
     let wiki = empty_wiki.display().to_string();
     let server = TestServer::start_in(dir, db.clone(), &["--wiki-path", &wiki]).await;
 
@@ -42,11 +41,8 @@ async fn an_original_database_opens_and_keeps_working() {
 
     // New events are written next to the old rows, in the old format.
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 1 21.0").await;
-    device
-        .send(&format!("message {}", b64("hello from the device")))
-        .await;
+    device.send_all(&["status 1", "temperature 1 21.0"]).await;
+    device.send_message("hello from the device").await;
     server
         .wait_for_data("the device message", |d| d["message"]["user"] == "BITS")
         .await;
@@ -93,8 +89,7 @@ async fn an_original_database_opens_and_keeps_working() {
 async fn restarting_keeps_the_state() {
     let server = TestServer::start().await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 4 18.0").await;
+    device.send_all(&["status 1", "temperature 4 18.0"]).await;
     server
         .wait_for_data("the sample", |d| d["tempint"]["sensor"] == 4)
         .await;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, b64};
+use common::{PATIENCE, TestServer};
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -45,11 +45,8 @@ async fn websocket_gets_the_snapshot_then_each_event_in_order() {
     let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot, server.json("/data").await);
 
-    device.send("status 1").await;
-    device.send("temperature 1 21.25").await;
-    device
-        .send(&format!("message {}", b64("on my way <3")))
-        .await;
+    device.send_all(&["status 1", "temperature 1 21.25"]).await;
+    device.send_message("on my way <3").await;
     device.send("status 1").await; // a repeat: not broadcast
     device.send("status 0").await;
 
@@ -121,8 +118,7 @@ async fn sse_gets_the_same_messages() {
     let mut sse = SseClient::connect(&server).await;
     assert_eq!(sse.next_json().await, serde_json::json!({"version": 3}));
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 3 19.0").await;
+    device.send_all(&["status 1", "temperature 3 19.0"]).await;
     assert_eq!(sse.next_json().await["status"]["value"], "open");
     assert_eq!(sse.next_json().await["tempint"]["sensor"], 3);
 }
@@ -204,9 +200,7 @@ async fn a_client_that_does_not_read_neither_delays_others_nor_loses_the_state()
     let count = 4000;
     let sender = tokio::spawn(async move {
         for i in 0..count {
-            device
-                .send(&format!("message {}", b64(&format!("{i} {filler}"))))
-                .await;
+            device.send_message(&format!("{i} {filler}")).await;
         }
         device
     });
@@ -309,9 +303,9 @@ async fn metrics_count_clients_events_and_requests() {
     let mut sse_b = SseClient::connect(&server).await;
     sse_b.next_json().await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 20.0").await;
-    device.send("temperature 0 20.5").await;
+    device
+        .send_all(&["status 1", "temperature 0 20.0", "temperature 0 20.5"])
+        .await;
     server
         .wait_for_data("two samples", |d| d["tempint"]["value"] == 20.5)
         .await;
