@@ -85,11 +85,6 @@ async fn every_event_a_client_saw_survives_sigkill() {
 
     // And bitsd starts again on the same file.
     let again = Spawned::start(&db);
-    let body = reqwest::get(format!("http://{}/healthz", again.web))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::get_text(format!("http://{}/healthz", again.web)).await;
     assert_eq!(body, "ok\n");
 }

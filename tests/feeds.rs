@@ -174,8 +174,7 @@ async fn past_openings_in_utc_across_daylight_saving_changes() {
 
     // Opening the room adds an opening in progress and changes the tag.
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
     let now = revalidate(&server, "/openings.ics", &etag).await;
     assert_eq!(now.status(), 200);
     assert_ne!(now.headers()[header::ETAG], etag);
@@ -372,8 +371,7 @@ async fn the_badge_follows_the_status() {
     );
 
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
     let open = revalidate(&server, "/badge.svg", &closed_tag).await;
     assert_eq!(open.status(), 200);
     let open_tag = common::header_text(&open, header::ETAG).to_string();

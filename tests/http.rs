@@ -71,8 +71,7 @@ async fn widget_headers_etag_and_304() {
 
 #[tokio::test]
 async fn log_pages_and_bad_parameters() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..45 {
         device.send(&format!("status {}", (i + 1) % 2)).await;
     }
@@ -249,8 +248,7 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn large_responses_are_compressed() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..100 {
         device
             .send(&format!("temperature {} 2{}.25", i % 3, i % 10))
@@ -333,13 +331,11 @@ async fn web_on_a_unix_socket() {
 
 #[tokio::test]
 async fn shutdown_finishes_pending_writes() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..500 {
         device.send(&format!("temperature 0 {}.0", i % 100)).await;
     }
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
     let db = server.db.clone();
     let dir = server.stop().await;
     let conn = rusqlite::Connection::open(&db).unwrap();

@@ -87,8 +87,7 @@ async fn an_original_database_opens_and_keeps_working() {
 
 #[tokio::test]
 async fn restarting_keeps_the_state() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     device.send_all(&["status 1", "temperature 4 18.0"]).await;
     server
         .wait_for_data("the sample", |d| d["tempint"]["sensor"] == 4)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, TestServer};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -34,8 +34,7 @@ async fn next_json(ws: &mut Ws) -> serde_json::Value {
 
 #[tokio::test]
 async fn websocket_gets_the_snapshot_then_each_event_in_order() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     device.send("temperature 0 20.5").await;
     server
         .wait_for_data("the sample", |d| d["tempint"].is_object())
@@ -71,13 +70,8 @@ struct SseClient {
 
 impl SseClient {
     async fn connect(server: &TestServer) -> SseClient {
-        let mut stream = tokio::net::TcpStream::connect(server.web_addr())
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
+        let request = b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let stream = common::connect_and_send(server.web_addr(), request).await;
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
         loop {
@@ -98,12 +92,8 @@ impl SseClient {
 
     async fn next_json(&mut self) -> serde_json::Value {
         loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-                .await
-                .expect("an event in time")
-                .unwrap();
-            assert!(n > 0, "stream ended");
+            let line = common::next_line(&mut self.reader, "an event").await;
+            let line = line.expect("stream ended");
             // Chunked encoding: payload lines start with `data:`.
             if let Some(data) = line.trim_end().strip_prefix("data: ") {
                 return serde_json::from_str(data).unwrap();

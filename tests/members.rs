@@ -11,8 +11,7 @@ async fn login_admin_toggle_and_message_reach_the_device() {
     let server = TestServer::start().await;
     add_user(&server, "alice", "correct horse");
     let mut device = server.device().await;
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
 
     let mut s = Session::new(&server);
     let r = s.get("/admin").await;

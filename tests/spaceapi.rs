@@ -227,18 +227,13 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
         "https://bits.club.example/",
     ])
     .await;
-    let doc: serde_json::Value = fixed
-        .http
-        .get(fixed.url("/spaceapi.json"))
-        .header("Host", "evil.example")
-        .header("X-Forwarded-Host", "evil.example")
-        .header("X-Forwarded-Proto", "http")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forged = [
+        (header::HOST, "evil.example"),
+        (common::X_FORWARDED_HOST, "evil.example"),
+        (common::X_FORWARDED_PROTO, "http"),
+    ];
+    let response = fixed.get_with("/spaceapi.json", &forged).await;
+    let doc: serde_json::Value = response.json().await.unwrap();
     assert_valid(&doc);
     assert_eq!(doc["url"], "https://bits.club.example");
     assert_eq!(

@@ -175,18 +175,14 @@ async fn a_hidden_member_alone_still_opens_and_closes_the_room() {
     let hidden = member(&server, HIDDEN, "hidden");
     let mut device = server.device().await;
     device.send(&format!("enter {hidden}")).await;
-    assert_eq!(
-        device.recv().await,
-        "status 1",
-        "opened for a hidden member"
-    );
-    server.wait_for_status("1").await;
+    let why = "opened for a hidden member";
+    server.status_told(&mut device, "1", why).await;
     let doc = server.json("/spaceapi.json").await;
     assert_eq!(people(&doc), &serde_json::json!({"value": 0}));
     assert!(server.text("/").await.contains("People in the room: 0"));
     device.send(&format!("leave {hidden}")).await;
-    assert_eq!(device.recv().await, "status 0");
-    server.wait_for_status("0").await;
+    let why = "closed when the hidden member leaves";
+    server.status_told(&mut device, "0", why).await;
 }
 
 #[tokio::test]

@@ -431,12 +431,7 @@ async fn a_refusal_is_final_and_logged() {
     );
     assert!(!line.contains("second line"));
     no_more_than(&receiver, 2, Duration::from_millis(1200)).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", bitsd.web))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("http://{}/metrics", bitsd.web)).await;
     for line in [
         "bitsd_webhook_deliveries_total{hook=\"h\",result=\"failed\"} 1",
         "bitsd_webhook_deliveries_total{hook=\"h\",result=\"delivered\"} 1",

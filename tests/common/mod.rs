@@ -43,6 +43,23 @@ pub const AUTO_STATUS_IN_A_SECOND: [&str; 5] = [
     "1",
 ];
 
+/// Options for a device port that asks for the token `s3cret` and takes
+/// devices from any loopback address.
+pub const DEVICE_TOKEN_S3CRET: [&str; 4] = [
+    "--control-token",
+    "s3cret",
+    "--control-remote-address",
+    "127.0.0.0/8",
+];
+
+/// Options for a server behind a reverse proxy that takes two connections
+/// from each client address.
+pub const PROXIED_TWO_PER_ADDRESS: [&str; 3] = [
+    "--reverse-proxied",
+    "--web-max-connections-per-address",
+    "2",
+];
+
 /// The headers a reverse proxy adds.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -77,6 +94,13 @@ impl TestServer {
     /// A server on a new database with the repository's wiki loaded.
     pub async fn start() -> TestServer {
         Self::start_with(&[]).await
+    }
+
+    /// A server on a new database, and the device connected to it.
+    pub async fn start_with_device() -> (TestServer, Device) {
+        let server = Self::start().await;
+        let device = server.device().await;
+        (server, device)
     }
 
     /// A server on a new database, with extra command-line options.
@@ -131,11 +155,7 @@ impl TestServer {
 
     /// GET `path` with `headers` added.
     pub async fn get_with(&self, path: &str, headers: &[(HeaderName, &str)]) -> reqwest::Response {
-        let mut request = self.http.get(self.url(path));
-        for (name, value) in headers {
-            request = request.header(name.clone(), *value);
-        }
-        request.send().await.unwrap()
+        get_with(&self.http, self.url(path), headers).await
     }
 
     /// POSTs `form` to `path`, without cookies.
@@ -171,6 +191,25 @@ impl TestServer {
         Device::connect(self.control_addr()).await
     }
 
+    /// Opens `n` device connections at once, then waits until the server
+    /// has closed every one (for a server that refuses them).
+    pub async fn refused_devices(&self, n: usize) {
+        let mut refused = Vec::new();
+        for _ in 0..n {
+            refused.push(self.device().await);
+        }
+        for mut device in refused {
+            device.closed().await;
+        }
+    }
+
+    /// Has `device` told the status `value` (`1` open, `0` closed), as the
+    /// server decided it, and waits until it is stored; `why` says when.
+    pub async fn status_told(&self, device: &mut Device, value: &str, why: &str) {
+        assert_eq!(device.recv().await, format!("status {value}"), "{why}");
+        self.wait_for_status(value).await;
+    }
+
     /// Waits until `/data` satisfies `check`; returns it.
     pub async fn wait_for_data(
         &self,
@@ -199,6 +238,13 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Has `device` send the status `value` (`1` open, `0` closed) and waits
+    /// until it is stored.
+    pub async fn status_from(&self, device: &mut Device, value: &str) {
+        device.send(&format!("status {value}")).await;
+        self.wait_for_status(value).await;
     }
 
     /// Waits until a status `expected` (`1` open, `0` closed) is stored:
@@ -319,12 +365,8 @@ impl Device {
 
     /// The next line from the server, without `\n`.
     pub async fn recv(&mut self) -> String {
-        let mut line = String::new();
-        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-            .await
-            .expect("a line from the server in time")
-            .unwrap();
-        assert!(n > 0, "connection closed while waiting for a line");
+        let line = next_line(&mut self.reader, "a line from the server").await;
+        let line = line.expect("connection closed while waiting for a line");
         line.trim_end_matches('\n').to_string()
     }
 
@@ -369,6 +411,24 @@ pub async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
     socket.connect(to).await.unwrap()
 }
 
+/// GET `url` through `client` with `headers` added.
+pub async fn get_with(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    headers: &[(HeaderName, &str)],
+) -> reqwest::Response {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(name.clone(), *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// The body of a GET of `url`, whatever its status, from a client of its own.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// The value of the header `name` of `response`, as text.
 pub fn header_text(response: &reqwest::Response, name: HeaderName) -> &str {
     let value = response.headers().get(&name);
@@ -382,6 +442,36 @@ pub fn assert_contains(text: &str, parts: &[&str]) {
     for part in parts {
         assert!(text.contains(part), "no {part:?} in {text}");
     }
+}
+
+/// The next line of `reader`, `\n` included, within [`PATIENCE`]; `None`
+/// once the stream has ended. `what` names the line a failure waited for.
+pub async fn next_line<R>(reader: &mut R, what: &str) -> Option<String>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let mut line = String::new();
+    let n = tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("{what} in time"))
+        .unwrap();
+    (n > 0).then_some(line)
+}
+
+/// A connection to `to` on which `request` has been sent.
+pub async fn connect_and_send(to: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(to).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream
+}
+
+/// A connection from the local address `from` (127.x.y.z) to `to` on which
+/// `GET /events` has been sent, with the extra header lines `headers`.
+pub async fn request_events_from(from: &str, to: SocketAddr, headers: &str) -> TcpStream {
+    let mut stream = tcp_from(from, to).await;
+    let request = format!("GET /events HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
 }
 
 /// base64 of `text`, as the device writes messages.
