@@ -168,9 +168,7 @@ async fn websocket_from(
 /// Opens an event stream from `from` with `headers`; returns once the
 /// first event has arrived.
 async fn events_from(from: &str, to: SocketAddr, headers: &str) -> TcpStream {
-    let mut stream = tcp_from(from, to).await;
-    let request = format!("GET /events HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = common::request_events_from(from, to, headers).await;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("data:") {
@@ -241,30 +239,22 @@ async fn one_address_holds_at_most_its_share_of_connections() {
 
 #[tokio::test]
 async fn behind_a_proxy_each_client_address_is_counted() {
-    let server = TestServer::start_with(&[
-        "--reverse-proxied",
-        "--web-max-connections-per-address",
-        "2",
-    ])
-    .await;
+    let server = TestServer::start_with(&common::PROXIED_TWO_PER_ADDRESS).await;
     let web = server.web_addr();
     let client = "X-Forwarded-For: 203.0.113.5\r\n";
     let _a = events_from("127.0.0.1", web, client).await;
     let _b = events_from("127.0.0.1", web, client).await;
-    let get = |forwarded: &'static str| {
-        server
-            .http
-            .get(server.url("/status"))
-            .header("X-Forwarded-For", forwarded)
-            .send()
-    };
-    assert_eq!(get("203.0.113.5").await.unwrap().status(), 429);
-    assert_eq!(get("203.0.113.6").await.unwrap().status(), 200);
-    // The client's own entry on the left changes nothing.
-    assert_eq!(
-        get("198.51.100.1, 203.0.113.5").await.unwrap().status(),
-        429
-    );
+    for (forwarded, status) in [
+        ("203.0.113.5", 429),
+        ("203.0.113.6", 200),
+        // The client's own entry on the left changes nothing.
+        ("198.51.100.1, 203.0.113.5", 429),
+    ] {
+        let r = server
+            .get_with("/status", &[(common::X_FORWARDED_FOR, forwarded)])
+            .await;
+        assert_eq!(r.status(), status, "{forwarded}");
+    }
     assert_eq!(
         server
             .metric("bitsd_web_connections_refused_per_address_total")
@@ -432,16 +422,9 @@ async fn static_files_follow_no_link_out_of_assets() {
 
 #[tokio::test]
 async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_device() {
-    let server = TestServer::start_with(&[
-        "--control-token",
-        "s3cret",
-        "--control-remote-address",
-        "127.0.0.0/8",
-    ])
-    .await;
+    let server = TestServer::start_with(&common::DEVICE_TOKEN_S3CRET).await;
     let mut device = common::Device::connect_from("127.0.0.2", server.control_addr()).await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     server.wait_for_status("1").await;
 
     let started = Instant::now();
@@ -461,8 +444,7 @@ async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_devic
         String::from_utf8_lossy(&heard)
     );
     assert!(started.elapsed() >= Duration::from_secs(4), "it had 5 s");
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
 }
 
 /// bitsd as a child process in `dir`, with `control_token = "s3cret"` and
@@ -482,17 +464,13 @@ async fn one_token_check_a_second_per_address() {
     let dir = tempfile::tempdir().unwrap();
     let bitsd = with_token(dir.path());
     let connect = |from: &'static str| common::Device::connect_from(from, bitsd.control);
-    let status = || async {
-        let url = format!("http://{}/status", bitsd.web);
-        reqwest::get(url).await.unwrap().text().await.unwrap()
-    };
+    let status = || common::get_text(format!("http://{}/status", bitsd.web));
     let mut wrong = connect("127.0.0.2").await;
     wrong.send("auth guess").await;
     wrong.closed().await;
     // At once again, with the right token: closed unchecked.
     let mut fast = connect("127.0.0.2").await;
-    fast.send("auth s3cret").await;
-    fast.send("status 1").await;
+    fast.send_all(&["auth s3cret", "status 1"]).await;
     fast.closed().await;
     assert_eq!(status().await, "0");
     // Twenty more: the warning is said once a minute per address.
@@ -505,8 +483,7 @@ async fn one_token_check_a_second_per_address() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     // Another address is checked.
     let mut device = connect("127.0.0.4").await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     let deadline = Instant::now() + PATIENCE;
     while status().await != "1" {
         assert!(Instant::now() < deadline, "the device was not accepted");
@@ -520,8 +497,7 @@ async fn the_device_socket_has_tcp_keepalive() {
     let stream = TcpStream::connect(server.control_addr()).await.unwrap();
     let ours = stream.local_addr().unwrap();
     let mut device = common::Device::from_stream(stream);
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
     // The server's end: local = the control port, remote = our port.
     let hex_addr = |a: SocketAddr| match a.ip() {
         IpAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.octets()), a.port()),
@@ -547,16 +523,11 @@ async fn the_device_socket_has_tcp_keepalive() {
 
 #[tokio::test]
 async fn sensor_numbers_and_message_lengths_are_bounded() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     device.send("temperature 2147483648 20").await;
-    device
-        .send(&format!("message {}", common::b64(&"x".repeat(1001))))
-        .await;
+    device.send_message(&"x".repeat(1001)).await;
     device.send("temperature 2147483647 21").await;
-    device
-        .send(&format!("message {}", common::b64(&"y".repeat(1000))))
-        .await;
+    device.send_message(&"y".repeat(1000)).await;
     let data = server
         .wait_for_data("the last message", |d| d.get("message").is_some())
         .await;
@@ -665,13 +636,7 @@ async fn strangers_cannot_keep_the_device_out() {
         "the device got in {got_in} times in 5, within 3 tries each \
          (tries per attempt: {tries_to_get_in:?}) while peers made {churned} connections"
     );
-    let server = format!("http://{}", bitsd.web);
-    let metrics = reqwest::get(format!("{server}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("http://{}/metrics", bitsd.web)).await;
     let evicted: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("bitsd_device_waiting_evicted_total "))

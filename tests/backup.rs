@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::legacy::LEGACY_SCHEMA;
+use common::legacy::{LEGACY_SCHEMA, legacy_database};
+use common::sqlite::value;
 use common::{PATIENCE, Spawned, bitsd_command, stdout_of};
 use tokio::io::AsyncWriteExt;
 
@@ -56,24 +57,16 @@ fn one_line_failure(out: &Output, start: &str) -> String {
 }
 
 fn rows(db: &Path, table: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(&format!(r#"SELECT COUNT(*) FROM "{table}""#), [], |r| {
-            r.get(0)
-        })
-        .unwrap()
+    let conn = rusqlite::Connection::open(db).unwrap();
+    value(&conn, &format!(r#"SELECT COUNT(*) FROM "{table}""#))
 }
 
 /// Opens a copy and checks it is whole, one file, and in DELETE mode.
 fn assert_whole(copy: &Path) {
     let conn = rusqlite::Connection::open(copy).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = value(&conn, "PRAGMA integrity_check");
     assert_eq!(ok, "ok", "{}", copy.display());
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = value(&conn, "PRAGMA journal_mode");
     assert_eq!(mode, "delete", "{}", copy.display());
 }
 
@@ -219,11 +212,7 @@ fn a_backup_of_a_missing_database_fails_and_creates_nothing() {
 #[test]
 fn check_reads_an_original_database_without_changing_a_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bits.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(LEGACY_SCHEMA)
-        .unwrap();
+    let db = legacy_database(dir.path());
     let before = listing(dir.path());
 
     let out = stdout_of(bitsd(&db, &["check"]));

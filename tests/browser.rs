@@ -17,18 +17,12 @@ use common::TestServer;
 use futures_util::StreamExt;
 
 fn chromium() -> PathBuf {
-    let candidates = [
-        std::env::var("CHROMIUM").unwrap_or_default(),
-        "/usr/bin/chromium".into(),
-        "/usr/bin/chromium-browser".into(),
-        "/usr/bin/google-chrome".into(),
+    let paths = [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
     ];
-    candidates
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("no Chromium found: `make test` installs Debian's chromium, or set CHROMIUM=/path")
+    common::installed("CHROMIUM", &paths, "chromium")
 }
 
 async fn launch() -> (Browser, tokio::task::JoinHandle<()>, tempfile::TempDir) {
@@ -76,6 +70,54 @@ async fn wait_until(page: &Page, what: &str, expression: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the page's script is live over the websocket.
+async fn wait_for_websocket(page: &Page, what: &str) {
+    wait_until(
+        page,
+        what,
+        "document.getElementById('live').dataset.transport === 'websocket'",
+    )
+    .await;
+}
+
+/// Reloads the page and waits until its script is live again.
+async fn reload_live(page: &Page, what: &str) {
+    page.reload().await.unwrap();
+    wait_for_websocket(page, what).await;
+}
+
+/// Waits until the element with id `id` reads `expected`.
+async fn wait_for_text(page: &Page, what: &str, id: &str, expected: &str) {
+    let expression = format!("document.getElementById('{id}').textContent === '{expected}'");
+    wait_until(page, what, &expression).await;
+}
+
+/// Waits until sensor `sensor`'s value on the page reads `shown`.
+async fn wait_for_sample(page: &Page, what: &str, sensor: u32, shown: &str) {
+    let expression = format!(
+        "document.querySelector('#sensors li[data-sensor=\"{sensor}\"] .value').textContent === '{shown}'"
+    );
+    wait_until(page, what, &expression).await;
+}
+
+/// Clicks the element with id `id`.
+async fn click(page: &Page, id: &str) {
+    page.evaluate(format!("document.getElementById('{id}').click()"))
+        .await
+        .unwrap();
+}
+
+/// How many points the temperature chart draws.
+async fn chart_points(page: &Page) -> usize {
+    page.evaluate(
+        "document.querySelector('#chart polyline').getAttribute('points').split(' ').length",
+    )
+    .await
+    .unwrap()
+    .into_value()
+    .unwrap()
 }
 
 async fn text(page: &Page, expression: &str) -> String {
@@ -166,44 +208,37 @@ async fn the_homepage_is_live_in_a_real_browser() {
 
     // A page from before anything was recorded, kept live from then on.
     let early = browser.new_page(server.url("/")).await.unwrap();
-    wait_until(
-        &early,
-        "the script",
-        "document.getElementById('live').dataset.transport === 'websocket'",
-    )
-    .await;
+    wait_for_websocket(&early, "the script").await;
     assert_agrees_with_the_server(&early, &server, "with nothing recorded").await;
 
     let mut device = server.device().await;
-    device.send("status 0").await;
-    device.send("temperature 0 20.5").await;
-    device.send("temperature 0 21.0").await;
-    // Falling, steady, and exact halves, which must round alike.
-    device.send("temperature 1 20.35").await;
-    device.send("temperature 1 20.25").await;
-    device.send("temperature 2 -0.25").await;
     device
-        .send(&format!("message {}", common::b64("Welcome <back>")))
+        .send_all(&["status 0", "temperature 0 20.5", "temperature 0 21.0"])
         .await;
+    // Falling, steady, and exact halves, which must round alike.
+    device
+        .send_all(&[
+            "temperature 1 20.35",
+            "temperature 1 20.25",
+            "temperature 2 -0.25",
+        ])
+        .await;
+    device.send_message("Welcome <back>").await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;
-    wait_until(
+    wait_for_text(
         &early,
         "the message, live",
-        "document.getElementById('message-text').textContent === 'Welcome <back>'",
+        "message-text",
+        "Welcome <back>",
     )
     .await;
     assert_agrees_with_the_server(&early, &server, "after changes pushed one by one").await;
 
     // Server-rendered state, then live over the websocket.
     let page = browser.new_page(server.url("/")).await.unwrap();
-    wait_until(
-        &page,
-        "the script",
-        "document.getElementById('live').dataset.transport === 'websocket'",
-    )
-    .await;
+    wait_for_websocket(&page, "the script").await;
     assert_agrees_with_the_server(&page, &server, "on load").await;
     assert_eq!(
         text(&page, "document.getElementById('status-text').textContent").await,
@@ -217,12 +252,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
 
     // A status line from the device changes text, title and favicon.
     device.send("status 1").await;
-    wait_until(
-        &page,
-        "the open status",
-        "document.getElementById('status-text').textContent === 'The room is open'",
-    )
-    .await;
+    wait_for_text(&page, "the open status", "status-text", "The room is open").await;
     assert_eq!(text(&page, "document.title").await, "BITS · open");
     assert!(
         text(&page, "document.getElementById('favicon').href")
@@ -236,21 +266,9 @@ async fn the_homepage_is_live_in_a_real_browser() {
     assert_agrees_with_the_server(&page, &server, "after a status change").await;
 
     // A temperature line updates the value, the trend and the chart.
-    let points_before: usize = page
-        .evaluate(
-            "document.querySelector('#chart polyline').getAttribute('points').split(' ').length",
-        )
-        .await
-        .unwrap()
-        .into_value()
-        .unwrap();
+    let points_before = chart_points(&page).await;
     device.send("temperature 0 23.5").await;
-    wait_until(
-        &page,
-        "the new sample",
-        "document.querySelector('#sensors li[data-sensor=\"0\"] .value').textContent === '23.5 °C'",
-    )
-    .await;
+    wait_for_sample(&page, "the new sample", 0, "23.5 °C").await;
     assert_eq!(
         text(
             &page,
@@ -259,34 +277,18 @@ async fn the_homepage_is_live_in_a_real_browser() {
         .await,
         "↑"
     );
-    let points_after: usize = page
-        .evaluate(
-            "document.querySelector('#chart polyline').getAttribute('points').split(' ').length",
-        )
-        .await
-        .unwrap()
-        .into_value()
-        .unwrap();
-    assert_eq!(points_after, points_before + 1);
+    assert_eq!(chart_points(&page).await, points_before + 1);
     assert_agrees_with_the_server(&page, &server, "after a sample").await;
 
     // The colour-blind toggle is remembered across a reload.
-    page.evaluate("document.getElementById('blind-toggle').click()")
-        .await
-        .unwrap();
+    click(&page, "blind-toggle").await;
     wait_until(
         &page,
         "the blind palette",
         "document.body.classList.contains('blind')",
     )
     .await;
-    page.reload().await.unwrap();
-    wait_until(
-        &page,
-        "the reloaded page",
-        "document.getElementById('live').dataset.transport === 'websocket'",
-    )
-    .await;
+    reload_live(&page, "the reloaded page").await;
     assert!(text(&page, "String(document.body.classList.contains('blind'))").await == "true");
     assert!(
         text(&page, "document.getElementById('forecast').src")
@@ -297,9 +299,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
     // Screenshots for review, phone and desktop.
     screenshot(&page, "home-phone.png", 390, 844, true).await;
     screenshot(&page, "home-desktop.png", 1280, 900, false).await;
-    page.evaluate("document.getElementById('blind-toggle').click()")
-        .await
-        .unwrap();
+    click(&page, "blind-toggle").await;
 
     // With websockets broken the page falls back to Server-Sent Events.
     let blocked = browser.new_page("about:blank").await.unwrap();
@@ -317,10 +317,11 @@ async fn the_homepage_is_live_in_a_real_browser() {
     )
     .await;
     device.send("status 0").await;
-    wait_until(
+    wait_for_text(
         &blocked,
         "the closed status over SSE",
-        "document.getElementById('status-text').textContent === 'The room is closed'",
+        "status-text",
+        "The room is closed",
     )
     .await;
     assert_eq!(text(&blocked, "document.title").await, "BITS · closed");
@@ -352,37 +353,16 @@ async fn the_homepage_is_live_in_a_real_browser() {
         "navigator.serviceWorker.controller !== null",
     )
     .await;
-    page.reload().await.unwrap();
-    wait_until(
-        &page,
-        "the page again, through the service worker",
-        "document.getElementById('live').dataset.transport === 'websocket'",
-    )
-    .await;
+    reload_live(&page, "the page again, through the service worker").await;
     device.send("temperature 0 24.5").await;
-    wait_until(
-        &page,
-        "the last sample",
-        "document.querySelector('#sensors li[data-sensor=\"0\"] .value').textContent === '24.5 °C'",
-    )
-    .await;
+    wait_for_sample(&page, "the last sample", 0, "24.5 °C").await;
 
     // In Italian the script writes what the server writes: words, dates,
     // decimal commas. (Last: the browser keeps the `lang` cookie.)
     let italian = browser.new_page(server.url("/?lang=it")).await.unwrap();
-    wait_until(
-        &italian,
-        "the Italian page's script",
-        "document.getElementById('live').dataset.transport === 'websocket'",
-    )
-    .await;
+    wait_for_websocket(&italian, "the Italian page's script").await;
     device.send("temperature 1 19.25").await;
-    wait_until(
-        &italian,
-        "the Italian sample",
-        "document.querySelector('#sensors li[data-sensor=\"1\"] .value').textContent === '19,3 °C'",
-    )
-    .await;
+    wait_for_sample(&italian, "the Italian sample", 1, "19,3 °C").await;
     assert_eq!(text(&italian, "document.documentElement.lang").await, "it");
     assert_agrees_with(&italian, &server, "/?lang=it", "in Italian").await;
     screenshot(&italian, "home-phone-it.png", 390, 844, true).await;

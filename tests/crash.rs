@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::sqlite::{column, value};
 use common::{PATIENCE, Spawned};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -71,17 +72,8 @@ async fn every_event_a_client_saw_survives_sigkill() {
     assert!(seen.len() >= 300, "{}", seen.len());
 
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
-    let stored: BTreeSet<i64> = conn
-        .prepare(r#"SELECT sensor FROM "Temperature""#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    assert_eq!(value::<String>(&conn, "PRAGMA integrity_check"), "ok");
+    let stored: BTreeSet<i64> = column(&conn, r#"SELECT sensor FROM "Temperature""#);
     let lost: Vec<&i64> = seen.difference(&stored).collect();
     assert!(lost.is_empty(), "seen by a client but not stored: {lost:?}");
     assert!(
@@ -93,11 +85,6 @@ async fn every_event_a_client_saw_survives_sigkill() {
 
     // And bitsd starts again on the same file.
     let again = Spawned::start(&db);
-    let body = reqwest::get(format!("http://{}/healthz", again.web))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::get_text(format!("http://{}/healthz", again.web)).await;
     assert_eq!(body, "ok\n");
 }

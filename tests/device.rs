@@ -2,15 +2,15 @@
 
 mod common;
 
-use common::{Device, TestServer, b64};
+use common::sqlite::column;
+use common::{Device, TestServer};
 
 #[tokio::test]
 async fn status_line_opens_the_room_and_is_logged() {
     let server = TestServer::start().await;
     assert_eq!(server.text("/status").await, "0");
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
 
     let log = server.json("/log?format=json").await;
     let rows = log["log"].as_array().unwrap();
@@ -30,8 +30,7 @@ async fn status_line_opens_the_room_and_is_logged() {
     let html = server.text("/log").await;
     assert!(html.contains("<td>open</td>"), "{html}");
 
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
     let log = server.json("/log?format=json").await;
     assert_eq!(log["log"][0]["value"], "closed");
     assert_eq!(log["log"][1]["value"], "open");
@@ -39,11 +38,8 @@ async fn status_line_opens_the_room_and_is_logged() {
 
 #[tokio::test]
 async fn a_repeated_status_is_not_stored_twice() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("status 1").await;
-    device.send("status 1").await;
+    let (server, mut device) = TestServer::start_with_device().await;
+    device.send_all(&["status 1", "status 1", "status 1"]).await;
     // A temperature after the repeats proves they were all processed.
     device.send("temperature 0 20.0").await;
     server
@@ -55,8 +51,7 @@ async fn a_repeated_status_is_not_stored_twice() {
 
 #[tokio::test]
 async fn temperatures_fill_data_newest_first() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..105 {
         device
             .send(&format!("temperature {} {}.5", i % 2, 10 + i % 50))
@@ -83,11 +78,8 @@ async fn temperatures_fill_data_newest_first() {
 
 #[tokio::test]
 async fn device_messages_are_stored_as_bits_and_escaped_in_json() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
-    device
-        .send(&format!("message {}", b64("pizza <tonight> & 'beer'")))
-        .await;
+    let (server, mut device) = TestServer::start_with_device().await;
+    device.send_message("pizza <tonight> & 'beer'").await;
     let data = server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;
@@ -103,8 +95,7 @@ async fn device_messages_are_stored_as_bits_and_escaped_in_json() {
 
 #[tokio::test]
 async fn bad_lines_are_skipped_and_the_connection_goes_on() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for bad in [
         "hello",
         "status 2",
@@ -130,28 +121,23 @@ async fn bad_lines_are_skipped_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn an_overlong_line_closes_the_connection() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    let (server, mut device) = TestServer::start_with_device().await;
+    server.status_from(&mut device, "1").await;
     let long = vec![b'7'; 64 * 1024];
     device.send_raw(&long).await;
     device.closed().await;
     // The server still accepts a device afterwards.
     let mut device = server.device().await;
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
 }
 
 #[tokio::test]
 async fn a_new_device_replaces_the_old_one() {
     let server = TestServer::start().await;
     let mut first = server.device().await;
-    first.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut first, "1").await;
     let mut second = server.device().await;
-    second.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut second, "0").await;
     first.closed().await;
     second.send("sound 2").await;
     assert_eq!(second.recv().await, "sound 2");
@@ -159,21 +145,14 @@ async fn a_new_device_replaces_the_old_one() {
 
 #[tokio::test]
 async fn sound_is_echoed_to_the_device() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (_server, mut device) = TestServer::start_with_device().await;
     device.send("sound 7").await;
     assert_eq!(device.recv().await, "sound 7");
 }
 
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
-    let server = TestServer::start_with(&[
-        "--control-token",
-        "s3cret",
-        "--control-remote-address",
-        "127.0.0.0/8",
-    ])
-    .await;
+    let server = TestServer::start_with(&common::DEVICE_TOKEN_S3CRET).await;
     // Each from an address of its own: one token check a second per address.
     let from = |ip: &'static str| common::Device::connect_from(ip, server.control_addr());
 
@@ -187,8 +166,7 @@ async fn a_token_is_required_when_configured() {
     assert_eq!(server.text("/status").await, "0");
 
     let mut device = from("127.0.0.4").await;
-    device.send("auth s3cret").await;
-    device.send("status 1").await;
+    device.send_all(&["auth s3cret", "status 1"]).await;
     server.wait_for_status("1").await;
 }
 
@@ -205,26 +183,17 @@ async fn peers_outside_the_allowlist_are_refused() {
 #[tokio::test]
 async fn many_refused_peers_leave_the_device_port_working() {
     let server = TestServer::start_with(&["--control-remote-address", "10.0.0.0/8"]).await;
-    let mut refused = Vec::new();
-    for _ in 0..200 {
-        refused.push(server.device().await);
-    }
-    for mut d in refused {
-        d.closed().await;
-    }
+    server.refused_devices(200).await;
     assert_eq!(server.text("/healthz").await, "ok\n");
 }
 
 #[tokio::test]
 async fn keypad_enter_and_leave_are_accepted() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     // The device user exists with some id; unknown ids are ignored.
-    device.send("enter 1").await;
-    device.send("enter 999").await;
-    device.send("leave 999").await;
-    device.send("leave 1").await;
-    device.send("status 1").await;
+    device
+        .send_all(&["enter 1", "enter 999", "leave 999", "leave 1", "status 1"])
+        .await;
     server.wait_for_status("1").await;
 }
 
@@ -258,20 +227,16 @@ async fn control_on_a_unix_socket() {
 #[tokio::test]
 async fn web_changes_reach_nobody_when_no_device_is_connected() {
     // Sending to an absent device must not block anything.
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    let (server, mut device) = TestServer::start_with_device().await;
+    server.status_from(&mut device, "1").await;
     drop(device);
     let mut again = Device::connect(server.control_addr()).await;
-    again.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut again, "0").await;
 }
 
 #[tokio::test]
 async fn a_flood_is_stored_whole_and_in_order() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     let mut burst = String::new();
     for i in 0..5000 {
         burst.push_str(&format!("temperature {} {}.{}\n", i % 4, i % 90, i % 10));
@@ -287,13 +252,10 @@ async fn a_flood_is_stored_whole_and_in_order() {
     let db = server.db.clone();
     let _dir = server.stop().await;
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let values: Vec<f64> = conn
-        .prepare(r#"SELECT value FROM "Temperature" ORDER BY timestamp"#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let values: Vec<f64> = column(
+        &conn,
+        r#"SELECT value FROM "Temperature" ORDER BY timestamp"#,
+    );
     assert_eq!(values.len(), 5000);
     for (i, v) in values.iter().enumerate() {
         let expected: f64 = format!("{}.{}", i % 90, i % 10).parse().unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, folder_with};
 use reqwest::header;
 
 /// A server whose wiki and assets folders are temporary and editable.
@@ -10,12 +10,16 @@ async fn server_with_folders(
     developer: bool,
 ) -> (TestServer, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let wiki = dir.path().join("wiki");
-    let assets = dir.path().join("assets");
-    std::fs::create_dir(&wiki).unwrap();
-    std::fs::create_dir(&assets).unwrap();
-    std::fs::write(wiki.join("rules.md"), "# Rules\n\nfirst version\n").unwrap();
-    std::fs::write(assets.join("site.css"), "body { color: red }\n").unwrap();
+    let wiki = folder_with(
+        dir.path(),
+        "wiki",
+        &[("rules.md", "# Rules\n\nfirst version\n")],
+    );
+    let assets = folder_with(
+        dir.path(),
+        "assets",
+        &[("site.css", "body { color: red }\n")],
+    );
     let db = dir.path().join("bitsd.db");
     let (w, a) = (wiki.display().to_string(), assets.display().to_string());
     let flag = format!("--developer-mode={developer}");
@@ -64,22 +68,13 @@ async fn without_developer_mode_pages_come_from_the_database_and_files_are_cache
     );
     // A built-in file changes only with the version: kept a week.
     let css = server.get("/static/style.css").await;
-    assert!(
-        css.headers()[header::CACHE_CONTROL]
-            .to_str()
-            .unwrap()
-            .contains("max-age")
-    );
+    assert!(common::header_text(&css, header::CACHE_CONTROL).contains("max-age"));
     // A file of the folder may change any time: revalidated by its date.
     let css = server.get("/static/site.css").await;
     assert_eq!(css.headers()[header::CACHE_CONTROL], "no-cache");
-    let modified = css.headers()[header::LAST_MODIFIED].clone();
+    let modified = common::header_text(&css, header::LAST_MODIFIED);
     let again = server
-        .http
-        .get(server.url("/static/site.css"))
-        .header(header::IF_MODIFIED_SINCE, modified)
-        .send()
-        .await
-        .unwrap();
+        .get_with("/static/site.css", &[(header::IF_MODIFIED_SINCE, modified)])
+        .await;
     assert_eq!(again.status(), 304);
 }

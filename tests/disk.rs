@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sqlite::column;
 use common::{Device, PATIENCE, Spawned, client_from};
 use reqwest::StatusCode;
 use reqwest::header;
@@ -217,8 +218,7 @@ async fn serves_with_its_log_unwritable(server: &mut Spawned) {
     }
 
     let mut device = Device::connect(server.control).await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 1", "temperature 0 21.5"]).await;
     wait_for_data(server, "the device's status and sample", |d| {
         d["status"]["value"] == "open" && d["tempint"]["value"] == 21.5
     })
@@ -293,8 +293,7 @@ async fn a_full_disk_is_visible_and_bitsd_recovers_by_itself() {
 
     // Full after the start: the database is open, its next write fails.
     let filler = disk.fill();
-    device.send("status 0").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 0", "temperature 0 21.5"]).await;
     let deadline = Instant::now() + PATIENCE;
     while metric(&server, "bitsd_events_not_stored_total").await < 2.0 {
         assert!(
@@ -343,20 +342,8 @@ async fn a_full_disk_is_visible_and_bitsd_recovers_by_itself() {
 
     // What the file holds: the open and the close, the second sample only.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let statuses: Vec<String> = conn
-        .prepare(r#"SELECT value FROM "Status" ORDER BY timestamp"#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let statuses: Vec<String> = column(&conn, r#"SELECT value FROM "Status" ORDER BY timestamp"#);
     assert_eq!(statuses, ["open", "closed"]);
-    let samples: Vec<f64> = conn
-        .prepare(r#"SELECT value FROM "Temperature""#)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let samples: Vec<f64> = column(&conn, r#"SELECT value FROM "Temperature""#);
     assert_eq!(samples, [22.5]);
 }

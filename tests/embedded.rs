@@ -6,8 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{Spawned, bitsd_command, root};
-use reqwest::header;
+use common::{Spawned, bitsd_command, folder_with, root};
+use reqwest::{Method, header};
 
 /// bitsd started in `dir`, an empty folder but for its database.
 fn start_in(dir: &Path, extra: &[&str]) -> Spawned {
@@ -72,24 +72,18 @@ async fn an_empty_folder_serves_the_whole_homepage_files_and_info() {
         assert!(again.bytes().await.unwrap().is_empty());
     }
 
-    let head = http
-        .head(url(&server, "/static/style.css"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 200);
-    let missing = http
-        .get(url(&server, "/static/nothing.css"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    let post = http
-        .post(url(&server, "/static/style.css"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(post.status(), 405);
+    for (method, path, status) in [
+        (Method::HEAD, "/static/style.css", 200),
+        (Method::GET, "/static/nothing.css", 404),
+        (Method::POST, "/static/style.css", 405),
+    ] {
+        let response = http
+            .request(method.clone(), url(&server, path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+    }
 
     // No bootstrap ran: the page is the built-in one.
     let info = http.get(url(&server, "/info")).send().await.unwrap();
@@ -110,9 +104,8 @@ async fn an_empty_folder_serves_the_whole_homepage_files_and_info() {
 #[tokio::test]
 async fn a_configured_folder_replaces_built_in_files_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let assets = dir.path().join("ours");
-    std::fs::create_dir(&assets).unwrap();
-    std::fs::write(assets.join("style.css"), "body { background: teal }\n").unwrap();
+    let style = ("style.css", "body { background: teal }\n");
+    let assets = folder_with(dir.path(), "ours", &[style]);
     std::fs::write(assets.join("club.png"), b"\x89PNG not really").unwrap();
     let server = start_in(dir.path(), &["--assets-path", assets.to_str().unwrap()]);
     let http = reqwest::Client::new();
@@ -157,14 +150,11 @@ async fn bootstrap_loads_built_in_pages_then_the_folders() {
         "{first}"
     );
 
-    let wiki = dir.path().join("pages");
-    std::fs::create_dir(&wiki).unwrap();
-    std::fs::write(
-        wiki.join("info.md"),
-        "# Our room\n\nCome by on Thursdays.\n",
-    )
-    .unwrap();
-    std::fs::write(wiki.join("rules.md"), "# House rules\n\nBe kind.\n").unwrap();
+    let pages = [
+        ("info.md", "# Our room\n\nCome by on Thursdays.\n"),
+        ("rules.md", "# House rules\n\nBe kind.\n"),
+    ];
+    let wiki = folder_with(dir.path(), "pages", &pages);
     let second = bootstrap(&["--wiki-path", wiki.to_str().unwrap()]);
     assert!(
         second.contains("2 page(s) loaded, 0 unchanged (info, rules)"),

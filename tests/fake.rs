@@ -2,12 +2,24 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::{TestServer, bitsd_command as bitsd, stdout_of};
 
 /// Kills the child when the test ends, however it ends.
 struct Kill(std::process::Child);
+
+impl Kill {
+    /// Starts `command`, its output kept from the test's.
+    fn spawn(command: &mut Command) -> Kill {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Kill(child)
+    }
+}
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -19,24 +31,12 @@ impl Drop for Kill {
 #[tokio::test]
 async fn the_fake_device_brings_the_homepage_to_life() {
     let server = TestServer::start_with(&["--control-token", "demo"]).await;
-    let child = bitsd()
-        .args([
-            "--config",
-            "/dev/null",
-            "fake",
-            "device",
-            "--token",
-            "demo",
-            "--interval",
-            "0.1",
-            "--control",
-        ])
-        .arg(server.control_addr().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _child = Kill(child);
+    let _child = Kill::spawn(
+        bitsd()
+            .args(["--config", "/dev/null", "fake", "device", "--token", "demo"])
+            .args(["--interval", "0.1", "--control"])
+            .arg(server.control_addr().to_string()),
+    );
     server.wait_for_status("1").await;
     let data = server
         .wait_for_data("samples from both sensors", |d| {
@@ -59,15 +59,12 @@ async fn the_fake_device_brings_the_homepage_to_life() {
 async fn the_fake_device_follows_the_configured_port_and_token() {
     let server = TestServer::start_with(&["--control-token", "from-config"]).await;
     let port = server.control_addr().port().to_string();
-    let child = bitsd()
-        .args(["--config", "/dev/null", "--control-local-port", &port])
-        .env("BITSD_CONTROL_TOKEN", "from-config")
-        .args(["fake", "device", "--interval", "0.1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _child = Kill(child);
+    let _child = Kill::spawn(
+        bitsd()
+            .args(["--config", "/dev/null", "--control-local-port", &port])
+            .env("BITSD_CONTROL_TOKEN", "from-config")
+            .args(["fake", "device", "--interval", "0.1"]),
+    );
     server.wait_for_status("1").await;
 }
 

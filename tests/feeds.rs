@@ -110,6 +110,11 @@ async fn feed(server: &TestServer, path: &str) -> (String, Vec<Event>) {
     (text, events)
 }
 
+/// `path` asked for again by a client holding the copy tagged `tag`.
+async fn revalidate(server: &TestServer, path: &str, tag: &str) -> reqwest::Response {
+    server.get_with(path, &[(header::IF_NONE_MATCH, tag)]).await
+}
+
 /// RFC 5545 framing: CRLF line ends only, lines of at most 75 octets.
 fn assert_framed(text: &str) {
     assert!(text.starts_with("BEGIN:VCALENDAR\r\n"));
@@ -160,30 +165,17 @@ async fn past_openings_in_utc_across_daylight_saving_changes() {
 
     // Nothing changed: the same text, the same tag, and a 304 for it.
     let first = server.get("/openings.ics").await;
-    let etag = first.headers()[header::ETAG].clone();
+    let etag = common::header_text(&first, header::ETAG).to_string();
     let first = first.text().await.unwrap();
-    let again = server
-        .http
-        .get(server.url("/openings.ics"))
-        .header(header::IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let again = revalidate(&server, "/openings.ics", &etag).await;
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()[header::ETAG], etag);
     assert_eq!(server.text("/openings.ics").await, first);
 
     // Opening the room adds an opening in progress and changes the tag.
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
-    let now = server
-        .http
-        .get(server.url("/openings.ics"))
-        .header(header::IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    server.status_from(&mut device, "1").await;
+    let now = revalidate(&server, "/openings.ics", &etag).await;
     assert_eq!(now.status(), 200);
     assert_ne!(now.headers()[header::ETAG], etag);
 }
@@ -349,7 +341,7 @@ async fn the_badge_follows_the_status() {
     assert_eq!(h[header::CACHE_CONTROL], "no-cache");
     assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-    let closed_tag = h[header::ETAG].clone();
+    let closed_tag = h[header::ETAG].to_str().unwrap().to_string();
     let body = closed.text().await.unwrap();
     assert!(body.starts_with("<svg") && body.ends_with("</svg>"));
     assert!(body.contains(">BITS</text>") && body.contains(">closed</text>"));
@@ -358,12 +350,8 @@ async fn the_badge_follows_the_status() {
     // Compressed when the client asks, as every answer over a few hundred
     // bytes.
     let gzipped = server
-        .http
-        .get(server.url("/badge.svg"))
-        .header(header::ACCEPT_ENCODING, "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/badge.svg", &[(header::ACCEPT_ENCODING, "gzip")])
+        .await;
     assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
     assert_eq!(gzipped.headers()[header::ETAG], closed_tag);
     let bytes = gzipped.bytes().await.unwrap();
@@ -374,14 +362,7 @@ async fn the_badge_follows_the_status() {
     assert_eq!(unzipped, body);
 
     // The client's copy is current: 304, until the status changes.
-    let revalidate = |tag: header::HeaderValue| {
-        server
-            .http
-            .get(server.url("/badge.svg"))
-            .header(header::IF_NONE_MATCH, tag)
-            .send()
-    };
-    let unchanged = revalidate(closed_tag.clone()).await.unwrap();
+    let unchanged = revalidate(&server, "/badge.svg", &closed_tag).await;
     assert_eq!(unchanged.status(), 304);
     assert_eq!(unchanged.headers()[header::ETAG], closed_tag);
     assert_eq!(
@@ -390,16 +371,18 @@ async fn the_badge_follows_the_status() {
     );
 
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
-    let open = revalidate(closed_tag.clone()).await.unwrap();
+    server.status_from(&mut device, "1").await;
+    let open = revalidate(&server, "/badge.svg", &closed_tag).await;
     assert_eq!(open.status(), 200);
-    let open_tag = open.headers()[header::ETAG].clone();
+    let open_tag = common::header_text(&open, header::ETAG).to_string();
     assert_ne!(open_tag, closed_tag);
     let body = open.text().await.unwrap();
     assert!(body.contains(">open</text>") && body.contains("fill=\"#4c1\""));
     assert!(!body.contains(">closed</text>"));
-    assert_eq!(revalidate(open_tag).await.unwrap().status(), 304);
+    assert_eq!(
+        revalidate(&server, "/badge.svg", &open_tag).await.status(),
+        304
+    );
 }
 
 #[tokio::test]

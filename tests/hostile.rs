@@ -21,33 +21,24 @@ async fn a_silent_device_is_disconnected() {
         device.send("temperature 0 20.0").await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
 }
 
 #[tokio::test]
 async fn a_mebibyte_without_newline_closes_only_that_device() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     let junk = vec![b'x'; 1024 * 1024];
     let _ = device.send_raw(&junk).await;
     device.closed().await;
     let mut next = server.device().await;
-    next.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut next, "1").await;
 }
 
 #[tokio::test]
 async fn a_thousand_connections_from_a_refused_address() {
     let server = TestServer::start_with(&["--control-remote-address", "10.9.8.7"]).await;
     for _ in 0..10 {
-        let mut batch = Vec::new();
-        for _ in 0..100 {
-            batch.push(server.device().await);
-        }
-        for mut d in batch {
-            d.closed().await;
-        }
+        server.refused_devices(100).await;
     }
     assert_eq!(server.text("/status").await, "0");
     assert_eq!(server.text("/healthz").await, "ok\n");
@@ -58,12 +49,8 @@ async fn oversized_bodies_are_refused() {
     let server = TestServer::start_with(&["--mac-update-password", "x"]).await;
     let big = "a".repeat(200 * 1024);
     let response = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "x"), ("macs", big.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/macupdate", &[("password", "x"), ("macs", big.as_str())])
+        .await;
     assert_eq!(response.status(), 413);
 
     // The same body sent in chunks, with no length announced.
@@ -150,13 +137,8 @@ async fn the_connection_cap_holds_new_clients_until_a_place_frees() {
         assert!(request(&mut s, PATIENCE).await.starts_with("HTTP/1.1 200"));
         open.push(s);
     }
-    let mut waiting = tokio::net::TcpStream::connect(server.web_addr())
-        .await
-        .unwrap();
-    waiting
-        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let request = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut waiting = common::connect_and_send(server.web_addr(), request).await;
     let mut buf = vec![0u8; 1024];
     let early = tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buf)).await;
     assert!(
@@ -185,7 +167,7 @@ async fn script_in_names_and_messages_is_always_escaped() {
     drop(db);
     let mut device = server.device().await;
     device.send("enter 2").await;
-    device.send(&format!("message {}", common::b64(evil))).await;
+    device.send_message(evil).await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;

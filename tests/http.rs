@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, assert_contains, header_text};
 use reqwest::header;
 
 #[tokio::test]
@@ -38,12 +38,8 @@ async fn widget_headers_etag_and_304() {
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         let etag = h[header::ETAG].to_str().unwrap().to_string();
         let again = server
-            .http
-            .get(server.url(path))
-            .header(header::IF_NONE_MATCH, &etag)
-            .send()
-            .await
-            .unwrap();
+            .get_with(path, &[(header::IF_NONE_MATCH, &etag)])
+            .await;
         assert_eq!(again.status(), 304, "{path}");
         assert_eq!(again.headers()[header::ETAG], etag.as_str());
         assert_eq!(again.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -66,12 +62,8 @@ async fn widget_headers_etag_and_304() {
             server.wait_for_status("1").await;
         }
         let changed = server
-            .http
-            .get(server.url(path))
-            .header(header::IF_NONE_MATCH, &etag)
-            .send()
-            .await
-            .unwrap();
+            .get_with(path, &[(header::IF_NONE_MATCH, &etag)])
+            .await;
         assert_eq!(changed.status(), 200, "{path} changed");
         assert_ne!(changed.headers()[header::ETAG], etag.as_str());
     }
@@ -79,8 +71,7 @@ async fn widget_headers_etag_and_304() {
 
 #[tokio::test]
 async fn log_pages_and_bad_parameters() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..45 {
         device.send(&format!("status {}", (i + 1) % 2)).await;
     }
@@ -107,19 +98,15 @@ async fn log_pages_and_bad_parameters() {
 
     let html = server.text("/log").await;
     assert_eq!(html.matches("<tr class=").count(), 20);
-    assert!(
-        html.contains("href=\"/log?offset=20&#38;limit=20\""),
-        "{html}"
-    );
+    assert_contains(&html, &["href=\"/log?offset=20&#38;limit=20\""]);
     assert!(!html.contains("rel=\"prev\""), "no newer page on the first");
     let middle = server.text("/log?offset=20").await;
-    assert!(
-        middle.contains("rel=\"prev\" href=\"/log?offset=0&#38;limit=20\""),
-        "{middle}"
-    );
-    assert!(
-        middle.contains("rel=\"next\" href=\"/log?offset=40&#38;limit=20\""),
-        "{middle}"
+    assert_contains(
+        &middle,
+        &[
+            "rel=\"prev\" href=\"/log?offset=0&#38;limit=20\"",
+            "rel=\"next\" href=\"/log?offset=40&#38;limit=20\"",
+        ],
     );
     let end = server.text("/log?offset=40").await;
     assert!(!end.contains("rel=\"next\""), "no older page on the last");
@@ -152,23 +139,28 @@ async fn device_clock_and_health() {
     assert_eq!(server.text("/healthz").await, "ok\n");
 }
 
+/// The page at `path`, which must be served with a content security policy
+/// that has `directive`.
+async fn page_under_policy(server: &TestServer, path: &str, directive: &str) -> String {
+    let response = server.get(path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let policy = header_text(&response, header::CONTENT_SECURITY_POLICY);
+    assert!(policy.contains(directive), "{path}: {policy}");
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn wiki_pages_render_and_unknown_paths_get_404() {
     let server = TestServer::start().await;
-    let response = server.get("/info").await;
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap()
-            .contains("script-src 'self'")
-    );
-    let html = response.text().await.unwrap();
-    assert!(html.contains("<h1>About BITS</h1>"), "{html}");
-    assert!(html.contains("<table>"), "markdown tables: {html}");
-    assert!(
-        html.contains("<code class=\"language-text\">"),
-        "fenced code: {html}"
+    let html = page_under_policy(&server, "/info", "script-src 'self'").await;
+    // The heading, a markdown table and fenced code.
+    assert_contains(
+        &html,
+        &[
+            "<h1>About BITS</h1>",
+            "<table>",
+            "<code class=\"language-text\">",
+        ],
     );
 
     for path in ["/no-such-page", "/info/deeper", "/static/missing.css"] {
@@ -183,13 +175,8 @@ async fn wiki_pages_render_and_unknown_paths_get_404() {
 async fn raw_html_in_pages_is_escaped_unless_mdescape_is_off() {
     for (flag, escaped) in [("--mdescape=true", true), ("--mdescape=false", false)] {
         let dir = tempfile::tempdir().unwrap();
-        let wiki = dir.path().join("wiki");
-        std::fs::create_dir(&wiki).unwrap();
-        std::fs::write(
-            wiki.join("rules.md"),
-            "# Rules\n\n<b onclick=\"x()\">bold</b> <script>alert(1)</script>\n",
-        )
-        .unwrap();
+        let rules = "# Rules\n\n<b onclick=\"x()\">bold</b> <script>alert(1)</script>\n";
+        let wiki = common::folder_with(dir.path(), "wiki", &[("rules.md", rules)]);
         let db = dir.path().join("bitsd.db");
         let wiki_arg = wiki.display().to_string();
         let server = TestServer::start_in(dir, db, &[flag, "--wiki-path", &wiki_arg]).await;
@@ -208,13 +195,9 @@ async fn static_files_and_traversal() {
     let server = TestServer::start().await;
     let response = server.get("/static/style.css").await;
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/css")
-    );
-    let cache = response.headers()[header::CACHE_CONTROL].to_str().unwrap();
+    let kind = header_text(&response, header::CONTENT_TYPE);
+    assert!(kind.starts_with("text/css"), "{kind}");
+    let cache = header_text(&response, header::CACHE_CONTROL);
     assert!(cache.contains("max-age="), "{cache}");
     assert_eq!(
         response.headers()[header::X_CONTENT_TYPE_OPTIONS],
@@ -265,8 +248,7 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn large_responses_are_compressed() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..100 {
         device
             .send(&format!("temperature {} 2{}.25", i % 3, i % 10))
@@ -280,12 +262,8 @@ async fn large_responses_are_compressed() {
     for encoding in ["gzip", "br"] {
         for path in ["/data", "/static/style.css", "/info"] {
             let response = server
-                .http
-                .get(server.url(path))
-                .header(header::ACCEPT_ENCODING, encoding)
-                .send()
-                .await
-                .unwrap();
+                .get_with(path, &[(header::ACCEPT_ENCODING, encoding)])
+                .await;
             assert_eq!(
                 response.headers()[header::CONTENT_ENCODING],
                 encoding,
@@ -294,12 +272,8 @@ async fn large_responses_are_compressed() {
         }
     }
     let small = server
-        .http
-        .get(server.url("/status"))
-        .header(header::ACCEPT_ENCODING, "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/status", &[(header::ACCEPT_ENCODING, "gzip")])
+        .await;
     assert!(
         small.headers().get(header::CONTENT_ENCODING).is_none(),
         "one byte is not worth compressing"
@@ -310,35 +284,29 @@ async fn large_responses_are_compressed() {
 async fn homepage_shows_the_current_state() {
     let server = TestServer::start().await;
     let html = server.text("/").await;
-    assert!(html.contains("The room is closed"), "{html}");
-    assert!(html.contains("closed.svg"), "{html}");
+    assert_contains(&html, &["The room is closed", "closed.svg"]);
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 2 22.25").await;
-    device
-        .send(&format!("message {}", common::b64("back at 9")))
-        .await;
+    device.send_all(&["status 1", "temperature 2 22.25"]).await;
+    device.send_message("back at 9").await;
     server
         .wait_for_data("the message", |d| d["message"].is_object())
         .await;
-    let response = server.get("/").await;
-    assert!(
-        response.headers()[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap()
-            .contains("default-src 'self'")
+    let html = page_under_policy(&server, "/", "default-src 'self'").await;
+    assert_contains(
+        &html,
+        &[
+            "The room is open",
+            "<title>BITS · open</title>",
+            "open.svg",
+            "Sensor 2",
+            "back at 9",
+            "href=\"/log\"",
+        ],
     );
-    let html = response.text().await.unwrap();
-    assert!(html.contains("The room is open"), "{html}");
-    assert!(html.contains("<title>BITS · open</title>"), "{html}");
-    assert!(html.contains("open.svg"), "{html}");
-    assert!(html.contains("Sensor 2"), "{html}");
     assert!(
         html.contains("22.2 °C") || html.contains("22.3 °C"),
         "{html}"
     );
-    assert!(html.contains("back at 9"), "{html}");
-    assert!(html.contains("href=\"/log\""), "{html}");
     let blind = server.text("/blind").await;
     assert!(blind.contains("<body class=\"blind\">"), "{blind}");
 }
@@ -363,19 +331,15 @@ async fn web_on_a_unix_socket() {
 
 #[tokio::test]
 async fn shutdown_finishes_pending_writes() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     for i in 0..500 {
         device.send(&format!("temperature 0 {}.0", i % 100)).await;
     }
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
     let db = server.db.clone();
     let dir = server.stop().await;
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM Temperature", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = common::sqlite::value(&conn, "SELECT COUNT(*) FROM Temperature");
     assert_eq!(n, 500);
     drop(dir);
 }

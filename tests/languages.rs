@@ -18,12 +18,8 @@ fn html_lang(page: &str) -> &str {
 
 async fn page_with(server: &TestServer, path: &str, accept: &str) -> reqwest::Response {
     server
-        .http
-        .get(server.url(path))
-        .header(header::ACCEPT_LANGUAGE, accept)
-        .send()
+        .get_with(path, &[(header::ACCEPT_LANGUAGE, accept)])
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -52,23 +48,21 @@ async fn the_language_comes_from_the_query_then_the_cookie_then_the_browser() {
     // Asked for, then remembered over what the browser says.
     let mut s = Session::new(&server);
     let r = s.get("/log?lang=it").await;
-    let cookie = r.headers()[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let cookie = common::header_text(&r, header::SET_COOKIE).to_string();
     assert!(
         cookie.starts_with("lang=it;") && cookie.contains("Max-Age="),
         "{cookie}"
     );
     assert!(r.text().await.unwrap().contains("<h1>Storico</h1>"));
     let r = server
-        .http
-        .get(server.url("/"))
-        .header(header::ACCEPT_LANGUAGE, "en")
-        .header(header::COOKIE, s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/",
+            &[
+                (header::ACCEPT_LANGUAGE, "en"),
+                (header::COOKIE, &s.cookie_header()),
+            ],
+        )
+        .await;
     assert_eq!(html_lang(&r.text().await.unwrap()), "it");
 
     let r = page_with(&server, "/?lang=fr", "it").await;
@@ -99,8 +93,7 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let server = TestServer::start_with(&["--min-login-retry", "0"]).await;
     add_user(&server, "ada", "pw");
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
+    device.send_all(&["status 1", "temperature 0 21.5"]).await;
     server
         .wait_for_data("the sample", |d| d["tempint"]["value"] == 21.5)
         .await;

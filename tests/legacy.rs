@@ -2,19 +2,15 @@
 
 mod common;
 
-use common::legacy::LEGACY_SCHEMA;
-use common::{TestServer, b64};
+use common::TestServer;
+use common::legacy::legacy_database;
+use common::sqlite::value;
 
 #[tokio::test]
 async fn an_original_database_opens_and_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bits.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(LEGACY_SCHEMA)
-        .unwrap();
-    let empty_wiki = dir.path().join("empty-wiki");
-    std::fs::create_dir(&empty_wiki).unwrap();
+    let db = legacy_database(dir.path());
+    let empty_wiki = common::folder_with(dir.path(), "empty-wiki", &[]);
     let wiki = empty_wiki.display().to_string();
     let server = TestServer::start_in(dir, db.clone(), &["--wiki-path", &wiki]).await;
 
@@ -45,11 +41,8 @@ async fn an_original_database_opens_and_keeps_working() {
 
     // New events are written next to the old rows, in the old format.
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 1 21.0").await;
-    device
-        .send(&format!("message {}", b64("hello from the device")))
-        .await;
+    device.send_all(&["status 1", "temperature 1 21.0"]).await;
+    device.send_message("hello from the device").await;
     server
         .wait_for_data("the device message", |d| d["message"]["user"] == "BITS")
         .await;
@@ -60,13 +53,10 @@ async fn an_original_database_opens_and_keeps_working() {
     let _dir = server.stop().await;
 
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: String = conn
-        .query_row(
-            r#"SELECT timestamp FROM "Status" ORDER BY timestamp DESC LIMIT 1"#,
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: String = value(
+        &conn,
+        r#"SELECT timestamp FROM "Status" ORDER BY timestamp DESC LIMIT 1"#,
+    );
     assert!(
         chrono::NaiveDateTime::parse_from_str(&stored, "%Y-%m-%d %H:%M:%S%.6f").is_ok()
             && stored.len() == 26,
@@ -80,44 +70,25 @@ async fn an_original_database_opens_and_keeps_working() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(users, [(1, "alice".to_string()), (2, "BITS".to_string())]);
-    let hash: String = conn
-        .query_row(r#"SELECT password FROM "User" WHERE userid = 1"#, [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let hash: String = value(&conn, r#"SELECT password FROM "User" WHERE userid = 1"#);
     assert!(hash.starts_with("$6$"), "old hashes are kept");
-    let device_message: i64 = conn
-        .query_row(
-            r#"SELECT userid FROM "Message" WHERE message = 'hello from the device'"#,
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let device_message: i64 = value(
+        &conn,
+        r#"SELECT userid FROM "Message" WHERE message = 'hello from the device'"#,
+    );
     assert_eq!(device_message, 2);
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    let old_rows: i64 = conn
-        .query_row(r#"SELECT COUNT(*) FROM "Temperature""#, [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(value::<String>(&conn, "PRAGMA journal_mode"), "wal");
+    let old_rows: i64 = value(&conn, r#"SELECT COUNT(*) FROM "Temperature""#);
     assert_eq!(old_rows, 4);
-    let macs: i64 = conn
-        .query_row(r#"SELECT COUNT(*) FROM "MACToUser""#, [], |r| r.get(0))
-        .unwrap();
+    let macs: i64 = value(&conn, r#"SELECT COUNT(*) FROM "MACToUser""#);
     assert_eq!(macs, 1);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(value::<String>(&conn, "PRAGMA integrity_check"), "ok");
 }
 
 #[tokio::test]
 async fn restarting_keeps_the_state() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 4 18.0").await;
+    let (server, mut device) = TestServer::start_with_device().await;
+    device.send_all(&["status 1", "temperature 4 18.0"]).await;
     server
         .wait_for_data("the sample", |d| d["tempint"]["sensor"] == 4)
         .await;

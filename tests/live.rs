@@ -4,9 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, b64};
+use common::{PATIENCE, TestServer};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -34,8 +34,7 @@ async fn next_json(ws: &mut Ws) -> serde_json::Value {
 
 #[tokio::test]
 async fn websocket_gets_the_snapshot_then_each_event_in_order() {
-    let server = TestServer::start().await;
-    let mut device = server.device().await;
+    let (server, mut device) = TestServer::start_with_device().await;
     device.send("temperature 0 20.5").await;
     server
         .wait_for_data("the sample", |d| d["tempint"].is_object())
@@ -45,11 +44,8 @@ async fn websocket_gets_the_snapshot_then_each_event_in_order() {
     let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot, server.json("/data").await);
 
-    device.send("status 1").await;
-    device.send("temperature 1 21.25").await;
-    device
-        .send(&format!("message {}", b64("on my way <3")))
-        .await;
+    device.send_all(&["status 1", "temperature 1 21.25"]).await;
+    device.send_message("on my way <3").await;
     device.send("status 1").await; // a repeat: not broadcast
     device.send("status 0").await;
 
@@ -74,13 +70,8 @@ struct SseClient {
 
 impl SseClient {
     async fn connect(server: &TestServer) -> SseClient {
-        let mut stream = tokio::net::TcpStream::connect(server.web_addr())
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
+        let request = b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let stream = common::connect_and_send(server.web_addr(), request).await;
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
         loop {
@@ -101,12 +92,8 @@ impl SseClient {
 
     async fn next_json(&mut self) -> serde_json::Value {
         loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-                .await
-                .expect("an event in time")
-                .unwrap();
-            assert!(n > 0, "stream ended");
+            let line = common::next_line(&mut self.reader, "an event").await;
+            let line = line.expect("stream ended");
             // Chunked encoding: payload lines start with `data:`.
             if let Some(data) = line.trim_end().strip_prefix("data: ") {
                 return serde_json::from_str(data).unwrap();
@@ -121,8 +108,7 @@ async fn sse_gets_the_same_messages() {
     let mut sse = SseClient::connect(&server).await;
     assert_eq!(sse.next_json().await, serde_json::json!({"version": 3}));
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 3 19.0").await;
+    device.send_all(&["status 1", "temperature 3 19.0"]).await;
     assert_eq!(sse.next_json().await["status"]["value"], "open");
     assert_eq!(sse.next_json().await["tempint"]["sensor"], 3);
 }
@@ -204,9 +190,7 @@ async fn a_client_that_does_not_read_neither_delays_others_nor_loses_the_state()
     let count = 4000;
     let sender = tokio::spawn(async move {
         for i in 0..count {
-            device
-                .send(&format!("message {}", b64(&format!("{i} {filler}"))))
-                .await;
+            device.send_message(&format!("{i} {filler}")).await;
         }
         device
     });
@@ -309,9 +293,9 @@ async fn metrics_count_clients_events_and_requests() {
     let mut sse_b = SseClient::connect(&server).await;
     sse_b.next_json().await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 20.0").await;
-    device.send("temperature 0 20.5").await;
+    device
+        .send_all(&["status 1", "temperature 0 20.0", "temperature 0 20.5"])
+        .await;
     server
         .wait_for_data("two samples", |d| d["tempint"]["value"] == 20.5)
         .await;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::TestServer;
-use common::member::{Session, add_user, location, usermanage};
+use common::member::{Session, add_user, location, logged_in_member, usermanage};
 use reqwest::header;
 
 #[tokio::test]
@@ -11,8 +11,7 @@ async fn login_admin_toggle_and_message_reach_the_device() {
     let server = TestServer::start().await;
     add_user(&server, "alice", "correct horse");
     let mut device = server.device().await;
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
 
     let mut s = Session::new(&server);
     let r = s.get("/admin").await;
@@ -41,22 +40,14 @@ async fn login_admin_toggle_and_message_reach_the_device() {
         page.contains("alice") && page.contains("Open the room"),
         "{page}"
     );
-    let xsrf = s.cookie("_xsrf").unwrap();
-    let r = s
-        .post("/admin", &[("_xsrf", &xsrf), ("status", "open")])
-        .await;
+    let r = s.submit("/admin", &[("status", "open")]).await;
     assert_eq!(r.status(), 303);
     server.wait_for_status("1").await;
     assert_eq!(device.recv().await, "status 1");
     let log = server.json("/log?format=json").await;
     assert_eq!(log["log"][0]["modifiedby"], "web");
 
-    let r = s
-        .post(
-            "/message",
-            &[("_xsrf", &xsrf), ("msgtext", "pizza at 8 <b>")],
-        )
-        .await;
+    let r = s.submit("/message", &[("msgtext", "pizza at 8 <b>")]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         device.recv().await,
@@ -79,12 +70,8 @@ async fn forged_and_tampered_requests_change_nothing() {
     let mut s = Session::new(&server);
     // No token at all, or a token that is not the cookie's.
     let r = server
-        .http
-        .post(server.url("/login"))
-        .form(&[("username", "bob"), ("password", "pw-bob")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/login", &[("username", "bob"), ("password", "pw-bob")])
+        .await;
     assert_eq!(r.status(), 403);
     s.get("/login").await;
     let r = s
@@ -118,21 +105,16 @@ async fn forged_and_tampered_requests_change_nothing() {
         String::new(),
     ] {
         let r = server
-            .http
-            .get(server.url("/admin"))
-            .header(header::COOKIE, format!("usertoken={forged}"))
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                "/admin",
+                &[(header::COOKIE, &format!("usertoken={forged}"))],
+            )
+            .await;
         assert_eq!(r.status(), 303, "{forged}");
     }
     let r = server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, "usertoken")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/admin", &[(header::COOKIE, "usertoken")])
+        .await;
     assert_eq!(r.status(), 303);
 }
 
@@ -217,26 +199,17 @@ async fn a_legacy_hash_logs_in_and_becomes_argon2id() {
 #[tokio::test]
 async fn messages_are_checked_and_keep_the_text() {
     let server = TestServer::start().await;
-    add_user(&server, "gina", "pw");
-    let mut s = Session::new(&server);
-    s.login("gina", "pw", "/message").await;
-    let xsrf = s.cookie("_xsrf").unwrap();
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "   ")])
-        .await;
+    let mut s = logged_in_member(&server, "gina", "/message").await;
+    let r = s.submit("/message", &[("msgtext", "   ")]).await;
     assert_eq!(r.status(), 400);
     let long = "é".repeat(1001);
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
-        .await;
+    let r = s.submit("/message", &[("msgtext", &long)]).await;
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(body.contains(&long), "the form keeps the text");
     let ok = "ü".repeat(1000);
     assert_eq!(
-        s.post("/message", &[("_xsrf", &xsrf), ("msgtext", &ok)])
-            .await
-            .status(),
+        s.submit("/message", &[("msgtext", &ok)]).await.status(),
         303
     );
 }
@@ -244,20 +217,13 @@ async fn messages_are_checked_and_keep_the_text() {
 #[tokio::test]
 async fn a_member_posts_five_messages_in_ten_seconds_then_waits() {
     let server = TestServer::start().await;
-    add_user(&server, "hana", "pw");
-    let mut s = Session::new(&server);
-    s.login("hana", "pw", "/message").await;
-    let xsrf = s.cookie("_xsrf").unwrap();
+    let mut s = logged_in_member(&server, "hana", "/message").await;
     let long = "ü".repeat(1000);
     for n in 0..5 {
-        let r = s
-            .post("/message", &[("_xsrf", &xsrf), ("msgtext", &long)])
-            .await;
+        let r = s.submit("/message", &[("msgtext", &long)]).await;
         assert_eq!(r.status(), 303, "message {n}");
     }
-    let r = s
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "sixth")])
-        .await;
+    let r = s.submit("/message", &[("msgtext", "sixth")]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["cache-control"], "private, no-cache");
     let body = r.text().await.unwrap();
@@ -267,22 +233,15 @@ async fn a_member_posts_five_messages_in_ten_seconds_then_waits() {
     let data = server.json("/data").await;
     assert_eq!(data["message"]["value"], long.as_str());
     // Another member is not held back.
-    add_user(&server, "ivo", "pw");
-    let mut other = Session::new(&server);
-    other.login("ivo", "pw", "/message").await;
-    let xsrf = other.cookie("_xsrf").unwrap();
-    let r = other
-        .post("/message", &[("_xsrf", &xsrf), ("msgtext", "hi")])
-        .await;
+    let mut other = logged_in_member(&server, "ivo", "/message").await;
+    let r = other.submit("/message", &[("msgtext", "hi")]).await;
     assert_eq!(r.status(), 303);
 }
 
 #[tokio::test]
 async fn pages_that_name_members_are_private() {
     let server = TestServer::start().await;
-    add_user(&server, "juno", "pw");
-    let mut s = Session::new(&server);
-    s.login("juno", "pw", "/admin").await;
+    let mut s = logged_in_member(&server, "juno", "/admin").await;
     for path in ["/admin", "/message", "/"] {
         let r = s.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
@@ -404,12 +363,8 @@ async fn mac_updates_fill_the_roster() {
 async fn macupdate_is_404_without_a_password_configured() {
     let server = TestServer::start().await;
     let r = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "x"), ("macs", "[]")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/macupdate", &[("password", "x"), ("macs", "[]")])
+        .await;
     assert_eq!(r.status(), 404);
 }
 
@@ -524,20 +479,14 @@ async fn usermanage_misuse_is_one_line_and_changes_nothing() {
 #[tokio::test]
 async fn logins_survive_a_restart_with_the_generated_secret() {
     let server = TestServer::start().await;
-    add_user(&server, "kate", "pw");
-    let mut s = Session::new(&server);
-    assert_eq!(s.login("kate", "pw", "/admin").await.status(), 303);
+    let s = logged_in_member(&server, "kate", "/admin").await;
     let cookie = s.cookie_header();
     let db = server.db.clone();
     let dir = server.stop().await;
     let server = TestServer::start_in(dir, db, &[]).await;
     let r = server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, cookie)
-        .send()
-        .await
-        .unwrap();
+        .get_with("/admin", &[(header::COOKIE, &cookie)])
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -547,16 +496,9 @@ async fn cookies_are_secure_behind_an_https_proxy_only_when_proxied() {
         let flag = format!("--reverse-proxied={proxied}");
         let server = TestServer::start_with(&[&flag]).await;
         let r = server
-            .http
-            .get(server.url("/login"))
-            .header("X-Forwarded-Proto", "https")
-            .send()
-            .await
-            .unwrap();
-        let set = r.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .to_string();
+            .get_with("/login", &[(common::X_FORWARDED_PROTO, "https")])
+            .await;
+        let set = common::header_text(&r, header::SET_COOKIE);
         assert_eq!(set.contains("Secure"), secure, "proxied={proxied}: {set}");
     }
 }
@@ -714,12 +656,11 @@ async fn names_in_the_roster_and_the_admin_page_are_escaped() {
     device.send("enter 2").await;
     let macs = serde_json::json!([mac]).to_string();
     let r = server
-        .http
-        .post(server.url("/macupdate"))
-        .form(&[("password", "router-token"), ("macs", macs.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            "/macupdate",
+            &[("password", "router-token"), ("macs", macs.as_str())],
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     // Logged in as the second of them, with both in the room.

@@ -113,9 +113,9 @@ async fn a_late_subscriber_finds_the_whole_state_retained() {
     let broker = Mosquitto::start();
     let server = server_on(&broker, &[]).await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
-    device.send("temperature 1 19").await;
+    device
+        .send_all(&["status 1", "temperature 0 21.5", "temperature 1 19"])
+        .await;
     device
         .send(&format!(
             "message {}",
@@ -354,8 +354,7 @@ async fn a_restarted_broker_gets_the_state_again() {
     let mut broker = Mosquitto::start();
     let server = server_on(&broker, &[]).await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 3 18.5").await;
+    device.send_all(&["status 1", "temperature 3 18.5"]).await;
     let mut subscriber = Subscriber::connect(broker.port, "bits/temperature/3").await;
     subscriber
         .until("bits/temperature/3", |m| m.text() == "18.5")
@@ -693,8 +692,9 @@ async fn named_sensors_are_named_on_the_page_in_the_spaceapi_and_in_home_assista
     let server = TestServer::start_in(dir, db, &["--mqtt-url", &url, "--config", &config]).await;
     let mut ha = Subscriber::connect(broker.port, "homeassistant/sensor/#").await;
     let mut device = server.device().await;
-    device.send("temperature 0 21.5").await;
-    device.send("temperature 1 19.0").await;
+    device
+        .send_all(&["temperature 0 21.5", "temperature 1 19.0"])
+        .await;
     let lab = ha
         .until(
             "homeassistant/sensor/bitsd_bits/temperature_0/config",
@@ -748,8 +748,7 @@ async fn people_now_present_leaves_hidden_members_out() {
     let mut follower = Subscriber::connect(broker.port, "bits/#").await;
     let mut device = server.device().await;
     // BITS is 1, carl 2, hugo 3.
-    device.send("enter 3").await;
-    device.send("enter 2").await;
+    device.send_all(&["enter 3", "enter 2"]).await;
     // The SpaceAPI document goes out after the count: once it counts carl,
     // the count sent last must be his alone.
     let mut people = None;

@@ -25,16 +25,12 @@ fn site_file() -> PathBuf {
 }
 
 fn nginx_binary() -> PathBuf {
-    let candidates = [
-        std::env::var("NGINX").unwrap_or_default(),
-        "/usr/sbin/nginx".into(),
-    ];
-    candidates
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("no nginx found: `make test` installs Debian's nginx, or set NGINX=/path")
+    common::installed("NGINX", &["/usr/sbin/nginx"], "nginx")
+}
+
+/// `url` asked for again by a client holding the copy tagged `tag`.
+async fn revalidate(https: &reqwest::Client, url: String, tag: &str) -> reqwest::Response {
+    common::get_with(https, url, &[(header::IF_NONE_MATCH, tag)]).await
 }
 
 /// The ports and files the test puts in place of the deployed ones.
@@ -441,58 +437,35 @@ async fn status_and_its_etag_pass_through_https_and_http2() {
     let nginx = Nginx::start(&server).await;
     let https = nginx.client();
     let mut device = server.device().await;
-    device.send("status 1").await;
-    server.wait_for_status("1").await;
+    server.status_from(&mut device, "1").await;
 
     let r = https.get(nginx.url("/status")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.version(), Version::HTTP_2, "nginx speaks HTTP/2 on 443");
-    let etag = r.headers()[header::ETAG].clone();
+    let etag = common::header_text(&r, header::ETAG).to_string();
     assert_eq!(r.text().await.unwrap(), "1");
 
-    let r = https
-        .get(nginx.url("/status"))
-        .header(header::IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = revalidate(&https, nginx.url("/status"), &etag).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
 
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
-    let r = https
-        .get(nginx.url("/status"))
-        .header(header::IF_NONE_MATCH, etag)
-        .send()
-        .await
-        .unwrap();
+    server.status_from(&mut device, "0").await;
+    let r = revalidate(&https, nginx.url("/status"), &etag).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "0");
 
     // The same for /data, and a body that passes unchanged.
     let r = https.get(nginx.url("/data")).send().await.unwrap();
-    let etag = r.headers()[header::ETAG].clone();
+    let etag = common::header_text(&r, header::ETAG).to_string();
     let data: serde_json::Value = r.json().await.unwrap();
     assert_eq!(data, server.json("/data").await);
-    let r = https
-        .get(nginx.url("/data"))
-        .header(header::IF_NONE_MATCH, etag)
-        .send()
-        .await
-        .unwrap();
+    let r = revalidate(&https, nginx.url("/data"), &etag).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
 
     // A client's own X-Forwarded-Host never reaches bitsd: nginx writes
     // the host and port it answered on.
-    let doc: serde_json::Value = https
-        .get(nginx.url("/spaceapi.json"))
-        .header("X-Forwarded-Host", "evil.example")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forged = [(common::X_FORWARDED_HOST, "evil.example")];
+    let response = common::get_with(&https, nginx.url("/spaceapi.json"), &forged).await;
+    let doc: serde_json::Value = response.json().await.unwrap();
     assert_eq!(doc["url"], nginx.origin());
 }
 
@@ -501,8 +474,7 @@ async fn websocket_and_event_stream_get_each_change_at_once() {
     let server = TestServer::start_with(&["--reverse-proxied"]).await;
     let nginx = Nginx::start(&server).await;
     let mut device = server.device().await;
-    device.send("status 0").await;
-    server.wait_for_status("0").await;
+    server.status_from(&mut device, "0").await;
 
     let mut ws = nginx.websocket().await;
     let snapshot: serde_json::Value =

@@ -3,7 +3,7 @@
 mod common;
 
 use chrono::{Datelike, Duration, Utc};
-use common::TestServer;
+use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 use reqwest::header;
 
 #[tokio::test]
@@ -91,27 +91,16 @@ async fn no_history_gives_zeros() {
 
 #[tokio::test]
 async fn automatic_status_follows_the_roster_and_tells_the_device() {
-    let server = TestServer::start_with(&[
-        "--auto-status",
-        "--auto-open-after",
-        "1",
-        "--auto-close-after",
-        "1",
-    ])
-    .await;
+    let server = TestServer::start_with(&AUTO_STATUS_IN_A_SECOND).await;
     let mut device = server.device().await;
     device.send("enter 1").await;
-    assert_eq!(
-        device.recv().await,
-        "status 1",
-        "the automation tells the device"
-    );
-    server.wait_for_status("1").await;
+    let why = "the automation tells the device";
+    server.status_told(&mut device, "1", why).await;
     let log = server.json("/log?format=json").await;
     assert_eq!(log["log"][0]["modifiedby"], "BITS");
     device.send("leave 1").await;
-    assert_eq!(device.recv().await, "status 0");
-    server.wait_for_status("0").await;
+    let why = "the automation closes when the roster empties";
+    server.status_told(&mut device, "0", why).await;
 }
 
 #[tokio::test]

@@ -4,18 +4,17 @@
 mod common;
 
 use common::TestServer;
-use common::member::{Session, add_user, usermanage};
+use common::member::{Session, add_user, logged_in_member, usermanage};
 use reqwest::header;
 
 /// The status of `GET /admin` with exactly `cookie` (200 logged in, 303 not).
 async fn admin_with(server: &TestServer, cookie: &str) -> u16 {
     server
-        .http
-        .get(server.url("/admin"))
-        .header(header::COOKIE, format!("usertoken={cookie}"))
-        .send()
+        .get_with(
+            "/admin",
+            &[(header::COOKIE, &format!("usertoken={cookie}"))],
+        )
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -47,9 +46,7 @@ async fn logged_in(server: &TestServer, user: &str, password: &str) -> String {
 #[tokio::test]
 async fn a_session_is_stored_as_a_hash_and_logout_ends_every_copy() {
     let server = TestServer::start().await;
-    add_user(&server, "alice", "pw");
-    let mut browser = Session::new(&server);
-    browser.login("alice", "pw", "/admin").await;
+    let mut browser = logged_in_member(&server, "alice", "/admin").await;
     let cookie = browser.cookie("usertoken").unwrap();
     let sessions = sessions_in(&server);
     assert_eq!(sessions.len(), 1);

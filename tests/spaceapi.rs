@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, b64};
+use common::TestServer;
 use reqwest::header;
 
 fn schema(version: &str) -> jsonschema::Validator {
@@ -137,12 +137,10 @@ show_names = true
     let db = dir.path().join("bitsd.db");
     let server = TestServer::start_in(dir, db, &["--config", &config]).await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 0 21.5").await;
-    device.send("temperature 1 18.25").await;
     device
-        .send(&format!("message {}", b64("Pizza <tonight>")))
+        .send_all(&["status 1", "temperature 0 21.5", "temperature 1 18.25"])
         .await;
+    device.send_message("Pizza <tonight>").await;
     // The device user: some name is enough, once named.
     let out =
         common::member::usermanage(&server, &["modify", "BITS", "--visibility", "named"], None);
@@ -182,8 +180,7 @@ async fn names_only_when_allowed_and_latitude_alone_claims_only_15() {
     let db = dir.path().join("bitsd.db");
     let server = TestServer::start_in(dir, db, &["--config", &config]).await;
     let mut device = server.device().await;
-    device.send("enter 1").await;
-    device.send("status 1").await;
+    device.send_all(&["enter 1", "status 1"]).await;
     server.wait_for_status("1").await;
     let doc = server.json("/spaceapi.json").await;
     assert_valid(&doc);
@@ -199,13 +196,14 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
     /// `/spaceapi.json` as asked through an HTTPS proxy.
     async fn proxied(server: &TestServer) -> serde_json::Value {
         server
-            .http
-            .get(server.url("/spaceapi.json"))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", "bits.example.org")
-            .send()
+            .get_with(
+                "/spaceapi.json",
+                &[
+                    (common::X_FORWARDED_PROTO, "https"),
+                    (common::X_FORWARDED_HOST, "bits.example.org"),
+                ],
+            )
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()
@@ -229,18 +227,13 @@ async fn the_base_url_follows_the_proxy_only_when_proxied() {
         "https://bits.club.example/",
     ])
     .await;
-    let doc: serde_json::Value = fixed
-        .http
-        .get(fixed.url("/spaceapi.json"))
-        .header("Host", "evil.example")
-        .header("X-Forwarded-Host", "evil.example")
-        .header("X-Forwarded-Proto", "http")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forged = [
+        (header::HOST, "evil.example"),
+        (common::X_FORWARDED_HOST, "evil.example"),
+        (common::X_FORWARDED_PROTO, "http"),
+    ];
+    let response = fixed.get_with("/spaceapi.json", &forged).await;
+    let doc: serde_json::Value = response.json().await.unwrap();
     assert_valid(&doc);
     assert_eq!(doc["url"], "https://bits.club.example");
     assert_eq!(

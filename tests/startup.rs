@@ -48,35 +48,38 @@ fn each_start_up_failure_is_one_plain_line() {
     let with = |extra: &[&'static str]| [&serve[..], extra].concat();
     // Arguments, environment, run as nobody, exit code, the line.
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, bool, i32, String);
-    let cases: Vec<Case> = vec![
+    let mut cases: Vec<Case> = Vec::new();
+    // A database that cannot be opened: exit 1, naming the file and why.
+    for (db, nobody, cause) in [
         (
-            with(&["--db", "/nonexistent/bitsd.db"]),
-            vec![],
+            "/nonexistent/bitsd.db",
             false,
-            1,
-            "bitsd: cannot open database /nonexistent/bitsd.db: the directory /nonexistent does not exist".into(),
+            "the directory /nonexistent does not exist",
+        ),
+        ("locked/bitsd.db", root, "permission denied on locked"),
+        ("notes.db", false, "the file is not an SQLite database"),
+        ("notes.db/bitsd.db", false, "notes.db is not a directory"),
+    ] {
+        let line = format!("bitsd: cannot open database {db}: {cause}");
+        cases.push((with(&["--db", db]), vec![], nobody, 1, line));
+    }
+    // A configuration file that cannot be used: exit 2, naming the file
+    // and why.
+    for (file, cause) in [
+        ("missing.toml", "cannot read it: no such file or directory"),
+        (
+            "bad.toml",
+            "not valid TOML at line 2, column 15: string values must be quoted, expected literal string",
         ),
         (
-            with(&["--db", "locked/bitsd.db"]),
-            vec![],
-            root,
-            1,
-            "bitsd: cannot open database locked/bitsd.db: permission denied on locked".into(),
+            "port.toml",
+            "web_port: invalid value \"x\": expected a number from 0 to 65535",
         ),
-        (
-            with(&["--db", "notes.db"]),
-            vec![],
-            false,
-            1,
-            "bitsd: cannot open database notes.db: the file is not an SQLite database".into(),
-        ),
-        (
-            with(&["--db", "notes.db/bitsd.db"]),
-            vec![],
-            false,
-            1,
-            "bitsd: cannot open database notes.db/bitsd.db: notes.db is not a directory".into(),
-        ),
+    ] {
+        let line = format!("bitsd: {file}: {cause}");
+        cases.push((vec!["--config", file], vec![], false, 2, line));
+    }
+    cases.extend([
         (
             vec![
                 "--web-address",
@@ -102,35 +105,13 @@ fn each_start_up_failure_is_one_plain_line() {
                 .into(),
         ),
         (
-            vec!["--config", "missing.toml"],
-            vec![],
-            false,
-            2,
-            "bitsd: missing.toml: cannot read it: no such file or directory".into(),
-        ),
-        (
-            vec!["--config", "bad.toml"],
-            vec![],
-            false,
-            2,
-            "bitsd: bad.toml: not valid TOML at line 2, column 15: string values must be quoted, expected literal string".into(),
-        ),
-        (
-            vec!["--config", "port.toml"],
-            vec![],
-            false,
-            2,
-            "bitsd: port.toml: web_port: invalid value \"x\": expected a number from 0 to 65535"
-                .into(),
-        ),
-        (
             serve.clone(),
             vec![("BITSD_WEB_PORT", "eighty")],
             false,
             2,
             "bitsd: BITSD_WEB_PORT: invalid value \"eighty\" for --web-port: expected a number from 0 to 65535".into(),
         ),
-    ];
+    ]);
     for (args, env, nobody, code, line) in cases {
         let (got, stderr) = fails(d, &args, &env, nobody);
         assert_eq!(stderr.trim_end(), line, "{args:?}");

@@ -24,9 +24,7 @@ enum Opened {
 /// Opens an event stream from `from` with the extra header lines
 /// `headers`; held once its first event arrived.
 async fn events(from: &str, to: SocketAddr, headers: &str) -> Opened {
-    let mut stream = tcp_from(from, to).await;
-    let request = format!("GET /events HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = common::request_events_from(from, to, headers).await;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -164,12 +162,7 @@ async fn streams_from_many_addresses_leave_requests_served() {
 
 #[tokio::test]
 async fn an_ipv6_48_holds_four_times_an_address() {
-    let server = TestServer::start_with(&[
-        "--reverse-proxied",
-        "--web-max-connections-per-address",
-        "2",
-    ])
-    .await;
+    let server = TestServer::start_with(&common::PROXIED_TWO_PER_ADDRESS).await;
     let web = server.web_addr();
     let from = |net: &str| format!("X-Forwarded-For: {net}\r\n");
     // Four /64s of 2001:db8:7::/48, two streams each: the /48's 8.
@@ -188,12 +181,8 @@ async fn an_ipv6_48_holds_four_times_an_address() {
         _ => panic!("a ninth stream in one /48"),
     }
     let other = server
-        .http
-        .get(server.url("/status"))
-        .header("X-Forwarded-For", "2001:db8:8::1")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/status", &[(common::X_FORWARDED_FOR, "2001:db8:8::1")])
+        .await;
     assert_eq!(other.status(), 200);
     assert_eq!(
         server

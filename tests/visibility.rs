@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::TestServer;
-use common::legacy::LEGACY_SCHEMA;
-use common::member::{Session, add_user, location, usermanage};
+use common::legacy::legacy_database;
+use common::member::{Session, add_user, location, logged_in_member, usermanage};
+use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 
 const NAMED: &str = "nina-named";
 const COUNTED: &str = "carl-counted";
@@ -130,10 +130,7 @@ async fn counts_and_names_follow_each_members_visibility() {
     // A hidden member who becomes named on /admin shows at once.
     let mut hugo = Session::new(&server);
     assert_eq!(hugo.login(HIDDEN, "pw", "/admin").await.status(), 303);
-    let xsrf = hugo.cookie("_xsrf").unwrap();
-    let r = hugo
-        .post("/admin", &[("visibility", "named"), ("_xsrf", &xsrf)])
-        .await;
+    let r = hugo.submit("/admin", &[("visibility", "named")]).await;
     assert_eq!(r.status(), 303);
     let doc = server.json("/spaceapi.json").await;
     assert_eq!(
@@ -174,42 +171,24 @@ async fn without_show_names_the_document_names_nobody() {
 
 #[tokio::test]
 async fn a_hidden_member_alone_still_opens_and_closes_the_room() {
-    let server = server_with(
-        "show_names = true\n",
-        &[
-            "--auto-status",
-            "--auto-open-after",
-            "1",
-            "--auto-close-after",
-            "1",
-        ],
-    )
-    .await;
+    let server = server_with("show_names = true\n", &AUTO_STATUS_IN_A_SECOND).await;
     let hidden = member(&server, HIDDEN, "hidden");
     let mut device = server.device().await;
     device.send(&format!("enter {hidden}")).await;
-    assert_eq!(
-        device.recv().await,
-        "status 1",
-        "opened for a hidden member"
-    );
-    server.wait_for_status("1").await;
+    let why = "opened for a hidden member";
+    server.status_told(&mut device, "1", why).await;
     let doc = server.json("/spaceapi.json").await;
     assert_eq!(people(&doc), &serde_json::json!({"value": 0}));
     assert!(server.text("/").await.contains("People in the room: 0"));
     device.send(&format!("leave {hidden}")).await;
-    assert_eq!(device.recv().await, "status 0");
-    server.wait_for_status("0").await;
+    let why = "closed when the hidden member leaves";
+    server.status_told(&mut device, "0", why).await;
 }
 
 #[tokio::test]
 async fn members_of_an_original_database_become_named() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bits.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(LEGACY_SCHEMA)
-        .unwrap();
+    let db = legacy_database(dir.path());
     let config = dir.path().join("bitsd.toml");
     std::fs::write(&config, "[spaceapi]\nshow_names = true\n").unwrap();
     let config = config.display().to_string();
@@ -239,9 +218,7 @@ async fn members_of_an_original_database_become_named() {
 #[tokio::test]
 async fn the_admin_form_sets_ones_own_visibility() {
     let server = TestServer::start().await;
-    add_user(&server, "olga", "pw");
-    let mut s = Session::new(&server);
-    assert_eq!(s.login("olga", "pw", "/admin").await.status(), 303);
+    let mut s = logged_in_member(&server, "olga", "/admin").await;
     let page = s.get("/admin").await.text().await.unwrap();
     assert!(
         page.contains(r#"value="counted" checked"#),
@@ -262,11 +239,8 @@ async fn the_admin_form_sets_ones_own_visibility() {
     assert!(listed().contains("olga\tcounted"));
 
     // A bad value: 400 saying why, nothing changed.
-    let xsrf = s.cookie("_xsrf").unwrap();
     for bad in ["everyone", "", "NAMED"] {
-        let r = s
-            .post("/admin", &[("visibility", bad), ("_xsrf", &xsrf)])
-            .await;
+        let r = s.submit("/admin", &[("visibility", bad)]).await;
         assert_eq!(r.status(), 400, "{bad:?}");
         let text = r.text().await.unwrap();
         assert!(
@@ -278,9 +252,7 @@ async fn the_admin_form_sets_ones_own_visibility() {
     assert_eq!(server.text("/status").await, "0", "no status toggled");
 
     for visibility in ["hidden", "named"] {
-        let r = s
-            .post("/admin", &[("visibility", visibility), ("_xsrf", &xsrf)])
-            .await;
+        let r = s.submit("/admin", &[("visibility", visibility)]).await;
         assert_eq!(r.status(), 303);
         assert_eq!(location(&r), "/admin");
         assert!(listed().contains(&format!("olga\t{visibility}")));

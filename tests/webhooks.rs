@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::receiver::{Receiver, Recorded, Reply};
-use common::{PATIENCE, Spawned, TestServer, b64, bitsd_command};
+use common::{PATIENCE, Spawned, TestServer, bitsd_command};
 use hmac::{KeyInit as _, Mac as _};
 
 /// A config file in `dir` with a `[spaceapi]` table and `hooks`.
@@ -70,9 +70,8 @@ async fn json_deliveries_carry_the_record_as_data_does_and_are_signed() {
     );
     let (server, _dir) = server(&hooks).await;
     let mut device = server.device().await;
-    device.send("status 1").await;
-    device.send("temperature 2 21.5").await;
-    device.send(&format!("message {}", b64("pizza <3"))).await;
+    device.send_all(&["status 1", "temperature 2 21.5"]).await;
+    device.send_message("pizza <3").await;
     let requests = receiver.wait_for(3).await;
     let data = server.json("/data").await;
 
@@ -221,9 +220,7 @@ url = "{base}/slack/hook"
     }
 
     // A message reaches the one hook that follows messages, raw.
-    device
-        .send(&format!("message {}", b64("pizza <3 & {space}")))
-        .await;
+    device.send_message("pizza <3 & {space}").await;
     let requests = receiver.wait_for(6).await;
     assert_eq!(
         requests[5].json()["body"],
@@ -282,9 +279,7 @@ async fn one_hook_delivers_in_event_order_even_past_a_failure() {
     let mut device = server.device().await;
     const N: usize = 150;
     for i in 0..N {
-        device
-            .send(&format!("message {}", b64(&format!("m{i}"))))
-            .await;
+        device.send_message(&format!("m{i}")).await;
         if i % 40 == 0 {
             device.send("temperature 0 20").await;
         }
@@ -314,7 +309,7 @@ async fn a_flapping_door_sends_only_its_final_state() {
         device.send(line).await;
     }
     // A message behind the flapping waits its turn.
-    device.send(&format!("message {}", b64("after"))).await;
+    device.send_message("after").await;
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[0].json()["status"]["value"], "open");
     assert_eq!(requests[1].json()["event"], "message");
@@ -331,8 +326,7 @@ async fn a_flapping_door_sends_only_its_final_state() {
     assert!(waited >= Duration::from_millis(1000), "{waited:?}");
     assert_eq!(requests[2].json()["status"]["value"], "closed");
     // A flap that ends where the room was sends nothing.
-    device.send("status 1").await;
-    device.send("status 0").await;
+    device.send_all(&["status 1", "status 0"]).await;
     wait_for_metric(
         &server,
         "bitsd_webhook_deliveries_total{hook=\"door\",result=\"superseded\"} 6",
@@ -367,7 +361,7 @@ async fn deliveries_wait_for_a_receiver_that_is_down_across_a_crash() {
     let mut bitsd = Spawned::start_with(&db, &args, "info");
     let mut device = common::Device::connect(bitsd.control).await;
     device.send("status 1").await;
-    device.send(&format!("message {}", b64("one"))).await;
+    device.send_message("one").await;
     device.send("status 0").await;
     let failing = bitsd
         .wait_for_log("webhook h: delivery failing", PATIENCE)
@@ -420,8 +414,7 @@ async fn a_refusal_is_final_and_logged() {
         "info",
     );
     let mut device = common::Device::connect(bitsd.control).await;
-    device.send("status 1").await;
-    device.send("status 0").await;
+    device.send_all(&["status 1", "status 0"]).await;
     let requests = receiver.wait_for(2).await;
     assert_ne!(
         requests[0].delivery(),
@@ -438,12 +431,7 @@ async fn a_refusal_is_final_and_logged() {
     );
     assert!(!line.contains("second line"));
     no_more_than(&receiver, 2, Duration::from_millis(1200)).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", bitsd.web))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("http://{}/metrics", bitsd.web)).await;
     for line in [
         "bitsd_webhook_deliveries_total{hook=\"h\",result=\"failed\"} 1",
         "bitsd_webhook_deliveries_total{hook=\"h\",result=\"delivered\"} 1",

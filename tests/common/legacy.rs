@@ -1,5 +1,17 @@
 //! A database as the original Python server left it.
 
+use std::path::{Path, PathBuf};
+
+/// `bits.db` in `dir`, written as the original left it ([`LEGACY_SCHEMA`]).
+pub fn legacy_database(dir: &Path) -> PathBuf {
+    let db = dir.join("bits.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(LEGACY_SCHEMA)
+        .unwrap();
+    db
+}
+
 /// The original's schema, as SQLAlchemy created it on SQLite, with a few
 /// rows: 3 status changes, 3 samples, 1 message, 1 user, 1 page, 1 MAC hash.
 pub const LEGACY_SCHEMA: &str = r#"

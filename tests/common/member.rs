@@ -137,6 +137,14 @@ impl<'a> Session<'a> {
         r
     }
 
+    /// POSTs `form` with the session's `_xsrf` token, as the site's forms do.
+    pub async fn submit(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let xsrf = self.cookie("_xsrf").expect("a page set _xsrf");
+        let mut fields = vec![("_xsrf", xsrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+
     /// Waits until the page at `path` satisfies `check`; returns it.
     pub async fn wait_for(&mut self, path: &str, check: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
@@ -165,6 +173,16 @@ impl<'a> Session<'a> {
         )
         .await
     }
+}
+
+/// A session of the new member `name` (password `pw`), logged in through
+/// the form on the way to `next`.
+pub async fn logged_in_member<'a>(server: &'a TestServer, name: &str, next: &str) -> Session<'a> {
+    add_user(server, name, "pw");
+    let mut session = Session::new(server);
+    let r = session.login(name, "pw", next).await;
+    assert_eq!(r.status(), 303, "{name} logs in");
+    session
 }
 
 pub fn location(r: &reqwest::Response) -> String {

@@ -1,5 +1,12 @@
 //! The one helper every integration test uses: a real bitsd on port 0 with a
 //! temporary database, and clients that speak to it over real sockets.
+//!
+//! - `legacy`: a database as the original Python server left it.
+//! - `member`: usermanage, and a browser session that keeps its cookies.
+//! - `mosquitto`: a real MQTT broker and a subscriber.
+//! - `process`: the `bitsd` binary as a child process.
+//! - `receiver`: a webhook receiver that records what it is sent.
+//! - `sqlite`: what a test reads back from a database file.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,6 +15,7 @@ use std::time::Duration;
 
 use bitsd::config::Config;
 use bitsd::net::{Address, Listeners};
+use reqwest::header::HeaderName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,11 +27,53 @@ pub mod member;
 pub mod mosquitto;
 mod process;
 pub mod receiver;
+pub mod sqlite;
 #[allow(unused_imports)]
-pub use process::{Spawned, bitsd_command, rss_kib, stdout_of};
+pub use process::{Spawned, bitsd_command, installed, rss_kib, stdout_of};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Options for automatic status that opens and closes after a second.
+pub const AUTO_STATUS_IN_A_SECOND: [&str; 5] = [
+    "--auto-status",
+    "--auto-open-after",
+    "1",
+    "--auto-close-after",
+    "1",
+];
+
+/// Options for a device port that asks for the token `s3cret` and takes
+/// devices from any loopback address.
+pub const DEVICE_TOKEN_S3CRET: [&str; 4] = [
+    "--control-token",
+    "s3cret",
+    "--control-remote-address",
+    "127.0.0.0/8",
+];
+
+/// Options for a server behind a reverse proxy that takes two connections
+/// from each client address.
+pub const PROXIED_TWO_PER_ADDRESS: [&str; 3] = [
+    "--reverse-proxied",
+    "--web-max-connections-per-address",
+    "2",
+];
+
+/// The headers a reverse proxy adds.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The new folder `name` in `dir`, holding `files` (name, text).
+pub fn folder_with(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir(&folder).unwrap();
+    for (file, text) in files {
+        std::fs::write(folder.join(file), text).unwrap();
+    }
+    folder
+}
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -44,6 +94,13 @@ impl TestServer {
     /// A server on a new database with the repository's wiki loaded.
     pub async fn start() -> TestServer {
         Self::start_with(&[]).await
+    }
+
+    /// A server on a new database, and the device connected to it.
+    pub async fn start_with_device() -> (TestServer, Device) {
+        let server = Self::start().await;
+        let device = server.device().await;
+        (server, device)
     }
 
     /// A server on a new database, with extra command-line options.
@@ -96,6 +153,21 @@ impl TestServer {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    /// GET `path` with `headers` added.
+    pub async fn get_with(&self, path: &str, headers: &[(HeaderName, &str)]) -> reqwest::Response {
+        get_with(&self.http, self.url(path), headers).await
+    }
+
+    /// POSTs `form` to `path`, without cookies.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn text(&self, path: &str) -> String {
         self.get(path).await.text().await.unwrap()
     }
@@ -117,6 +189,25 @@ impl TestServer {
     /// Connects as the device.
     pub async fn device(&self) -> Device {
         Device::connect(self.control_addr()).await
+    }
+
+    /// Opens `n` device connections at once, then waits until the server
+    /// has closed every one (for a server that refuses them).
+    pub async fn refused_devices(&self, n: usize) {
+        let mut refused = Vec::new();
+        for _ in 0..n {
+            refused.push(self.device().await);
+        }
+        for mut device in refused {
+            device.closed().await;
+        }
+    }
+
+    /// Has `device` told the status `value` (`1` open, `0` closed), as the
+    /// server decided it, and waits until it is stored; `why` says when.
+    pub async fn status_told(&self, device: &mut Device, value: &str, why: &str) {
+        assert_eq!(device.recv().await, format!("status {value}"), "{why}");
+        self.wait_for_status(value).await;
     }
 
     /// Waits until `/data` satisfies `check`; returns it.
@@ -147,6 +238,13 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Has `device` send the status `value` (`1` open, `0` closed) and waits
+    /// until it is stored.
+    pub async fn status_from(&self, device: &mut Device, value: &str) {
+        device.send(&format!("status {value}")).await;
+        self.wait_for_status(value).await;
     }
 
     /// Waits until a status `expected` (`1` open, `0` closed) is stored:
@@ -248,6 +346,18 @@ impl Device {
             .unwrap();
     }
 
+    /// Sends each of `lines`, in order.
+    pub async fn send_all(&mut self, lines: &[&str]) {
+        for line in lines {
+            self.send(line).await;
+        }
+    }
+
+    /// Sends the message `text`, base64 as the device writes it.
+    pub async fn send_message(&mut self, text: &str) {
+        self.send(&format!("message {}", b64(text))).await;
+    }
+
     /// Sends raw bytes; false when the server has closed the connection.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
         self.writer.write_all(bytes).await.is_ok() && self.writer.flush().await.is_ok()
@@ -255,12 +365,8 @@ impl Device {
 
     /// The next line from the server, without `\n`.
     pub async fn recv(&mut self) -> String {
-        let mut line = String::new();
-        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-            .await
-            .expect("a line from the server in time")
-            .unwrap();
-        assert!(n > 0, "connection closed while waiting for a line");
+        let line = next_line(&mut self.reader, "a line from the server").await;
+        let line = line.expect("connection closed while waiting for a line");
         line.trim_end_matches('\n').to_string()
     }
 
@@ -303,6 +409,69 @@ pub async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
         .bind(SocketAddr::new(from.parse().unwrap(), 0))
         .unwrap();
     socket.connect(to).await.unwrap()
+}
+
+/// GET `url` through `client` with `headers` added.
+pub async fn get_with(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    headers: &[(HeaderName, &str)],
+) -> reqwest::Response {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(name.clone(), *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// The body of a GET of `url`, whatever its status, from a client of its own.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The value of the header `name` of `response`, as text.
+pub fn header_text(response: &reqwest::Response, name: HeaderName) -> &str {
+    let value = response.headers().get(&name);
+    let value = value.unwrap_or_else(|| panic!("no {name} header"));
+    value.to_str().unwrap()
+}
+
+/// Fails unless `text` holds each of `parts`, showing `text` when not.
+#[track_caller]
+pub fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in {text}");
+    }
+}
+
+/// The next line of `reader`, `\n` included, within [`PATIENCE`]; `None`
+/// once the stream has ended. `what` names the line a failure waited for.
+pub async fn next_line<R>(reader: &mut R, what: &str) -> Option<String>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let mut line = String::new();
+    let n = tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("{what} in time"))
+        .unwrap();
+    (n > 0).then_some(line)
+}
+
+/// A connection to `to` on which `request` has been sent.
+pub async fn connect_and_send(to: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(to).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream
+}
+
+/// A connection from the local address `from` (127.x.y.z) to `to` on which
+/// `GET /events` has been sent, with the extra header lines `headers`.
+pub async fn request_events_from(from: &str, to: SocketAddr, headers: &str) -> TcpStream {
+    let mut stream = tcp_from(from, to).await;
+    let request = format!("GET /events HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
 }
 
 /// base64 of `text`, as the device writes messages.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,23 @@ pub fn bitsd_command() -> Command {
         }
     }
     command
+}
+
+/// The program the environment variable `variable` names, or else the first
+/// of `paths` that exists; `program` names it when none is found.
+pub fn installed(variable: &str, paths: &[&str], program: &str) -> PathBuf {
+    let named = std::env::var(variable).unwrap_or_default();
+    std::iter::once(named.as_str())
+        .chain(paths.iter().copied())
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {program} found: `make test` installs Debian's {program}, \
+                 or set {variable}=/path"
+            )
+        })
 }
 
 /// The standard output of a command that had to succeed (its standard
