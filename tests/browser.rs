@@ -53,6 +53,14 @@ const BROWSER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Evaluates `expression` (a JS expression) until it is true.
 async fn wait_until(page: &Page, what: &str, expression: &str) {
+    assert!(
+        became_true(page, expression).await,
+        "timed out waiting for {what}: {expression}"
+    );
+}
+
+/// Whether `expression` became true within [`BROWSER_PATIENCE`].
+async fn became_true(page: &Page, expression: &str) -> bool {
     let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
     loop {
         let value: bool = page
@@ -62,14 +70,33 @@ async fn wait_until(page: &Page, what: &str, expression: &str) {
             .and_then(|v| v.into_value().ok())
             .unwrap_or(false);
         if value {
-            return;
+            return true;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {expression}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the service worker controls the page; a failure says how
+/// far its registration got.
+async fn wait_for_worker(page: &Page) {
+    if became_true(page, "navigator.serviceWorker.controller !== null").await {
+        return;
+    }
+    let registration = page
+        .evaluate(
+            "navigator.serviceWorker.getRegistration().then(function (r) {
+               return r ? ['installing', 'waiting', 'active'].map(function (k) {
+                 return k + ': ' + (r[k] ? r[k].state : 'none');
+               }).join(', ') : 'not registered';
+             })",
+        )
+        .await
+        .ok()
+        .and_then(|v| v.into_value::<String>().ok());
+    panic!("timed out waiting for the service worker to control the page: {registration:?}");
 }
 
 /// Waits until the page's script is live over the websocket.
@@ -347,12 +374,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
         "{:?}",
         installable.result.installability_errors
     );
-    wait_until(
-        &page,
-        "the service worker",
-        "navigator.serviceWorker.controller !== null",
-    )
-    .await;
+    wait_for_worker(&page).await;
     reload_live(&page, "the page again, through the service worker").await;
     device.send("temperature 0 24.5").await;
     wait_for_sample(&page, "the last sample", 0, "24.5 °C").await;
