@@ -47,6 +47,24 @@ async fn launch() -> (Browser, tokio::task::JoinHandle<()>, tempfile::TempDir) {
     (browser, events, profile)
 }
 
+/// A new tab at `url` whose workers start at once. chromiumoxide asks
+/// Chromium to hold every new worker until it resumes it, and it drops the
+/// odd message it cannot parse: a service worker whose notice was dropped
+/// would wait, never running, for as long as the test.
+async fn open(browser: &Browser, url: &str) -> Page {
+    use chromiumoxide::cdp::browser_protocol::target::SetAutoAttachParams;
+    let page = browser.new_page("about:blank").await.unwrap();
+    let attach = SetAutoAttachParams::builder()
+        .auto_attach(true)
+        .flatten(true)
+        .wait_for_debugger_on_start(false)
+        .build()
+        .unwrap();
+    page.execute(attach).await.unwrap();
+    page.goto(url).await.unwrap();
+    page
+}
+
 /// How long the browser may take for a step: a loaded machine starts a
 /// service worker in seconds. (Only a failing step waits this long.)
 const BROWSER_PATIENCE: Duration = Duration::from_secs(30);
@@ -234,7 +252,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
     let (mut browser, events, _profile) = launch().await;
 
     // A page from before anything was recorded, kept live from then on.
-    let early = browser.new_page(server.url("/")).await.unwrap();
+    let early = open(&browser, &server.url("/")).await;
     wait_for_websocket(&early, "the script").await;
     assert_agrees_with_the_server(&early, &server, "with nothing recorded").await;
 
@@ -264,7 +282,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
     assert_agrees_with_the_server(&early, &server, "after changes pushed one by one").await;
 
     // Server-rendered state, then live over the websocket.
-    let page = browser.new_page(server.url("/")).await.unwrap();
+    let page = open(&browser, &server.url("/")).await;
     wait_for_websocket(&page, "the script").await;
     assert_agrees_with_the_server(&page, &server, "on load").await;
     assert_eq!(
@@ -329,7 +347,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
     click(&page, "blind-toggle").await;
 
     // With websockets broken the page falls back to Server-Sent Events.
-    let blocked = browser.new_page("about:blank").await.unwrap();
+    let blocked = open(&browser, "about:blank").await;
     blocked
         .evaluate_on_new_document(
             "window.WebSocket = function () { var s = this; setTimeout(function () { s.onclose && s.onclose({}); }, 5); };",
@@ -381,7 +399,7 @@ async fn the_homepage_is_live_in_a_real_browser() {
 
     // In Italian the script writes what the server writes: words, dates,
     // decimal commas. (Last: the browser keeps the `lang` cookie.)
-    let italian = browser.new_page(server.url("/?lang=it")).await.unwrap();
+    let italian = open(&browser, &server.url("/?lang=it")).await;
     wait_for_websocket(&italian, "the Italian page's script").await;
     device.send("temperature 1 19.25").await;
     wait_for_sample(&italian, "the Italian sample", 1, "19,3 °C").await;
