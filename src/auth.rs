@@ -84,6 +84,18 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// The key that signs cookies: `cookie_secret` when set, or else one made
+/// once and kept in the database, so logins survive restarts.
+pub fn cookie_secret(
+    configured: Option<&str>,
+    db: &mut crate::store::Db,
+) -> Result<String, crate::store::StoreError> {
+    match configured {
+        Some(secret) => Ok(secret.to_string()),
+        None => db.setting_or_insert("cookie_secret", &random_token(48)),
+    }
+}
+
 /// SHA-256 hex of a MAC address written lower-case with colons, as stored
 /// in `MACToUser.mac_hash`. `None` when `mac` is not six hex pairs.
 pub fn mac_hash(mac: &str) -> Option<String> {

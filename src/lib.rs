@@ -104,22 +104,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // The database, the state loaded from it, and what the parts share.
     let mut db = open_db(&config).await?;
-    let secret = match &config.options.cookie_secret {
-        Some(secret) => secret.clone(),
-        // Generated once and kept, so logins survive restarts.
-        None => db.setting_or_insert("cookie_secret", &auth::random_token(48))?,
-    };
+    let secret = auth::cookie_secret(config.options.cookie_secret.as_deref(), &mut db)?;
     let store = store::Handle::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
-    let clock = Clock::new(config.timezone);
     let metrics = Arc::new(metrics::Metrics::new());
     let routes = webhook::routes(&config.webhooks);
+    let clock = Clock::new(config.timezone);
     let state = State::start(db, clock, config.options.jsonver, metrics.clone(), routes)
         .context("cannot load the current state")?;
-    let link = DeviceLink::new(metrics.clone());
     let tracker = TaskTracker::new();
-    // Before any input starts, so the device link misses no change.
+    tracing::info!("database {}", config.db_path.display());
+    tracing::info!("web listening on {}", listeners.web.address()?);
+    tracing::info!("control listening on {}", listeners.control.address()?);
+
+    // The followers of the state, before any input starts, so none misses
+    // a change: the device link, the webhooks, MQTT.
+    let link = DeviceLink::new(metrics.clone());
     tracker.spawn(device::follow(
         link.clone(),
         state.clone(),
@@ -127,10 +129,6 @@ pub async fn run(
     ));
     webhook::spawn(&config, &state, &store, &metrics, &shutdown, &tracker)
         .context("cannot start the webhooks")?;
-    tracing::info!("database {}", config.db_path.display());
-    tracing::info!("web listening on {}", listeners.web.address()?);
-    tracing::info!("control listening on {}", listeners.control.address()?);
-    // Also before any input starts, for the same reason.
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
         net::Address::Unix(_) => None,
@@ -146,6 +144,7 @@ pub async fn run(
     )
     .context("cannot start MQTT")?;
 
+    // The inputs: the web, the device port, automatic status.
     let app = web::App::new(
         config.clone(),
         state.clone(),
