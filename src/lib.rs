@@ -1,8 +1,8 @@
 //! bitsd: a real-time presence server for club rooms and hackerspaces.
 //!
 //! Layout:
-//! - `config`: every option declared once; flags, `BITSD_*` variables and
-//!   the TOML file read into typed layers and merged.
+//! - `config`: every option declared once, as a clap flag that is also a
+//!   `BITSD_*` variable and a key of the TOML file.
 //! - `auth`: password hashes and the threads that check them (strangers'
 //!   attempts queued apart from known browsers'), signed login and
 //!   known-browser cookies, MAC hashes.
