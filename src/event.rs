@@ -1,8 +1,9 @@
-//! The records an event produces, and their JSON shapes (protocol version 3).
+//! The records an event produces, and their JSON shapes (protocol version 3);
+//! the kinds of change a webhook can follow.
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::LocalTime;
 use crate::escape::html_escape;
@@ -185,6 +186,26 @@ impl From<&Message> for MessageJson {
 impl fmt::Display for StatusValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of committed change a hook can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookEvent {
+    Status,
+    Message,
+    Temperature,
+}
+
+impl HookEvent {
+    /// The name in the config file and in a `json` delivery's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Status => "status",
+            HookEvent::Message => "message",
+            HookEvent::Temperature => "temperature",
+        }
     }
 }
 

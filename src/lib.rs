@@ -125,8 +125,18 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
-    webhook::spawn(&config, &state, &reader, &metrics, &shutdown, &tracker)
-        .context("cannot start the webhooks")?;
+    let url = config.spaceapi.as_ref().and_then(|s| s.url.as_deref());
+    let site = webhook::request::Site::new(config.space_name(), url);
+    webhook::spawn(
+        &config.webhooks,
+        site,
+        &state,
+        &reader,
+        &metrics,
+        &shutdown,
+        &tracker,
+    )
+    .context("cannot start the webhooks")?;
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);

@@ -1,15 +1,14 @@
 //! Configuration: command-line flags, `BITSD_*` variables and a TOML file.
 //!
 //! `options.rs` declares the command line, every option once; `values.rs`
-//! parses each kind of value; `webhooks.rs` checks the `[[webhook]]` tables.
-//! [`load`] checks each source whole, naming the variable or the file and
-//! key of a bad value, then hands clap the values of the file, then those of
-//! the environment, then the flags: the last one given wins, so flag >
-//! environment > file > default.
+//! parses each kind of value. [`load`] checks each source whole, naming the
+//! variable or the file and key of a bad value, then hands clap the values
+//! of the file, then those of the environment, then the flags: the last one
+//! given wins, so flag > environment > file > default. The `[[webhook]]`
+//! tables are checked by the webhooks' own `settings`.
 
 mod options;
 mod values;
-mod webhooks;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,8 +20,8 @@ use serde::Deserialize;
 
 pub use options::{Cli, Command, Fake, Options, WebhookCommand};
 pub use values::{Allowlist, Lang, MqttUrl, SensorNames};
-pub use webhooks::{ChatId, HookEvent, HookFormat, TELEGRAM_API, Webhook};
 
+use crate::webhook::settings::{self, Webhook};
 use options::{LIST, TABLE, env_name, normalise_bool_flags};
 
 /// The file read when `--config` is not given, if it exists.
@@ -230,7 +229,7 @@ where
         None => None,
     };
     let webhooks = match table.remove("webhook") {
-        Some(value) => webhooks::parse(&path, value)?,
+        Some(value) => settings::parse(value).map_err(|e| Error::file(&path, e))?,
         None => Vec::new(),
     };
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::unix_time;
-use crate::config::HookEvent;
 use crate::event::Change;
+use crate::event::HookEvent;
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::store::{Batch, Db, StoreError};
