@@ -10,6 +10,7 @@
 mod options;
 mod values;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -39,7 +40,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn file(path: &Path, message: String) -> Error {
+    fn file(path: &Path, message: String) -> Error {
         Error::Invalid(format!("{}: {message}", path.display()))
     }
 
@@ -199,23 +200,16 @@ where
     T: Into<OsString> + Clone,
     E: IntoIterator<Item = (String, String)>,
 {
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let var = |name: &str| {
-        let var = env_name(name);
-        env.iter()
-            .find(|(key, _)| *key == var)
-            .map(|(_, v)| v.as_str())
-    };
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let var = |name: &str| env.get(&env_name(name)).map(String::as_str);
     let args = normalise_bool_flags(args.into_iter().map(Into::into).collect());
     // The flags alone first: a bad one, `--help` and `--version` end here.
     let flags = Cli::try_parse_from(&args)?;
 
-    let given = match (flags.config, var("config")) {
-        (Some(path), _) => Some(path),
-        (None, Some(text)) => {
-            Some(values::path(text).map_err(|why| Error::env("config", text, why))?)
-        }
-        (None, None) => None,
+    let from_env = |text| values::path(text).map_err(|why| Error::env("config", text, why));
+    let given = match flags.config {
+        Some(path) => Some(path),
+        None => var("config").map(from_env).transpose()?,
     };
     let path = given
         .clone()
@@ -237,7 +231,7 @@ where
     // one clap reads wins.
     let known = Options::args();
     let flag = |arg: &Arg, text: &str| format!("--{}={text}", arg.get_long().unwrap_or_default());
-    let mut merged = vec![args[0].clone()];
+    let mut merged = vec![args.first().cloned().unwrap_or_else(|| "bitsd".into())];
     for (key, value) in table {
         let error = |message: String| Error::file(&path, format!("{key}: {message}"));
         let Some(arg) = known.iter().find(|a| a.get_id() == key.as_str()) else {
@@ -266,24 +260,19 @@ where
         _ => options.db.clone(),
     };
     let timezone = options.timezone.unwrap_or_else(system_timezone);
+    let named = |key: &String| {
+        key == "BITSD_CONFIG" || known.iter().any(|a| env_name(a.get_id().as_str()) == *key)
+    };
     let unknown_env = env
-        .iter()
-        .map(|(key, _)| key)
-        .filter(|key| {
-            key.strip_prefix("BITSD_").is_some_and(|rest| {
-                let name = rest.to_ascii_lowercase();
-                name != "config" && !known.iter().any(|a| a.get_id() == name.as_str())
-            })
-        })
-        .cloned()
-        .collect();
+        .into_keys()
+        .filter(|key| key.starts_with("BITSD_") && !named(key));
     let config = Config {
         options,
         db_path,
         timezone,
         spaceapi,
         webhooks,
-        unknown_env,
+        unknown_env: unknown_env.collect(),
     };
     Ok((config, cli.command))
 }
@@ -301,77 +290,57 @@ pub fn from_process() -> (Config, Option<Command>) {
 fn check(arg: &Arg, text: &str) -> Result<(), String> {
     let flag = format!("--{}={text}", arg.get_long().unwrap_or_default());
     let command = clap::Command::new("bitsd").no_binary_name(true);
-    match command.arg(arg.clone()).try_get_matches_from([flag]) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            Err(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
-        }
-    }
+    let Err(e) = command.arg(arg.clone()).try_get_matches_from([flag]) else {
+        return Ok(());
+    };
+    Err(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
 }
 
 /// A file's value of option `arg` as the text a flag would carry: numbers and
 /// booleans as written, a list of strings of a `LIST` option joined by
 /// commas, a table of strings of a `NAMES` option as `key=value,...`.
 fn file_text(arg: &Arg, value: toml::Value) -> Result<String, String> {
-    use toml::Value;
+    use toml::Value::{Array, Boolean, Float, Integer, String as Text, Table};
     let takes = |name: &str| arg.get_value_names().is_some_and(|n| n[0] == name);
-    let text = match value {
-        Value::String(s) => s,
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Array(items) if takes(LIST) => items
+    let found =
+        |what: &str, value: toml::Value| format!("expected {what}, found {}", value.type_str());
+    let parts: Vec<String> = match value {
+        Text(s) => return Ok(s),
+        Integer(i) => return Ok(i.to_string()),
+        Float(f) => return Ok(f.to_string()),
+        Boolean(b) => return Ok(b.to_string()),
+        Array(items) if takes(LIST) => items
             .into_iter()
             .map(|item| match item {
-                Value::String(s) => Ok(s),
-                other => Err(format!(
-                    "expected a list of strings, found {}",
-                    other.type_str()
-                )),
+                Text(s) => Ok(s),
+                other => Err(found("a list of strings", other)),
             })
-            .collect::<Result<Vec<_>, _>>()?
-            .join(","),
-        Value::Table(pairs) if takes(TABLE) => pairs
+            .collect::<Result<_, _>>()?,
+        Table(pairs) if takes(TABLE) => pairs
             .into_iter()
             .map(|(key, item)| match item {
-                Value::String(s) if !s.contains([',', '=']) => Ok(format!("{key}={s}")),
-                Value::String(_) => Err(format!("{key}: a name may not hold `,` or `=`")),
-                other => Err(format!(
-                    "{key}: expected a string, found {}",
-                    other.type_str()
-                )),
+                Text(s) if !s.contains([',', '=']) => Ok(format!("{key}={s}")),
+                Text(_) => Err(format!("{key}: a name may not hold `,` or `=`")),
+                other => Err(format!("{key}: {}", found("a string", other))),
             })
-            .collect::<Result<Vec<_>, _>>()?
-            .join(","),
-        other => {
-            return Err(format!(
-                "expected a single value, found {}",
-                other.type_str()
-            ));
-        }
+            .collect::<Result<_, _>>()?,
+        other => return Err(found("a single value", other)),
     };
-    Ok(text)
+    Ok(parts.join(","))
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::file(
-            path,
-            format!("cannot read it: {}", crate::report::io_cause(&e)),
-        )
+        let why = crate::report::io_cause(&e);
+        Error::file(path, format!("cannot read it: {why}"))
     })?;
-    text.parse::<toml::Table>().map_err(|e| {
+    text.parse().map_err(|e: toml::de::Error| {
         // The first line of toml's report says where: "TOML parse error at line 1, column 12".
         let report = e.to_string();
-        let place = report
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("TOML parse error ");
-        Error::file(
-            path,
-            format!("not valid TOML {place}: {}", e.message().trim_end()),
-        )
+        let place = report.lines().next().unwrap_or_default();
+        let place = place.trim_start_matches("TOML parse error ");
+        let why = e.message().trim_end();
+        Error::file(path, format!("not valid TOML {place}: {why}"))
     })
 }
 
@@ -418,13 +387,9 @@ mod tests {
         }
     }
 
+    type Text = &'static str;
     /// (flags, variables, file, a part of the configuration or of the error)
-    type Case = (
-        &'static str,
-        &'static str,
-        &'static str,
-        Result<&'static str, &'static str>,
-    );
+    type Case = (Text, Text, Text, Result<Text, Text>);
 
     #[rustfmt::skip]
     const SOURCES: &[Case] = &[
@@ -453,7 +418,8 @@ mod tests {
         ("", "BITSD_CONFIG=/x", "", Ok("unknown_env: []")),
         ("", "", "[spaceapi]\nspace = \"POuL\"", Ok("space: Some(\"POuL\")")),
         ("", "", "timezone = \"Europe/Rome\"", Ok("timezone: Europe/Rome")),
-        ("--web-port 1", "BITSD_WEB_PORT=abc", "", Err("BITSD_WEB_PORT: invalid value \"abc\" for")),
+        ("--web-port 1", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for")),
+        ("", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for --web-port: expect")),
         ("", "", "web_port = \"x\"", Err("bitsd.toml: web_port: invalid value \"x\": expected")),
         ("", "", "web_prot = 1", Err("bitsd.toml: web_prot: unknown key")),
         ("", "", "config = \"x.toml\"", Err("bitsd.toml: config: unknown key")),
@@ -528,32 +494,16 @@ mod tests {
                 (Ok(got), Ok(part)) | (Err(got), Err(part)) => got.contains(part),
                 _ => false,
             };
-            assert!(
-                fine,
-                "{args:?} {vars:?} {file:?}: {got:?}, not {expected:?}"
-            );
+            assert!(fine, "{args} | {vars} | {file}: {got:?}, not {expected:?}");
             assert!(!format!("{got:?}").contains("pw@"), "a password repeated");
         }
-        let env = |k: &str, v: &str| [(k.to_string(), v.to_string())];
-        let error = load(
-            ["bitsd", "--config", "/dev/null"],
-            env("BITSD_WEB_PORT", "x"),
-        );
-        assert_eq!(
-            error.unwrap_err().to_string(),
-            "BITSD_WEB_PORT: invalid value \"x\" for --web-port: expected a number from 0 to 65535"
-        );
-        let error = load(["bitsd"], env("BITSD_CONFIG", "/nonexistent/bitsd.toml"));
-        assert_eq!(
-            error.unwrap_err().to_string(),
-            "/nonexistent/bitsd.toml: cannot read it: no such file or directory"
-        );
-        let error = load(["bitsd"], env("BITSD_CONFIG", "")).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("BITSD_CONFIG: invalid value \"\" for --config")
-        );
+        let config = |file: &str| {
+            let env = [("BITSD_CONFIG".to_string(), file.to_string())];
+            load(["bitsd"], env).unwrap_err().to_string()
+        };
+        let error = "/nonexistent/bitsd.toml: cannot read it: no such file or directory";
+        assert_eq!(config("/nonexistent/bitsd.toml"), error);
+        assert!(config("").starts_with("BITSD_CONFIG: invalid value \"\" for --config"));
     }
 
     #[test]

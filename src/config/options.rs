@@ -39,16 +39,6 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-const WEB: &str = "Web";
-const DEVICE: &str = "Device";
-const SOCKETS: &str = "Unix sockets";
-const STORAGE: &str = "Storage";
-const MEMBERS: &str = "Members";
-const PRESENCE: &str = "Presence";
-const PAGES: &str = "Pages";
-const INTEGRATIONS: &str = "Integrations";
-const OPERATION: &str = "Operation";
-
 /// Every option, by `--help` group. Once [`super::load`] has merged the
 /// sources, each holds its value from the flag, else the variable, else the
 /// file, else its default. A `bool` is a switch: `--flag` alone is true.
@@ -56,170 +46,173 @@ const OPERATION: &str = "Operation";
 #[command(mut_args = every_option)]
 pub struct Options {
     /// Address the HTTP/websocket server binds
-    #[arg(long, help_heading = WEB, default_value = "0.0.0.0", value_parser = address)]
+    #[arg(long, help_heading = "Web", default_value = "0.0.0.0", value_parser = address)]
     pub web_address: IpAddr,
     /// Port of the HTTP/websocket server (0 = any free port)
-    #[arg(long, help_heading = WEB, default_value = "8008", value_parser = number(0..=u16::MAX))]
+    #[arg(long, help_heading = "Web", default_value = "8008", value_parser = number(0..=u16::MAX))]
     pub web_port: u16,
     /// Unix socket path for HTTP/websocket instead of TCP
-    #[arg(long, help_heading = WEB, value_parser = path, value_name = "PATH")]
+    #[arg(long, help_heading = "Web", value_parser = path, value_name = "PATH")]
     pub web_usocket: Option<PathBuf>,
     /// Take the client address and scheme from X-Real-IP / X-Forwarded-For / X-Forwarded-Proto
-    #[arg(long, help_heading = WEB, default_value = "false")]
+    #[arg(long, help_heading = "Web", default_value = "false")]
     pub reverse_proxied: bool,
     /// This server's address as the world reaches it, e.g. https://bits.example.org:
     /// every absolute URL bitsd writes uses it [default: none, each request's Host]
-    #[arg(long, help_heading = WEB, value_parser = public_url, value_name = "URL")]
+    #[arg(long, help_heading = "Web", value_parser = public_url, value_name = "URL")]
     pub public_url: Option<String>,
     /// Most HTTP and websocket connections at once; past it new ones wait
-    #[arg(long, help_heading = WEB, default_value = "16384")]
+    #[arg(long, help_heading = "Web", default_value = "16384")]
     #[arg(value_parser = number(1..=u32::MAX), value_name = "N")]
     pub web_max_connections: u32,
     /// Most connections one client address (IPv4, or IPv6 /64) holds at once,
     /// websockets and SSE included
-    #[arg(long, help_heading = WEB, default_value = "1024")]
+    #[arg(long, help_heading = "Web", default_value = "1024")]
     #[arg(value_parser = number(1..=u32::MAX), value_name = "N")]
     pub web_max_connections_per_address: u32,
     /// Most long-lived connections at once (websockets, event streams, device
     /// websockets); past it a new one gets 503, while requests are still served
-    #[arg(long, help_heading = WEB, default_value = "8192")]
+    #[arg(long, help_heading = "Web", default_value = "8192")]
     #[arg(value_parser = number(1..=u32::MAX), value_name = "N")]
     pub web_max_streams: u32,
     /// How many reverse proxies stand in front (with reverse_proxied): the client
     /// is the address this many places from the right of X-Forwarded-For
-    #[arg(long, help_heading = WEB, default_value = "1")]
+    #[arg(long, help_heading = "Web", default_value = "1")]
     #[arg(value_parser = number(1..=16u32), value_name = "N")]
     pub trusted_proxy_hops: u32,
     /// Folder whose files replace the built-in ones of the same name under /static/
     /// [default: none, the built-in files only]
-    #[arg(long, help_heading = WEB, value_parser = path, value_name = "PATH")]
+    #[arg(long, help_heading = "Web", value_parser = path, value_name = "PATH")]
     pub assets_path: Option<PathBuf>,
     /// Folder of markdown pages read by bootstrap (and live in developer mode), each
     /// replacing the built-in page of the same name [default: none, the built-in pages only]
-    #[arg(long, help_heading = WEB, value_parser = path, value_name = "PATH")]
+    #[arg(long, help_heading = "Web", value_parser = path, value_name = "PATH")]
     pub wiki_path: Option<PathBuf>,
     /// Escape raw HTML in markdown pages
-    #[arg(long, help_heading = WEB, default_value = "true")]
+    #[arg(long, help_heading = "Web", default_value = "true")]
     pub mdescape: bool,
     /// Protocol version reported in /data
-    #[arg(long, help_heading = WEB, default_value = "3", value_parser = number(0..=u32::MAX))]
+    #[arg(long, help_heading = "Web", default_value = "3", value_parser = number(0..=u32::MAX))]
     pub jsonver: u32,
 
     /// Address the device (miniprotocol) listener binds
-    #[arg(long, help_heading = DEVICE, default_value = "127.0.0.1", value_parser = address)]
+    #[arg(long, help_heading = "Device", default_value = "127.0.0.1", value_parser = address)]
     pub control_local_address: IpAddr,
     /// Port of the device listener (0 = any free port)
-    #[arg(long, help_heading = DEVICE, default_value = "8888", value_parser = number(0..=u16::MAX))]
+    #[arg(long, help_heading = "Device", default_value = "8888")]
+    #[arg(value_parser = number(0..=u16::MAX))]
     pub control_local_port: u16,
     /// Unix socket path for the device listener instead of TCP
-    #[arg(long, help_heading = DEVICE, value_parser = path, value_name = "PATH")]
+    #[arg(long, help_heading = "Device", value_parser = path, value_name = "PATH")]
     pub control_local_usocket: Option<PathBuf>,
     /// Who may connect as the device: comma-separated addresses or CIDR blocks
-    #[arg(long, help_heading = DEVICE, default_value = "127.0.0.1")]
+    #[arg(long, help_heading = "Device", default_value = "127.0.0.1")]
     #[arg(value_parser = allowlist, value_name = LIST)]
     pub control_remote_address: Allowlist,
     /// When set, the device's first line must be `auth <token>`
-    #[arg(long, help_heading = DEVICE, value_parser = text, value_name = "TOKEN")]
+    #[arg(long, help_heading = "Device", value_parser = text, value_name = "TOKEN")]
     pub control_token: Option<String>,
     /// Seconds a device may stay silent before it is disconnected (0 = never)
-    #[arg(long, help_heading = DEVICE, default_value = "3600")]
+    #[arg(long, help_heading = "Device", default_value = "3600")]
     #[arg(value_parser = number(0..=u64::MAX), value_name = "SECONDS")]
     pub control_idle_timeout: u64,
 
     /// Owner applied to unix sockets [default: unchanged]
-    #[arg(long, help_heading = SOCKETS, value_parser = number(0..=u32::MAX), value_name = "UID")]
+    #[arg(long, help_heading = "Unix sockets")]
+    #[arg(value_parser = number(0..=u32::MAX), value_name = "UID")]
     pub usocket_uid: Option<u32>,
     /// Group applied to unix sockets [default: unchanged]
-    #[arg(long, help_heading = SOCKETS, value_parser = number(0..=u32::MAX), value_name = "GID")]
+    #[arg(long, help_heading = "Unix sockets")]
+    #[arg(value_parser = number(0..=u32::MAX), value_name = "GID")]
     pub usocket_gid: Option<u32>,
     /// Mode applied to unix sockets, in octal
-    #[arg(long, help_heading = SOCKETS, default_value = "0600")]
+    #[arg(long, help_heading = "Unix sockets", default_value = "0600")]
     #[arg(value_parser = mode, value_name = "OCTAL")]
     pub usocket_mode: u32,
 
     /// SQLite database file
-    #[arg(long, help_heading = STORAGE, default_value = "bitsd.db")]
+    #[arg(long, help_heading = "Storage", default_value = "bitsd.db")]
     #[arg(value_parser = path, value_name = "PATH")]
     pub db: PathBuf,
     /// Synonym of --db written as an SQLAlchemy URI, `sqlite:///path`
-    #[arg(long, help_heading = STORAGE, value_parser = db_uri, value_name = "URI")]
+    #[arg(long, help_heading = "Storage", value_parser = db_uri, value_name = "URI")]
     pub db_uri: Option<PathBuf>,
     /// Log every SQL statement
-    #[arg(long, help_heading = STORAGE, default_value = "false")]
+    #[arg(long, help_heading = "Storage", default_value = "false")]
     pub log_queries: bool,
 
     /// Key that signs cookies [default: generated once and kept in the database]
-    #[arg(long, help_heading = MEMBERS, value_parser = text, value_name = "SECRET")]
+    #[arg(long, help_heading = "Members", value_parser = text, value_name = "SECRET")]
     pub cookie_secret: Option<String>,
     /// Lifetime of the login cookie, in days
-    #[arg(long, help_heading = MEMBERS, default_value = "1", value_parser = number(1..=3650u32))]
+    #[arg(long, help_heading = "Members", default_value = "1", value_parser = number(1..=3650u32))]
     pub cookie_max_age_days: u32,
     /// Seconds between two failed logins for the same user from the same address
-    #[arg(long, help_heading = MEMBERS, default_value = "5", value_parser = number(0..=u64::MAX))]
+    #[arg(long, help_heading = "Members", default_value = "5", value_parser = number(0..=u64::MAX))]
     pub min_login_retry: u64,
     /// Token for POST /macupdate; while unset the endpoint answers 404
-    #[arg(long, help_heading = MEMBERS, value_parser = text, value_name = "TOKEN")]
+    #[arg(long, help_heading = "Members", value_parser = text, value_name = "TOKEN")]
     pub mac_update_password: Option<String>,
     /// Minimum seconds between two MAC updates from one address
-    #[arg(long, help_heading = MEMBERS, default_value = "0", value_parser = number(0..=u64::MAX))]
+    #[arg(long, help_heading = "Members", default_value = "0", value_parser = number(0..=u64::MAX))]
     pub mac_update_interval: u64,
 
     /// Open/close the room from the presence roster
-    #[arg(long, help_heading = PRESENCE, default_value = "false")]
+    #[arg(long, help_heading = "Presence", default_value = "false")]
     pub auto_status: bool,
     /// Seconds the roster must stay non-empty before auto_status opens
-    #[arg(long, help_heading = PRESENCE, default_value = "300")]
+    #[arg(long, help_heading = "Presence", default_value = "300")]
     #[arg(value_parser = number(0..=u64::MAX))]
     pub auto_open_after: u64,
     /// Seconds the roster must stay empty before auto_status closes
-    #[arg(long, help_heading = PRESENCE, default_value = "900")]
+    #[arg(long, help_heading = "Presence", default_value = "900")]
     #[arg(value_parser = number(0..=u64::MAX))]
     pub auto_close_after: u64,
     /// Weeks of status history the forecast averages over
-    #[arg(long, help_heading = PRESENCE, default_value = "8", value_parser = number(1..=520u32))]
+    #[arg(long, help_heading = "Presence", default_value = "8", value_parser = number(1..=520u32))]
     pub forecast_weeks: u32,
     /// Days of past openings in /openings.ics
-    #[arg(long, help_heading = PRESENCE, default_value = "60")]
+    #[arg(long, help_heading = "Presence", default_value = "60")]
     #[arg(value_parser = number(1..=3660u32), value_name = "DAYS")]
     pub ical_past_days: u32,
     /// Time zone for timestamps and the forecast, e.g. Europe/Rome [default: the system's]
-    #[arg(long, help_heading = PRESENCE, value_parser = timezone, value_name = "ZONE")]
+    #[arg(long, help_heading = "Presence", value_parser = timezone, value_name = "ZONE")]
     pub timezone: Option<Tz>,
 
     /// Language of the pages for a client that asks for neither English nor Italian
-    #[arg(long, help_heading = PAGES, default_value = "en")]
+    #[arg(long, help_heading = "Pages", default_value = "en")]
     #[arg(value_parser = language, value_name = "LANG")]
     pub default_language: Lang,
     /// Names of the temperature sensors, e.g. 0=Lab,1=Outside (in the file, a table
     /// such as {0 = "Lab", 1 = "Outside"}) [default: none, "Sensor N"]
-    #[arg(long, help_heading = PAGES, value_parser = sensor_names, value_name = TABLE)]
+    #[arg(long, help_heading = "Pages", value_parser = sensor_names, value_name = TABLE)]
     pub sensor_names: Option<SensorNames>,
 
     /// MQTT broker that bitsd keeps the state on, mqtt://[user:password@]host[:port]
     /// or mqtts://... [default: none, MQTT off]
-    #[arg(long, help_heading = INTEGRATIONS, value_parser = mqtt_url, value_name = "URL")]
+    #[arg(long, help_heading = "Integrations", value_parser = mqtt_url, value_name = "URL")]
     pub mqtt_url: Option<MqttUrl>,
     /// First levels of every topic bitsd publishes and reads (with mqtt_url)
-    #[arg(long, help_heading = INTEGRATIONS, default_value = "bits")]
+    #[arg(long, help_heading = "Integrations", default_value = "bits")]
     #[arg(value_parser = topic, value_name = "TOPIC")]
     pub mqtt_topic_prefix: String,
     /// Publish Home Assistant discovery configs (with mqtt_url)
-    #[arg(long, help_heading = INTEGRATIONS, default_value = "true")]
+    #[arg(long, help_heading = "Integrations", default_value = "true")]
     pub mqtt_homeassistant: bool,
     /// First levels of the Home Assistant discovery topics
-    #[arg(long, help_heading = INTEGRATIONS, default_value = "homeassistant")]
+    #[arg(long, help_heading = "Integrations", default_value = "homeassistant")]
     #[arg(value_parser = topic, value_name = "TOPIC")]
     pub mqtt_homeassistant_prefix: String,
     /// Take PREFIX/set/status, PREFIX/set/temperature/<sensor> and PREFIX/set/message
     /// as the device's own lines (with mqtt_url; restrict them with the broker's ACL)
-    #[arg(long, help_heading = INTEGRATIONS, default_value = "false")]
+    #[arg(long, help_heading = "Integrations", default_value = "false")]
     pub mqtt_subscribe: bool,
 
     /// One access-log line per HTTP request
-    #[arg(long, help_heading = OPERATION, default_value = "true")]
+    #[arg(long, help_heading = "Operation", default_value = "true")]
     pub log_requests: bool,
     /// Debug logging, pages and static files read from disk on every request, no caching
-    #[arg(long, help_heading = OPERATION, default_value = "false")]
+    #[arg(long, help_heading = "Operation", default_value = "false")]
     pub developer_mode: bool,
 }
 
@@ -250,12 +243,10 @@ pub(super) fn env_name(name: &str) -> String {
     format!("BITSD_{}", name.to_ascii_uppercase())
 }
 
-/// No sensor named.
-static UNNAMED: SensorNames = SensorNames(std::collections::BTreeMap::new());
-
 impl Options {
     /// The sensors' names; none when `sensor_names` is unset.
     pub fn sensor_names(&self) -> &SensorNames {
+        static UNNAMED: SensorNames = SensorNames(std::collections::BTreeMap::new());
         self.sensor_names.as_ref().unwrap_or(&UNNAMED)
     }
 
@@ -269,10 +260,8 @@ impl Options {
     /// unset unless given).
     pub fn defaults() -> Vec<(String, Option<String>)> {
         let default = |a: &Arg| Some(a.get_default_values().first()?.to_str()?.to_string());
-        let args = Options::args();
-        args.iter()
-            .map(|a| (a.get_id().to_string(), default(a)))
-            .collect()
+        let named = |a: Arg| (a.get_id().to_string(), default(&a));
+        Options::args().into_iter().map(named).collect()
     }
 }
 
