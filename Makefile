@@ -43,6 +43,7 @@ run: build
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items
 
 # The browser tests drive Debian's Chromium (no browser download); the
 # install test checks the unit with systemd-analyze and renders the man pages;

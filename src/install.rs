@@ -343,7 +343,7 @@ mod tests {
         let page = man_page(config::Cli::command(), BITSD_SECTIONS);
         assert!(page.contains("\n.TH BITSD 1 "), "{}", &page[..80]);
         assert_eq!(page.matches(".ds Aq").count(), 2, "one preamble");
-        for name in config::Layer::NAMES {
+        for (name, _) in config::Options::defaults() {
             let flag = format!("\\-\\-{}", name.replace('_', "\\-"));
             assert!(page.contains(&flag), "{flag} missing");
         }

@@ -1,8 +1,8 @@
 //! bitsd: a real-time presence server for club rooms and hackerspaces.
 //!
 //! Layout:
-//! - `config`: every option declared once; flags, `BITSD_*` variables and
-//!   the TOML file read into typed layers and merged.
+//! - `config`: every option declared once, as a clap flag that is also a
+//!   `BITSD_*` variable and a key of the TOML file.
 //! - `auth`: password hashes and the threads that check them (strangers'
 //!   attempts queued apart from known browsers'), signed login and
 //!   known-browser cookies, MAC hashes.
@@ -37,8 +37,8 @@
 //! - `systemd`: telling the service manager when bitsd is ready and when it
 //!   stops.
 //! - `usermanage`: the `usermanage` program's command line and commands.
-//! - `webhook`: the `[[webhook]]` followers that deliver committed changes
-//!   from the outbox, and `bitsd webhook test`.
+//! - `webhook`: the `[[webhook]]` tables, the followers that deliver
+//!   committed changes from the outbox, and `bitsd webhook test`.
 //! - `install`: the man pages and shell completions of both programs,
 //!   written from their command lines for `make install`.
 //! - `words`: every word of the pages, in each language, in one typed table.
@@ -127,8 +127,18 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
-    webhook::spawn(&config, &state, &store, &metrics, &shutdown, &tracker)
-        .context("cannot start the webhooks")?;
+    let url = config.spaceapi.as_ref().and_then(|s| s.url.as_deref());
+    let site = webhook::request::Site::new(config.space_name(), url);
+    webhook::spawn(
+        &config.webhooks,
+        site,
+        &state,
+        &store,
+        &metrics,
+        &shutdown,
+        &tracker,
+    )
+    .context("cannot start the webhooks")?;
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
         net::Address::Unix(_) => None,

@@ -127,7 +127,13 @@ fn webhook_test(config: &Config, name: Option<String>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let tested = runtime.block_on(bitsd::webhook::test(config, name.as_deref()))?;
+    let url = config.spaceapi.as_ref().and_then(|s| s.url.as_deref());
+    let site = bitsd::webhook::request::Site::new(config.space_name(), url);
+    let tested = runtime.block_on(bitsd::webhook::test(
+        &config.webhooks,
+        site,
+        name.as_deref(),
+    ))?;
     let failed = tested.iter().filter(|t| !t.ok()).count();
     for t in &tested {
         match &t.answer {

@@ -1,11 +1,11 @@
 //! What a change stores: a status change, a temperature sample or a
 //! message, the [`Change`] that holds one of them, and their JSON shapes
-//! (protocol version 3). The events that cause changes are
-//! the `Event`s of `state`.
+//! (protocol version 3); the kinds of change a webhook can follow. The
+//! events that cause changes are the `Event`s of `state`.
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::LocalTime;
 use crate::escape::html_escape;
@@ -188,6 +188,26 @@ impl From<&Message> for MessageJson {
 impl fmt::Display for StatusValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of committed change a hook can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookEvent {
+    Status,
+    Message,
+    Temperature,
+}
+
+impl HookEvent {
+    /// The name in the config file and in a `json` delivery's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Status => "status",
+            HookEvent::Message => "message",
+            HookEvent::Temperature => "temperature",
+        }
     }
 }
 

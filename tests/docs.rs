@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use bitsd::config::{self, Layer};
+use bitsd::config::{self, Options};
 use common::{bitsd_command, root, stdout_of};
 
 fn readme() -> String {
@@ -44,7 +44,10 @@ fn rows(text: &str) -> Vec<(String, String)> {
 }
 
 fn names() -> BTreeSet<String> {
-    Layer::NAMES.iter().map(|n| n.to_string()).collect()
+    Options::defaults()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 #[test]
@@ -75,10 +78,10 @@ fn the_option_table_has_every_option_with_its_default() {
         .map(|(key, _)| key.trim_matches('`').to_string())
         .collect();
     assert_eq!(documented, names(), "docs/running.md option table");
-    for (name, default) in Layer::DEFAULTS {
+    for (name, default) in Options::defaults() {
         let (_, cell) = table
             .iter()
-            .find(|(key, _)| key.trim_matches('`') == *name)
+            .find(|(key, _)| key.trim_matches('`') == name)
             .unwrap();
         match default {
             Some(default) => assert_eq!(cell, &format!("`{default}`"), "{name}"),
@@ -122,15 +125,15 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
     );
     assert_eq!(unique, names(), "example options");
 
-    for (name, default) in Layer::DEFAULTS {
-        let (_, value) = settings.iter().find(|(k, _)| k == name).unwrap();
+    for (name, default) in Options::defaults() {
+        let (_, value) = settings.iter().find(|(k, _)| *k == name).unwrap();
         let text = match value.parse::<toml::Value>() {
             Ok(toml::Value::String(s)) => s,
             Ok(other) => other.to_string(),
             Err(e) => panic!("{name} = {value}: {e}"),
         };
         match default {
-            Some(default) => assert_eq!(&text, default, "{name}"),
+            Some(default) => assert_eq!(text, default, "{name}"),
             None => {
                 // An unset option shows an example value and says so.
                 let at = top.find(&format!("# {name} = ")).unwrap();

@@ -1,120 +1,84 @@
 //! Configuration: command-line flags, `BITSD_*` variables and a TOML file.
 //!
-//! Each source is read into a typed [`Layer`] by the same parser per option,
-//! then the layers merge field by field: flag > environment > file > default.
-//! `options.rs` declares the options, `values.rs` parses their values,
-//! `layers.rs` reads each source into a layer and `webhooks.rs` checks the
-//! `[[webhook]]` tables of the file.
+//! `options.rs` declares the command line, every option once; `values.rs`
+//! parses each kind of value. [`load`] checks each source whole, naming the
+//! variable or the file and key of a bad value, then hands clap the values
+//! of the file, then those of the environment, then the flags: the last one
+//! given wins, so flag > environment > file > default. The `[[webhook]]`
+//! tables are checked by the webhooks' own `settings`.
 
-mod layers;
 mod options;
 mod values;
-mod webhooks;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-pub use layers::Error;
-pub use options::{Layer, Options};
+pub use options::{Cli, Command, Fake, Options, WebhookCommand};
 pub use values::{Allowlist, Lang, MqttUrl, SensorNames};
-pub use webhooks::{ChatId, HookEvent, HookFormat, TELEGRAM_API, Webhook};
+
+use crate::webhook::settings::{self, Webhook};
+use options::{LIST, TABLE, env_name, normalise_bool_flags};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/bitsd.toml";
 
-/// Command line of the `bitsd` binary.
-#[derive(Parser, Debug, Clone)]
-#[command(
-    name = "bitsd",
-    version,
-    args_override_self = true,
-    about = "Real-time presence server for club rooms and hackerspaces",
-    long_about = "Real-time presence server for club rooms and hackerspaces.\n\n\
-        Every option is also a BITSD_* environment variable and a key of the TOML \
-        file given by --config (default /etc/bitsd.toml when it exists). \
-        Precedence: flag > environment > file > default."
-)]
-pub struct Cli {
-    /// TOML configuration file [default: /etc/bitsd.toml when it exists] [env: BITSD_CONFIG]
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    // The options given as flags: the top layer.
-    #[command(flatten)]
-    pub options: Layer,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+/// A configuration that cannot be used, reported before anything is opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad flag or subcommand, or `--help` and `--version`: clap's own report.
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    /// One line naming the variable, the file and key, or the folder.
+    #[error("{0}")]
+    Invalid(String),
 }
 
-/// What `bitsd` does; the server when no subcommand is given.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Create the database if missing and (re)load the built-in wiki pages and those under wiki_path.
-    Bootstrap,
-    /// Simulate a device, or fill the database with a plausible past.
-    #[command(subcommand)]
-    Fake(Fake),
-    /// Write a consistent copy of the database to FILE, also while bitsd runs
-    ///
-    /// SQLite's online backup: safe while bitsd writes, unlike copying the
-    /// file. The copy is one self-contained file, readable by its owner only, and
-    /// passes integrity_check. It is written next to FILE under a hidden name and
-    /// renamed to FILE when complete: an existing FILE is replaced, and stays
-    /// whole until then. Prints one line when done.
-    Backup {
-        /// Where the copy goes; replaced if it exists
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Read the database without changing it and print what it holds
-    ///
-    /// Schema version, integrity, counts of each kind of record and the time
-    /// its history spans. Nothing is written, not even a migration. Exits 1, with the reason on
-    /// standard error, when the database is missing, damaged or unreadable. Run
-    /// it on a database of the original BITS server before moving it to bitsd.
-    Check,
-    /// Webhooks: try them before the room opens for real.
-    #[command(subcommand)]
-    Webhook(WebhookCommand),
+impl Error {
+    fn file(path: &Path, message: String) -> Error {
+        Error::Invalid(format!("{}: {message}", path.display()))
+    }
+
+    fn env(name: &str, value: &str, why: String) -> Error {
+        let (var, flag) = (env_name(name), name.replace('_', "-"));
+        Error::Invalid(format!(
+            "{var}: invalid value {:?} for --{flag}: {why}",
+            shown(value)
+        ))
+    }
+
+    /// 2 for a bad configuration, 0 for `--help` and `--version`.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Cli(e) => e.exit_code(),
+            Error::Invalid(_) => 2,
+        }
+    }
+
+    /// Prints the report (help and version on standard output, the rest on
+    /// standard error) and exits with [`Error::exit_code`].
+    pub fn exit(&self) -> ! {
+        if let Error::Cli(e) = self {
+            e.exit()
+        }
+        crate::logging::eprint_line(format_args!("bitsd: {self}"));
+        std::process::exit(self.exit_code())
+    }
 }
 
-/// `bitsd webhook ...`.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum WebhookCommand {
-    /// Send one test delivery to each [[webhook]] of the config file, or to the
-    /// one named, and print each answer; exits 1 if any fails
-    Test {
-        /// Only the hook with this name
-        #[arg(value_name = "NAME")]
-        name: Option<String>,
-    },
-}
-
-/// `bitsd fake ...`: development and demos without hardware.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum Fake {
-    /// Connect to bitsd as the device and play a day in the room: openings,
-    /// temperatures drifting, now and then a message.
-    Device {
-        /// bitsd's device port [default: control_local_address:control_local_port]
-        #[arg(long, value_name = "HOST:PORT")]
-        control: Option<String>,
-        /// Send `auth <token>` first [default: control_token, if set]
-        #[arg(long, value_name = "T")]
-        token: Option<String>,
-        /// Seconds between two rounds of temperature samples
-        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
-        interval: f64,
-    },
-    /// Write plausible past days (openings, temperatures, messages) into the database.
-    History {
-        /// How many days back from yesterday
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3660))]
-        days: u32,
-    },
+/// A refused value as an error repeats it: not at all when it may be a URL
+/// with a password.
+fn shown(value: &str) -> String {
+    if value.contains('@') {
+        "(not repeated: it may hold a password)".to_string()
+    } else {
+        value.to_string()
+    }
 }
 
 /// Facts about the space for `/spaceapi.json` (the `[spaceapi]` table).
@@ -217,11 +181,10 @@ impl Config {
                 }
                 Err(e) => crate::report::io_cause(&e),
             };
-            return Err(Error::Folder {
-                option,
-                path: path.clone(),
-                why,
-            });
+            return Err(Error::Invalid(format!(
+                "{option}: {}: {why}",
+                path.display()
+            )));
         }
         Ok(())
     }
@@ -237,14 +200,16 @@ where
     T: Into<OsString> + Clone,
     E: IntoIterator<Item = (String, String)>,
 {
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let cli = Cli::try_parse_from(normalise_bool_flags(
-        args.into_iter().map(Into::into).collect(),
-    ))?;
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let var = |name: &str| env.get(&env_name(name)).map(String::as_str);
+    let args = normalise_bool_flags(args.into_iter().map(Into::into).collect());
+    // The flags alone first: a bad one, `--help` and `--version` end here.
+    let flags = Cli::try_parse_from(&args)?;
 
-    let given = match cli.config {
+    let from_env = |text| values::path(text).map_err(|why| Error::env("config", text, why));
+    let given = match flags.config {
         Some(path) => Some(path),
-        None => values::path().env_value("config", &env)?,
+        None => var("config").map(from_env).transpose()?,
     };
     let path = given
         .clone()
@@ -258,39 +223,56 @@ where
         None => None,
     };
     let webhooks = match table.remove("webhook") {
-        Some(value) => webhooks::parse(&path, value)?,
+        Some(value) => settings::parse(value).map_err(|e| Error::file(&path, e))?,
         None => Vec::new(),
     };
-    let file = Layer::from_file(&path, table)?;
-    let environment = Layer::from_env(&env)?;
-    let layers = cli.options.over(environment).over(file);
 
-    // `db` from any layer beats `db_uri`, which beats the default `db`.
-    let db_path = layers
-        .db
-        .clone()
-        .or_else(|| layers.db_uri.clone().flatten());
-    let options = layers.resolve();
-    let db_path = db_path.unwrap_or_else(|| options.db.clone());
+    // Each source's values as flags, checked where they come from; the last
+    // one clap reads wins.
+    let known = Options::args();
+    let flag = |arg: &Arg, text: &str| format!("--{}={text}", arg.get_long().unwrap_or_default());
+    let mut merged = vec![args.first().cloned().unwrap_or_else(|| "bitsd".into())];
+    for (key, value) in table {
+        let error = |message: String| Error::file(&path, format!("{key}: {message}"));
+        let Some(arg) = known.iter().find(|a| a.get_id() == key.as_str()) else {
+            return Err(error("unknown key".into()));
+        };
+        let text = file_text(arg, value).map_err(error)?;
+        check(arg, &text)
+            .map_err(|why| error(format!("invalid value {:?}: {why}", shown(&text))))?;
+        merged.push(flag(arg, &text).into());
+    }
+    for arg in &known {
+        let name = arg.get_id().as_str();
+        if let Some(text) = var(name) {
+            check(arg, text).map_err(|why| Error::env(name, text, why))?;
+            merged.push(flag(arg, text).into());
+        }
+    }
+    merged.extend(args.into_iter().skip(1));
+    let matches = Cli::command().try_get_matches_from(merged)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+
+    let options = cli.options;
+    // `db` from any source beats `db_uri`, which beats the default `db`.
+    let db_path = match (matches.value_source("db"), &options.db_uri) {
+        (Some(ValueSource::DefaultValue), Some(uri)) => uri.clone(),
+        _ => options.db.clone(),
+    };
     let timezone = options.timezone.unwrap_or_else(system_timezone);
+    let named = |key: &String| {
+        key == "BITSD_CONFIG" || known.iter().any(|a| env_name(a.get_id().as_str()) == *key)
+    };
     let unknown_env = env
-        .iter()
-        .map(|(key, _)| key)
-        .filter(|key| {
-            key.strip_prefix("BITSD_").is_some_and(|rest| {
-                let name = rest.to_ascii_lowercase();
-                name != "config" && !Layer::NAMES.contains(&name.as_str())
-            })
-        })
-        .cloned()
-        .collect();
+        .into_keys()
+        .filter(|key| key.starts_with("BITSD_") && !named(key));
     let config = Config {
         options,
         db_path,
         timezone,
         spaceapi,
         webhooks,
-        unknown_env,
+        unknown_env: unknown_env.collect(),
     };
     Ok((config, cli.command))
 }
@@ -303,25 +285,62 @@ pub fn from_process() -> (Config, Option<Command>) {
     load(std::env::args_os(), env).unwrap_or_else(|e| e.exit())
 }
 
+/// Whether `text`, the value of option `arg`, is one it takes: clap reads it
+/// as a flag would be read; the error is the option's reason.
+fn check(arg: &Arg, text: &str) -> Result<(), String> {
+    let flag = format!("--{}={text}", arg.get_long().unwrap_or_default());
+    let command = clap::Command::new("bitsd").no_binary_name(true);
+    let Err(e) = command.arg(arg.clone()).try_get_matches_from([flag]) else {
+        return Ok(());
+    };
+    Err(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
+}
+
+/// A file's value of option `arg` as the text a flag would carry: numbers and
+/// booleans as written, a list of strings of a `LIST` option joined by
+/// commas, a table of strings of a `NAMES` option as `key=value,...`.
+fn file_text(arg: &Arg, value: toml::Value) -> Result<String, String> {
+    use toml::Value::{Array, Boolean, Float, Integer, String as Text, Table};
+    let takes = |name: &str| arg.get_value_names().is_some_and(|n| n[0] == name);
+    let found =
+        |what: &str, value: toml::Value| format!("expected {what}, found {}", value.type_str());
+    let parts: Vec<String> = match value {
+        Text(s) => return Ok(s),
+        Integer(i) => return Ok(i.to_string()),
+        Float(f) => return Ok(f.to_string()),
+        Boolean(b) => return Ok(b.to_string()),
+        Array(items) if takes(LIST) => items
+            .into_iter()
+            .map(|item| match item {
+                Text(s) => Ok(s),
+                other => Err(found("a list of strings", other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Table(pairs) if takes(TABLE) => pairs
+            .into_iter()
+            .map(|(key, item)| match item {
+                Text(s) if !s.contains([',', '=']) => Ok(format!("{key}={s}")),
+                Text(_) => Err(format!("{key}: a name may not hold `,` or `=`")),
+                other => Err(format!("{key}: {}", found("a string", other))),
+            })
+            .collect::<Result<_, _>>()?,
+        other => return Err(found("a single value", other)),
+    };
+    Ok(parts.join(","))
+}
+
 fn read_file(path: &Path) -> Result<toml::Table, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::file(
-            path,
-            format!("cannot read it: {}", crate::report::io_cause(&e)),
-        )
+        let why = crate::report::io_cause(&e);
+        Error::file(path, format!("cannot read it: {why}"))
     })?;
-    text.parse::<toml::Table>().map_err(|e| {
+    text.parse().map_err(|e: toml::de::Error| {
         // The first line of toml's report says where: "TOML parse error at line 1, column 12".
         let report = e.to_string();
-        let place = report
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("TOML parse error ");
-        Error::file(
-            path,
-            format!("not valid TOML {place}: {}", e.message().trim_end()),
-        )
+        let place = report.lines().next().unwrap_or_default();
+        let place = place.trim_start_matches("TOML parse error ");
+        let why = e.message().trim_end();
+        Error::file(path, format!("not valid TOML {place}: {why}"))
     })
 }
 
@@ -330,44 +349,6 @@ fn parse_spaceapi(path: &Path, value: toml::Value) -> Result<SpaceApi, Error> {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
         Error::file(path, format!("spaceapi: {first}"))
     })
-}
-
-/// Rewrites `--flag` and `--flag true|false` of boolean options into
-/// `--flag=VALUE`, so `--developer-mode bootstrap` keeps its subcommand.
-fn normalise_bool_flags(args: Vec<OsString>) -> Vec<OsString> {
-    let command = Cli::command();
-    let bools: Vec<String> = command
-        .get_arguments()
-        .filter(|a| a.get_num_args().is_some_and(|r| r.min_values() == 0))
-        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
-        .collect();
-    let mut out = Vec::with_capacity(args.len());
-    let mut iter = args.into_iter().peekable();
-    while let Some(arg) = iter.next() {
-        let Some(text) = arg.to_str() else {
-            out.push(arg);
-            continue;
-        };
-        if text == "--" {
-            out.push(arg);
-            out.extend(iter);
-            break;
-        }
-        if bools.iter().any(|b| b == text) {
-            let value = match iter.peek().and_then(|next| next.to_str()) {
-                Some(v @ ("true" | "false")) => {
-                    let v = v.to_string();
-                    iter.next();
-                    v
-                }
-                _ => "true".to_string(),
-            };
-            out.push(OsString::from(format!("{text}={value}")));
-        } else {
-            out.push(arg);
-        }
-    }
-    out
 }
 
 /// The machine's zone, or UTC when it cannot be told.
@@ -387,271 +368,164 @@ fn system_timezone() -> Tz {
 mod tests {
     use super::*;
 
-    /// Environment variables as the layers read them.
-    pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn with_file(text: &str) -> (tempfile::TempDir, String) {
+    /// `bitsd --config FILE ARGS`, FILE holding `file`, with `vars` as the
+    /// environment (ARGS and `vars` split at spaces): the configuration and
+    /// command as `Debug`, or the error with FILE written `bitsd.toml`.
+    fn run(args: &str, vars: &str, file: &str) -> Result<String, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bitsd.toml");
-        std::fs::write(&path, text).unwrap();
-        let p = path.to_str().unwrap().to_string();
-        (dir, p)
-    }
-
-    #[test]
-    fn defaults() {
-        let (c, cmd) = load(["bitsd", "--config", "/dev/null"], env(&[])).unwrap();
-        assert_eq!(cmd, None);
-        assert_eq!(c.options.web_port, 8008);
-        assert_eq!(c.options.control_local_port, 8888);
-        assert_eq!(c.options.usocket_mode, 0o600);
-        assert!(c.options.mdescape);
-        assert!(!c.options.developer_mode);
-        assert_eq!(c.db_path, PathBuf::from("bitsd.db"));
-        assert!(
-            c.options
-                .control_remote_address
-                .allows("127.0.0.1".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn precedence_flag_env_file_default() {
-        let (_d, file) = with_file("web_port = 1000\ncontrol_local_port = 1001\njsonver = 7\n");
-        let e = env(&[
-            ("BITSD_WEB_PORT", "2000"),
-            ("BITSD_CONTROL_LOCAL_PORT", "2001"),
-        ]);
-        let (c, _) = load(["bitsd", "--config", &file, "--web-port", "3000"], e).unwrap();
-        assert_eq!(c.options.web_port, 3000, "flag beats environment");
-        assert_eq!(c.options.control_local_port, 2001, "environment beats file");
-        assert_eq!(c.options.jsonver, 7, "file beats default");
-        assert_eq!(c.options.min_login_retry, 5, "default");
-    }
-
-    #[test]
-    fn booleans_in_every_form() {
-        let (c, cmd) = load(
-            [
-                "bitsd",
-                "--developer-mode",
-                "bootstrap",
-                "--mdescape",
-                "false",
-            ],
-            env(&[]),
-        )
-        .unwrap();
-        assert!(c.options.developer_mode);
-        assert!(!c.options.mdescape);
-        assert_eq!(cmd, Some(Command::Bootstrap));
-        let (c, _) = load(["bitsd", "--mdescape=false"], env(&[])).unwrap();
-        assert!(!c.options.mdescape);
-        let (c, _) = load(["bitsd"], env(&[("BITSD_AUTO_STATUS", "true")])).unwrap();
-        assert!(c.options.auto_status);
-        let (_d, file) = with_file("log_requests = false\n");
-        let (c, _) = load(["bitsd", "--config", &file], env(&[])).unwrap();
-        assert!(!c.options.log_requests);
-    }
-
-    #[test]
-    fn options_after_the_subcommand() {
-        let (a, _) = load(["bitsd", "--db", "x.db", "bootstrap"], env(&[])).unwrap();
-        let (b, _) = load(["bitsd", "bootstrap", "--db", "x.db"], env(&[])).unwrap();
-        assert_eq!(a.db_path, PathBuf::from("x.db"));
-        assert_eq!(b.db_path, PathBuf::from("x.db"));
-        let (c, cmd) = load(
-            ["bitsd", "fake", "history", "--days", "3", "--auto-status"],
-            env(&[]),
-        )
-        .unwrap();
-        assert!(c.options.auto_status);
-        assert_eq!(cmd, Some(Command::Fake(Fake::History { days: 3 })));
-        let (c, cmd) = load(["bitsd", "backup", "copy.db", "--db", "x.db"], env(&[])).unwrap();
-        assert_eq!(c.db_path, PathBuf::from("x.db"));
-        assert_eq!(
-            cmd,
-            Some(Command::Backup {
-                file: PathBuf::from("copy.db")
-            })
-        );
-        let (c, cmd) = load(["bitsd", "--db", "y.db", "check"], env(&[])).unwrap();
-        assert_eq!(c.db_path, PathBuf::from("y.db"));
-        assert_eq!(cmd, Some(Command::Check));
-    }
-
-    #[test]
-    fn bad_values_name_the_option() {
-        let cases: &[&[&str]] = &[
-            &["bitsd", "--web-port", "http"],
-            &["bitsd", "--usocket-mode", "0900"],
-            &["bitsd", "--control-remote-address", "10.0.0.0/33"],
-            &["bitsd", "--timezone", "Mars/Olympus"],
-            &["bitsd", "--db-uri", "postgres://x"],
-            &["bitsd", "--mdescape=maybe"],
-        ];
-        for args in cases {
-            let err = load(args.iter().copied(), env(&[])).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-            let option = args[1].split('=').next().unwrap();
-            let text = err.to_string();
-            assert!(text.lines().next().unwrap().contains(option), "{text}");
+        std::fs::write(&path, file).unwrap();
+        let path = path.to_str().unwrap();
+        let args = ["bitsd", "--config", path]
+            .into_iter()
+            .chain(args.split_whitespace());
+        let env = vars.split_whitespace().map(|v| v.split_once('=').unwrap());
+        match load(args, env.map(|(k, v)| (k.to_string(), v.to_string()))) {
+            Ok(loaded) => Ok(format!("{loaded:?}")),
+            Err(e) if e.exit_code() == 2 => Err(e.to_string().replace(path, "bitsd.toml")),
+            Err(e) => panic!("{e}"),
         }
     }
 
+    type Text = &'static str;
+    /// (flags, variables, file, a part of the configuration or of the error)
+    type Case = (Text, Text, Text, Result<Text, Text>);
+
+    #[rustfmt::skip]
+    const SOURCES: &[Case] = &[
+        ("", "", "", Ok("web_port: 8008")),
+        ("--web-port 3000", "BITSD_WEB_PORT=2000", "web_port = 1", Ok("web_port: 3000")),
+        ("", "BITSD_WEB_PORT=2000", "web_port = 1", Ok("web_port: 2000")),
+        ("bootstrap", "", "web_port = 1", Ok("web_port: 1,")),
+        ("--developer-mode bootstrap", "", "", Ok("developer_mode: true")),
+        ("--developer-mode bootstrap", "", "", Ok("Some(Bootstrap)")),
+        ("bootstrap --mdescape false", "", "", Ok("mdescape: false")),
+        ("--mdescape=false", "", "", Ok("mdescape: false")),
+        ("--mdescape", "BITSD_MDESCAPE=false", "", Ok("mdescape: true")),
+        ("", "BITSD_MDESCAPE=false", "mdescape = true", Ok("mdescape: false")),
+        ("", "BITSD_AUTO_STATUS=true", "", Ok("auto_status: true")),
+        ("", "", "log_requests = false", Ok("log_requests: false")),
+        ("", "", "log_requests = \"false\"", Ok("log_requests: false")),
+        ("fake history --days 3 --auto-status", "", "", Ok("auto_status: true")),
+        ("fake history --days 3 --auto-status", "", "", Ok("History { days: 3 }")),
+        ("backup c.db --db x.db", "", "", Ok("db_path: \"x.db\"")),
+        ("backup c.db --db x.db", "", "", Ok("Backup { file: \"c.db\" }")),
+        ("check --db x.db", "", "", Ok("Some(Check)")),
+        ("--db-uri sqlite:///var/b.db", "", "", Ok("db_path: \"var/b.db\"")),
+        ("--db-uri sqlite:////var/b.db", "", "", Ok("db_path: \"/var/b.db\"")),
+        ("--db-uri sqlite:///u.db", "", "db = \"f.db\"", Ok("db_path: \"f.db\"")),
+        ("", "BITSD_WEB_PORTT=1 BITSD_DB=y.db", "", Ok("unknown_env: [\"BITSD_WEB_PORTT\"]")),
+        ("", "BITSD_CONFIG=/x", "", Ok("unknown_env: []")),
+        ("", "", "[spaceapi]\nspace = \"POuL\"", Ok("space: Some(\"POuL\")")),
+        ("", "", "timezone = \"Europe/Rome\"", Ok("timezone: Europe/Rome")),
+        ("--web-port 1", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for")),
+        ("", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for --web-port: expect")),
+        ("", "", "web_port = \"x\"", Err("bitsd.toml: web_port: invalid value \"x\": expected")),
+        ("", "", "web_prot = 1", Err("bitsd.toml: web_prot: unknown key")),
+        ("", "", "config = \"x.toml\"", Err("bitsd.toml: config: unknown key")),
+        ("", "", "web_port = [\"1\"]", Err("web_port: expected a single value, found array")),
+        ("", "", "control_remote_address = [1]", Err(": expected a list of strings, found integer")),
+        ("", "", "sensor_names = { 0 = \"a,b\" }", Err("names: 0: a name may not hold `,` or `=`")),
+        ("", "", "sensor_names = { 0 = 1 }", Err("names: 0: expected a string, found integer")),
+        ("", "", "[spaceapi]\ncolour = 1", Err("bitsd.toml: spaceapi: unknown field `colour`")),
+        ("", "", "web_port = = 1", Err("bitsd.toml: not valid TOML at line 1, column 12: ")),
+        ("--web-port http", "", "", Err("error: invalid value 'http' for '--web-port <WEB_PORT>'")),
+    ];
+
+    /// Every kind of value, as a flag, a variable or a key takes it or not.
+    #[rustfmt::skip]
+    const VALUES: &[Case] = &[
+        ("", "", "web_port = \"9000\"", Ok("web_port: 9000")),
+        ("", "", "control_token = 1234", Ok("control_token: Some(\"1234\")")),
+        ("", "", "usocket_mode = \"0660\"", Ok("usocket_mode: 432")),
+        ("", "", "usocket_mode = 660", Ok("usocket_mode: 432")),
+        ("--usocket-mode 0900", "", "", Err("'0900' for '--usocket-mode <OCTAL>': `0900` is not")),
+        ("", "BITSD_USOCKET_MODE=17777", "", Err("`17777` is not a file mode (at most 7777)")),
+        ("--web-port 65536", "", "", Err("expected a number from 0 to 65535")),
+        ("--cookie-max-age-days 3651", "", "", Err("expected a number from 1 to 3650")),
+        ("--trusted-proxy-hops 0", "", "", Err("expected a number from 1 to 16")),
+        ("--web-max-streams 4294967295", "", "", Ok("web_max_streams: 4294967295")),
+        ("--mdescape=maybe", "", "", Err("'maybe' for '--mdescape [<BOOL>]': expected `true`")),
+        ("", "BITSD_LOG_QUERIES=TRUE", "", Err("expected `true` or `false`")),
+        ("", "", "control_remote_address = [\"10.0.0.0/8\", \"::1\"]", Ok("[10.0.0.0/8, ::1/128]")),
+        ("--control-remote-address 10.1.2.3/8,,::1", "", "", Ok("[10.0.0.0/8, ::1/128]")),
+        ("--control-remote-address everyone", "", "", Err("`everyone` is not an IP address")),
+        ("--control-remote-address 10.0.0.0/33", "", "", Err("`10.0.0.0/33` is not a CIDR")),
+        ("--control-remote-address ,", "", "", Err("needs at least one address or CIDR")),
+        ("--web-address localhost", "", "", Err("expected an IP address such as")),
+        ("--web-address ::1", "", "", Ok("web_address: ::1")),
+        ("--web-usocket=", "", "", Err("'' for '--web-usocket <PATH>': must not be empty")),
+        ("", "BITSD_CONTROL_TOKEN=", "", Err("for --control-token: must not be empty")),
+        ("--db-uri sqlite:///", "", "", Err("`sqlite:///` is not of the form sqlite:///path")),
+        ("--db-uri postgres://x", "", "", Err("is not of the form sqlite:///path")),
+        ("--timezone Mars/Olympus", "", "", Err("is not an IANA time zone such as")),
+        ("--default-language IT", "", "", Ok("default_language: It")),
+        ("--default-language de", "", "", Err("expected en or it")),
+        ("--public-url https://b.org:8443/", "", "", Ok("Some(\"https://b.org:8443\")")),
+        ("--public-url https://u@b.org", "", "", Err("expected an origin such as")),
+        ("--public-url b.org", "", "", Err("expected an origin such as")),
+        ("--mqtt-topic-prefix club/room", "", "", Ok("mqtt_topic_prefix: \"club/room\"")),
+        ("--mqtt-topic-prefix bits/", "", "", Err("expected topic levels such as")),
+        ("--mqtt-topic-prefix a/+/b", "", "", Err("must not hold the wildcards")),
+        ("--mqtt-url mqtt://bits:s%40cret@broker", "", "", Ok("mqtt://bits@broker:1883")),
+        ("--mqtt-url mqtts://[::1]:8884", "", "", Ok("Some(mqtts://::1:8884)")),
+        ("--mqtt-url ssl://h", "", "", Ok("Some(mqtts://h:8883)")),
+        ("--mqtt-url http://h", "", "", Err("unknown scheme `http`; expected mqtt://")),
+        ("--mqtt-url mqtt://h/t", "", "", Err("only a host and a port; expected")),
+        ("", "BITSD_MQTT_URL=mqtt://u:pw@h:99999", "", Err("\"(not repeated: it may hold")),
+        ("", "", "mqtt_url = \"mqtt://u:pw@h:99999\"", Err("\"(not repeated: it may hold")),
+        ("", "", "sensor_names = { 0 = \"Lab\", 12 = \"Door\" }", Ok("({0: \"Lab\", 12: \"Door\"})")),
+        ("--sensor-names 3=Cellar,4=Roof", "", "", Ok("({3: \"Cellar\", 4: \"Roof\"})")),
+        ("", "BITSD_SENSOR_NAMES=7=Lab", "", Ok("({7: \"Lab\"})")),
+        ("", "", "sensor_names = \"7=Lab\"", Ok("({7: \"Lab\"})")),
+        ("", "", "", Ok("sensor_names: None")),
+        ("--sensor-names x=Lab", "", "", Err("`x` is not a sensor number")),
+        ("--sensor-names=-1=Lab", "", "", Err("`-1` is not a sensor number")),
+        ("--sensor-names 1", "", "", Err("`1` is not of the form NUMBER=NAME")),
+        ("--sensor-names 1=", "", "", Err("sensor 1 must have 1 to 64 characters")),
+        ("--sensor-names 1=a,1=b", "", "", Err("sensor 1 is named twice")),
+    ];
+
     #[test]
-    fn file_errors() {
-        let (_d, file) = with_file("web_prot = 1\n");
-        let err = load(["bitsd", "--config", &file], env(&[])).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert_eq!(err.to_string(), format!("{file}: web_prot: unknown key"));
-
-        let (_d, file) = with_file("web_port = \"many\"\n");
-        let err = load(["bitsd", "--config", &file], env(&[])).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert_eq!(
-            err.to_string(),
-            format!("{file}: web_port: invalid value \"many\": expected a number from 0 to 65535")
-        );
-
-        let (_d, file) = with_file("[spaceapi]\nspace = \"X\"\ncolour = 1\n");
-        let err = load(["bitsd", "--config", &file], env(&[])).unwrap_err();
-        assert!(err.to_string().contains("colour"), "{err}");
-
-        let (_d, file) = with_file("config = \"other.toml\"\n");
-        let err = load(["bitsd", "--config", &file], env(&[])).unwrap_err();
-        assert_eq!(err.to_string(), format!("{file}: config: unknown key"));
-
-        let (_d, file) = with_file("web_port = = 1\n");
-        let err = load(["bitsd", "--config", &file], env(&[])).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with(&format!("{file}: not valid TOML at line 1, column 12: ")),
-            "{err}"
-        );
-
-        let err = load(["bitsd", "--config", "/nonexistent/bitsd.toml"], env(&[])).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert_eq!(
-            err.to_string(),
-            "/nonexistent/bitsd.toml: cannot read it: no such file or directory"
-        );
-    }
-
-    #[test]
-    fn a_bad_mqtt_url_is_refused_without_repeating_its_password() {
-        let url = "mqtt://bitsd:hunter2@broker:88888";
-        let error = load(["bitsd"], env(&[("BITSD_MQTT_URL", url)]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with("BITSD_MQTT_URL: invalid value"),
-            "{error}"
-        );
-        assert!(!error.contains("hunter2"), "{error}");
-        let (_d, file) = with_file(&format!("mqtt_url = \"{url}\"\n"));
-        let error = load(["bitsd", "--config", &file], env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("mqtt_url: invalid value"), "{error}");
-        assert!(!error.contains("hunter2"), "{error}");
-    }
-
-    #[test]
-    fn sensor_names_from_a_table_a_flag_or_a_variable() {
-        let (_d, file) = with_file("sensor_names = { 0 = \"Lab\", 12 = \"Outside door\" }\n");
-        let (c, _) = load(["bitsd", "--config", &file], env(&[])).unwrap();
-        let names = c.options.sensor_names();
-        assert_eq!(names.get(0), Some("Lab"));
-        assert_eq!(names.get(12), Some("Outside door"));
-        assert_eq!(names.get(1), None);
-        let (c, _) = load(["bitsd", "--sensor-names", " 3 = Cellar ,4=Roof"], env(&[])).unwrap();
-        assert_eq!(c.options.sensor_names().get(3), Some("Cellar"));
-        assert_eq!(c.options.sensor_names().get(4), Some("Roof"));
-        let (c, _) = load(["bitsd"], env(&[("BITSD_SENSOR_NAMES", "7=Lab")])).unwrap();
-        assert_eq!(c.options.sensor_names().get(7), Some("Lab"));
-        let (c, _) = load(["bitsd"], env(&[])).unwrap();
-        assert!(c.options.sensor_names.is_none());
-        for (bad, why) in [
-            ("x=Lab", "not a sensor number"),
-            ("-1=Lab", "not a sensor number"),
-            ("1", "NUMBER=NAME"),
-            ("1=", "1 to 64 characters"),
-            ("1=a,1=b", "named twice"),
-        ] {
-            let flag = format!("--sensor-names={bad}");
-            let error = load(["bitsd", flag.as_str()], env(&[]))
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains(why), "{bad}: {error}");
+    fn each_source_and_value_in_its_place() {
+        for (args, vars, file, expected) in [SOURCES, VALUES].concat() {
+            let got = run(args, vars, file);
+            let fine = match (&got, expected) {
+                (Ok(got), Ok(part)) | (Err(got), Err(part)) => got.contains(part),
+                _ => false,
+            };
+            assert!(fine, "{args} | {vars} | {file}: {got:?}, not {expected:?}");
+            assert!(!format!("{got:?}").contains("pw@"), "a password repeated");
         }
-        let (_d, file) = with_file("sensor_names = { 0 = \"a,b\" }\n");
-        let error = load(["bitsd", "--config", &file], env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("sensor_names: 0: a name may not hold"),
-            "{error}"
-        );
+        let config = |file: &str| {
+            let env = [("BITSD_CONFIG".to_string(), file.to_string())];
+            load(["bitsd"], env).unwrap_err().to_string()
+        };
+        let error = "/nonexistent/bitsd.toml: cannot read it: no such file or directory";
+        assert_eq!(config("/nonexistent/bitsd.toml"), error);
+        assert!(config("").starts_with("BITSD_CONFIG: invalid value \"\" for --config"));
     }
 
     #[test]
-    fn file_values() {
-        let (_d, file) = with_file(
-            "control_remote_address = [\"10.0.0.0/8\", \"192.168.1.7\"]\n\
-             usocket_mode = \"0660\"\ntimezone = \"Europe/Rome\"\n\
-             [spaceapi]\nspace = \"POuL\"\nlat = 45.5\nlon = 9.2\nshow_names = true\n",
-        );
-        let (c, _) = load(["bitsd", "--config", &file], env(&[])).unwrap();
-        let allow = &c.options.control_remote_address;
-        assert!(allow.allows("10.1.2.3".parse().unwrap()));
-        assert!(allow.allows("::ffff:192.168.1.7".parse().unwrap()));
-        assert!(!allow.allows("192.168.1.8".parse().unwrap()));
-        assert_eq!(c.options.usocket_mode, 0o660);
-        assert_eq!(c.timezone, chrono_tz::Europe::Rome);
-        let s = c.spaceapi.unwrap();
-        assert_eq!(s.space.as_deref(), Some("POuL"));
-        assert!(s.show_names);
-    }
-
-    #[test]
-    fn the_file_is_named_by_flag_or_variable() {
-        let (_d, file) = with_file("jsonver = 9\n");
-        let (c, _) = load(["bitsd"], env(&[("BITSD_CONFIG", &file)])).unwrap();
-        assert_eq!(c.options.jsonver, 9);
-        let e = env(&[("BITSD_CONFIG", "/nonexistent/bitsd.toml")]);
-        let (c, _) = load(["bitsd", "--config", &file], e).unwrap();
-        assert_eq!(c.options.jsonver, 9, "the flag beats the variable");
-    }
-
-    #[test]
-    fn db_uri_is_a_synonym() {
-        let (c, _) = load(["bitsd", "--db-uri", "sqlite:///var/bits.db"], env(&[])).unwrap();
-        assert_eq!(c.db_path, PathBuf::from("var/bits.db"));
-        let (c, _) = load(["bitsd", "--db-uri", "sqlite:////var/bits.db"], env(&[])).unwrap();
-        assert_eq!(c.db_path, PathBuf::from("/var/bits.db"));
-        // `db` set in any layer beats `db_uri` in any other.
-        let (_d, file) = with_file("db = \"f.db\"\n");
-        let args = ["bitsd", "--config", &file, "--db-uri", "sqlite:///u.db"];
-        let (c, _) = load(args, env(&[])).unwrap();
-        assert_eq!(c.db_path, PathBuf::from("f.db"));
-    }
-
-    #[test]
-    fn unknown_environment_variables_are_reported() {
-        let e = env(&[
-            ("BITSD_WEB_PORTT", "1"),
-            ("BITSD_DB", "y.db"),
-            ("BITSD_CONFIG", "/dev/null"),
-            ("HOME", "/"),
-        ]);
-        let (c, _) = load(["bitsd"], e).unwrap();
-        assert_eq!(c.unknown_env, vec!["BITSD_WEB_PORTT".to_string()]);
-        assert_eq!(c.db_path, PathBuf::from("y.db"));
+    fn every_option_has_a_flag_a_variable_and_a_key() {
+        let command = Cli::command();
+        let unset = run("", "", "").unwrap();
+        for (name, _) in Options::defaults() {
+            let flag = name.replace('_', "-");
+            assert!(command.get_arguments().any(|a| a.get_long() == Some(&flag)));
+            // A text no option takes as it stands, except free text.
+            let var = env_name(&name);
+            match run("", &format!("{var}=?"), "") {
+                Ok(config) => assert_ne!(config, unset, "{var}"),
+                Err(error) => assert!(error.starts_with(&format!("{var}: ")), "{error}"),
+            }
+            match run("", "", &format!("{name} = \"?\"")) {
+                Ok(config) => assert_ne!(config, unset, "{name}"),
+                Err(error) => {
+                    let start = format!("bitsd.toml: {name}: invalid value \"?\": ");
+                    assert!(error.starts_with(&start), "{error}");
+                }
+            }
+        }
     }
 }

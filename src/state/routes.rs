@@ -9,9 +9,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::unix_time;
-use crate::config::HookEvent;
 use crate::metrics::Metrics;
-use crate::record::Change;
+use crate::record::{Change, HookEvent};
 use crate::report::Report;
 use crate::store::{Batch, Db, StoreError};
 

@@ -4,19 +4,20 @@
 //! once, across restarts.
 //!
 //! A delivery's way through bitsd, in four places:
-//! 1. the `[[webhook]]` tables, checked whole at start-up, in `config`
-//!    (`webhooks`);
+//! 1. here, `settings` checks the `[[webhook]]` tables when the
+//!    configuration loads;
 //! 2. the writer's [`Route`]s (`state`'s `routes`): one outbox row per hook
 //!    that follows a change, written in the change's own transaction, and
 //!    removed through the writer once delivered or given up;
 //! 3. the outbox table (`store`'s `outbox`);
-//! 4. here: one follower task per hook reads its rows in order, `request`
-//!    builds each format's request, `client` sends it, `retry` decides when
-//!    to try again; and `bitsd webhook test`.
+//! 4. here again: one follower task per hook reads its rows in order,
+//!    `request` builds each format's request, `client` sends it, `retry`
+//!    decides when to try again; and `bitsd webhook test`.
 
 pub mod client;
 pub mod request;
 pub mod retry;
+pub mod settings;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::unix_time;
-use crate::config::{Config, HookEvent, Webhook};
 use crate::metrics::Metrics;
+use crate::record::HookEvent;
 use crate::report::Report;
 use crate::state::{Route, Snapshot, State};
 use crate::store::{self, OUTBOX_BATCH, OutboxRow};
 use client::{Answer, Client, SendError};
 use request::{Site, Subject};
 use retry::Verdict;
+use settings::Webhook;
 
 /// Wait before reading the outbox again after the database failed.
 const READ_RETRY: Duration = Duration::from_secs(5);
@@ -52,19 +54,20 @@ pub fn routes(hooks: &[Webhook]) -> Vec<Route> {
 
 /// Starts one follower per hook, until `shutdown`.
 pub fn spawn(
-    config: &Config,
+    hooks: &[Webhook],
+    site: Site,
     state: &State,
     store: &store::Handle,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(), SendError> {
-    if config.webhooks.is_empty() {
+    if hooks.is_empty() {
         return Ok(());
     }
     let client = Client::new()?;
-    let site = Arc::new(Site::of(config));
-    for hook in &config.webhooks {
+    let site = Arc::new(site);
+    for hook in hooks {
         let result = |r| metrics.webhook_deliveries(&hook.name, r);
         let follower = Follower {
             name: Arc::from(hook.name.as_str()),
@@ -87,7 +90,7 @@ pub fn spawn(
         };
         tracker.spawn(follower.run());
     }
-    tracing::info!("{} webhook(s) following the changes", config.webhooks.len());
+    tracing::info!("{} webhook(s) following the changes", hooks.len());
     Ok(())
 }
 
@@ -365,16 +368,20 @@ impl Tested {
 
 /// `bitsd webhook test [NAME]`: one test delivery to each hook, or to the
 /// one named, each answer in the configuration's order.
-pub async fn test(config: &Config, name: Option<&str>) -> Result<Vec<Tested>, TestError> {
-    if config.webhooks.is_empty() {
+pub async fn test(
+    hooks: &[Webhook],
+    site: Site,
+    name: Option<&str>,
+) -> Result<Vec<Tested>, TestError> {
+    if hooks.is_empty() {
         return Err(TestError::NoHooks);
     }
     let hooks: Vec<&Webhook> = match name {
-        None => config.webhooks.iter().collect(),
-        Some(name) => match config.webhooks.iter().find(|h| h.name == name) {
+        None => hooks.iter().collect(),
+        Some(name) => match hooks.iter().find(|h| h.name == name) {
             Some(hook) => vec![hook],
             None => {
-                let known: Vec<&str> = config.webhooks.iter().map(|h| h.name.as_str()).collect();
+                let known: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
                 return Err(TestError::Unknown {
                     name: name.to_string(),
                     known: known.join(", "),
@@ -383,7 +390,6 @@ pub async fn test(config: &Config, name: Option<&str>) -> Result<Vec<Tested>, Te
         },
     };
     let client = Client::new()?;
-    let site = Site::of(config);
     let mut answers = Vec::with_capacity(hooks.len());
     for hook in hooks {
         let delivery = format!("{:032x}", rand::random::<u128>());

@@ -5,7 +5,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::config::{ChatId, Config, HookFormat, Webhook};
+use super::settings::{ChatId, HookFormat, Webhook};
 use crate::escape::html_unescape;
 
 /// What a path segment may hold as it is: the unreserved characters.
@@ -32,11 +32,10 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn of(config: &Config) -> Site {
-        let spaceapi = config.spaceapi.as_ref();
+    pub fn new(space: &str, url: Option<&str>) -> Site {
         Site {
-            space: config.space_name().to_string(),
-            url: spaceapi.and_then(|s| s.url.clone()).unwrap_or_default(),
+            space: space.to_string(),
+            url: url.unwrap_or_default().to_string(),
         }
     }
 }
@@ -263,7 +262,7 @@ fn fill<'a>(template: &str, value: impl Fn(&str) -> Option<&'a String>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HookEvent;
+    use crate::record::HookEvent;
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
     const OPEN: &str =

@@ -1,37 +1,17 @@
 //! The `[[webhook]]` tables of the config file (SPEC 16): where each hook
-//! posts, which events it follows and in what format. Checked whole at
-//! start-up, so a hook that could never deliver is a configuration error.
+//! posts, which events it follows and in what format. Checked whole when
+//! the configuration loads, so a hook that could never deliver is a
+//! configuration error.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Error;
+use crate::record::HookEvent;
 
 /// Where Telegram's bot API is when a `telegram` hook gives no `url`.
 pub const TELEGRAM_API: &str = "https://api.telegram.org";
-
-/// The kinds of committed change a hook can follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookEvent {
-    Status,
-    Message,
-    Temperature,
-}
-
-impl HookEvent {
-    /// The name in the config file and in a `json` delivery's `event`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEvent::Status => "status",
-            HookEvent::Message => "message",
-            HookEvent::Temperature => "temperature",
-        }
-    }
-}
 
 /// How a hook's request is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -190,11 +170,12 @@ impl Webhook {
     }
 }
 
-/// Reads the `webhook` key of the file: an array of tables.
-pub(super) fn parse(path: &Path, value: toml::Value) -> Result<Vec<Webhook>, Error> {
+/// Reads the `webhook` key of the file, an array of tables; the error
+/// names the hook and the key.
+pub fn parse(value: toml::Value) -> Result<Vec<Webhook>, String> {
     let hooks = Vec::<Webhook>::deserialize(value).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        Error::file(path, format!("webhook: {first}"))
+        format!("webhook: {first}")
     })?;
     let mut names = BTreeSet::new();
     for (i, hook) in hooks.iter().enumerate() {
@@ -204,10 +185,10 @@ pub(super) fn parse(path: &Path, value: toml::Value) -> Result<Vec<Webhook>, Err
             format!("webhook {:?}", hook.name)
         };
         if let Some(problem) = hook.problem() {
-            return Err(Error::file(path, format!("{which}: {problem}")));
+            return Err(format!("{which}: {problem}"));
         }
         if !names.insert(hook.name.as_str()) {
-            return Err(Error::file(path, format!("{which}: name: used twice")));
+            return Err(format!("{which}: name: used twice"));
         }
     }
     Ok(hooks)
@@ -220,7 +201,7 @@ mod tests {
     fn read(text: &str) -> Result<Vec<Webhook>, String> {
         let mut table: toml::Table = text.parse().unwrap();
         let value = table.remove("webhook").unwrap();
-        parse(Path::new("b.toml"), value).map_err(|e| e.to_string())
+        parse(value)
     }
 
     #[test]
@@ -314,13 +295,9 @@ mod tests {
         ];
         for (table, expected) in cases {
             let err = read(&format!("[[webhook]]\n{table}\n")).unwrap_err();
-            assert!(err.starts_with("b.toml: "), "{err}");
             assert!(err.contains(expected), "{table}: {err}");
         }
         let twice = "[[webhook]]\nname = \"a\"\nurl = \"http://h\"\n".repeat(2);
-        assert_eq!(
-            read(&twice).unwrap_err(),
-            "b.toml: webhook \"a\": name: used twice"
-        );
+        assert_eq!(read(&twice).unwrap_err(), "webhook \"a\": name: used twice");
     }
 }
