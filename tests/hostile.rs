@@ -342,10 +342,12 @@ async fn a_websocket_that_never_reads_through_ten_thousand_events() {
         "bitsd grew by {grown} KiB while broadcasting 30 MB to a client that does not read"
     );
     // What it holds is bounded (the writer's budget for message text, the
-    // shared ring of recent changes), so the second 5,000 events add nothing.
+    // shared ring of recent changes), so the second 5,000 events (15 MB of
+    // JSON) add nothing but the allocator's noise: a new thread's arena is
+    // a MiB or two, holding even a fifth of those events would be 3 MB more.
     let second_half = peak.saturating_sub(halfway);
     assert!(
-        second_half < 1024,
+        second_half < 2560,
         "{second_half} KiB more after 5,000 events ({halfway} KiB at 5,000, {peak} KiB at 10,000)"
     );
 

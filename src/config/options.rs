@@ -4,11 +4,7 @@
 //! variable (`BITSD_WEB_PORT`) and the file key (`web_port`).
 
 // The doc comments are `--help` text, written for a terminal, not rustdoc.
-#![allow(
-    rustdoc::bare_urls,
-    rustdoc::broken_intra_doc_links,
-    rustdoc::invalid_html_tags
-)]
+#![allow(rustdoc::all)]
 
 use std::ffi::OsString;
 use std::net::IpAddr;
