@@ -1,4 +1,5 @@
-//! Wall-clock time in the configured zone, and the timestamp text formats.
+//! Wall-clock time in the configured zone, the timestamp text formats, and
+//! unix time (`unix_seconds`, `unix_time`).
 //!
 //! The original server stored naive local times as text; so does bitsd, with
 //! microseconds. Reading accepts the older forms without a fraction.
@@ -13,9 +14,7 @@ const DISPLAY: &str = "%Y-%m-%d %H:%M:%S";
 
 /// Now, in whole unix seconds (sessions' creation and expiry).
 pub fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    unix_time() as i64
 }
 
 /// Now, in unix seconds with their fraction (the outbox's times).

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Characters of client-chosen text shown in a log line.
-pub const SHOWN_CHARS: usize = 64;
+const SHOWN_CHARS: usize = 64;
 
 /// Escapes `&`, `<`, `>`, `"` and `'` as the original server did.
 pub fn html_escape(text: &str) -> String {
@@ -71,7 +71,7 @@ pub fn xml_escape(text: &str) -> String {
 }
 
 /// Client-chosen text as a log line shows it: quoted, at most
-/// [`SHOWN_CHARS`] characters, control characters and quotes escaped.
+/// 64 characters (`SHOWN_CHARS`), control characters and quotes escaped.
 pub struct Shown<'a>(pub &'a str);
 
 impl fmt::Display for Shown<'_> {
@@ -94,7 +94,7 @@ pub fn cut(text: &str) -> String {
     Cut(text).to_string()
 }
 
-/// At most [`SHOWN_CHARS`] characters of `text`; control and invisible
+/// At most `SHOWN_CHARS` characters of `text`; control and invisible
 /// characters, quotes and backslashes escaped.
 fn write_cut(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
     let mut chars = text.chars();

@@ -6,7 +6,8 @@
 //! - `auth`: password hashes and the threads that check them (strangers'
 //!   attempts queued apart from known browsers'), signed login and
 //!   known-browser cookies, MAC hashes.
-//! - `clock`: local time in the configured zone and the timestamp formats.
+//! - `clock`: local time in the configured zone, the timestamp formats and
+//!   unix time.
 //! - `record`: what a change stores (a status change, a sample, a message),
 //!   the [`Change`](record::Change) that holds one, and their JSON shapes.
 //! - `escape`: text made safe for HTML, XML and log lines.
@@ -143,11 +144,15 @@ pub async fn run(
         net::Address::Tcp(address) => Some(address.port()),
         net::Address::Unix(_) => None,
     };
+    // MQTT reads what it missed in pages, on a connection of its own, so
+    // that in a flood its pages do not hold up the web's reads.
+    let mqtt_store = store::Handle::open(&config.db_path)
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     mqtt::start(
         &config,
         web_port,
         &state,
-        &store,
+        &mqtt_store,
         metrics.clone(),
         &shutdown,
         &tracker,

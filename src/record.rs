@@ -106,6 +106,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// The kind of change, as hooks follow it.
+    pub fn hook_event(&self) -> HookEvent {
+        match self {
+            Change::Status(_) => HookEvent::Status,
+            Change::Message(_) => HookEvent::Message,
+            Change::Temperature(_) => HookEvent::Temperature,
+        }
+    }
+
     /// The kind, as used in JSON keys and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

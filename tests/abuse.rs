@@ -450,13 +450,7 @@ async fn a_peer_that_has_not_authenticated_neither_displaces_nor_hears_the_devic
 /// bitsd as a child process in `dir`, with `control_token = "s3cret"` and
 /// all of loopback allowed on the device port.
 fn with_token(dir: &std::path::Path) -> Spawned {
-    let args = [
-        "--control-token",
-        "s3cret",
-        "--control-remote-address",
-        "127.0.0.0/8",
-    ];
-    Spawned::start_with(&dir.join("bitsd.db"), &args, "info")
+    Spawned::start_with(&dir.join("bitsd.db"), &common::DEVICE_TOKEN_S3CRET, "info")
 }
 
 #[tokio::test]

@@ -251,8 +251,12 @@ async fn the_admin_form_sets_ones_own_visibility() {
     assert!(listed().contains("olga\tcounted"));
     assert_eq!(server.text("/status").await, "0", "no status toggled");
 
+    // The token of the page first loaded stays good for every post after it.
+    let token = s.cookie("_xsrf").unwrap();
     for visibility in ["hidden", "named"] {
-        let r = s.submit("/admin", &[("visibility", visibility)]).await;
+        let r = s
+            .post("/admin", &[("_xsrf", &token), ("visibility", visibility)])
+            .await;
         assert_eq!(r.status(), 303);
         assert_eq!(location(&r), "/admin");
         assert!(listed().contains(&format!("olga\t{visibility}")));

@@ -12,6 +12,7 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
@@ -20,7 +21,7 @@ use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 pub use options::{Cli, Command, Fake, Options, WebhookCommand};
-pub use values::{Allowlist, Lang, MqttUrl, SensorNames};
+pub use values::{Allowlist, MqttUrl, SensorNames};
 
 use crate::webhook::settings::{self, Webhook};
 use options::{LIST, TABLE, env_name, normalise_bool_flags};
@@ -48,7 +49,7 @@ impl Error {
         let (var, flag) = (env_name(name), name.replace('_', "-"));
         Error::Invalid(format!(
             "{var}: invalid value {:?} for --{flag}: {why}",
-            shown(value)
+            shown(name, value)
         ))
     }
 
@@ -71,10 +72,10 @@ impl Error {
     }
 }
 
-/// A refused value as an error repeats it: not at all when it may be a URL
-/// with a password.
-fn shown(value: &str) -> String {
-    if value.contains('@') {
+/// A refused value of option `name` as an error repeats it: not at all for
+/// the broker's URL, or for anything that may be a URL with a password.
+fn shown(name: &str, value: &str) -> String {
+    if name == "mqtt_url" || value.contains('@') {
         "(not repeated: it may hold a password)".to_string()
     } else {
         value.to_string()
@@ -114,13 +115,6 @@ impl SpaceApi {
     }
 }
 
-impl Config {
-    /// The space's name, as [`SpaceApi::name`] gives it.
-    pub fn space_name(&self) -> &str {
-        self.spaceapi.as_ref().map_or("BITS", SpaceApi::name)
-    }
-}
-
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -136,6 +130,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The space's name, as [`SpaceApi::name`] gives it.
+    pub fn space_name(&self) -> &str {
+        self.spaceapi.as_ref().map_or("BITS", SpaceApi::name)
+    }
+
     /// The configuration of a test or embedded instance: defaults, then `args`.
     pub fn from_args<I, T>(args: I) -> Result<(Config, Option<Command>), Error>
     where
@@ -176,9 +175,7 @@ impl Config {
             let why = match std::fs::metadata(path) {
                 Ok(m) if m.is_dir() => continue,
                 Ok(_) => "not a directory".to_string(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    "no such directory".to_string()
-                }
+                Err(e) if e.kind() == ErrorKind::NotFound => "no such directory".to_string(),
                 Err(e) => crate::report::io_cause(&e),
             };
             return Err(Error::Invalid(format!(
@@ -218,10 +215,8 @@ where
     if given.is_some() || path.exists() {
         table = read_file(&path)?;
     }
-    let spaceapi = match table.remove("spaceapi") {
-        Some(value) => Some(parse_spaceapi(&path, value)?),
-        None => None,
-    };
+    let spaceapi = table.remove("spaceapi");
+    let spaceapi = spaceapi.map(|v| parse_spaceapi(&path, v)).transpose()?;
     let webhooks = match table.remove("webhook") {
         Some(value) => settings::parse(value).map_err(|e| Error::file(&path, e))?,
         None => Vec::new(),
@@ -239,7 +234,7 @@ where
         };
         let text = file_text(arg, value).map_err(error)?;
         check(arg, &text)
-            .map_err(|why| error(format!("invalid value {:?}: {why}", shown(&text))))?;
+            .map_err(|why| error(format!("invalid value {:?}: {why}", shown(&key, &text))))?;
         merged.push(flag(arg, &text).into());
     }
     for arg in &known {
@@ -415,6 +410,8 @@ mod tests {
         ("--db-uri sqlite:////var/b.db", "", "", Ok("db_path: \"/var/b.db\"")),
         ("--db-uri sqlite:///u.db", "", "db = \"f.db\"", Ok("db_path: \"f.db\"")),
         ("", "BITSD_WEB_PORTT=1 BITSD_DB=y.db", "", Ok("unknown_env: [\"BITSD_WEB_PORTT\"]")),
+        ("", "BITSD_WEB_PORTT=1 BITSD_DB=y.db", "", Ok("db_path: \"y.db\"")),
+        ("", "BITSD_web_port=1", "", Ok("unknown_env: [\"BITSD_web_port\"]")),
         ("", "BITSD_CONFIG=/x", "", Ok("unknown_env: []")),
         ("", "", "[spaceapi]\nspace = \"POuL\"", Ok("space: Some(\"POuL\")")),
         ("", "", "timezone = \"Europe/Rome\"", Ok("timezone: Europe/Rome")),
@@ -424,7 +421,7 @@ mod tests {
         ("", "", "web_prot = 1", Err("bitsd.toml: web_prot: unknown key")),
         ("", "", "config = \"x.toml\"", Err("bitsd.toml: config: unknown key")),
         ("", "", "web_port = [\"1\"]", Err("web_port: expected a single value, found array")),
-        ("", "", "control_remote_address = [1]", Err(": expected a list of strings, found integer")),
+        ("", "", "control_remote_address = [1]", Err("control_remote_address: expected a list of")),
         ("", "", "sensor_names = { 0 = \"a,b\" }", Err("names: 0: a name may not hold `,` or `=`")),
         ("", "", "sensor_names = { 0 = 1 }", Err("names: 0: expected a string, found integer")),
         ("", "", "[spaceapi]\ncolour = 1", Err("bitsd.toml: spaceapi: unknown field `colour`")),
@@ -473,6 +470,7 @@ mod tests {
         ("--mqtt-url http://h", "", "", Err("unknown scheme `http`; expected mqtt://")),
         ("--mqtt-url mqtt://h/t", "", "", Err("only a host and a port; expected")),
         ("", "BITSD_MQTT_URL=mqtt://u:pw@h:99999", "", Err("\"(not repeated: it may hold")),
+        ("", "BITSD_MQTT_URL=mqtt://u:pw", "", Err("\"(not repeated: it may hold")),
         ("", "", "mqtt_url = \"mqtt://u:pw@h:99999\"", Err("\"(not repeated: it may hold")),
         ("", "", "sensor_names = { 0 = \"Lab\", 12 = \"Door\" }", Ok("({0: \"Lab\", 12: \"Door\"})")),
         ("--sensor-names 3=Cellar,4=Roof", "", "", Ok("({3: \"Cellar\", 4: \"Roof\"})")),
@@ -495,15 +493,20 @@ mod tests {
                 _ => false,
             };
             assert!(fine, "{args} | {vars} | {file}: {got:?}, not {expected:?}");
-            assert!(!format!("{got:?}").contains("pw@"), "a password repeated");
+            assert!(!format!("{got:?}").contains(":pw"), "a password repeated");
         }
         let config = |file: &str| {
             let env = [("BITSD_CONFIG".to_string(), file.to_string())];
-            load(["bitsd"], env).unwrap_err().to_string()
+            load(["bitsd"], env).map(|(config, _)| config.options.jsonver)
         };
-        let error = "/nonexistent/bitsd.toml: cannot read it: no such file or directory";
-        assert_eq!(config("/nonexistent/bitsd.toml"), error);
-        assert!(config("").starts_with("BITSD_CONFIG: invalid value \"\" for --config"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("named.toml");
+        std::fs::write(&file, "jsonver = 9\n").unwrap();
+        assert_eq!(config(file.to_str().unwrap()).unwrap(), 9);
+        let error = |file| config(file).unwrap_err().to_string();
+        let missing = "/nonexistent/bitsd.toml: cannot read it: no such file or directory";
+        assert_eq!(error("/nonexistent/bitsd.toml"), missing);
+        assert!(error("").starts_with("BITSD_CONFIG: invalid value \"\" for --config"));
     }
 
     #[test]
@@ -522,7 +525,8 @@ mod tests {
             match run("", "", &format!("{name} = \"?\"")) {
                 Ok(config) => assert_ne!(config, unset, "{name}"),
                 Err(error) => {
-                    let start = format!("bitsd.toml: {name}: invalid value \"?\": ");
+                    let shown = shown(&name, "?");
+                    let start = format!("bitsd.toml: {name}: invalid value {shown:?}: ");
                     assert!(error.starts_with(&start), "{error}");
                 }
             }

@@ -4,7 +4,8 @@
 //! variable (`BITSD_WEB_PORT`) and the file key (`web_port`).
 
 // The doc comments are `--help` text, written for a terminal, not rustdoc.
-#![allow(rustdoc::all)]
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -13,9 +14,11 @@ use std::path::PathBuf;
 use chrono_tz::Tz;
 use clap::{Arg, ArgAction, Args, Parser, Subcommand};
 
+use crate::words::Lang;
+
 use super::values::{
-    Allowlist, Lang, MqttUrl, SensorNames, address, allowlist, db_uri, language, mode, mqtt_url,
-    number, path, public_url, sensor_names, switch, text, timezone, topic,
+    Allowlist, MqttUrl, SensorNames, address, allowlist, db_uri, language, mode, mqtt_url, number,
+    path, public_url, sensor_names, switch, text, timezone, topic,
 };
 
 /// Command line of the `bitsd` binary.
@@ -255,8 +258,10 @@ impl Options {
 
     /// Every option as clap reads it; its id is its name and file key.
     pub(super) fn args() -> Vec<Arg> {
-        let command = Options::augment_args(clap::Command::new("bitsd"));
-        command.get_arguments().cloned().collect()
+        Options::augment_args(clap::Command::new("bitsd"))
+            .get_arguments()
+            .cloned()
+            .collect()
     }
 
     /// Every option's name and its default as a flag would write it (`None`:

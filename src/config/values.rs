@@ -12,6 +12,8 @@ use std::str::FromStr;
 use chrono_tz::Tz;
 use ipnet::IpNet;
 
+use crate::words::Lang;
+
 /// `true` or `false`.
 pub fn switch(text: &str) -> Result<bool, String> {
     text.parse()
@@ -101,33 +103,6 @@ pub fn topic(text: &str) -> Result<String, String> {
         return Err("must not hold the wildcards `+` and `#`".into());
     }
     Ok(text.to_string())
-}
-
-/// A language the pages speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Lang {
-    #[default]
-    En,
-    It,
-}
-
-impl Lang {
-    pub const ALL: [Lang; 2] = [Lang::En, Lang::It];
-
-    /// Its ISO 639-1 code, as in `<html lang>`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::It => "it",
-        }
-    }
-
-    /// The language of a code, in any case.
-    pub fn from_code(code: &str) -> Option<Lang> {
-        Lang::ALL
-            .into_iter()
-            .find(|l| l.code().eq_ignore_ascii_case(code))
-    }
 }
 
 /// A language code bitsd speaks: `en` or `it`.

@@ -31,7 +31,7 @@ use crate::config::{Config, MqttUrl};
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
 use crate::state::State;
-use crate::store::{self, StoreError};
+use crate::store;
 use inbox::Inbox;
 use publisher::{Publisher, SpaceApiFacts};
 use reconnect::Broker;
@@ -47,8 +47,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub enum MqttError {
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("cannot open the database for reading: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// Starts MQTT when `mqtt_url` is set. It subscribes to the state at once:

@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
-use super::session::{Incoming, LinkError, Session, name};
+use super::session::{Incoming, Session, SessionError, name};
 use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
 use crate::config::{SensorNames, SpaceApi};
 use crate::metrics::Metrics;
@@ -59,11 +59,11 @@ struct Sent {
 pub enum Ended {
     /// bitsd is stopping (`offline` was sent), or the state has stopped.
     Shutdown,
-    Lost(LinkError),
+    Lost(SessionError),
 }
 
-impl From<LinkError> for Ended {
-    fn from(e: LinkError) -> Ended {
+impl From<SessionError> for Ended {
+    fn from(e: SessionError) -> Ended {
         Ended::Lost(e)
     }
 }
@@ -71,8 +71,8 @@ impl From<LinkError> for Ended {
 /// What woke the connection's loop.
 enum Wake {
     Shutdown,
-    Read(Result<(), LinkError>),
-    Written(Result<(), LinkError>),
+    Read(Result<(), SessionError>),
+    Written(Result<(), SessionError>),
     Changes(Result<Changes, broadcast::error::RecvError>),
     Page(Result<Vec<(i64, i64, f64)>, StoreError>),
     Roster,
@@ -190,7 +190,7 @@ impl Publisher {
                     Err(e) => Err(e.into()),
                 },
                 Wake::Written(written) => written.map_err(Ended::from),
-                Wake::Ping if pong_due => Err(LinkError::Timeout.into()),
+                Wake::Ping if pong_due => Err(SessionError::Timeout.into()),
                 Wake::Ping => {
                     session.writer.ping();
                     pong_due = true;
@@ -296,7 +296,7 @@ impl Publisher {
     }
 
     /// Everything, as on a new connection: the broker may have lost it.
-    fn resync(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
+    fn resync(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), SessionError> {
         self.sent = Sent::default();
         self.announced.clear();
         if self.subscribe {
@@ -359,7 +359,7 @@ impl Publisher {
     }
 
     /// Every sensor, the message and the derived documents of `snapshot`.
-    fn state_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
+    fn state_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), SessionError> {
         for sample in snapshot.sensors.values() {
             self.temperature(session, sample.sensor, sample.value)?;
         }
@@ -402,7 +402,7 @@ impl Publisher {
         session: &mut Session,
         sensor: i64,
         value: f64,
-    ) -> Result<(), LinkError> {
+    ) -> Result<(), SessionError> {
         if let Some(discovery) = &self.discovery
             && !self.announced.contains(&sensor)
         {
@@ -415,7 +415,11 @@ impl Publisher {
     }
 
     /// Status, people, `/data` and SpaceAPI documents, those that changed.
-    fn derived_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), LinkError> {
+    fn derived_of(
+        &mut self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+    ) -> Result<(), SessionError> {
         let open = snapshot.is_open();
         if self.sent.status != Some(open) {
             let value = if open { "open" } else { "closed" };

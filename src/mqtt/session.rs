@@ -46,7 +46,7 @@ pub struct Dial {
 
 /// Why a connection could not be made or was lost, in a few words.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub enum SessionError {
     #[error("cannot reach the broker: {0}")]
     Io(#[from] std::io::Error),
     #[error("the TLS host name {0:?} is not valid")]
@@ -103,19 +103,19 @@ pub struct Writer {
 impl Session {
     /// Connects, sends `CONNECT` (clean session, the last will) and waits for
     /// the broker's `CONNACK`.
-    pub async fn connect(dial: &Dial) -> Result<Session, LinkError> {
+    pub async fn connect(dial: &Dial) -> Result<Session, SessionError> {
         let timed = tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(dial));
-        timed.await.map_err(|_| LinkError::Timeout)?
+        timed.await.map_err(|_| SessionError::Timeout)?
     }
 
-    async fn handshake(dial: &Dial) -> Result<Session, LinkError> {
+    async fn handshake(dial: &Dial) -> Result<Session, SessionError> {
         let tcp = TcpStream::connect((dial.host.as_str(), dial.port)).await?;
         tcp.set_nodelay(true)?;
         let stream: Box<dyn Stream> = match &dial.tls {
             None => Box::new(tcp),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(dial.host.clone())
-                    .map_err(|_| LinkError::ServerName(dial.host.clone()))?;
+                    .map_err(|_| SessionError::ServerName(dial.host.clone()))?;
                 Box::new(
                     TlsConnector::from(config.clone())
                         .connect(name, tcp)
@@ -149,16 +149,16 @@ impl Session {
         match session.reader.next().await? {
             Incoming::Packet(Packet::ConnAck(ack)) => match ack.code {
                 ConnectReturnCode::Success => Ok(session),
-                code => Err(LinkError::Refused(refusal(code))),
+                code => Err(SessionError::Refused(refusal(code))),
             },
-            Incoming::Packet(other) => Err(LinkError::Unexpected(name(&other))),
-            Incoming::Oversized(_) => Err(LinkError::Unexpected("PUBLISH")),
+            Incoming::Packet(other) => Err(SessionError::Unexpected(name(&other))),
+            Incoming::Oversized(_) => Err(SessionError::Unexpected("PUBLISH")),
         }
     }
 
     /// Queues a retained `QoS 1` publish. Fails only when the broker has
     /// left every packet id unacknowledged.
-    pub fn publish(&mut self, topic: &str, payload: Bytes) -> Result<(), LinkError> {
+    pub fn publish(&mut self, topic: &str, payload: Bytes) -> Result<(), SessionError> {
         let pkid = self.next_id()?;
         let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
         publish.retain = true;
@@ -168,7 +168,7 @@ impl Session {
     }
 
     /// Queues a `QoS 1` subscription to `filter`.
-    pub fn subscribe(&mut self, filter: &str) -> Result<(), LinkError> {
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), SessionError> {
         let pkid = self.next_id()?;
         let mut subscribe = Subscribe::new(filter, QoS::AtLeastOnce);
         subscribe.pkid = pkid;
@@ -177,8 +177,10 @@ impl Session {
     }
 
     /// A free packet id, or why there is none.
-    fn next_id(&mut self) -> Result<u16, LinkError> {
-        self.ids.take().ok_or(LinkError::Stalled(self.ids.waiting))
+    fn next_id(&mut self) -> Result<u16, SessionError> {
+        self.ids
+            .take()
+            .ok_or(SessionError::Stalled(self.ids.waiting))
     }
 
     /// The broker acknowledged `pkid`; false if it was not waiting.
@@ -194,10 +196,10 @@ impl Session {
 
 impl Reader {
     /// Reads what the broker sent so far (at least one byte); cancel-safe.
-    pub async fn fill(&mut self) -> Result<(), LinkError> {
+    pub async fn fill(&mut self) -> Result<(), SessionError> {
         self.buf.reserve(READ_CHUNK);
         match self.half.read_buf(&mut self.buf).await? {
-            0 => Err(LinkError::Closed),
+            0 => Err(SessionError::Closed),
             _ => Ok(()),
         }
     }
@@ -206,12 +208,12 @@ impl Reader {
     /// returned once its headers are in; its payload is then dropped as it
     /// arrives, so the buffer never holds more than [`MAX_INCOMING`] and a
     /// read's worth.
-    pub fn packet(&mut self) -> Result<Option<Incoming>, LinkError> {
+    pub fn packet(&mut self) -> Result<Option<Incoming>, SessionError> {
         self.drop_skipped();
         if self.skip > 0 {
             return Ok(None);
         }
-        match frame::head(&self.buf, MAX_PAYLOAD).map_err(LinkError::Malformed)? {
+        match frame::head(&self.buf, MAX_PAYLOAD).map_err(SessionError::Malformed)? {
             Head::Partial => return Ok(None),
             Head::Oversized(publish) => {
                 self.buf.advance(publish.headers);
@@ -227,7 +229,7 @@ impl Reader {
                 self.buf.reserve(more);
                 Ok(None)
             }
-            Err(e) => Err(LinkError::Malformed(e)),
+            Err(e) => Err(SessionError::Malformed(e)),
         }
     }
 
@@ -239,7 +241,7 @@ impl Reader {
     }
 
     /// Waits for the next packet.
-    async fn next(&mut self) -> Result<Incoming, LinkError> {
+    async fn next(&mut self) -> Result<Incoming, SessionError> {
         loop {
             if let Some(packet) = self.packet()? {
                 return Ok(packet);
@@ -283,13 +285,13 @@ impl Writer {
 
     /// Writes what it can of the queued bytes, or flushes once all are
     /// written; cancel-safe (nothing is lost if another branch wins).
-    pub async fn write_some(&mut self) -> Result<(), LinkError> {
+    pub async fn write_some(&mut self) -> Result<(), SessionError> {
         if self.out.is_empty() {
             self.half.flush().await?;
             self.unflushed = false;
         } else {
             if self.half.write_buf(&mut self.out).await? == 0 {
-                return Err(LinkError::Closed);
+                return Err(SessionError::Closed);
             }
             self.unflushed = true;
         }
@@ -297,7 +299,7 @@ impl Writer {
     }
 
     /// Writes and flushes everything queued.
-    pub async fn flush_all(&mut self) -> Result<(), LinkError> {
+    pub async fn flush_all(&mut self) -> Result<(), SessionError> {
         while self.busy() {
             self.write_some().await?;
         }

@@ -1,10 +1,15 @@
 //! Automatic status: opens the room once somebody has been in for a while
 //! and closes it once it has been empty for a while.
 
-use tokio::time::Instant;
+use std::time::Duration;
 
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
 use crate::record::StatusValue;
 use crate::report::Report;
+use crate::state::{Event, Origin, Snapshot, State};
 
 /// What automatic status looks at: is anybody in, is the room open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +24,9 @@ pub struct Occupancy {
 /// `shutdown` or until `occupancy` has no sender.
 pub async fn auto_status<F, Fut>(
     mut occupancy: tokio::sync::watch::Receiver<Occupancy>,
-    open_after: std::time::Duration,
-    close_after: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    open_after: Duration,
+    close_after: Duration,
+    shutdown: CancellationToken,
     mut set: F,
 ) where
     F: FnMut(bool) -> Fut,
@@ -67,22 +72,22 @@ pub async fn auto_status<F, Fut>(
 /// device like any other.
 /// `auto_open_after` and `auto_close_after` come from `config`.
 pub fn run_auto_status(
-    config: &crate::config::Config,
-    state: crate::state::State,
-    shutdown: tokio_util::sync::CancellationToken,
+    config: &Config,
+    state: State,
+    shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + use<> {
-    let open_after = std::time::Duration::from_secs(config.options.auto_open_after);
-    let close_after = std::time::Duration::from_secs(config.options.auto_close_after);
+    let open_after = Duration::from_secs(config.options.auto_open_after);
+    let close_after = Duration::from_secs(config.options.auto_close_after);
     follow_roster(state, open_after, close_after, shutdown)
 }
 
 async fn follow_roster(
-    state: crate::state::State,
-    open_after: std::time::Duration,
-    close_after: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    state: State,
+    open_after: Duration,
+    close_after: Duration,
+    shutdown: CancellationToken,
 ) {
-    let occupancy_of = |s: &crate::state::Snapshot| Occupancy {
+    let occupancy_of = |s: &Snapshot| Occupancy {
         // Hidden members too: visibility governs what is shown, not this.
         occupied: s.roster.occupied(),
         open: s.is_open(),
@@ -104,9 +109,9 @@ async fn follow_roster(
                 StatusValue::Closed
             };
             tracing::info!("automatic status: {value}");
-            let event = crate::state::Event::Status {
+            let event = Event::Status {
                 value,
-                origin: crate::state::Origin::Automation,
+                origin: Origin::Automation,
             };
             if let Err(e) = state.apply(event).await {
                 tracing::error!("automatic status failed: {}", Report(&e));
@@ -142,9 +147,9 @@ mod tests {
             let (record, sender) = (asked.clone(), tx.clone());
             tokio::spawn(auto_status(
                 rx,
-                std::time::Duration::from_secs(300),
-                std::time::Duration::from_secs(900),
-                tokio_util::sync::CancellationToken::new(),
+                Duration::from_secs(300),
+                Duration::from_secs(900),
+                CancellationToken::new(),
                 move |open| {
                     let elapsed = started.elapsed().as_secs();
                     record.lock().unwrap().push((elapsed, open));
@@ -161,12 +166,12 @@ mod tests {
         }
 
         async fn at(&self, second: u64, occupied: bool) {
-            tokio::time::sleep_until(self.started + std::time::Duration::from_secs(second)).await;
+            tokio::time::sleep_until(self.started + Duration::from_secs(second)).await;
             self.occupancy.send_modify(|o| o.occupied = occupied);
         }
 
         async fn until(&self, second: u64) -> Vec<(u64, bool)> {
-            tokio::time::sleep_until(self.started + std::time::Duration::from_secs(second)).await;
+            tokio::time::sleep_until(self.started + Duration::from_secs(second)).await;
             self.asked.lock().unwrap().clone()
         }
     }

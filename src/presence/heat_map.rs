@@ -108,8 +108,8 @@ fn colour(p: f64, blind: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Lang;
     use crate::words;
+    use crate::words::Lang;
 
     #[test]
     fn heat_map_is_svg_with_a_cell_per_slot() {

@@ -305,7 +305,7 @@ impl State {
 
     /// Committed changes from now on, a commit at a time. Subscribe before
     /// taking the snapshot and skip changes with `seq <= snapshot.version`; a
-    /// follower that falls `BROADCAST_CAPACITY` (64) commits behind is told it
+    /// follower that falls further behind than the stream keeps is told it
     /// lagged and resynchronises from the snapshot.
     pub fn subscribe(&self) -> broadcast::Receiver<Changes> {
         self.shared.changes.subscribe()

@@ -21,15 +21,6 @@ pub struct Route {
     pub events: Vec<HookEvent>,
 }
 
-/// The event name of a change, as hooks follow it.
-pub fn event_of(change: &Change) -> HookEvent {
-    match change {
-        Change::Status(_) => HookEvent::Status,
-        Change::Message(_) => HookEvent::Message,
-        Change::Temperature(_) => HookEvent::Temperature,
-    }
-}
-
 struct Queue {
     route: Route,
     /// Rows committed and not yet removed.
@@ -83,7 +74,7 @@ impl Routes {
 
     /// Whether any hook follows `change`.
     pub fn follows(&self, change: &Change) -> bool {
-        let event = event_of(change);
+        let event = change.hook_event();
         self.queues.iter().any(|q| q.route.events.contains(&event))
     }
 
@@ -95,7 +86,7 @@ impl Routes {
         json: &str,
         deltas: &mut Deltas,
     ) -> Result<(), StoreError> {
-        let event = event_of(change);
+        let event = change.hook_event();
         let status = match change {
             Change::Status(s) if s.value.is_open() => Some("open"),
             Change::Status(_) => Some("closed"),

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::html::{Chrome, HtmlPage, render};
 use super::{BODY_TIMEOUT, MAX_BODY};
-use crate::config::Lang;
 use crate::report::Report;
 use crate::store::StoreError;
+use crate::words::Lang;
 use crate::words::{self, NotFoundWords};
 
 /// Seconds a refused stream is asked to wait before trying again.

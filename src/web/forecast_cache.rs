@@ -7,10 +7,10 @@ use bytes::Bytes;
 use chrono::Duration;
 use tokio::time::Instant;
 
-use crate::config::Lang;
 use crate::presence::{Forecast, heat_map_svg};
 use crate::store::StoreError;
 use crate::words;
+use crate::words::Lang;
 
 /// The forecast as served, with its JSON and pictures made once.
 pub struct Rendered {

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use crate::config::Lang;
+use crate::words::Lang;
 use crate::words::{self, LayoutWords};
 
 /// Scripts only from this origin; styles and images likewise, plus images

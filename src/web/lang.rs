@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::App;
 use super::error::Error;
-pub use crate::config::Lang;
+pub use crate::words::Lang;
 
 /// How long the `lang` cookie lasts: a year.
 const COOKIE_AGE: u32 = 365 * 24 * 3600;

@@ -157,19 +157,19 @@ pub struct Shared {
 /// one every six seconds.
 #[derive(Default)]
 struct QuietLogs {
-    pub failed_login: QuietLog,
-    pub refused_login: QuietLog,
-    pub mac_update: QuietLog,
-    pub connections: QuietLog,
-    pub forms: QuietLog,
-    pub sessions: QuietLog,
-    pub messages: QuietLog,
-    pub streams: QuietLog,
+    failed_login: QuietLog,
+    refused_login: QuietLog,
+    mac_update: QuietLog,
+    connections: QuietLog,
+    forms: QuietLog,
+    sessions: QuietLog,
+    messages: QuietLog,
+    streams: QuietLog,
 }
 
 /// Everything but the cached snapshot answers, with the layers of bodies,
 /// forms and compression; the front (`front::Front`) wraps it.
-pub fn router(app: App) -> Router {
+fn router(app: App) -> Router {
     let compress = SizeAbove::new(COMPRESS_ABOVE)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)

@@ -6,7 +6,8 @@
 //!
 //! Phrases name their parts in braces (`{time}`), filled by [`fill`] here
 //! and by the script's `fill`, so a translation may put them in any order.
-//! The tables themselves: `en` (English) and `it` (Italian).
+//! The tables themselves: `en` (English) and `it` (Italian), one for each
+//! [`Lang`].
 
 mod en;
 mod it;
@@ -16,8 +17,34 @@ use std::sync::LazyLock;
 use serde::Serialize;
 
 use crate::clock::LocalTime;
-use crate::config::Lang;
 use crate::state::HISTORY_SAMPLES;
+
+/// A language the pages speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    En,
+    It,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::It];
+
+    /// Its ISO 639-1 code, as in `<html lang>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::It => "it",
+        }
+    }
+
+    /// The language of a code, in any case.
+    pub fn from_code(code: &str) -> Option<Lang> {
+        Lang::ALL
+            .into_iter()
+            .find(|l| l.code().eq_ignore_ascii_case(code))
+    }
+}
 
 /// The words of every page in one language.
 #[derive(Debug, Serialize)]
