@@ -9,7 +9,8 @@
 //! settings, and the [`Handle`] that everything but the writer uses. `accounts` holds
 //! members, sessions, MAC hashes and visibility, `history` the status
 //! history the calendar reads, `outbox` the webhook deliveries not yet
-//! made; `backup` and `check` are `bitsd backup` and `bitsd check`.
+//! made, `devices` the registered devices with their claim codes and keys;
+//! `backup` and `check` are `bitsd backup` and `bitsd check`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::record::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureS
 mod accounts;
 mod backup;
 mod check;
+mod devices;
 mod history;
 mod open;
 mod outbox;
@@ -32,6 +34,9 @@ pub use accounts::{AccountError, Credentials, Person, User, Visibility};
 use accounts::{members, set_visibility, user_by_id};
 pub use backup::{BackupDone, backup};
 pub use check::{Inventory, MaintenanceError, Schema, Span, check};
+pub use devices::{
+    Claimed, Device, DeviceError, MAX_DEVICES, MAX_NAME, NewCode, check_device_name,
+};
 use open::{directory_of, why_not_open};
 pub use outbox::{OUTBOX_BATCH, OutboxRow};
 
@@ -133,6 +138,8 @@ const MIGRATIONS: &[&str] = &[
     outbox::MIGRATION,
     // 6: who is seen; the members of the time become `named`.
     accounts::VISIBILITY_MIGRATION,
+    // 7: registered devices, their claim codes and keys.
+    devices::MIGRATION,
 ];
 
 /// A wiki page as stored.

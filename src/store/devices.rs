@@ -1,0 +1,617 @@
+//! Registered devices (SPEC 18): names, claim codes and keys, stored only as
+//! SHA-256 hashes, and the columns the device port fills when one connects.
+
+use base64::Engine as _;
+use rand::{Rng as _, RngCore as _};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::{DEVICE_USER, Db, StoreError};
+
+/// Most devices registered at once.
+pub const MAX_DEVICES: i64 = 64;
+
+/// Longest device name.
+pub const MAX_NAME: usize = 32;
+
+/// The letters of a claim code: no `0`/`o`, `1`/`i`/`l` to confuse.
+const CODE_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// Letters in a claim code, shown in groups of [`CODE_GROUP`].
+const CODE_LEN: usize = 16;
+const CODE_GROUP: usize = 4;
+
+/// Schema version 7: the registered devices. Times are unix seconds; the
+/// name's collation makes it unique ignoring case (names are ASCII). A
+/// key or code is present only while it may be used.
+pub(super) const MIGRATION: &str = r#"
+    CREATE TABLE IF NOT EXISTS bitsd_device (
+        id INTEGER NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+        created INTEGER NOT NULL,
+        key_hash TEXT UNIQUE,
+        key_made INTEGER,
+        code_hash TEXT UNIQUE,
+        code_expires INTEGER,
+        revoked INTEGER,
+        last_seen INTEGER,
+        address TEXT,
+        transport TEXT
+    );
+    "#;
+
+/// A registered device as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: i64,
+    pub name: String,
+    pub created: i64,
+    /// When its key was made; none before the first claim and after a revoke.
+    pub key_made: Option<i64>,
+    /// When its pending claim code expires; none when no code is pending.
+    pub code_expires: Option<i64>,
+    /// When its key was last revoked, unless claimed since.
+    pub revoked: Option<i64>,
+    pub last_seen: Option<i64>,
+    pub address: Option<String>,
+    pub transport: Option<String>,
+}
+
+/// A claim code just made, shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCode {
+    pub device: String,
+    /// As shown: four groups of four letters, e.g. `5qqp-e9dp-hh7v-fjrk`.
+    pub code: String,
+    pub expires: i64,
+}
+
+/// A claim accepted: the device and its new key, shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub device: Device,
+    /// URL-safe base64 of 32 random bytes.
+    pub key: String,
+}
+
+/// Why a device change or a claim was refused, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{0:?} is not a valid device name (1 to 32 ASCII letters, digits, '-' or '_')")]
+    BadName(String),
+    #[error("the name {0} is reserved for the original device, which is not registered")]
+    Reserved(String),
+    #[error("a device named {0} already exists")]
+    Exists(String),
+    #[error("there are already {MAX_DEVICES} devices, the most bitsd keeps; delete one first")]
+    Full,
+    #[error("no device named {0}")]
+    NoSuchDevice(String),
+    /// A code of no device: wrong, already used, or replaced by a newer one.
+    #[error("no device has this claim code")]
+    UnknownCode,
+    #[error("the claim code has expired")]
+    ExpiredCode,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for DeviceError {
+    fn from(e: rusqlite::Error) -> Self {
+        DeviceError::Store(e.into())
+    }
+}
+
+/// Checks a device name: 1-32 ASCII letters, digits, `-`, `_`, not `BITS`.
+pub fn check_device_name(name: &str) -> Result<(), DeviceError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(DeviceError::BadName(name.to_string()));
+    }
+    if name.eq_ignore_ascii_case(DEVICE_USER) {
+        return Err(DeviceError::Reserved(name.to_string()));
+    }
+    Ok(())
+}
+
+/// A new claim code as shown, from the thread's CSPRNG.
+fn new_code() -> String {
+    let mut rng = rand::rng();
+    let mut code = String::with_capacity(CODE_LEN + CODE_LEN / CODE_GROUP);
+    for i in 0..CODE_LEN {
+        if i > 0 && i % CODE_GROUP == 0 {
+            code.push('-');
+        }
+        code.push(CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char);
+    }
+    code
+}
+
+/// A typed claim code as made: dashes and surrounding blanks dropped, lower
+/// case; none when it cannot be a code.
+fn normalise_code(typed: &str) -> Option<String> {
+    let code: String = typed
+        .trim()
+        .chars()
+        .filter(|&c| c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let valid = code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b));
+    valid.then_some(code)
+}
+
+/// A new device key: URL-safe base64 of 256 random bits.
+fn new_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of a code or key: its SHA-256, in hex. Both are random
+/// enough that a fast hash is safe.
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The hash of a code as made (dashes dropped).
+fn code_hash(shown: &str) -> String {
+    secret_hash(&shown.replace('-', ""))
+}
+
+/// The first of `(id, hash)` whose hash is `wanted`, every pair compared in
+/// constant time so the time taken tells nothing of the hashes.
+fn find_hash<T: Copy>(rows: &[(T, String)], wanted: &str) -> Option<T> {
+    let mut found = None;
+    for (id, hash) in rows {
+        if bool::from(hash.as_bytes().ct_eq(wanted.as_bytes())) && found.is_none() {
+            found = Some(*id);
+        }
+    }
+    found
+}
+
+const DEVICE_COLUMNS: &str = "id, name, created, key_made, code_expires, revoked, \
+     last_seen, address, transport";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created: r.get(2)?,
+        key_made: r.get(3)?,
+        code_expires: r.get(4)?,
+        revoked: r.get(5)?,
+        last_seen: r.get(6)?,
+        address: r.get(7)?,
+        transport: r.get(8)?,
+    })
+}
+
+fn device_by_id(tx: &Transaction<'_>, id: i64) -> Result<Device, StoreError> {
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM bitsd_device WHERE id = ?1");
+    Ok(tx.query_row(&sql, [id], device_row)?)
+}
+
+/// The id and stored name of the device `name` (any case); refuses `BITS`.
+fn device_id(tx: &Transaction<'_>, name: &str) -> Result<(i64, String), DeviceError> {
+    if name.eq_ignore_ascii_case(DEVICE_USER) {
+        return Err(DeviceError::Reserved(name.to_string()));
+    }
+    tx.query_row(
+        "SELECT id, name FROM bitsd_device WHERE name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?
+    .ok_or_else(|| DeviceError::NoSuchDevice(name.to_string()))
+}
+
+impl Db {
+    /// A write transaction that holds the lock from its start, so what it
+    /// reads stays true until it commits, also against other processes.
+    fn immediate(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// Registers the device `name` with a claim code valid for `ttl`
+    /// seconds from `now`.
+    pub fn add_device(&mut self, name: &str, now: i64, ttl: i64) -> Result<NewCode, DeviceError> {
+        check_device_name(name)?;
+        let tx = self.immediate()?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT name FROM bitsd_device WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(existing) = existing {
+            return Err(DeviceError::Exists(existing));
+        }
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM bitsd_device", [], |r| r.get(0))?;
+        if count >= MAX_DEVICES {
+            return Err(DeviceError::Full);
+        }
+        let code = new_code();
+        let expires = now.saturating_add(ttl);
+        tx.execute(
+            "INSERT INTO bitsd_device (name, created, code_hash, code_expires)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, now, code_hash(&code), expires],
+        )?;
+        tx.commit()?;
+        Ok(NewCode {
+            device: name.to_string(),
+            code,
+            expires,
+        })
+    }
+
+    /// A new claim code for the device `name`, replacing any pending one;
+    /// its key keeps working until the code is claimed.
+    pub fn new_claim_code(
+        &mut self,
+        name: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<NewCode, DeviceError> {
+        let tx = self.immediate()?;
+        let (id, name) = device_id(&tx, name)?;
+        let code = new_code();
+        let expires = now.saturating_add(ttl);
+        tx.execute(
+            "UPDATE bitsd_device SET code_hash = ?2, code_expires = ?3 WHERE id = ?1",
+            params![id, code_hash(&code), expires],
+        )?;
+        tx.commit()?;
+        Ok(NewCode {
+            device: name,
+            code,
+            expires,
+        })
+    }
+
+    /// Claims a device with `typed` (dashes optional, any case) at `now`:
+    /// the code is used up and a new key replaces the device's old one.
+    pub fn claim_device(&mut self, typed: &str, now: i64) -> Result<Claimed, DeviceError> {
+        let Some(code) = normalise_code(typed) else {
+            return Err(DeviceError::UnknownCode);
+        };
+        let wanted = secret_hash(&code);
+        let tx = self.immediate()?;
+        let pending: Vec<((i64, i64), String)> = tx
+            .prepare(
+                "SELECT id, code_expires, code_hash FROM bitsd_device WHERE code_hash IS NOT NULL",
+            )?
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some((id, expires)) = find_hash(&pending, &wanted) else {
+            return Err(DeviceError::UnknownCode);
+        };
+        if now >= expires {
+            return Err(DeviceError::ExpiredCode);
+        }
+        let key = new_key();
+        tx.execute(
+            "UPDATE bitsd_device SET key_hash = ?2, key_made = ?3, revoked = NULL,
+                 code_hash = NULL, code_expires = NULL
+             WHERE id = ?1",
+            params![id, secret_hash(&key), now],
+        )?;
+        let device = device_by_id(&tx, id)?;
+        tx.commit()?;
+        Ok(Claimed { device, key })
+    }
+
+    /// The device whose key is `key`; none when no device has it (wrong,
+    /// revoked, replaced, or its device deleted).
+    pub fn device_by_key(&self, key: &str) -> Result<Option<Device>, StoreError> {
+        let wanted = secret_hash(key);
+        let keys: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, key_hash FROM bitsd_device WHERE key_hash IS NOT NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some(id) = find_hash(&keys, &wanted) else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM bitsd_device WHERE id = ?1");
+        Ok(self.conn.query_row(&sql, [id], device_row).optional()?)
+    }
+
+    /// Ends the key of the device `name`, and its pending claim code: its
+    /// name as stored, and whether it had a key.
+    pub fn revoke_device(&mut self, name: &str, now: i64) -> Result<(String, bool), DeviceError> {
+        let tx = self.immediate()?;
+        let (id, name) = device_id(&tx, name)?;
+        let had_key: bool = tx.query_row(
+            "SELECT key_hash IS NOT NULL FROM bitsd_device WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE bitsd_device SET key_hash = NULL, key_made = NULL,
+                 code_hash = NULL, code_expires = NULL, revoked = ?2
+             WHERE id = ?1",
+            params![id, now],
+        )?;
+        tx.commit()?;
+        Ok((name, had_key))
+    }
+
+    /// Removes the device `name`; what it sent stays.
+    pub fn delete_device(&mut self, name: &str) -> Result<String, DeviceError> {
+        let tx = self.immediate()?;
+        let (id, name) = device_id(&tx, name)?;
+        tx.execute("DELETE FROM bitsd_device WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(name)
+    }
+
+    /// Every registered device, by name.
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM bitsd_device ORDER BY name");
+        let devices = self
+            .conn
+            .prepare(&sql)?
+            .query_map([], device_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(devices)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: i64 = 900;
+    const NOW: i64 = 1_800_000_000;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("d.db"), false).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn codes_are_four_groups_of_four_from_the_alphabet() {
+        for _ in 0..100 {
+            let code = new_code();
+            let groups: Vec<&str> = code.split('-').collect();
+            assert_eq!(groups.len(), 4, "{code}");
+            for group in groups {
+                assert_eq!(group.len(), 4, "{code}");
+                assert!(group.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{code}");
+            }
+        }
+        assert_ne!(new_code(), new_code());
+    }
+
+    #[test]
+    fn typed_codes_are_normalised() {
+        let made = "5qqp-e9dp-hh7v-fjrk";
+        for typed in [
+            made,
+            "5qqpe9dphh7vfjrk",
+            "5QQP-E9DP-HH7V-FJRK",
+            " 5qqp-e9dphh7v-FJRK\n",
+            "5-q-q-p-e9dp-hh7vfjrk",
+        ] {
+            assert_eq!(
+                normalise_code(typed).as_deref(),
+                Some("5qqpe9dphh7vfjrk"),
+                "{typed:?}"
+            );
+        }
+        for bad in [
+            "",
+            "5qqp-e9dp-hh7v",
+            "5qqp-e9dp-hh7v-fjrkk",
+            "5qqp-e9dp-hh7v-fjr0",
+            "5qqp-e9dp-hh7v-fjr1",
+            "5qqp e9dp hh7v fjrk",
+            "5qqp-e9dp-hh7v-fjré",
+        ] {
+            assert_eq!(normalise_code(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_are_256_bits_of_base64url() {
+        let key = new_key();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&key)
+            .unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_ne!(key, new_key());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "door-2", "Sensor_Lab", &"x".repeat(32)] {
+            check_device_name(good).unwrap();
+        }
+        for bad in ["", "has space", "dörr", "a.b", &"x".repeat(33)] {
+            assert!(
+                matches!(check_device_name(bad), Err(DeviceError::BadName(_))),
+                "{bad:?}"
+            );
+        }
+        for reserved in ["BITS", "bits", "Bits"] {
+            assert!(matches!(
+                check_device_name(reserved),
+                Err(DeviceError::Reserved(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_code_claims_once_with_or_without_dashes_in_any_case() {
+        let (_dir, mut db) = db();
+        let new = db.add_device("door", NOW, TTL).unwrap();
+        assert_eq!(new.expires, NOW + TTL);
+        let typed = new.code.replace('-', "").to_uppercase();
+        let claimed = db.claim_device(&typed, NOW + 10).unwrap();
+        assert_eq!(claimed.device.name, "door");
+        assert_eq!(claimed.device.key_made, Some(NOW + 10));
+        assert_eq!(claimed.device.code_expires, None);
+        assert!(matches!(
+            db.claim_device(&new.code, NOW + 11),
+            Err(DeviceError::UnknownCode)
+        ));
+        let found = db.device_by_key(&claimed.key).unwrap().unwrap();
+        assert_eq!(found.name, "door");
+        assert_eq!(db.device_by_key("not-a-key").unwrap(), None);
+    }
+
+    #[test]
+    fn wrong_and_expired_codes_are_refused() {
+        let (_dir, mut db) = db();
+        let new = db.add_device("door", NOW, TTL).unwrap();
+        assert!(matches!(
+            db.claim_device("aaaa-aaaa-aaaa-aaaa", NOW),
+            Err(DeviceError::UnknownCode)
+        ));
+        assert!(matches!(
+            db.claim_device("not a code", NOW),
+            Err(DeviceError::UnknownCode)
+        ));
+        assert!(matches!(
+            db.claim_device(&new.code, NOW + TTL),
+            Err(DeviceError::ExpiredCode)
+        ));
+        // Refused, it stays pending: a moment earlier it still claims.
+        db.claim_device(&new.code, NOW + TTL - 1).unwrap();
+    }
+
+    #[test]
+    fn a_new_code_keeps_the_old_key_until_claimed() {
+        let (_dir, mut db) = db();
+        let first = db.add_device("door", NOW, TTL).unwrap();
+        let old = db.claim_device(&first.code, NOW).unwrap().key;
+        let second = db.new_claim_code("DOOR", NOW + 100, TTL).unwrap();
+        assert_eq!(second.device, "door");
+        assert_eq!(second.expires, NOW + 100 + TTL);
+        assert!(db.device_by_key(&old).unwrap().is_some(), "old key works");
+        let new = db.claim_device(&second.code, NOW + 200).unwrap().key;
+        assert_eq!(db.device_by_key(&old).unwrap(), None, "old key replaced");
+        assert_eq!(
+            db.device_by_key(&new).unwrap().unwrap().key_made,
+            Some(NOW + 200)
+        );
+    }
+
+    #[test]
+    fn a_newer_code_voids_the_older() {
+        let (_dir, mut db) = db();
+        let first = db.add_device("door", NOW, TTL).unwrap();
+        let second = db.new_claim_code("door", NOW + 1, TTL).unwrap();
+        assert!(matches!(
+            db.claim_device(&first.code, NOW + 2),
+            Err(DeviceError::UnknownCode)
+        ));
+        db.claim_device(&second.code, NOW + 2).unwrap();
+    }
+
+    #[test]
+    fn revoke_and_delete_end_the_key() {
+        let (_dir, mut db) = db();
+        let code = db.add_device("door", NOW, TTL).unwrap().code;
+        let door = db.claim_device(&code, NOW).unwrap().key;
+        let code = db.add_device("lab", NOW, TTL).unwrap().code;
+        let lab = db.claim_device(&code, NOW).unwrap().key;
+
+        assert_eq!(
+            db.revoke_device("DOOR", NOW + 5).unwrap(),
+            ("door".to_string(), true)
+        );
+        assert_eq!(db.device_by_key(&door).unwrap(), None);
+        assert!(!db.revoke_device("door", NOW + 6).unwrap().1, "no key left");
+        let listed = &db.devices().unwrap()[0];
+        assert_eq!((listed.key_made, listed.revoked), (None, Some(NOW + 6)));
+
+        assert_eq!(db.delete_device("LAB").unwrap(), "lab");
+        assert_eq!(db.device_by_key(&lab).unwrap(), None);
+        let names: Vec<String> = db.devices().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["door"]);
+        assert!(matches!(
+            db.delete_device("lab"),
+            Err(DeviceError::NoSuchDevice(_))
+        ));
+        assert!(matches!(
+            db.revoke_device("nothing", NOW),
+            Err(DeviceError::NoSuchDevice(_))
+        ));
+        assert!(matches!(
+            db.new_claim_code("bits", NOW, TTL),
+            Err(DeviceError::Reserved(_))
+        ));
+    }
+
+    #[test]
+    fn revoke_voids_a_pending_code_and_a_new_one_pairs_again() {
+        let (_dir, mut db) = db();
+        let code = db.add_device("door", NOW, TTL).unwrap().code;
+        db.revoke_device("door", NOW).unwrap();
+        assert!(matches!(
+            db.claim_device(&code, NOW),
+            Err(DeviceError::UnknownCode)
+        ));
+        let code = db.new_claim_code("door", NOW, TTL).unwrap().code;
+        let claimed = db.claim_device(&code, NOW + 1).unwrap();
+        assert_eq!(claimed.device.revoked, None);
+    }
+
+    #[test]
+    fn delete_touches_nothing_else() {
+        let (_dir, mut db) = db();
+        db.add_device("door", NOW, TTL).unwrap();
+        let users_before = db.users().unwrap().len();
+        db.delete_device("door").unwrap();
+        assert_eq!(db.users().unwrap().len(), users_before);
+        assert!(db.user_by_name(DEVICE_USER).unwrap().is_some());
+        db.add_device("door", NOW, TTL).unwrap();
+    }
+
+    #[test]
+    fn names_are_unique_ignoring_case_and_bits_is_reserved() {
+        let (_dir, mut db) = db();
+        db.add_device("Door", NOW, TTL).unwrap();
+        match db.add_device("dOOR", NOW, TTL) {
+            Err(DeviceError::Exists(name)) => assert_eq!(name, "Door"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            db.add_device("bits", NOW, TTL),
+            Err(DeviceError::Reserved(_))
+        ));
+        assert!(matches!(
+            db.add_device("no way", NOW, TTL),
+            Err(DeviceError::BadName(_))
+        ));
+        assert_eq!(db.devices().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn at_most_64_devices() {
+        let (_dir, mut db) = db();
+        for i in 0..MAX_DEVICES {
+            db.add_device(&format!("d{i}"), NOW, TTL).unwrap();
+        }
+        assert!(matches!(
+            db.add_device("one-more", NOW, TTL),
+            Err(DeviceError::Full)
+        ));
+        db.delete_device("d0").unwrap();
+        db.add_device("one-more", NOW, TTL).unwrap();
+        assert_eq!(db.devices().unwrap().len(), MAX_DEVICES as usize);
+    }
+}
