@@ -122,6 +122,10 @@ pub struct Options {
     #[arg(long, help_heading = "Device", default_value = "3600")]
     #[arg(value_parser = number(0..=u64::MAX), value_name = "SECONDS")]
     pub control_idle_timeout: u64,
+    /// Seconds a claim code of `bitsd device add` or `bitsd device claim` stays valid
+    #[arg(long, help_heading = "Device", default_value = "900")]
+    #[arg(value_parser = number(60..=604_800u64), value_name = "SECONDS")]
+    pub claim_ttl: u64,
 
     /// Owner applied to unix sockets [default: unchanged]
     #[arg(long, help_heading = "Unix sockets")]
