@@ -38,6 +38,8 @@
 //! - `systemd`: telling the service manager when bitsd is ready and when it
 //!   stops.
 //! - `usermanage`: the `usermanage` program's command line and commands.
+//! - `registry`: `bitsd device ...`, the registered devices on the command
+//!   line.
 //! - `webhook`: the `[[webhook]]` tables, the followers that deliver
 //!   committed changes from the outbox, and `bitsd webhook test`.
 //! - `install`: the man pages and shell completions of both programs,
@@ -60,6 +62,7 @@ pub mod mqtt;
 pub mod net;
 pub mod presence;
 pub mod record;
+pub mod registry;
 pub mod report;
 pub mod spaceapi;
 pub mod state;

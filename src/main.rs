@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bitsd::config::{self, Command, Config, Fake, WebhookCommand};
+use bitsd::config::{self, Command, Config, DeviceCommand, Fake, WebhookCommand};
 use bitsd::install;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -14,7 +14,9 @@ fn main() -> ExitCode {
         return install_files();
     }
     let (config, command) = config::from_process();
-    init_logging(&config);
+    // `bitsd device` prints its outcome; a migration on the way is no news.
+    let quiet = matches!(command, Some(Command::Device(_)));
+    init_logging(&config, quiet);
     for name in &config.unknown_env {
         tracing::warn!("{name} names no option; ignored");
     }
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Some(Command::Backup { file }) => backup(&config, &file),
         Some(Command::Check) => check(&config),
         Some(Command::Webhook(WebhookCommand::Test { name })) => webhook_test(&config, name),
+        Some(Command::Device(command)) => device(&config, command),
         None => serve(config),
     };
     match result {
@@ -71,9 +74,11 @@ fn install_files() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, quiet: bool) {
     let default = if config.options.developer_mode {
         "debug,hyper=info,tower_http=info"
+    } else if quiet {
+        "warn"
     } else {
         "info"
     };
@@ -144,6 +149,14 @@ fn webhook_test(config: &Config, name: Option<String>) -> anyhow::Result<()> {
     if failed > 0 {
         anyhow::bail!("{failed} of {} webhook(s) failed", tested.len());
     }
+    Ok(())
+}
+
+/// `bitsd device ...`: what it did, or why not in one line.
+fn device(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
+    let now = bitsd::clock::unix_seconds();
+    let done = bitsd::registry::run(config, command, now).map_err(anyhow::Error::msg)?;
+    println!("{done}");
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-pub use options::{Cli, Command, Fake, Options, WebhookCommand};
+pub use options::{Cli, Command, DeviceCommand, Fake, Options, WebhookCommand};
 pub use values::{Allowlist, MqttUrl, SensorNames};
 
 use crate::webhook::settings::{self, Webhook};

@@ -335,6 +335,40 @@ pub enum Command {
     /// Webhooks: try them before the room opens for real.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Registered devices: add one, pair it by claim code, list, revoke, delete.
+    ///
+    /// Safe while bitsd runs on the same database. NAME is 1 to 32 ASCII
+    /// letters, digits, '-' or '_', unique ignoring case; BITS is the original
+    /// device's and cannot be registered. At most 64 devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+/// `bitsd device ...`.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum DeviceCommand {
+    /// Register a device and print its claim code, valid once for claim_ttl seconds
+    Add {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Print a new claim code for a device; its key works until the code is claimed
+    Claim {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Print each device: name, last seen, address, transport, when its key was made
+    List,
+    /// End a device's key and any claim code not yet used
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Remove a device; what it sent stays
+    Delete {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// `bitsd webhook ...`.
