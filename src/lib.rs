@@ -3,6 +3,8 @@
 //! Layout:
 //! - `config`: every option declared once, as a clap flag that is also a
 //!   `BITSD_*` variable and a key of the TOML file.
+//! - `commands`: the subcommands of `bitsd` (`bootstrap`, `backup`,
+//!   `device`, `fake`, ...).
 //! - `auth`: password hashes and the threads that check them (strangers'
 //!   attempts queued apart from known browsers'), signed login and
 //!   known-browser cookies, MAC hashes.
@@ -50,6 +52,7 @@ pub mod auth;
 pub mod badge;
 pub mod calendar;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod device;
 pub mod escape;

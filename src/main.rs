@@ -4,7 +4,8 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bitsd::config::{self, Command, Config, DeviceCommand, Fake, WebhookCommand};
+use bitsd::commands::{Command, DeviceCommand, Fake, WebhookCommand};
+use bitsd::config::{self, Config};
 use bitsd::install;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

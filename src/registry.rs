@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::Clock;
-use crate::config::{Config, DeviceCommand};
+use crate::commands::DeviceCommand;
+use crate::config::Config;
 use crate::report::Report;
 use crate::store::{Db, Device, DeviceError, NewCode, check_device_name};
 

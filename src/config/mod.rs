@@ -20,7 +20,9 @@ use clap::parser::ValueSource;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-pub use options::{Cli, Command, DeviceCommand, Fake, Options, WebhookCommand};
+pub use options::{Cli, Options};
+
+use crate::commands::Command;
 pub use values::{Allowlist, MqttUrl, SensorNames};
 
 use crate::webhook::settings::{self, Webhook};

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use chrono_tz::Tz;
-use clap::{Arg, ArgAction, Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, Args, Parser};
 
+use crate::commands::Command;
 use crate::words::Lang;
 
 use super::values::{
@@ -303,106 +304,4 @@ pub(super) fn normalise_bool_flags(args: Vec<OsString>) -> Vec<OsString> {
         }
     }
     out
-}
-
-/// What `bitsd` does; the server when no subcommand is given.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Create the database if missing and (re)load the built-in wiki pages and those under wiki_path.
-    Bootstrap,
-    /// Simulate a device, or fill the database with a plausible past.
-    #[command(subcommand)]
-    Fake(Fake),
-    /// Write a consistent copy of the database to FILE, also while bitsd runs
-    ///
-    /// SQLite's online backup: safe while bitsd writes, unlike copying the
-    /// file. The copy is one self-contained file, readable by its owner only, and
-    /// passes integrity_check. It is written next to FILE under a hidden name and
-    /// renamed to FILE when complete: an existing FILE is replaced, and stays
-    /// whole until then. Prints one line when done.
-    Backup {
-        /// Where the copy goes; replaced if it exists
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Read the database without changing it and print what it holds
-    ///
-    /// Schema version, integrity, counts of each kind of record and the time
-    /// its history spans. Nothing is written, not even a migration. Exits 1, with the reason on
-    /// standard error, when the database is missing, damaged or unreadable. Run
-    /// it on a database of the original BITS server before moving it to bitsd.
-    Check,
-    /// Webhooks: try them before the room opens for real.
-    #[command(subcommand)]
-    Webhook(WebhookCommand),
-    /// Registered devices: add one, pair it by claim code, list, revoke, delete.
-    ///
-    /// Safe while bitsd runs on the same database. NAME is 1 to 32 ASCII
-    /// letters, digits, '-' or '_', unique ignoring case; BITS is the original
-    /// device's and cannot be registered. At most 64 devices.
-    #[command(subcommand)]
-    Device(DeviceCommand),
-}
-
-/// `bitsd device ...`.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum DeviceCommand {
-    /// Register a device and print its claim code, valid once for claim_ttl seconds
-    Add {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-    /// Print a new claim code for a device; its key works until the code is claimed
-    Claim {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-    /// Print each device: name, last seen, address, transport, when its key was made
-    List,
-    /// End a device's key and any claim code not yet used
-    Revoke {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-    /// Remove a device; what it sent stays
-    Delete {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-}
-
-/// `bitsd webhook ...`.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum WebhookCommand {
-    /// Send one test delivery to each [[webhook]] of the config file, or to the
-    /// one named, and print each answer; exits 1 if any fails
-    Test {
-        /// Only the hook with this name
-        #[arg(value_name = "NAME")]
-        name: Option<String>,
-    },
-}
-
-/// `bitsd fake ...`: development and demos without hardware.
-#[derive(Subcommand, Debug, Clone, PartialEq)]
-pub enum Fake {
-    /// Connect to bitsd as the device and play a day in the room: openings,
-    /// temperatures drifting, now and then a message.
-    Device {
-        /// bitsd's device port [default: control_local_address:control_local_port]
-        #[arg(long, value_name = "HOST:PORT")]
-        control: Option<String>,
-        /// Send `auth <token>` first [default: control_token, if set]
-        #[arg(long, value_name = "T")]
-        token: Option<String>,
-        /// Seconds between two rounds of temperature samples
-        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
-        interval: f64,
-    },
-    /// Write plausible past days (openings, temperatures, messages) into the database.
-    History {
-        /// How many days back from yesterday
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3660))]
-        days: u32,
-    },
 }
