@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{bitsd_command as bitsd, stdout_of};
+use common::{bitsd_command as bitsd, http_get, stdout_of};
 
 #[test]
 fn a_bad_value_is_refused_with_status_2_naming_the_option() {
@@ -231,19 +231,6 @@ fn serves_logs_its_addresses_and_stops_on_sigterm() {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(!rest.contains("panicked"), "{rest}");
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

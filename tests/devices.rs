@@ -1,7 +1,7 @@
 //! `bitsd device ...` as an operator runs it: on a new database, with its
 //! errors, and beside a bitsd serving the same database.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -205,14 +205,7 @@ fn claim_ttl_sets_how_long_a_code_lasts() {
 
 /// The body of `GET /status`: `0` or `1`.
 fn status(web: std::net::SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(web).unwrap();
-    write!(
-        stream,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
+    let out = common::http_get(web, "/status");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out.rsplit("\r\n\r\n").next().unwrap().to_string()
 }

@@ -29,7 +29,7 @@ mod process;
 pub mod receiver;
 pub mod sqlite;
 #[allow(unused_imports)]
-pub use process::{Spawned, bitsd_command, installed, rss_kib, stdout_of};
+pub use process::{Spawned, bitsd_command, http_get, installed, rss_kib, stdout_of};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
