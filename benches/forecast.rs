@@ -42,6 +42,7 @@ fn main() {
                         StatusValue::Closed
                     },
                     modified_by: ModifiedBy::Bits,
+                    device: None,
                 })
                 .unwrap();
             changes += 1;
@@ -56,6 +57,7 @@ fn main() {
                         sensor,
                         value: 18.0 + rng.random_range(0.0..6.0),
                         modified_by: ModifiedBy::Bits,
+                        device: None,
                     })
                     .unwrap();
                 samples += 1;

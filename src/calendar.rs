@@ -259,6 +259,7 @@ mod tests {
             timestamp: at(s),
             value,
             modified_by: ModifiedBy::Bits,
+            device: None,
         }
     }
 

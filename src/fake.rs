@@ -162,12 +162,13 @@ pub fn history(config: &Config, days: u32) -> anyhow::Result<Written> {
                     timestamp: at(minute, rng.random_range(0..60)),
                     value,
                     modified_by: ModifiedBy::Bits,
+                    device: None,
                 })?;
                 written.status_changes += 1;
             }
             if rng.random_bool(0.3) {
                 let text = MESSAGES[rng.random_range(0..MESSAGES.len())];
-                batch.insert_message(device.id, at(open + 30, 0), text)?;
+                batch.insert_message(device.id, at(open + 30, 0), text, None)?;
                 written.messages += 1;
             }
         }
@@ -182,6 +183,7 @@ pub fn history(config: &Config, days: u32) -> anyhow::Result<Written> {
                     sensor,
                     value: ((base + daily + rng.random_range(-0.3..0.3)) * 10.0).round() / 10.0,
                     modified_by: ModifiedBy::Bits,
+                    device: None,
                 })?;
                 written.samples += 1;
             }

@@ -125,6 +125,10 @@ pub async fn run(
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
+    let tls_port = device::TlsPort::bind(&config.options).await?;
+    if let Some(port) = &tls_port {
+        tracing::info!("control TLS listening on {}", port.address()?);
+    }
 
     // The followers of the state, before any input starts, so none misses
     // a change: the device link, the webhooks, MQTT.
@@ -166,25 +170,47 @@ pub async fn run(
     .context("cannot start MQTT")?;
 
     // The inputs: the web, the device port, automatic status.
-    let app = web::App::new(
-        config.clone(),
-        state.clone(),
-        store,
+    // The devices, on every transport: the control port, the TLS port,
+    // the web's `/device`.
+    let pairing = device::Pairing::new(store.clone());
+    tracker.spawn(device::watch_keys(
         link.clone(),
-        metrics,
-        &secret,
+        store.clone(),
         shutdown.clone(),
-        tracker.clone(),
+    ));
+    let devices = device::Devices::new(
+        &config.options,
+        state.clone(),
+        link,
+        pairing,
+        shutdown.clone(),
     );
+    let parts = web::Parts {
+        config: config.clone(),
+        state: state.clone(),
+        store,
+        devices: devices.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let app = web::App::new(parts, &secret);
     let web = tokio::spawn(web::serve(listeners.web, app));
     tracker.spawn(device::serve(
         listeners.control,
         &config,
-        state.clone(),
-        link,
+        devices.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
+    if let Some(port) = tls_port {
+        tracker.spawn(device::serve_tls(
+            port,
+            devices,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
 
     if config.options.auto_status {
         tracker.spawn(presence::run_auto_status(

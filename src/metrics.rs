@@ -19,13 +19,16 @@ type EventLabels = [(&'static str, &'static str); 1];
 type RequestLabels = ([(&'static str, &'static str); 1], [(&'static str, u16); 1]);
 type HookLabels = [(&'static str, String); 1];
 type DeliveryLabels = (HookLabels, [(&'static str, &'static str); 1]);
+type DeviceLabels = [(&'static str, String); 1];
+type DeviceLineLabels = (DeviceLabels, [(&'static str, &'static str); 1]);
 
 /// Every metric bitsd exports.
 pub struct Metrics {
     registry: Registry,
     pub websocket_clients: Gauge,
     pub sse_clients: Gauge,
-    pub device_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    device_connected: Family<DeviceLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    device_lines: Family<DeviceLineLabels, Counter<u64, AtomicU64>>,
     events: Family<EventLabels, Counter<u64, AtomicU64>>,
     http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     /// Route patterns seen so far, kept so labels need no allocation.
@@ -66,7 +69,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("bitsd");
         let websocket_clients = Gauge::default();
         let sse_clients = Gauge::default();
-        let device_connected = Gauge::default();
+        let device_connected = Family::default();
+        let device_lines = Family::default();
         let events = Family::default();
         let http_requests = Family::default();
         // 50 µs to about 1.6 s.
@@ -83,8 +87,13 @@ impl Metrics {
         );
         registry.register(
             "device_connected",
-            "Whether the device is connected (0 or 1)",
+            "Whether each device is connected (0 or 1); BITS is the original device",
             device_connected.clone(),
+        );
+        registry.register(
+            "device_lines",
+            "Lines received from each device, by result (accepted, skipped)",
+            device_lines.clone(),
         );
         registry.register("events", "Events committed, by kind", events.clone());
         registry.register(
@@ -191,10 +200,34 @@ impl Metrics {
             websocket_clients,
             sse_clients,
             device_connected,
+            device_lines,
             events,
             http_requests,
             commit_seconds,
             routes: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The gauge of whether the device `name` is connected.
+    pub fn device_connected(&self, name: &str) -> Gauge<i64, std::sync::atomic::AtomicI64> {
+        self.device_connected
+            .get_or_create(&[("device", name.to_string())])
+            .clone()
+    }
+
+    /// The counter of lines from the device `name` that ended in `result`.
+    pub fn device_lines(&self, name: &str, result: &'static str) -> Counter {
+        let labels = ([("device", name.to_string())], [("result", result)]);
+        self.device_lines.get_or_create(&labels).clone()
+    }
+
+    /// Forgets a deleted device's series.
+    pub fn forget_device(&self, name: &str) {
+        let device = [("device", name.to_string())];
+        self.device_connected.remove(&device);
+        for result in ["accepted", "skipped"] {
+            self.device_lines
+                .remove(&(device.clone(), [("result", result)]));
         }
     }
 

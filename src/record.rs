@@ -4,6 +4,7 @@
 //! events that cause changes are the `Event`s of `state`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,12 +72,19 @@ impl ModifiedBy {
     }
 }
 
+/// The name of a registered device (SPEC 18), as a change records which
+/// one sent it; cheap to clone.
+pub type DeviceName = Arc<str>;
+
 /// A row of `Status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusChange {
     pub timestamp: LocalTime,
     pub value: StatusValue,
     pub modified_by: ModifiedBy,
+    /// The registered device that sent it; none for the original device
+    /// and everyone else.
+    pub device: Option<DeviceName>,
 }
 
 /// A row of `Temperature`.
@@ -86,6 +94,8 @@ pub struct TemperatureSample {
     pub sensor: i64,
     pub value: f64,
     pub modified_by: ModifiedBy,
+    /// The registered device that sent it, if one did.
+    pub device: Option<DeviceName>,
 }
 
 /// A row of `Message`, with the author's name.
@@ -95,6 +105,8 @@ pub struct Message {
     pub user: String,
     /// The text as written, not escaped.
     pub text: String,
+    /// The registered device that sent it, if one did.
+    pub device: Option<DeviceName>,
 }
 
 /// A committed change that live clients are told about.
@@ -139,38 +151,45 @@ impl Change {
 
 /// `{"timestamp": "...", "modifiedby": "BITS", "value": "open"}`
 #[derive(Debug, Serialize)]
-pub struct StatusJson {
+pub struct StatusJson<'a> {
     pub timestamp: String,
     pub modifiedby: &'static str,
     pub value: &'static str,
+    /// Only when a registered device sent it: old clients never see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a str>,
 }
 
-impl From<&StatusChange> for StatusJson {
-    fn from(s: &StatusChange) -> Self {
+impl<'a> From<&'a StatusChange> for StatusJson<'a> {
+    fn from(s: &'a StatusChange) -> Self {
         StatusJson {
             timestamp: s.timestamp.display(),
             modifiedby: s.modified_by.as_str(),
             value: s.value.as_str(),
+            device: s.device.as_deref(),
         }
     }
 }
 
 /// `{"timestamp": "...", "value": 21.5, "modifiedby": "BITS", "sensor": 0}`
 #[derive(Debug, Serialize)]
-pub struct TemperatureJson {
+pub struct TemperatureJson<'a> {
     pub timestamp: String,
     pub value: f64,
     pub modifiedby: &'static str,
     pub sensor: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a str>,
 }
 
-impl From<&TemperatureSample> for TemperatureJson {
-    fn from(t: &TemperatureSample) -> Self {
+impl<'a> From<&'a TemperatureSample> for TemperatureJson<'a> {
+    fn from(t: &'a TemperatureSample) -> Self {
         TemperatureJson {
             timestamp: t.timestamp.display(),
             value: t.value,
             modifiedby: t.modified_by.as_str(),
             sensor: t.sensor,
+            device: t.device.as_deref(),
         }
     }
 }
@@ -178,18 +197,21 @@ impl From<&TemperatureSample> for TemperatureJson {
 /// `{"user": "alice", "timestamp": "...", "value": "see you &lt;3"}`: the
 /// `user` escaped like the `value`, since old clients insert both as HTML.
 #[derive(Debug, Serialize)]
-pub struct MessageJson {
+pub struct MessageJson<'a> {
     pub user: String,
     pub timestamp: String,
     pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a str>,
 }
 
-impl From<&Message> for MessageJson {
-    fn from(m: &Message) -> Self {
+impl<'a> From<&'a Message> for MessageJson<'a> {
+    fn from(m: &'a Message) -> Self {
         MessageJson {
             user: html_escape(&m.user),
             timestamp: m.timestamp.display(),
             value: html_escape(&m.text),
+            device: m.device.as_deref(),
         }
     }
 }
@@ -234,6 +256,7 @@ mod tests {
             timestamp: at("2024-03-01 18:30:05.123456"),
             value: StatusValue::Open,
             modified_by: ModifiedBy::Bits,
+            device: None,
         });
         assert_eq!(
             status.to_json(),
@@ -244,6 +267,7 @@ mod tests {
             sensor: 0,
             value: 21.5,
             modified_by: ModifiedBy::Bits,
+            device: None,
         });
         let v: serde_json::Value = serde_json::from_str(&temp.to_json()).unwrap();
         assert_eq!(
@@ -255,6 +279,7 @@ mod tests {
             timestamp: at("2024-03-01 18:30:07"),
             user: "<b>o'neil".into(),
             text: "see you <3 & \"bye\" 'x'".into(),
+            device: None,
         });
         let v: serde_json::Value = serde_json::from_str(&message.to_json()).unwrap();
         assert_eq!(

@@ -168,6 +168,7 @@ mod tests {
             last_seen: None,
             address: None,
             transport: None,
+            connected: None,
         };
         let pending = Device {
             code_expires: Some(1_000),

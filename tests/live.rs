@@ -250,7 +250,7 @@ async fn shutdown_closes_websockets_with_1001() {
     let _dir = stopping.await.unwrap();
 }
 
-/// The value of an unlabelled metric.
+/// The value of a metric, by its name and labels as written.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
@@ -280,7 +280,10 @@ async fn metrics_count_clients_events_and_requests() {
     let server = TestServer::start().await;
     let text = server.text("/metrics").await;
     assert_eq!(metric(&text, "bitsd_websocket_clients"), 0.0);
-    assert_eq!(metric(&text, "bitsd_device_connected"), 0.0);
+    assert_eq!(
+        metric(&text, "bitsd_device_connected{device=\"BITS\"}"),
+        0.0
+    );
 
     let mut sockets = Vec::new();
     for _ in 0..3 {
@@ -302,7 +305,7 @@ async fn metrics_count_clients_events_and_requests() {
 
     wait_for_metric(&server, "bitsd_websocket_clients", 3.0).await;
     wait_for_metric(&server, "bitsd_sse_clients", 2.0).await;
-    let text = wait_for_metric(&server, "bitsd_device_connected", 1.0).await;
+    let text = wait_for_metric(&server, "bitsd_device_connected{device=\"BITS\"}", 1.0).await;
     assert!(
         text.contains("bitsd_events_total{kind=\"status\"} 1"),
         "{text}"
@@ -316,6 +319,8 @@ async fn metrics_count_clients_events_and_requests() {
         "{text}"
     );
     assert!(text.contains("bitsd_db_commit_seconds_count"), "{text}");
+    let lines = "bitsd_device_lines_total{device=\"BITS\",result=\"accepted\"}";
+    assert_eq!(metric(&text, lines), 3.0);
 
     for mut ws in sockets.drain(..2) {
         ws.close(None).await.unwrap();
@@ -324,7 +329,7 @@ async fn metrics_count_clients_events_and_requests() {
     drop(device);
     wait_for_metric(&server, "bitsd_websocket_clients", 1.0).await;
     wait_for_metric(&server, "bitsd_sse_clients", 1.0).await;
-    wait_for_metric(&server, "bitsd_device_connected", 0.0).await;
+    wait_for_metric(&server, "bitsd_device_connected{device=\"BITS\"}", 0.0).await;
     drop(sse_b);
     let _ = server.get("/status").await;
     wait_for_metric(&server, "bitsd_sse_clients", 0.0).await;

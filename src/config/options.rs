@@ -127,6 +127,19 @@ pub struct Options {
     #[arg(long, help_heading = "Device", default_value = "900")]
     #[arg(value_parser = number(60..=604_800u64), value_name = "SECONDS")]
     pub claim_ttl: u64,
+    /// Port of the TLS device listener, for registered devices from any network [default: off]
+    #[arg(long, help_heading = "Device")]
+    #[arg(value_parser = number(0..=u16::MAX), value_name = "PORT")]
+    pub control_tls_port: Option<u16>,
+    /// Address the TLS device listener binds
+    #[arg(long, help_heading = "Device", default_value = "0.0.0.0", value_parser = address)]
+    pub control_tls_address: IpAddr,
+    /// Certificate chain of the TLS device listener (PEM)
+    #[arg(long, help_heading = "Device", value_parser = path, value_name = "PATH")]
+    pub control_tls_cert: Option<PathBuf>,
+    /// Private key of the TLS device listener (PEM)
+    #[arg(long, help_heading = "Device", value_parser = path, value_name = "PATH")]
+    pub control_tls_key: Option<PathBuf>,
 
     /// Owner applied to unix sockets [default: unchanged]
     #[arg(long, help_heading = "Unix sockets")]

@@ -1,39 +1,87 @@
-//! The handle on the connected device, if any, and the follower that tells
-//! it of the changes it did not make.
+//! The handles on the connected devices (the original one and each
+//! registered one, all at once), and the follower that tells them of the
+//! changes they did not make.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol;
 use crate::escape::Shown;
 use crate::limits::QuietLog;
 use crate::metrics::Metrics;
-use crate::record::Change;
+use crate::record::{Change, DeviceName};
 use crate::state::{Origin, Published, Snapshot, State};
+use crate::store::DEVICE_USER;
 
-/// Lines waiting to be written to the device before new ones are dropped.
+/// Lines waiting to be written to a device before new ones are dropped.
 const OUTBOX: usize = 64;
 
-/// Sends lines to the current device; at most one is attached.
+/// Which device a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// The original device (`BITS`): not registered, at most one.
+    Original,
+    /// A registered device, with the hash of the key it proved itself with.
+    Registered {
+        id: i64,
+        name: DeviceName,
+        key_hash: String,
+    },
+}
+
+impl Who {
+    /// The device's name: `BITS` for the original one.
+    pub fn name(&self) -> &str {
+        match self {
+            Who::Original => DEVICE_USER,
+            Who::Registered { name, .. } => name,
+        }
+    }
+
+    /// Where its lines come from, for the state.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Who::Original => Origin::ORIGINAL_DEVICE,
+            Who::Registered { name, .. } => Origin::Device(Some(name.clone())),
+        }
+    }
+
+    /// What tells one device's connections from another's.
+    fn slot(&self) -> Option<i64> {
+        match self {
+            Who::Original => None,
+            Who::Registered { id, .. } => Some(*id),
+        }
+    }
+}
+
+/// Sends lines to the connected devices: at most one connection per device.
 #[derive(Clone)]
 pub struct DeviceLink {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    current: Mutex<Option<Attached>>,
+    /// The connection of each device connected, by registered id (none:
+    /// the original device).
+    attached: Mutex<HashMap<Option<i64>, Attached>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
     /// Lines not sent (no device, or one not reading) are logged at a
     /// bounded rate: members' messages and a flood must not fill the log.
     unsent: QuietLog,
+    /// Woken to check the connected devices' keys at once.
+    recheck: Notify,
 }
 
 struct Attached {
     id: u64,
+    who: Who,
     outbox: mpsc::Sender<String>,
     cancel: CancellationToken,
 }
@@ -43,104 +91,178 @@ pub struct Attachment {
     pub id: u64,
     /// Lines to write to the device.
     pub outbox: mpsc::Receiver<String>,
-    /// Cancelled when another device replaces this one, or on shutdown.
+    /// Cancelled when another connection of the same device replaces this
+    /// one, when its key ends, or on shutdown.
     pub cancel: CancellationToken,
+    /// Its lines by result: `accepted`, `skipped`.
+    pub accepted: Counter,
+    pub skipped: Counter,
 }
 
 impl DeviceLink {
-    /// A link with no device attached; `metrics` shows whether one is.
+    /// A link with no device attached; `metrics` shows which are.
     pub fn new(metrics: Arc<Metrics>) -> DeviceLink {
-        metrics.device_connected.set(0);
+        metrics.device_connected(DEVICE_USER).set(0);
         DeviceLink {
             inner: Arc::new(Inner {
-                current: Mutex::new(None),
+                attached: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 metrics,
                 unsent: QuietLog::default(),
+                recheck: Notify::new(),
             }),
         }
     }
 
-    /// Makes a new connection the device, closing the previous one.
-    pub fn attach(&self, shutdown: &CancellationToken) -> Attachment {
+    /// Makes a new connection the device `who`, closing that device's
+    /// previous one.
+    pub fn attach(&self, who: Who, shutdown: &CancellationToken) -> Attachment {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX);
         let cancel = shutdown.child_token();
-        let previous = self.lock().replace(Attached {
+        let metrics = &self.inner.metrics;
+        metrics.device_connected(who.name()).set(1);
+        let accepted = metrics.device_lines(who.name(), "accepted");
+        let skipped = metrics.device_lines(who.name(), "skipped");
+        let name = who.name().to_string();
+        let attached = Attached {
             id,
+            who,
             outbox: tx,
             cancel: cancel.clone(),
-        });
-        self.inner.metrics.device_connected.set(1);
+        };
+        let previous = self.lock().insert(attached.who.slot(), attached);
         if let Some(previous) = previous {
-            tracing::info!("a new device connected; closing the previous one");
+            tracing::info!(
+                "device {}: a new connection; closing the previous one",
+                Shown(&name)
+            );
             previous.cancel.cancel();
         }
         Attachment {
             id,
             outbox: rx,
             cancel,
+            accepted,
+            skipped,
         }
     }
 
-    /// Forgets connection `id` if it is still the current one.
-    pub fn detach(&self, id: u64) {
-        let mut current = self.lock();
-        if current.as_ref().is_some_and(|a| a.id == id) {
-            *current = None;
-            self.inner.metrics.device_connected.set(0);
+    /// Forgets connection `id` of device `who` if it is still that
+    /// device's current one.
+    pub fn detach(&self, who: &Who, id: u64) {
+        let mut attached = self.lock();
+        let slot = who.slot();
+        if attached.get(&slot).is_some_and(|a| a.id == id) {
+            attached.remove(&slot);
+            self.inner.metrics.device_connected(who.name()).set(0);
         }
     }
 
-    /// Queues `line` for the device; logs (its start, at a bounded rate)
-    /// and drops it when there is no device or the device is not reading.
-    /// Never waits.
+    /// Queues `line` for every connected device; logs (its start, at a
+    /// bounded rate) and drops it for a device that is not reading, or when
+    /// there is none. Never waits.
     pub fn send(&self, line: String) {
-        let unsent = match self.lock().as_ref() {
-            None => Some((false, line)),
-            Some(a) => match a.outbox.try_send(line) {
-                Ok(()) => None,
-                Err(
-                    mpsc::error::TrySendError::Full(line) | mpsc::error::TrySendError::Closed(line),
-                ) => Some((true, line)),
-            },
-        };
-        let Some((attached, line)) = unsent else {
+        self.send_except(line, None);
+    }
+
+    /// Queues `line` for every connected device but the one `except` names
+    /// (the device a change came from).
+    fn send_except(&self, line: String, except: Option<&Origin>) {
+        let mut not_reading = Vec::new();
+        let mut sent_to = 0;
+        for attached in self.lock().values() {
+            if except.is_some_and(|origin| *origin == attached.who.origin()) {
+                continue;
+            }
+            sent_to += 1;
+            if attached.outbox.try_send(line.clone()).is_err() {
+                not_reading.push(attached.who.name().to_string());
+            }
+        }
+        if sent_to > 0 && not_reading.is_empty() {
             return;
-        };
+        }
         let Some(held) = self.inner.unsent.pass() else {
             return;
         };
         let line = Shown(&line);
-        if attached {
-            tracing::warn!("device is not reading; not sent: {line}{held}");
+        if sent_to == 0 {
+            if except.is_none() {
+                tracing::info!("no device connected; not sent: {line}{held}");
+            }
         } else {
-            tracing::info!("no device connected; not sent: {line}{held}");
+            let names = not_reading.join(", ");
+            tracing::warn!("device {names} is not reading; not sent: {line}{held}");
         }
     }
 
     /// The names of the registered devices connected now, sorted.
     pub fn connected(&self) -> Vec<String> {
-        Vec::new()
+        let mut names: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|a| a.who != Who::Original)
+            .map(|a| a.who.name().to_string())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The registered ids connected now.
+    pub(super) fn connected_ids(&self) -> Vec<i64> {
+        self.lock().keys().filter_map(|slot| *slot).collect()
+    }
+
+    /// Closes the connection of every registered device whose key is no
+    /// longer among `keys` (id, key hash): revoked, deleted, or claimed
+    /// anew. Returns their names.
+    pub(super) fn drop_unknown_keys(&self, keys: &[(i64, String)]) -> Vec<String> {
+        let mut gone = Vec::new();
+        let mut attached = self.lock();
+        attached.retain(|_, a| {
+            let Who::Registered { id, key_hash, .. } = &a.who else {
+                return true;
+            };
+            let valid = keys.iter().any(|(i, h)| i == id && h == key_hash);
+            if !valid {
+                a.cancel.cancel();
+                self.inner.metrics.device_connected(a.who.name()).set(0);
+                gone.push(a.who.name().to_string());
+            }
+            valid
+        });
+        gone
     }
 
     /// Asks the device port to check at once, rather than at its next
     /// round, that every connected device's key is still valid: after a
     /// revoke or a delete in this process.
-    pub fn recheck(&self) {}
+    pub fn recheck(&self) {
+        self.inner.recheck.notify_one();
+    }
+
+    /// Resolves at the next [`DeviceLink::recheck`].
+    pub(super) async fn recheck_asked(&self) {
+        self.inner.recheck.notified().await
+    }
 
     /// The metrics the device port counts in.
     pub(super) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Attached>> {
-        self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<i64>, Attached>> {
+        self.inner
+            .attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Tells the device of every committed change it did not make, in order,
-/// until `shutdown`: the device link follows the state like any follower.
+/// Tells the devices of every committed change, in order, until
+/// `shutdown`, each device of those it did not make: the device link
+/// follows the state like any follower.
 /// It subscribes when called, so call it before anything can change the
 /// state.
 pub fn follow(
@@ -162,7 +284,7 @@ pub fn follow(
                     for published in commit.iter().filter(|p| p.seq > after) {
                         seen = published.seq;
                         if let Some(line) = line_for(published) {
-                            link.send(line);
+                            link.send_except(line, device_of(&published.origin));
                         }
                     }
                 }
@@ -172,8 +294,8 @@ pub fn follow(
                     tracing::debug!(
                         "device link fell {missed} commits behind; sending the current state"
                     );
-                    for line in lines_after_lag(&snapshot, seen) {
-                        link.send(line);
+                    for (line, origin) in lines_after_lag(&snapshot, seen) {
+                        link.send_except(line, device_of(origin));
                     }
                     seen = snapshot.version;
                 }
@@ -183,12 +305,9 @@ pub fn follow(
     }
 }
 
-/// The line that tells the device of `published`, when it needs telling: a
-/// status or message from anyone but the device itself.
+/// The line that tells the devices of `published`, when they need telling:
+/// a status or a message (not sent back to the device it came from).
 fn line_for(published: &Published) -> Option<String> {
-    if published.origin == Origin::Device {
-        return None;
-    }
     match &*published.change {
         Change::Status(s) => Some(protocol::status_line(s.value.is_open())),
         Change::Message(m) => Some(protocol::message_line(&m.text)),
@@ -196,20 +315,26 @@ fn line_for(published: &Published) -> Option<String> {
     }
 }
 
-/// What the device must hear after changes newer than `seen` were missed:
-/// the current status and message, when they changed since and did not come
-/// from the device.
-fn lines_after_lag(snapshot: &Snapshot, seen: u64) -> Vec<String> {
-    let not_device = |origin: Option<Origin>| origin.is_some_and(|o| o != Origin::Device);
+/// `origin` when it is a device, which is not told of its own change.
+fn device_of(origin: &Origin) -> Option<&Origin> {
+    matches!(origin, Origin::Device(_)).then_some(origin)
+}
+
+/// What the devices must hear after changes newer than `seen` were missed:
+/// the current status and message when they changed since, each with where
+/// it came from.
+fn lines_after_lag(snapshot: &Snapshot, seen: u64) -> Vec<(String, &Origin)> {
     let mut lines = Vec::new();
-    if snapshot.status_version > seen && not_device(snapshot.status_origin) {
-        lines.push(protocol::status_line(snapshot.is_open()));
+    if let Some(origin) = &snapshot.status_origin
+        && snapshot.status_version > seen
+    {
+        lines.push((protocol::status_line(snapshot.is_open()), origin));
     }
     if let Some(message) = &snapshot.message
+        && let Some(origin) = &snapshot.message_origin
         && snapshot.message_version > seen
-        && not_device(snapshot.message_origin)
     {
-        lines.push(protocol::message_line(&message.text));
+        lines.push((protocol::message_line(&message.text), origin));
     }
     lines
 }
@@ -236,6 +361,7 @@ mod tests {
                 StatusValue::Closed
             },
             modified_by: ModifiedBy::Bits,
+            device: None,
         })
     }
 
@@ -244,6 +370,7 @@ mod tests {
             timestamp: at(),
             user: "ada".into(),
             text: text.into(),
+            device: None,
         })
     }
 
@@ -257,37 +384,93 @@ mod tests {
         }
     }
 
+    fn registered(id: i64, name: &str) -> Who {
+        Who::Registered {
+            id,
+            name: DeviceName::from(name),
+            key_hash: format!("hash of {name}"),
+        }
+    }
+
     #[test]
-    fn the_device_hears_what_others_changed() {
+    fn every_device_hears_what_the_others_changed() {
+        let link = DeviceLink::new(Arc::new(Metrics::new()));
+        let shutdown = CancellationToken::new();
+        let door = registered(1, "door");
+        let mut devices = [
+            ("BITS", link.attach(Who::Original, &shutdown)),
+            ("door", link.attach(door.clone(), &shutdown)),
+            ("display", link.attach(registered(2, "display"), &shutdown)),
+        ];
+        assert_eq!(link.connected(), ["display", "door"]);
         let sample = Change::Temperature(TemperatureSample {
             timestamp: at(),
             sensor: 0,
             value: 20.0,
             modified_by: ModifiedBy::Bits,
+            device: Some("door".into()),
         });
-        let cases = [
-            (status(true), Origin::Web, Some("status 1".to_string())),
-            (
-                status(false),
-                Origin::Automation,
-                Some("status 0".to_string()),
-            ),
-            (status(true), Origin::Device, None),
-            (
-                message("ciao"),
-                Origin::Web,
-                Some(protocol::message_line("ciao")),
-            ),
-            (message("ciao"), Origin::Device, None),
-            (sample, Origin::Device, None),
+        let everyone: &[&str] = &["BITS", "door", "display"];
+        let cases: [(Change, Origin, &[&str]); 6] = [
+            (status(true), Origin::Web, everyone),
+            (status(false), Origin::Automation, everyone),
+            (status(true), Origin::ORIGINAL_DEVICE, &["door", "display"]),
+            (message("ciao"), door.origin(), &["BITS", "display"]),
+            (message("ciao"), Origin::Mqtt, everyone),
+            (sample, door.origin(), &[]),
         ];
-        for (change, origin, line) in cases {
-            assert_eq!(
-                line_for(&published(change.clone(), origin)),
-                line,
-                "{change:?} {origin:?}"
-            );
+        for (change, origin, hearers) in cases {
+            let published = published(change.clone(), origin.clone());
+            if let Some(line) = line_for(&published) {
+                link.send_except(line, device_of(&published.origin));
+            }
+            for (name, device) in &mut devices {
+                let heard = device.outbox.try_recv().is_ok();
+                assert_eq!(
+                    heard,
+                    hearers.contains(name),
+                    "{name} of {change:?} from {origin:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_new_connection_replaces_only_the_same_device_s() {
+        let link = DeviceLink::new(Arc::new(Metrics::new()));
+        let shutdown = CancellationToken::new();
+        let first = link.attach(registered(1, "door"), &shutdown);
+        let other = link.attach(registered(2, "display"), &shutdown);
+        let original = link.attach(Who::Original, &shutdown);
+        assert!(!first.cancel.is_cancelled());
+        let second = link.attach(registered(1, "door"), &shutdown);
+        assert!(first.cancel.is_cancelled(), "the door's older connection");
+        assert!(!other.cancel.is_cancelled() && !original.cancel.is_cancelled());
+        // The older one leaving does not take the newer one with it.
+        link.detach(&registered(1, "door"), first.id);
+        assert_eq!(link.connected(), ["display", "door"]);
+        link.detach(&registered(1, "door"), second.id);
+        assert_eq!(link.connected(), ["display"]);
+    }
+
+    #[test]
+    fn a_device_whose_key_ended_is_closed() {
+        let link = DeviceLink::new(Arc::new(Metrics::new()));
+        let shutdown = CancellationToken::new();
+        let door = link.attach(registered(1, "door"), &shutdown);
+        let display = link.attach(registered(2, "display"), &shutdown);
+        let original = link.attach(Who::Original, &shutdown);
+        // The door claimed a new key elsewhere; the display's is as it was.
+        let keys = [
+            (1, "a newer key".to_string()),
+            (2, "hash of display".to_string()),
+        ];
+        assert_eq!(link.drop_unknown_keys(&keys), ["door"]);
+        assert!(door.cancel.is_cancelled());
+        assert!(!display.cancel.is_cancelled() && !original.cancel.is_cancelled());
+        assert_eq!(link.connected(), ["display"]);
+        assert_eq!(link.drop_unknown_keys(&[]), ["display"]);
+        assert!(!original.cancel.is_cancelled(), "the original has no key");
     }
 
     fn snapshot(
@@ -321,19 +504,24 @@ mod tests {
     #[test]
     fn after_a_lag_the_device_hears_the_current_state_it_missed() {
         let hello = protocol::message_line("hello");
+        let status = "status 1".to_string();
+        let device = Origin::ORIGINAL_DEVICE;
+        let web = Origin::Web;
         let cases = [
-            // Both changed while the follower lagged, by members.
+            // Both changed while the follower lagged.
             (
-                snapshot(7, Origin::Web, 9, Origin::Web),
+                snapshot(7, web.clone(), 9, device.clone()),
                 5,
-                vec!["status 1".to_string(), hello.clone()],
+                vec![(status.clone(), &web), (hello.clone(), &device)],
             ),
             // Only the message is newer than what was seen.
-            (snapshot(3, Origin::Web, 9, Origin::Web), 5, vec![hello]),
-            // The device made both itself.
-            (snapshot(7, Origin::Device, 9, Origin::Device), 5, vec![]),
+            (
+                snapshot(3, web.clone(), 9, web.clone()),
+                5,
+                vec![(hello, &web)],
+            ),
             // Nothing newer.
-            (snapshot(3, Origin::Web, 4, Origin::Web), 5, vec![]),
+            (snapshot(3, web.clone(), 4, web.clone()), 5, vec![]),
         ];
         for (snapshot, seen, lines) in cases {
             assert_eq!(lines_after_lag(&snapshot, seen), lines);
@@ -399,7 +587,7 @@ mod tests {
         );
         // A device that does not read: the same bounds.
         let shutdown = CancellationToken::new();
-        let _device = link.attach(&shutdown);
+        let _device = link.attach(Who::Original, &shutdown);
         tokio::time::advance(std::time::Duration::from_secs(6)).await;
         for _ in 0..OUTBOX + 1 {
             link.send(long.clone());
@@ -407,7 +595,7 @@ mod tests {
         let lines = log.lines();
         let stuck = lines.last().unwrap();
         assert!(
-            stuck.contains("device is not reading; not sent: \"message "),
+            stuck.contains("device BITS is not reading; not sent: \"message "),
             "{lines:?}"
         );
         assert!(stuck.len() < 200, "{} bytes: {stuck}", stuck.len());
@@ -430,11 +618,11 @@ mod tests {
         let link = DeviceLink::new(metrics);
         let shutdown = CancellationToken::new();
         let following = tokio::spawn(follow(link.clone(), state.clone(), shutdown.clone()));
-        let mut device = link.attach(&shutdown);
+        let mut device = link.attach(Who::Original, &shutdown);
         let events = [
             Event::Status {
                 value: StatusValue::Open,
-                origin: Origin::Device,
+                origin: Origin::ORIGINAL_DEVICE,
             },
             Event::Status {
                 value: StatusValue::Closed,
@@ -443,11 +631,12 @@ mod tests {
             Event::Temperature {
                 sensor: 0,
                 value: 20.5,
+                device: None,
             },
             Event::Message {
                 author: None,
                 text: "from the device".into(),
-                origin: Origin::Device,
+                origin: Origin::ORIGINAL_DEVICE,
             },
             Event::Status {
                 value: StatusValue::Open,

@@ -29,8 +29,12 @@ pub enum Command {
     Leave(i64),
     /// `sound <id:int>`: play sound `id`.
     Sound(i64),
-    /// `auth <token>`: the first line when a control token is configured.
+    /// `auth <token>` or `auth <key>`: the first line when a control token
+    /// is configured, or of a registered device.
     Auth(String),
+    /// `claim <code>`: a registered device's first line, once, to get its
+    /// key.
+    Claim(String),
 }
 
 /// Why a line was skipped.
@@ -125,6 +129,10 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             expect("auth", 1)?;
             Ok(Command::Auth(args[0].to_string()))
         }
+        "claim" => {
+            expect("claim", 1)?;
+            Ok(Command::Claim(args[0].to_string()))
+        }
         other => Err(ParseError::UnknownCommand(truncate(other))),
     }
 }
@@ -185,6 +193,15 @@ pub fn decimal(text: &str) -> Result<f64, ParseError> {
 /// Keeps log lines short and escaped whatever the device sends.
 fn truncate(text: &str) -> String {
     crate::escape::cut(text)
+}
+
+/// The line that answers a wrong, expired or used claim code, or a wrong or
+/// revoked key, before the connection is closed.
+pub const ERROR_AUTH: &str = "error auth";
+
+/// The line `key <key>` that answers an accepted claim.
+pub fn key_line(key: &str) -> String {
+    format!("key {key}")
 }
 
 /// The line `status 0|1` sent to the device.

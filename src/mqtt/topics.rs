@@ -103,7 +103,11 @@ impl Topics {
                     return Err(SetError::SensorTooHigh(sensor));
                 }
                 let value = protocol::decimal(trimmed(payload)?)?;
-                Ok(Event::Temperature { sensor, value })
+                Ok(Event::Temperature {
+                    sensor,
+                    value,
+                    device: None,
+                })
             }
         }
     }
@@ -309,6 +313,7 @@ mod tests {
                 Event::Temperature {
                     sensor: 2,
                     value: 21.5,
+                    device: None,
                 },
             ),
             (

@@ -125,6 +125,7 @@ mod tests {
             timestamp: LocalTime(at(s)),
             value,
             modified_by: ModifiedBy::Bits,
+            device: None,
         }
     }
 

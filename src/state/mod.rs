@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, wat
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::record::{Change, ModifiedBy, StatusValue};
+use crate::record::{Change, DeviceName, ModifiedBy, StatusValue};
 use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
 
 pub use routes::Route;
@@ -56,8 +56,13 @@ const CHUNK_BYTES: usize = 64 << 10;
 pub enum Event {
     /// Open or close the room.
     Status { value: StatusValue, origin: Origin },
-    /// A sample from a sensor of the device.
-    Temperature { sensor: i64, value: f64 },
+    /// A sample from a sensor of a device (`device`: the registered one
+    /// that sent it, if one did).
+    Temperature {
+        sensor: i64,
+        value: f64,
+        device: Option<DeviceName>,
+    },
     /// A message from a member (`author`), or else stored under the device's
     /// user; `origin` says where it came from.
     Message {
@@ -76,12 +81,13 @@ pub enum Event {
 }
 
 /// Where a change comes from: it decides a status change's `modified_by`,
-/// and followers use it (the device link tells the device only what it does
-/// not know already).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// and followers use it (the device link tells each device only what it
+/// does not know already).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// The device itself (`BITS`).
-    Device,
+    /// A device (`BITS`): a registered one by name, or `None`, the original
+    /// device.
+    Device(Option<DeviceName>),
     /// A member on the web (`web`).
     Web,
     /// Automatic status from the roster (`BITS`).
@@ -92,10 +98,21 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn modified_by(self) -> ModifiedBy {
+    /// The original device's lines.
+    pub const ORIGINAL_DEVICE: Origin = Origin::Device(None);
+
+    fn modified_by(&self) -> ModifiedBy {
         match self {
             Origin::Web => ModifiedBy::Web,
-            Origin::Device | Origin::Automation | Origin::Mqtt => ModifiedBy::Bits,
+            Origin::Device(_) | Origin::Automation | Origin::Mqtt => ModifiedBy::Bits,
+        }
+    }
+
+    /// The registered device it is, if it is one.
+    pub fn device(&self) -> Option<&DeviceName> {
+        match self {
+            Origin::Device(name) => name.as_ref(),
+            _ => None,
         }
     }
 }

@@ -181,16 +181,17 @@ mod tests {
     fn events() -> Vec<Job> {
         let status = Event::Status {
             value: StatusValue::Open,
-            origin: Origin::Device,
+            origin: Origin::ORIGINAL_DEVICE,
         };
         let message = Event::Message {
             author: None,
             text: "hi".into(),
-            origin: Origin::Device,
+            origin: Origin::ORIGINAL_DEVICE,
         };
         let sample = Event::Temperature {
             sensor: 0,
             value: 20.0,
+            device: None,
         };
         [status, message, sample]
             .into_iter()

@@ -103,15 +103,15 @@ impl Snapshot {
 }
 
 #[derive(Serialize)]
-struct DataJson {
+struct DataJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusJson>,
+    status: Option<StatusJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tempint: Option<TemperatureJson>,
+    tempint: Option<TemperatureJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<MessageJson>,
+    message: Option<MessageJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tempinthist: Vec<TemperatureJson>,
+    tempinthist: Vec<TemperatureJson<'a>>,
     version: u32,
 }
 
@@ -166,12 +166,12 @@ impl Model {
             version: self.seq,
             status: self.status.clone(),
             status_version: self.status_seq,
-            status_origin: self.status_origin,
+            status_origin: self.status_origin.clone(),
             sensors: self.sensors.clone(),
             temperatures: self.temperatures.clone(),
             message: self.message.clone(),
             message_version: self.message_seq,
-            message_origin: self.message_origin,
+            message_origin: self.message_origin.clone(),
             roster: self.roster.clone(),
             temperature_row: self.temperature_row,
             data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),

@@ -17,7 +17,9 @@ use super::{
 };
 use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
-use crate::record::{Change, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+use crate::record::{
+    Change, DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
+};
 use crate::report::Report;
 use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
 
@@ -335,7 +337,11 @@ fn prepare(
     let mut author_id = device_user.id;
     let decided = match event {
         Event::Status { value, origin } => status_change(model, value, origin, stamper),
-        Event::Temperature { sensor, value } => Ok(temperature(sensor, value, stamper)),
+        Event::Temperature {
+            sensor,
+            value,
+            device,
+        } => Ok(temperature(sensor, value, device, stamper)),
         Event::Message {
             author,
             text,
@@ -389,7 +395,7 @@ fn prepare(
                 }
                 Bytes::from(json)
             });
-            let seq = model.apply(&change, origin, row);
+            let seq = model.apply(&change, origin.clone(), row);
             let stored = Stored {
                 seq,
                 change,
@@ -421,18 +427,25 @@ fn status_change(
         timestamp: stamper.next(),
         value,
         modified_by: origin.modified_by(),
+        device: origin.device().cloned(),
     };
     Ok((Change::Status(change), origin))
 }
 
-fn temperature(sensor: i64, value: f64, stamper: &mut Stamper) -> (Change, Origin) {
+fn temperature(
+    sensor: i64,
+    value: f64,
+    device: Option<DeviceName>,
+    stamper: &mut Stamper,
+) -> (Change, Origin) {
     let sample = TemperatureSample {
         timestamp: stamper.next(),
         sensor,
         value,
         modified_by: ModifiedBy::Bits,
+        device: device.clone(),
     };
-    (Change::Temperature(sample), Origin::Device)
+    (Change::Temperature(sample), Origin::Device(device))
 }
 
 /// A message from a member (`author`), or else under the device's user.
@@ -448,6 +461,7 @@ fn message(
         timestamp: stamper.next(),
         user: user.name,
         text,
+        device: origin.device().cloned(),
     };
     (Change::Message(message), origin)
 }
@@ -459,7 +473,7 @@ fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, Stor
         Change::Status(s) => batch.insert_status(s).map(|()| 0),
         Change::Temperature(t) => batch.insert_temperature(t),
         Change::Message(m) => batch
-            .insert_message(author_id, m.timestamp, &m.text)
+            .insert_message(author_id, m.timestamp, &m.text, m.device.as_deref())
             .map(|()| 0),
     }
 }

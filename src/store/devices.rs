@@ -41,6 +41,17 @@ pub(super) const MIGRATION: &str = r#"
     );
     "#;
 
+/// Schema version 8: the registered device that sent each status change,
+/// sample and message, by name (null for the original device and for
+/// people; the original server's tables only gain a column), and since when
+/// a device is connected (null when it is not).
+pub(super) const SENDER_MIGRATION: &str = r#"
+    ALTER TABLE "Status" ADD COLUMN device TEXT;
+    ALTER TABLE "Temperature" ADD COLUMN device TEXT;
+    ALTER TABLE "Message" ADD COLUMN device TEXT;
+    ALTER TABLE bitsd_device ADD COLUMN connected INTEGER;
+    "#;
+
 /// A registered device as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -53,9 +64,13 @@ pub struct Device {
     pub code_expires: Option<i64>,
     /// When its key was last revoked, unless claimed since.
     pub revoked: Option<i64>,
+    /// Its last contact: when it connected or disconnected, or, while
+    /// connected, within the last minute.
     pub last_seen: Option<i64>,
     pub address: Option<String>,
     pub transport: Option<String>,
+    /// Since when it is connected, as the running bitsd last said.
+    pub connected: Option<i64>,
 }
 
 /// A claim code just made, shown once.
@@ -155,7 +170,7 @@ fn new_key() -> String {
 
 /// What is stored of a code or key: its SHA-256, in hex. Both are random
 /// enough that a fast hash is safe.
-fn secret_hash(secret: &str) -> String {
+pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
@@ -177,7 +192,7 @@ fn find_hash<T: Copy>(rows: &[(T, String)], wanted: &str) -> Option<T> {
 }
 
 const DEVICE_COLUMNS: &str = "id, name, created, key_made, code_expires, revoked, \
-     last_seen, address, transport";
+     last_seen, address, transport, connected";
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     Ok(Device {
@@ -190,6 +205,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         last_seen: r.get(6)?,
         address: r.get(7)?,
         transport: r.get(8)?,
+        connected: r.get(9)?,
     })
 }
 
@@ -315,11 +331,7 @@ impl Db {
     /// revoked, replaced, or its device deleted).
     pub fn device_by_key(&self, key: &str) -> Result<Option<Device>, StoreError> {
         let wanted = secret_hash(key);
-        let keys: Vec<(i64, String)> = self
-            .conn
-            .prepare_cached("SELECT id, key_hash FROM bitsd_device WHERE key_hash IS NOT NULL")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
+        let keys = self.device_keys()?;
         let Some(id) = find_hash(&keys, &wanted) else {
             return Ok(None);
         };
@@ -354,6 +366,62 @@ impl Db {
         tx.execute("DELETE FROM bitsd_device WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(name)
+    }
+
+    /// The id and key hash ([`secret_hash`]) of every device with a key:
+    /// a connected device whose pair is not among them was revoked, deleted
+    /// or claimed anew since it authenticated.
+    pub fn device_keys(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let keys = self
+            .conn
+            .prepare_cached("SELECT id, key_hash FROM bitsd_device WHERE key_hash IS NOT NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
+    /// Notes that device `id` connected at `now` from `address` over
+    /// `transport` (`tcp`, `tls`, `websocket`); nothing when it was deleted.
+    pub fn device_connected(
+        &mut self,
+        id: i64,
+        now: i64,
+        address: &str,
+        transport: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE bitsd_device SET connected = ?2, last_seen = ?2, address = ?3,
+                     transport = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now, address, transport])?;
+        Ok(())
+    }
+
+    /// Notes that the devices `ids` are still connected at `now`: a running
+    /// bitsd says so every half minute, so another process can tell a
+    /// device connected now from one whose server stopped.
+    pub fn devices_still_connected(&mut self, ids: &[i64], now: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.prepare_cached("UPDATE bitsd_device SET last_seen = ?2 WHERE id = ?1")?
+                .execute(params![id, now])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that device `id` disconnected at `now`, or all of them when
+    /// `id` is none (bitsd starts: nothing is connected yet).
+    pub fn device_disconnected(&mut self, id: Option<i64>, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE bitsd_device SET connected = NULL, last_seen = ?2
+                 WHERE connected IS NOT NULL AND (?1 IS NULL OR id = ?1)",
+            )?
+            .execute(params![id, now])?;
+        Ok(())
     }
 
     /// Every registered device, by name.

@@ -20,7 +20,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
-use crate::record::{Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample};
+use crate::record::{
+    DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
+};
 
 mod accounts;
 mod backup;
@@ -35,7 +37,7 @@ use accounts::{members, set_visibility, user_by_id};
 pub use backup::{BackupDone, backup};
 pub use check::{Inventory, MaintenanceError, Schema, Span, check};
 pub use devices::{
-    Claimed, Device, DeviceError, MAX_DEVICES, MAX_NAME, NewCode, check_device_name,
+    Claimed, Device, DeviceError, MAX_DEVICES, MAX_NAME, NewCode, check_device_name, secret_hash,
 };
 use open::{directory_of, why_not_open};
 pub use outbox::{OUTBOX_BATCH, OutboxRow};
@@ -140,6 +142,9 @@ const MIGRATIONS: &[&str] = &[
     accounts::VISIBILITY_MIGRATION,
     // 7: registered devices, their claim codes and keys.
     devices::MIGRATION,
+    // 8: which registered device sent a change (none: the original device,
+    // or a person).
+    devices::SENDER_MIGRATION,
 ];
 
 /// A wiki page as stored.
@@ -244,7 +249,7 @@ impl Db {
         let status = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device FROM "Status"
                    ORDER BY timestamp DESC LIMIT 1"#,
                 [],
                 status_row,
@@ -252,7 +257,7 @@ impl Db {
             .optional()?
             .transpose()?;
         let mut stmt = self.conn.prepare(
-            r#"SELECT timestamp, value, sensor, modified_by FROM "Temperature"
+            r#"SELECT timestamp, value, sensor, modified_by, device FROM "Temperature"
                ORDER BY timestamp DESC LIMIT ?1"#,
         )?;
         let temperatures = stmt
@@ -269,7 +274,7 @@ impl Db {
                    SELECT (SELECT MIN(sensor) FROM "Temperature" WHERE sensor > sensors.sensor)
                    FROM sensors WHERE sensors.sensor IS NOT NULL
                )
-               SELECT t.timestamp, t.value, t.sensor, t.modified_by
+               SELECT t.timestamp, t.value, t.sensor, t.modified_by, t.device
                FROM sensors JOIN "Temperature" t ON t.rowid = (
                    SELECT rowid FROM "Temperature" WHERE sensor = sensors.sensor
                    ORDER BY timestamp DESC LIMIT 1
@@ -283,7 +288,7 @@ impl Db {
         let message = self
             .conn
             .query_row(
-                r#"SELECT m.timestamp, COALESCE(u.name, CAST(m.userid AS TEXT)), m.message
+                r#"SELECT m.timestamp, COALESCE(u.name, CAST(m.userid AS TEXT)), m.message, m.device
                    FROM "Message" m LEFT JOIN "User" u ON u.userid = m.userid
                    ORDER BY m.timestamp DESC LIMIT 1"#,
                 [],
@@ -293,6 +298,7 @@ impl Db {
                         timestamp,
                         user: r.get(1).unwrap_or_default(),
                         text: r.get(2).unwrap_or_default(),
+                        device: device_column(r, 3),
                     }))
                 },
             )
@@ -334,7 +340,7 @@ impl Db {
     /// Status changes, newest first.
     pub fn status_log(&self, offset: u64, limit: u64) -> Result<Vec<StatusChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by FROM "Status"
+            r#"SELECT timestamp, value, modified_by, device FROM "Status"
                ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#,
         )?;
         stmt.query_map(
@@ -365,7 +371,7 @@ impl Db {
         let before = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device FROM "Status"
                    WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
                 [&from_text],
                 status_row,
@@ -374,7 +380,7 @@ impl Db {
             .transpose()?
             .map(|s| s.value);
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by FROM "Status"
+            r#"SELECT timestamp, value, modified_by, device FROM "Status"
                WHERE timestamp >= ?1 ORDER BY timestamp"#,
         )?;
         let changes = stmt
@@ -455,12 +461,14 @@ impl Batch<'_> {
     pub fn insert_status(&self, s: &StatusChange) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, ?3)"#,
+                r#"INSERT INTO "Status" (timestamp, value, modified_by, device)
+                   VALUES (?1, ?2, ?3, ?4)"#,
             )?
             .execute(params![
                 s.timestamp.stored(),
                 s.value.as_str(),
-                s.modified_by.as_str()
+                s.modified_by.as_str(),
+                s.device.as_deref()
             ])?;
         Ok(())
     }
@@ -469,29 +477,34 @@ impl Batch<'_> {
     pub fn insert_temperature(&self, t: &TemperatureSample) -> Result<i64, StoreError> {
         self.tx
             .prepare_cached(
-                r#"INSERT INTO "Temperature" (timestamp, value, sensor, modified_by)
-                   VALUES (?1, ?2, ?3, ?4)"#,
+                r#"INSERT INTO "Temperature" (timestamp, value, sensor, modified_by, device)
+                   VALUES (?1, ?2, ?3, ?4, ?5)"#,
             )?
             .execute(params![
                 t.timestamp.stored(),
                 t.value,
                 t.sensor,
-                t.modified_by.as_str()
+                t.modified_by.as_str(),
+                t.device.as_deref()
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
 
+    /// Writes a message of user `userid` (`device`: the registered device
+    /// that sent it, if one did).
     pub fn insert_message(
         &self,
         userid: i64,
         timestamp: LocalTime,
         text: &str,
+        device: Option<&str>,
     ) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                r#"INSERT INTO "Message" (userid, timestamp, message) VALUES (?1, ?2, ?3)"#,
+                r#"INSERT INTO "Message" (userid, timestamp, message, device)
+                   VALUES (?1, ?2, ?3, ?4)"#,
             )?
-            .execute(params![userid, timestamp.stored(), text])?;
+            .execute(params![userid, timestamp.stored(), text, device])?;
         Ok(())
     }
 
@@ -533,7 +546,17 @@ fn status_row(r: &rusqlite::Row<'_>) -> RowResult<StatusChange> {
         timestamp,
         value: StatusValue::from_stored(&value),
         modified_by: ModifiedBy::from_stored(&by),
+        device: device_column(r, 3),
     }))
+}
+
+/// The `device` column at `at`: a name, or none (also for a value that is
+/// not text, which bitsd never writes).
+fn device_column(r: &rusqlite::Row<'_>, at: usize) -> Option<DeviceName> {
+    r.get::<_, Option<String>>(at)
+        .ok()
+        .flatten()
+        .map(DeviceName::from)
 }
 
 fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
@@ -547,6 +570,7 @@ fn temperature_row(r: &rusqlite::Row<'_>) -> RowResult<TemperatureSample> {
             sensor,
             value,
             modified_by: ModifiedBy::from_stored(&by),
+            device: device_column(r, 4),
         }),
     )
 }

@@ -24,6 +24,7 @@ fn latest_has_the_newest_sample_of_each_sensor() {
                 sensor,
                 value,
                 modified_by: ModifiedBy::Bits,
+                device: None,
             })
             .unwrap();
     }

@@ -57,6 +57,9 @@ pub enum Error {
     /// A websocket handshake for another version than 13.
     #[error("websocket version 13 only")]
     WebsocketVersion,
+    /// A `/device` upgrade whose `Authorization` key is wrong or revoked.
+    #[error("wrong or revoked device key")]
+    DeviceKey,
     /// Too many requests; the text says what the limit is.
     #[error("{0}")]
     TooManyRequests(String),
@@ -90,7 +93,7 @@ impl Error {
             Error::BadRequest(_) | Error::BadRequestPage(_) | Error::BodyUnreadable(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized(_) | Error::DeviceKey => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::ForgeryToken => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -151,6 +154,7 @@ impl IntoResponse for Error {
             | Error::Forbidden(_)
             | Error::ForgeryToken
             | Error::MethodNotAllowed
+            | Error::DeviceKey
             | Error::TooManyRequests(_) => (status, format!("{status}: {self}\n")).into_response(),
             Error::BodyUnreadable(_)
             | Error::BodyTimeout

@@ -132,45 +132,16 @@ impl Follower {
 /// The websocket handshake, done here rather than by a framework extractor
 /// so the connection's raw stream stays reachable (see [`frame::write_text`]).
 async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Response {
-    let headers = request.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    let upgrade = match Upgrade::check(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(refused) => return refused.into_response(),
     };
-    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return super::Error::BadRequest("/ws needs a websocket upgrade".into()).into_response();
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return super::Error::WebsocketVersion.into_response();
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return super::Error::BadRequest("Sec-WebSocket-Key is missing".into()).into_response();
-    };
-    let accept = derive_accept_key(key.as_bytes());
     let place = match Streams::take(&app) {
         Ok(place) => place,
         Err(refused) => return refused.into_response(),
     };
-    let Some(on_upgrade) = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-    else {
-        return super::Error::BadRequest("this connection cannot be upgraded".into())
-            .into_response();
-    };
     let token = app.tracker.token();
-    let slot = request
-        .extensions()
-        .get::<super::places::ConnectionSlot>()
-        .cloned();
+    let (on_upgrade, slot, response) = upgrade.accept();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -183,18 +154,88 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         serve_websocket(TokioIo::new(upgraded), &app).await;
         drop((token, slot, place));
     });
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
     response
 }
 
-type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// A websocket upgrade request, checked: what its answer needs, and the
+/// connection it becomes.
+pub(super) struct Upgrade {
+    accept: String,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    slot: Option<super::places::ConnectionSlot>,
+}
+
+impl Upgrade {
+    /// Checks the handshake's headers (version 13 only).
+    pub(super) fn check(request: &mut Request) -> Result<Upgrade, super::Error> {
+        let path = request.uri().path().to_string();
+        let headers = request.headers();
+        let has_token = |name: header::HeaderName, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+            return Err(super::Error::BadRequest(format!(
+                "{path} needs a websocket upgrade"
+            )));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            != Some(b"13")
+        {
+            return Err(super::Error::WebsocketVersion);
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(super::Error::BadRequest(
+                "Sec-WebSocket-Key is missing".into(),
+            ));
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let Some(on_upgrade) = request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>()
+        else {
+            return Err(super::Error::BadRequest(
+                "this connection cannot be upgraded".into(),
+            ));
+        };
+        let slot = request
+            .extensions()
+            .get::<super::places::ConnectionSlot>()
+            .cloned();
+        Ok(Upgrade {
+            accept,
+            on_upgrade,
+            slot,
+        })
+    }
+
+    /// The connection to come, the places it holds, and the `101` answer.
+    pub(super) fn accept(
+        self,
+    ) -> (
+        hyper::upgrade::OnUpgrade,
+        Option<super::places::ConnectionSlot>,
+        Response,
+    ) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&self.accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        (self.on_upgrade, self.slot, response)
+    }
+}
+
+pub(super) type Io = TokioIo<hyper::upgrade::Upgraded>;
 
 /// Buffers of one connection: clients only send pongs and a close, and every
 /// large message (a snapshot) is written around the library's buffer.

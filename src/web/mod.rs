@@ -5,7 +5,8 @@
 //! (headers, metrics, limits, the cached snapshot answers of `cached`),
 //! `places` counts the connections each holds, the router sends the rest to
 //! `api` (widgets and scripts, the forecast kept by `forecast_cache`),
-//! `pages` (HTML), `live` (websocket and SSE), `auth` and `members` (logins
+//! `pages` (HTML), `live` (websocket and SSE), `device_socket` (a
+//! device's websocket), `auth` and `members` (logins
 //! and forms), `spaceapi`, `feeds` (the calendar and the badge), `webapp`
 //! (the manifest and service worker), `assets` (`/static/`); `html` holds
 //! the layout's data and the page headers, `lang` picks a page's language,
@@ -16,6 +17,7 @@ mod assets;
 mod auth;
 mod cached;
 mod client;
+mod device_socket;
 mod error;
 mod event_stream;
 mod feeds;
@@ -46,7 +48,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::config::Config;
-use crate::device::DeviceLink;
+use crate::device::Devices;
 use crate::escape::Shown;
 use crate::limits::{PerAddress, QuietLog};
 use crate::metrics::Metrics;
@@ -75,21 +77,32 @@ const CALENDARS_AT_ONCE: usize = 2;
 #[derive(Clone)]
 pub struct App(Arc<Shared>);
 
+/// What the web shares with the rest of bitsd.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub state: State,
+    pub store: store::Handle,
+    /// The connected devices, and the way in of `/device`.
+    pub devices: Arc<Devices>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    /// Where live connections are tracked, so shutdown waits for them.
+    pub tracker: TaskTracker,
+}
+
 impl App {
-    /// The web's state: the parts it shares with the rest of bitsd (the
-    /// configuration, the state, the database, the devices, the metrics,
-    /// the key that signs cookies, shutdown), and its own limits, caches
-    /// and timers.
-    pub fn new(
-        config: Arc<Config>,
-        state: State,
-        store: store::Handle,
-        link: DeviceLink,
-        metrics: Arc<Metrics>,
-        secret: &str,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> App {
+    /// The web's state: the parts it shares with the rest of bitsd, the
+    /// key that signs cookies, and its own limits, caches and timers.
+    pub fn new(parts: Parts, secret: &str) -> App {
+        let Parts {
+            config,
+            state,
+            store,
+            devices,
+            metrics,
+            shutdown,
+            tracker,
+        } = parts;
         let options = &config.options;
         let streams =
             places::Streams::new(places::stream_places(options), metrics.streams_open.clone());
@@ -99,7 +112,7 @@ impl App {
             cached: Cached::new(&state),
             state,
             store,
-            link,
+            devices,
             metrics,
             shutdown,
             tracker,
@@ -127,8 +140,8 @@ impl std::ops::Deref for App {
 pub struct Shared {
     state: State,
     store: store::Handle,
-    /// The connected devices: who they are, and what to tell them.
-    link: DeviceLink,
+    /// The devices: who is connected, and the `/device` websocket's way in.
+    devices: Arc<Devices>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     /// Cancelled on shutdown; live connections close on it.
@@ -204,6 +217,7 @@ fn router(app: App) -> Router {
     // would cost an event stream 5.6 KiB for as long as it lasts.
     Router::new()
         .merge(live::router())
+        .merge(device_socket::router())
         .method_not_allowed_fallback(method_not_allowed)
         .merge(router)
         .layer(middleware::from_fn(front::tag_route))

@@ -112,7 +112,7 @@ fn status_changes_are_stored_once_and_published_in_order() {
     let mut rig = rig();
     let answers = rig.batch(vec![
         status(Open, Origin::Web),
-        status(Open, Origin::Device),
+        status(Open, Origin::ORIGINAL_DEVICE),
         status(Closed, Origin::Automation),
     ]);
     assert_eq!(
@@ -124,7 +124,10 @@ fn status_changes_are_stored_once_and_published_in_order() {
         ]
     );
     let published = rig.published();
-    let seen: Vec<_> = published.iter().map(|p| (p.seq, p.origin)).collect();
+    let seen: Vec<_> = published
+        .iter()
+        .map(|p| (p.seq, p.origin.clone()))
+        .collect();
     assert_eq!(seen, [(1, Origin::Web), (2, Origin::Automation)]);
     assert!(
         std::str::from_utf8(&published[0].json)
@@ -156,10 +159,10 @@ fn messages_are_stored_under_their_author() {
     rig.batch(vec![Event::Message {
         author: None,
         text: "from the device".into(),
-        origin: Origin::Device,
+        origin: Origin::ORIGINAL_DEVICE,
     }]);
-    let origins: Vec<_> = rig.published().iter().map(|p| p.origin).collect();
-    assert_eq!(origins, [Origin::Web, Origin::Device]);
+    let origins: Vec<_> = rig.published().iter().map(|p| p.origin.clone()).collect();
+    assert_eq!(origins, [Origin::Web, Origin::ORIGINAL_DEVICE]);
     let snapshot = rig.snapshot();
     let message = snapshot.message.as_ref().unwrap();
     assert_eq!(
@@ -167,8 +170,8 @@ fn messages_are_stored_under_their_author() {
         (DEVICE_USER, "from the device")
     );
     assert_eq!(
-        (snapshot.message_version, snapshot.message_origin),
-        (2, Some(Origin::Device))
+        (snapshot.message_version, snapshot.message_origin.clone()),
+        (2, Some(Origin::ORIGINAL_DEVICE))
     );
     let (_, latest) = rig.stored();
     assert_eq!(latest.message.unwrap().text, "from the device");
@@ -262,6 +265,7 @@ fn temperature_history_keeps_the_newest_samples() {
         .map(|i| Event::Temperature {
             sensor: i % 3,
             value: i as f64,
+            device: None,
         })
         .collect();
     rig.batch(samples);
@@ -283,6 +287,7 @@ fn a_big_commit_reaches_followers_in_bounded_messages() {
         .map(|i| Event::Temperature {
             sensor: 0,
             value: i as f64,
+            device: None,
         })
         .collect();
     rig.batch(samples);
@@ -303,7 +308,7 @@ fn a_big_commit_reaches_followers_in_bounded_messages() {
         .map(|_| Event::Message {
             author: None,
             text: text.clone(),
-            origin: Origin::Device,
+            origin: Origin::ORIGINAL_DEVICE,
         })
         .collect();
     rig.batch(messages);
@@ -318,7 +323,7 @@ fn a_big_commit_reaches_followers_in_bounded_messages() {
 #[test]
 fn a_failed_commit_is_seen_by_no_one() {
     let mut rig = rig();
-    rig.batch(vec![status(Open, Origin::Device)]);
+    rig.batch(vec![status(Open, Origin::ORIGINAL_DEVICE)]);
     rig.published();
     let before = rig.snapshot();
 
@@ -328,11 +333,12 @@ fn a_failed_commit_is_seen_by_no_one() {
             Event::Temperature {
                 sensor: 0,
                 value: 21.5,
+                device: None,
             },
             Event::Message {
                 author: None,
                 text: "lost".into(),
-                origin: Origin::Device,
+                origin: Origin::ORIGINAL_DEVICE,
             },
         ],
         // The transaction is dropped, so rolled back, and the commit fails.
@@ -374,9 +380,10 @@ fn events_not_stored_are_counted_and_shown_until_one_is_stored() {
     let sample = Event::Temperature {
         sensor: 0,
         value: 20.0,
+        device: None,
     };
     let answers = rig.batch_ending(
-        vec![status(Open, Origin::Device), sample.clone()],
+        vec![status(Open, Origin::ORIGINAL_DEVICE), sample.clone()],
         |batch| {
             drop(batch);
             Err(disk_full())

@@ -1,0 +1,157 @@
+//! `GET /device`: a registered device over a websocket on the web port, so
+//! through the same proxy and port 443 as the browsers (SPEC 18). One text
+//! message per line either way; the key as the first message (`auth <key>`
+//! or `claim <code>`) or as `Authorization: Bearer <key>` on the upgrade.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State as AxumState};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::BytesMut;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::client::Client;
+use super::live::{Io, PING_EVERY, Upgrade};
+use super::places::Streams;
+use super::{App, Error};
+use crate::device::{End, LineSink, LineSource, Peer, Start, Transport, protocol};
+use crate::limits::AddressKey;
+
+pub fn router() -> Router<App> {
+    Router::new().route("/device", get(device))
+}
+
+/// The upgrade: checked like `/ws`'s, it takes one of the `web_max_streams`
+/// places; a key in `Authorization` is checked before it is answered.
+async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Request) -> Response {
+    let peer = Peer {
+        name: client.label(),
+        key: client.ip.map(AddressKey::from),
+        transport: Transport::Websocket,
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|key| key.trim().to_string());
+    let upgrade = match Upgrade::check(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(refused) => return refused.into_response(),
+    };
+    let devices = app.devices.clone();
+    let start = match bearer {
+        Some(key) => {
+            if !devices.pairing().may_check(peer.key) {
+                return Error::TooManyRequests(
+                    "one key check a second from an address; try again in a second".into(),
+                )
+                .into_response();
+            }
+            match devices.pairing().key(key).await {
+                Ok(paired) => Start::Proved(paired),
+                Err(refused) => {
+                    tracing::warn!("/device: {} refused: {refused}", peer.name);
+                    return Error::DeviceKey.into_response();
+                }
+            }
+        }
+        None => Start::Prove {
+            waiting: devices.wait(&peer),
+        },
+    };
+    let place = match Streams::take(&app) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
+    let token = app.tracker.token();
+    let (on_upgrade, slot, response) = upgrade.accept();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("/device upgrade failed: {}", crate::report::Report(&e));
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(protocol::MAX_LINE))
+            .max_frame_size(Some(protocol::MAX_LINE));
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let (sink, stream) = socket.split();
+        let ended = crate::device::run_session(
+            SocketLines(stream),
+            SocketSink(sink),
+            &peer,
+            start,
+            &devices,
+        )
+        .await;
+        if let Some(reason) = ended {
+            tracing::info!("device {} disconnected: {reason}", peer.name);
+        }
+        drop((token, slot, place));
+    });
+    response
+}
+
+/// A device's messages, each one line.
+struct SocketLines(SplitStream<WebSocketStream<Io>>);
+
+impl LineSource for SocketLines {
+    async fn next_line(&mut self) -> Result<BytesMut, End> {
+        loop {
+            let line = match self.0.next().await {
+                None | Some(Ok(Message::Close(_))) => return Err(End::Closed),
+                Some(Ok(Message::Text(text))) => BytesMut::from(text.as_bytes()),
+                Some(Ok(Message::Binary(bytes))) => BytesMut::from(&bytes[..]),
+                // Pings are answered by the library.
+                Some(Ok(_)) => continue,
+                Some(Err(WsError::Capacity(_))) => return Err(End::TooLong),
+                Some(Err(e)) => return Err(End::Failed(format!("read failed: {e}"))),
+            };
+            return Ok(without_line_end(line));
+        }
+    }
+}
+
+/// A message as a line: a device that ends its messages as it ends lines
+/// on TCP (`\n`, `\r\n`) means the same.
+fn without_line_end(mut line: BytesMut) -> BytesMut {
+    if line.ends_with(b"\n") {
+        line.truncate(line.len() - 1);
+    }
+    line
+}
+
+/// Lines to a device, one message each, with a ping every half minute so
+/// that proxies keep a quiet connection open.
+struct SocketSink(SplitSink<WebSocketStream<Io>, Message>);
+
+impl LineSink for SocketSink {
+    const PING_EVERY: Option<Duration> = Some(PING_EVERY);
+
+    async fn send_line(&mut self, line: String) -> Result<(), String> {
+        self.0
+            .send(Message::Text(line.into()))
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn ping(&mut self) -> Result<(), String> {
+        self.0
+            .send(Message::Ping(bytes::Bytes::new()))
+            .await
+            .map_err(|e| format!("ping failed: {e}"))
+    }
+}
