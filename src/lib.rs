@@ -125,7 +125,10 @@ pub async fn run(
     tracing::info!("database {}", config.db_path.display());
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
-    let tls_port = device::TlsPort::bind(&config.options).await?;
+    let tls_port = listeners
+        .control_tls
+        .map(|listener| device::TlsPort::new(listener, &config.options))
+        .transpose()?;
     if let Some(port) = &tls_port {
         tracing::info!("control TLS listening on {}", port.address()?);
     }

@@ -1,4 +1,5 @@
-//! Binding the two listeners, on TCP or on a unix socket.
+//! Binding the listeners: the web's and the control port's, on TCP or on a
+//! unix socket, and the TLS device port's, on TCP.
 
 use std::fmt;
 use std::io;
@@ -48,10 +49,12 @@ impl Listener {
 pub struct Listeners {
     pub web: Listener,
     pub control: Listener,
+    /// The TLS device port, when `control_tls_port` is set.
+    pub control_tls: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds both listeners as configured.
+    /// Binds the listeners as configured.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let o = &config.options;
         let web = match &o.web_usocket {
@@ -65,7 +68,21 @@ impl Listeners {
                 bind_tcp(addr, "device").await?
             }
         };
-        Ok(Listeners { web, control })
+        let control_tls = match o.control_tls_port {
+            Some(port) => {
+                let addr = SocketAddr::new(o.control_tls_address, port);
+                match bind_tcp(addr, "TLS device").await? {
+                    Listener::Tcp(listener) => Some(listener),
+                    Listener::Unix(..) => unreachable!("bound on TCP"),
+                }
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            web,
+            control,
+            control_tls,
+        })
     }
 }
 

@@ -20,34 +20,19 @@ use super::session::{self, AUTH_TIMEOUT, Devices, Peer, Start, StreamLines, Stre
 use crate::config::Options;
 use crate::limits::AddressKey;
 
-/// The TLS port's listener and the certificate it shows, when
-/// `control_tls_port` is set.
+/// The TLS port's listener and the certificate it shows.
 pub struct TlsPort {
-    pub listener: TcpListener,
+    listener: TcpListener,
     acceptor: TlsAcceptor,
 }
 
 impl TlsPort {
-    /// Reads the certificate and key and binds the port; `None` when
-    /// `control_tls_port` is not set. Errors name the option at fault.
-    pub async fn bind(options: &Options) -> anyhow::Result<Option<TlsPort>> {
-        let Some(port) = options.control_tls_port else {
-            return Ok(None);
-        };
+    /// The port bound on `listener`, showing the certificate of
+    /// `control_tls_cert` and `control_tls_key`. Errors name the option at
+    /// fault.
+    pub fn new(listener: TcpListener, options: &Options) -> anyhow::Result<TlsPort> {
         let acceptor = acceptor(options)?;
-        let address = SocketAddr::new(options.control_tls_address, port);
-        let socket = match address {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        }?;
-        socket.set_reuseaddr(true)?;
-        socket
-            .bind(address)
-            .with_context(|| format!("cannot listen for TLS devices on {address}"))?;
-        let listener = socket
-            .listen(1024)
-            .with_context(|| format!("cannot listen for TLS devices on {address}"))?;
-        Ok(Some(TlsPort { listener, acceptor }))
+        Ok(TlsPort { listener, acceptor })
     }
 
     pub fn address(&self) -> io::Result<SocketAddr> {

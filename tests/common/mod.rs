@@ -85,6 +85,8 @@ pub struct TestServer {
     pub db: PathBuf,
     pub web: Address,
     pub control: Address,
+    /// The TLS device port, when the server was started with one.
+    pub control_tls: Option<SocketAddr>,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -117,6 +119,10 @@ impl TestServer {
         let listeners = Listeners::bind(&config).await.expect("bind");
         let web = listeners.web.address().unwrap();
         let control = listeners.control.address().unwrap();
+        let control_tls = listeners
+            .control_tls
+            .as_ref()
+            .map(|l| l.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(bitsd::run(config, listeners, shutdown.clone()));
         let http = http_client(reqwest::Client::builder());
@@ -125,6 +131,7 @@ impl TestServer {
             db,
             web,
             control,
+            control_tls,
             http,
             shutdown,
             task: Some(task),
