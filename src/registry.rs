@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use crate::clock::Clock;
 use crate::commands::DeviceCommand;
 use crate::config::Config;
+use crate::device::STILL_CONNECTED_EVERY;
 use crate::report::Report;
 use crate::store::{Db, Device, DeviceError, NewCode, check_device_name};
 
@@ -78,13 +79,13 @@ fn listing(devices: &[Device], now: i64, tz: Tz) -> String {
     if devices.is_empty() {
         return "no devices registered".to_string();
     }
-    let header = ["NAME", "LAST SEEN", "ADDRESS", "TRANSPORT", "KEY"].map(String::from);
+    let header = ["NAME", "SEEN", "ADDRESS", "TRANSPORT", "KEY"].map(String::from);
     let rows: Vec<[String; 5]> = devices
         .iter()
         .map(|d| {
             [
                 d.name.clone(),
-                d.last_seen.map_or("never".into(), |t| local(t, tz)),
+                seen(d, now, tz),
                 d.address.clone().unwrap_or_else(|| "-".into()),
                 d.transport.clone().unwrap_or_else(|| "-".into()),
                 key_state(d, now, tz),
@@ -112,6 +113,21 @@ fn listing(devices: &[Device], now: i64, tz: Tz) -> String {
     }
     out.push_str(&format!("(times in {tz})"));
     out
+}
+
+/// "connected since ..." while a running bitsd says so, else the last
+/// contact, or "never".
+fn seen(d: &Device, now: i64, tz: Tz) -> String {
+    // A bitsd that stopped without a word leaves `connected` set: it
+    // counts only while the server keeps renewing `last_seen`.
+    let fresh = 3 * STILL_CONNECTED_EVERY.as_secs() as i64;
+    match (d.connected, d.last_seen) {
+        (Some(since), Some(seen)) if now - seen <= fresh => {
+            format!("connected since {}", local(since, tz))
+        }
+        (_, Some(seen)) => local(seen, tz),
+        (_, None) => "never".to_string(),
+    }
 }
 
 /// When the key was made, or why there is none, and a pending code.
@@ -186,7 +202,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "NAME             LAST SEEN            ADDRESS    TRANSPORT  KEY",
+                "NAME             SEEN                 ADDRESS    TRANSPORT  KEY",
                 "door             never                -          -          not claimed yet; code until 1970-01-01 00:16:40",
                 "temperature-lab  1970-01-01 00:01:00  192.0.2.7  tls        made 1970-01-01 00:00:00",
                 "(times in UTC)",

@@ -90,7 +90,7 @@ fn add_claim_list_revoke_delete() {
     let list = stdout_of(device(&db, &["list"]));
     assert!(list.starts_with("NAME "), "{list}");
     assert!(
-        list.contains("LAST SEEN") && list.contains("TRANSPORT"),
+        list.contains("SEEN") && list.contains("TRANSPORT"),
         "{list}"
     );
 

@@ -19,7 +19,7 @@ mod waiting;
 
 pub use link::{DeviceLink, Who, follow};
 pub use listener::serve;
-pub use pairing::{Pairing, Transport, watch_keys};
+pub use pairing::{Pairing, STILL_CONNECTED_EVERY, Transport, watch_keys};
 pub use session::{
     AUTH_TIMEOUT, Devices, End, LineSink, LineSource, Peer, Start, run as run_session,
 };

@@ -19,7 +19,7 @@ use crate::store::{self, DeviceError, secret_hash};
 /// by another process ends its connection within this (and a query).
 pub const KEY_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Time between two notes that the connected devices are still there.
-const STILL_CONNECTED_EVERY: Duration = Duration::from_secs(30);
+pub const STILL_CONNECTED_EVERY: Duration = Duration::from_secs(30);
 /// One claim, key or token check a second per address.
 const CHECKS: Rate = Rate {
     burst: 1,

@@ -60,6 +60,18 @@ pub trait LineSink: Send {
     fn ping(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         async { Ok(()) }
     }
+
+    /// Ends the connection as the transport ends one (a TLS close_notify,
+    /// a websocket close frame).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Time a connection's ending may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Ends `sink`, within [`CLOSE_TIMEOUT`].
+async fn close<W: LineSink>(sink: &mut W) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
 
 /// Lines framed on a byte stream (TCP, TLS, a unix socket).
@@ -109,6 +121,10 @@ impl<W: AsyncWrite + Unpin + Send> LineSink for StreamSink<W> {
             .write_all(&bytes)
             .await
             .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.shutdown().await;
     }
 }
 
@@ -275,6 +291,7 @@ pub async fn run<R: LineSource, W: LineSink>(
                 Ok(paired) => (paired.who, paired.new_key),
                 Err(why) => {
                     let _ = sink.send_line(protocol::ERROR_AUTH.to_string()).await;
+                    close(&mut sink).await;
                     devices.refused(peer, &why);
                     return None;
                 }
@@ -462,6 +479,7 @@ async fn serve<R: LineSource, W: LineSink>(
         }
     };
     devices.link.detach(&who, attachment.id);
+    close(&mut sink).await;
     if let Some(id) = registered
         && !devices.link.connected_ids().contains(&id)
     {

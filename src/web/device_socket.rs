@@ -154,4 +154,8 @@ impl LineSink for SocketSink {
             .await
             .map_err(|e| format!("ping failed: {e}"))
     }
+
+    async fn close(&mut self) {
+        let _ = self.0.close().await;
+    }
 }
