@@ -85,6 +85,9 @@ async fn a_device_claims_its_key_then_proves_it_and_its_changes_carry_its_name()
     door.send(&format!("auth {key}")).await;
     door.send("status 1").await;
     server.wait_for_status("1").await;
+    // A registered device on a port without a token does not push the
+    // original device out: it still hears what the door did.
+    assert_eq!(original.recv().await, "status 1");
     let mut again = Device::connect_from("127.0.0.5", server.control_addr()).await;
     again.send(&format!("claim {code}")).await;
     assert_eq!(again.recv().await, "error auth");

@@ -52,12 +52,24 @@ impl Who {
     }
 
     /// What tells one device's connections from another's.
-    fn slot(&self) -> Option<i64> {
+    fn slot(&self) -> Slot {
         match self {
-            Who::Original => None,
-            Who::Registered { id, .. } => Some(*id),
+            Who::Original => Slot::Original,
+            Who::Registered { id, .. } => Slot::Registered(*id),
         }
     }
+}
+
+/// Where a connection stands among the attached ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    /// The original device's connection.
+    Original,
+    /// A connection on a control port without a token that has not said
+    /// yet whether it is the original device: it hears what the devices
+    /// hear, but replaces no one until [`DeviceLink::confirm`].
+    Candidate(u64),
+    Registered(i64),
 }
 
 /// Sends lines to the connected devices: at most one connection per device.
@@ -69,7 +81,7 @@ pub struct DeviceLink {
 struct Inner {
     /// The connection of each device connected, by registered id (none:
     /// the original device).
-    attached: Mutex<HashMap<Option<i64>, Attached>>,
+    attached: Mutex<HashMap<Slot, Attached>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
     /// Lines not sent (no device, or one not reading) are logged at a
@@ -118,6 +130,32 @@ impl DeviceLink {
     /// previous one.
     pub fn attach(&self, who: Who, shutdown: &CancellationToken) -> Attachment {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = who.slot();
+        self.attach_at(slot, id, who, shutdown)
+    }
+
+    /// Attaches a connection that may be the original device, or may yet
+    /// prove to be a registered one: it replaces the original device's
+    /// connection only when [`DeviceLink::confirm`]ed.
+    pub fn attach_candidate(&self, shutdown: &CancellationToken) -> Attachment {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.attach_at(Slot::Candidate(id), id, Who::Original, shutdown)
+    }
+
+    /// Makes candidate connection `id` the original device, closing the
+    /// one before it.
+    pub fn confirm(&self, id: u64) {
+        let mut attached = self.lock();
+        let Some(candidate) = attached.remove(&Slot::Candidate(id)) else {
+            return;
+        };
+        if let Some(previous) = attached.insert(Slot::Original, candidate) {
+            tracing::info!("device BITS: a new connection; closing the previous one");
+            previous.cancel.cancel();
+        }
+    }
+
+    fn attach_at(&self, slot: Slot, id: u64, who: Who, shutdown: &CancellationToken) -> Attachment {
         let (tx, rx) = mpsc::channel(OUTBOX);
         let cancel = shutdown.child_token();
         let metrics = &self.inner.metrics;
@@ -131,7 +169,7 @@ impl DeviceLink {
             outbox: tx,
             cancel: cancel.clone(),
         };
-        let previous = self.lock().insert(attached.who.slot(), attached);
+        let previous = self.lock().insert(slot, attached);
         if let Some(previous) = previous {
             tracing::info!(
                 "device {}: a new connection; closing the previous one",
@@ -152,9 +190,13 @@ impl DeviceLink {
     /// device's current one.
     pub fn detach(&self, who: &Who, id: u64) {
         let mut attached = self.lock();
+        attached.remove(&Slot::Candidate(id));
         let slot = who.slot();
         if attached.get(&slot).is_some_and(|a| a.id == id) {
             attached.remove(&slot);
+        }
+        let still = attached.values().any(|a| a.who.name() == who.name());
+        if !still {
             self.inner.metrics.device_connected(who.name()).set(0);
         }
     }
@@ -211,7 +253,12 @@ impl DeviceLink {
 
     /// The registered ids connected now.
     pub(super) fn connected_ids(&self) -> Vec<i64> {
-        self.lock().keys().filter_map(|slot| *slot).collect()
+        let attached = self.lock();
+        let ids = attached.keys().filter_map(|slot| match slot {
+            Slot::Registered(id) => Some(*id),
+            Slot::Original | Slot::Candidate(_) => None,
+        });
+        ids.collect()
     }
 
     /// Closes the connection of every registered device whose key is no
@@ -252,7 +299,7 @@ impl DeviceLink {
         &self.inner.metrics
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<i64>, Attached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Attached>> {
         self.inner
             .attached
             .lock()
@@ -451,6 +498,27 @@ mod tests {
         assert_eq!(link.connected(), ["display", "door"]);
         link.detach(&registered(1, "door"), second.id);
         assert_eq!(link.connected(), ["display"]);
+    }
+
+    #[test]
+    fn a_candidate_hears_the_devices_but_replaces_the_original_only_when_confirmed() {
+        let link = DeviceLink::new(Arc::new(Metrics::new()));
+        let shutdown = CancellationToken::new();
+        let mut original = link.attach(Who::Original, &shutdown);
+        let mut candidate = link.attach_candidate(&shutdown);
+        link.send("status 1".into());
+        assert!(original.outbox.try_recv().is_ok());
+        assert!(candidate.outbox.try_recv().is_ok());
+        assert!(!original.cancel.is_cancelled());
+        // It proved to be a registered device: the original stays.
+        link.detach(&Who::Original, candidate.id);
+        let door = link.attach(registered(1, "door"), &shutdown);
+        assert!(!original.cancel.is_cancelled() && !door.cancel.is_cancelled());
+        // Another said nothing of the kind: it is the original device now.
+        let next = link.attach_candidate(&shutdown);
+        link.confirm(next.id);
+        assert!(original.cancel.is_cancelled());
+        assert!(!next.cancel.is_cancelled() && !door.cancel.is_cancelled());
     }
 
     #[test]

@@ -363,7 +363,16 @@ async fn serve<R: LineSource, W: LineSink>(
     mut who: Who,
     devices: &Devices,
 ) -> Option<String> {
-    let mut attachment = devices.link.attach(who.clone(), &devices.shutdown);
+    // On a control port without a token the original device needs no
+    // first line, and a registered one proves itself with its first: until
+    // that line comes (or a while without one), the connection hears the
+    // devices' lines but replaces no original device's connection.
+    let mut may_switch = who == Who::Original && devices.token.is_none();
+    let mut attachment = if may_switch {
+        devices.link.attach_candidate(&devices.shutdown)
+    } else {
+        devices.link.attach(who.clone(), &devices.shutdown)
+    };
     let mut registered = registered_id(&who);
     if let Some(id) = registered {
         let pairing = &devices.pairing;
@@ -372,10 +381,8 @@ async fn serve<R: LineSource, W: LineSink>(
             .await;
     }
     tracing::info!("device {} connected from {}", who.name(), peer.name);
-    // On a control port without a token the original device needs no
-    // first line; a registered one still proves itself with its first.
-    let mut may_switch = who == Who::Original && devices.token.is_none();
     let reason = loop {
+        let id = attachment.id;
         let Attachment {
             outbox,
             cancel,
@@ -409,6 +416,22 @@ async fn serve<R: LineSource, W: LineSink>(
         };
         let read = async {
             let origin = who.origin();
+            if std::mem::take(&mut may_switch) {
+                match tokio::time::timeout(AUTH_TIMEOUT, lines.next_line()).await {
+                    Err(_) => devices.link.confirm(id),
+                    Ok(Err(end)) => return Err(ended(end, &who, peer)),
+                    Ok(Ok(line)) => {
+                        if let Ok(Command::Auth(_) | Command::Claim(_)) = parse_line(&line) {
+                            return Ok(line);
+                        }
+                        devices.link.confirm(id);
+                        match handle_line(&line, &who, &origin, devices).await? {
+                            true => accepted.inc(),
+                            false => skipped.inc(),
+                        };
+                    }
+                }
+            }
             loop {
                 let next = match devices.idle_timeout {
                     Some(limit) => match tokio::time::timeout(limit, lines.next_line()).await {
@@ -429,11 +452,6 @@ async fn serve<R: LineSource, W: LineSink>(
                     Ok(line) => line,
                     Err(end) => return Err(ended(end, &who, peer)),
                 };
-                if std::mem::take(&mut may_switch)
-                    && let Ok(Command::Auth(_) | Command::Claim(_)) = parse_line(&line)
-                {
-                    return Ok(line);
-                }
                 match handle_line(&line, &who, &origin, devices).await? {
                     true => accepted.inc(),
                     false => skipped.inc(),
