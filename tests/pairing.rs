@@ -97,6 +97,12 @@ async fn a_device_claims_its_key_then_proves_it_and_its_changes_carry_its_name()
     assert_eq!(wrong.recv().await, "error auth");
     wrong.closed().await;
 
+    // The original daemon's `auth <token>` on a port without a token is
+    // ignored, as it always was.
+    let mut daemon = Device::connect_from("127.0.0.9", server.control_addr()).await;
+    daemon.send_all(&["auth an-old-token", "status 0"]).await;
+    server.wait_for_status("0").await;
+
     let list = stdout_of(
         bitsd_command()
             .args(["--config", "/dev/null", "--db"])

@@ -421,7 +421,7 @@ async fn serve<R: LineSource, W: LineSink>(
                     Err(_) => devices.link.confirm(id),
                     Ok(Err(end)) => return Err(ended(end, &who, peer)),
                     Ok(Ok(line)) => {
-                        if let Ok(Command::Auth(_) | Command::Claim(_)) = parse_line(&line) {
+                        if proves_registered(&line) {
                             return Ok(line);
                         }
                         devices.link.confirm(id);
@@ -504,6 +504,23 @@ async fn serve<R: LineSource, W: LineSink>(
         devices.pairing.disconnected(id).await;
     }
     Some(format!("{} ({})", reason, who.name()))
+}
+
+/// Whether a first line on a port without a token is a registered
+/// device's: a claim, or `auth` with what can be a key (43 characters of
+/// base64url). The original daemon's `auth <token>` there is ignored, as
+/// it always was.
+fn proves_registered(line: &[u8]) -> bool {
+    match parse_line(line) {
+        Ok(Command::Claim(_)) => true,
+        Ok(Command::Auth(given)) => {
+            given.len() == 43
+                && given
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        _ => false,
+    }
 }
 
 fn registered_id(who: &Who) -> Option<i64> {
