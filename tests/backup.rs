@@ -230,6 +230,7 @@ fn check_reads_an_original_database_without_changing_a_byte() {
         "users: 1",
         "pages: 1",
         "MAC hashes: 1",
+        "registered devices: 0 (no table yet)",
         "history: 2013-05-01 18:00:00 to 2013-05-02 10:00:00",
     ] {
         assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");

@@ -143,6 +143,8 @@ pub struct Inventory {
     pub users: Option<u64>,
     pub pages: Option<u64>,
     pub mac_hashes: Option<u64>,
+    /// Registered devices (SPEC 18), not counting the original one.
+    pub devices: Option<u64>,
 }
 
 impl Inventory {
@@ -176,6 +178,7 @@ impl fmt::Display for Inventory {
         writeln!(f, "users: {}", count(self.users))?;
         writeln!(f, "pages: {}", count(self.pages))?;
         writeln!(f, "MAC hashes: {}", count(self.mac_hashes))?;
+        writeln!(f, "registered devices: {}", count(self.devices))?;
         match self.history() {
             Some((first, last)) => {
                 writeln!(f, "history: {} to {}", first.display(), last.display())
@@ -212,6 +215,7 @@ pub fn check(path: &Path) -> Result<Inventory, MaintenanceError> {
         users: count("User")?,
         pages: count("Pages")?,
         mac_hashes: count("MACToUser")?,
+        devices: count("bitsd_device")?,
     })
 }
 
