@@ -78,6 +78,8 @@ async fn a_device_claims_its_key_then_proves_it_and_its_changes_carry_its_name()
     let log = server.json("/log?format=json").await["log"].clone();
     assert!(log[0].get("device").is_none(), "{log}");
     assert_eq!(log[1]["device"], "door", "{log}");
+    let page = server.text("/log").await;
+    assert!(page.contains("<td>device door</td>"), "{page}");
 
     // The key, on a new connection; the used code no longer works.
     drop(door);

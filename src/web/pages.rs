@@ -188,7 +188,8 @@ struct LogRow {
     /// `open`, `closed` or `away`, for the style.
     class: &'static str,
     value: &'static str,
-    by: &'static str,
+    /// Who: the device (with its name when it is a registered one) or the web.
+    by: String,
 }
 
 #[derive(Template)]
@@ -294,9 +295,10 @@ fn log_row(words: &'static LogWords, home: &HomeWords, s: &StatusChange) -> LogR
             StatusValue::Closed => words.closed,
             StatusValue::Away => words.away,
         },
-        by: match s.modified_by {
-            ModifiedBy::Bits => words.by_device,
-            ModifiedBy::Web => words.by_web,
+        by: match (s.modified_by, &s.device) {
+            (_, Some(name)) => format!("{} {name}", words.by_device),
+            (ModifiedBy::Bits, None) => words.by_device.to_string(),
+            (ModifiedBy::Web, None) => words.by_web.to_string(),
         },
     }
 }
