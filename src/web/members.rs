@@ -1,5 +1,6 @@
 //! The members' side: the admin page (status toggle, roster, one's own
-//! visibility), messages, and the router's MAC updates.
+//! visibility, the registered devices), messages, and the router's MAC
+//! updates.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use axum::extract::{Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -20,11 +22,12 @@ use super::html::{Chrome, HtmlPage, render};
 use super::lang::Lang;
 use super::pages::not_found_in;
 use super::{App, Error};
+use crate::clock::unix_seconds;
 use crate::escape::Shown;
 use crate::limits::{AddressKey, Rate};
 use crate::record::StatusValue;
 use crate::state::{Event, Origin, Outcome};
-use crate::store::Visibility;
+use crate::store::{Device, MAX_DEVICES, NewCode, User, Visibility};
 use crate::words::{self, AdminWords, MessageWords};
 
 /// Longest message, in characters.
@@ -73,6 +76,59 @@ struct AdminPage {
     roster: Vec<String>,
     /// The member's own visibility.
     visibility: &'static str,
+    /// The registered devices, by name.
+    devices: Vec<DeviceRow>,
+    max_devices: i64,
+    /// A claim code just made, shown this once.
+    claim: Option<ClaimShown>,
+    /// Why a device form was refused.
+    refused: Option<String>,
+    /// The name a refused add form had, typed again into it.
+    typed: String,
+}
+
+/// A registered device as the admin page shows it; times as the page
+/// writes them.
+struct DeviceRow {
+    name: String,
+    connected: bool,
+    /// When it last connected; none when it never did.
+    last_contact: Option<String>,
+    /// Its transport and address, when known.
+    via: Option<String>,
+    key: KeyState,
+    code: Option<CodeState>,
+    /// Whether it has a key or a code for a revoke to end.
+    revocable: bool,
+}
+
+enum KeyState {
+    /// Made at this time.
+    Since(String),
+    /// Revoked at this time, not claimed since.
+    Revoked(String),
+    NotClaimed,
+}
+
+enum CodeState {
+    /// Pending until this time.
+    Until(String),
+    Expired,
+}
+
+/// A claim code on the admin page.
+struct ClaimShown {
+    device: String,
+    code: String,
+    expires: String,
+}
+
+/// What an answer to a device form adds to the admin page.
+pub(super) enum DeviceNotice {
+    /// A claim code just made.
+    Code(NewCode),
+    /// Why the form was refused, and the name it had.
+    Refused { reason: String, typed: String },
 }
 
 async fn admin_page(
@@ -82,13 +138,57 @@ async fn admin_page(
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let xsrf = Xsrf::from_headers(&headers);
+    admin_answer(&app, lang, user, &client, &headers, None).await
+}
+
+/// The admin page, with what a device form adds to it: a new claim code
+/// (never stored by a cache) or a refusal (a 400).
+pub(super) async fn admin_answer(
+    app: &App,
+    lang: Lang,
+    user: User,
+    client: &Client,
+    headers: &HeaderMap,
+    notice: Option<DeviceNotice>,
+) -> Result<Response> {
+    let xsrf = Xsrf::from_headers(headers);
     let id = user.id;
-    let visibility = app.store.run(move |db| db.visibility(id)).await?;
+    let (visibility, devices) = app
+        .store
+        .run(move |db| Ok((db.visibility(id)?, db.devices()?)))
+        .await?;
     let snapshot = app.state.snapshot();
     let all = words::of(lang);
+    let clock = app.state.clock();
+    let shown = |unix: i64| {
+        DateTime::<Utc>::from_timestamp(unix, 0).map_or_else(
+            || unix.to_string(),
+            |t| words::when(&all.home, &clock.at(t)),
+        )
+    };
+    let connected = app.devices.link().connected();
+    let now = unix_seconds();
+    let devices = devices
+        .into_iter()
+        .map(|d| device_row(d, &connected, now, &all.admin, &shown))
+        .collect();
+    let (status, claim, refused, typed) = match notice {
+        None => (StatusCode::OK, None, None, String::new()),
+        Some(DeviceNotice::Code(new)) => {
+            let claim = ClaimShown {
+                device: new.device,
+                code: new.code,
+                expires: shown(new.expires),
+            };
+            (StatusCode::OK, Some(claim), None, String::new())
+        }
+        Some(DeviceNotice::Refused { reason, typed }) => {
+            (StatusCode::BAD_REQUEST, None, Some(reason), typed)
+        }
+    };
+    let secret = claim.is_some();
     let page = AdminPage {
-        chrome: Chrome::page(&app, lang, all.admin.title),
+        chrome: Chrome::page(app, lang, all.admin.title),
         words: &all.admin,
         user: user.name,
         xsrf: xsrf.token.clone(),
@@ -100,12 +200,61 @@ async fn admin_page(
         present: snapshot.roster.counted(),
         roster: snapshot.roster.named().into_iter().collect(),
         visibility: visibility.as_str(),
+        devices,
+        max_devices: MAX_DEVICES,
+        claim,
+        refused,
+        typed,
     };
-    Ok(with_xsrf_cookie(
-        render(StatusCode::OK, &page)?,
-        &xsrf,
-        &client,
-    ))
+    let mut response = render(status, &page)?;
+    if secret {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(with_xsrf_cookie(response, &xsrf, client))
+}
+
+/// `device` as the admin page lists it at `now`; `connected` names the
+/// devices connected now, `shown` writes a unix time as the page does.
+fn device_row(
+    device: Device,
+    connected: &[String],
+    now: i64,
+    words: &AdminWords,
+    shown: &impl Fn(i64) -> String,
+) -> DeviceRow {
+    let via = match (&device.transport, &device.address) {
+        (Some(transport), Some(address)) => Some(words::fill(
+            words.via,
+            &[("transport", transport), ("address", address)],
+        )),
+        (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+        (None, None) => None,
+    };
+    let key = match (device.key_made, device.revoked) {
+        (Some(made), _) => KeyState::Since(shown(made)),
+        (None, Some(revoked)) => KeyState::Revoked(shown(revoked)),
+        (None, None) => KeyState::NotClaimed,
+    };
+    let code = device.code_expires.map(|expires| {
+        if expires > now {
+            CodeState::Until(shown(expires))
+        } else {
+            CodeState::Expired
+        }
+    });
+    DeviceRow {
+        connected: connected
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&device.name)),
+        name: device.name,
+        last_contact: device.last_seen.map(shown),
+        via,
+        key,
+        code,
+        revocable: device.key_made.is_some() || device.code_expires.is_some(),
+    }
 }
 
 #[derive(Deserialize)]

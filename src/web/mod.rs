@@ -6,11 +6,12 @@
 //! `places` counts the connections each holds, the router sends the rest to
 //! `api` (widgets and scripts, the forecast kept by `forecast_cache`),
 //! `pages` (HTML), `live` (websocket and SSE), `device_socket` (a
-//! device's websocket), `auth` and `members` (logins
-//! and forms), `spaceapi`, `feeds` (the calendar and the badge), `webapp`
-//! (the manifest and service worker), `assets` (`/static/`); `html` holds
-//! the layout's data and the page headers, `lang` picks a page's language,
-//! `client` tells who is asking, `error` maps failures to codes.
+//! device's websocket), `auth` and `members` (logins and forms), `devices`
+//! (the admin page's device forms), `spaceapi`, `feeds` (the calendar and
+//! the badge), `webapp` (the manifest and service worker), `assets`
+//! (`/static/`); `html` holds the layout's data and the page headers,
+//! `lang` picks a page's language, `client` tells who is asking, `error`
+//! maps failures to codes.
 
 mod api;
 mod assets;
@@ -18,6 +19,7 @@ mod auth;
 mod cached;
 mod client;
 mod device_socket;
+mod devices;
 mod error;
 mod event_stream;
 mod feeds;
@@ -197,6 +199,7 @@ fn router(app: App) -> Router {
         .merge(api::router())
         .merge(auth::router())
         .merge(members::router())
+        .merge(devices::router())
         .merge(spaceapi::router())
         .merge(feeds::router())
         .merge(pages::router())

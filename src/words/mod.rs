@@ -140,6 +140,37 @@ pub struct AdminWords {
     pub counted: &'static str,
     pub named: &'static str,
     pub save: &'static str,
+    pub devices: &'static str,
+    /// `{count}` devices registered, of `{max}`.
+    pub device_count: &'static str,
+    pub no_devices: &'static str,
+    pub connected: &'static str,
+    /// `{time}` a device was last connected, or `never`.
+    pub last_contact: &'static str,
+    pub never: &'static str,
+    /// How it was connected: `{transport}` from `{address}`.
+    pub via: &'static str,
+    /// `{time}` its key was made.
+    pub key_since: &'static str,
+    /// `{time}` its key was revoked.
+    pub revoked: &'static str,
+    pub not_claimed: &'static str,
+    /// `{time}` its claim code expires.
+    pub code_until: &'static str,
+    pub code_expired: &'static str,
+    pub new_code: &'static str,
+    pub revoke: &'static str,
+    pub delete: &'static str,
+    pub device_name: &'static str,
+    pub name_rule: &'static str,
+    pub add_device: &'static str,
+    /// The claim code of `{device}`, in bold.
+    pub claim_code_for: &'static str,
+    /// `{time}` the code expires.
+    pub claim_valid: &'static str,
+    /// What to do with the code: `{command}`, marked up, is the word
+    /// `claim` the device sends before it.
+    pub claim_how: &'static str,
 }
 
 #[derive(Debug, Serialize)]
