@@ -151,7 +151,7 @@ impl Pairing {
     }
 }
 
-/// Until `shutdown`: every [`KEY_CHECK_EVERY`], and at once when the link
+/// Until `shutdown`: every two seconds, and at once when the link
 /// is asked to recheck, closes the connected devices whose key is no longer
 /// valid; every half minute notes the connected ones as still there.
 pub async fn watch_keys(link: DeviceLink, store: store::Handle, shutdown: CancellationToken) {
