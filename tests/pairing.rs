@@ -115,7 +115,10 @@ async fn a_device_claims_its_key_then_proves_it_and_its_changes_carry_its_name()
     );
     let line = list.lines().find(|l| l.starts_with("door")).unwrap();
     assert!(line.contains("connected"), "{list}");
-    assert!(line.contains("127.0.0.4") && line.contains("tcp"), "{list}");
+    assert!(
+        line.contains(" 127.0.0.4 ") && line.contains("tcp"),
+        "{list}"
+    );
 }
 
 #[tokio::test]

@@ -136,6 +136,16 @@ pub struct Peer {
     pub transport: Transport,
 }
 
+impl Peer {
+    /// Its address without the port, as the registry shows it.
+    fn address(&self) -> String {
+        match self.name.parse::<std::net::SocketAddr>() {
+            Ok(address) => address.ip().to_string(),
+            Err(_) => self.name.clone(),
+        }
+    }
+}
+
 /// Who may be the device and how it proves it: what every transport shares.
 pub struct Devices {
     state: State,
@@ -376,9 +386,7 @@ async fn serve<R: LineSource, W: LineSink>(
     let mut registered = registered_id(&who);
     if let Some(id) = registered {
         let pairing = &devices.pairing;
-        pairing
-            .connected(id, peer.name.clone(), peer.transport)
-            .await;
+        pairing.connected(id, peer.address(), peer.transport).await;
     }
     tracing::info!("device {} connected from {}", who.name(), peer.name);
     let reason = loop {
@@ -483,9 +491,7 @@ async fn serve<R: LineSource, W: LineSink>(
                 registered = registered_id(&who);
                 if let Some(id) = registered {
                     let pairing = &devices.pairing;
-                    pairing
-                        .connected(id, peer.name.clone(), peer.transport)
-                        .await;
+                    pairing.connected(id, peer.address(), peer.transport).await;
                 }
                 tracing::info!("device {} connected from {}", who.name(), peer.name);
             }
