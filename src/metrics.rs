@@ -221,16 +221,6 @@ impl Metrics {
         self.device_lines.get_or_create(&labels).clone()
     }
 
-    /// Forgets a deleted device's series.
-    pub fn forget_device(&self, name: &str) {
-        let device = [("device", name.to_string())];
-        self.device_connected.remove(&device);
-        for result in ["accepted", "skipped"] {
-            self.device_lines
-                .remove(&(device.clone(), [("result", result)]));
-        }
-    }
-
     /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
     pub fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
