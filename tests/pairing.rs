@@ -413,4 +413,14 @@ async fn on_the_web_port_a_device_claims_proves_its_key_and_hears_the_members() 
     // A message over 4096 bytes ends the link.
     keypad.send(&format!("message {}", "A".repeat(5000))).await;
     assert_eq!(keypad.recv().await, None);
+
+    // Strangers who say nothing: at most four wait from one address.
+    let evicted = server.metric("bitsd_device_waiting_evicted_total").await;
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(ws_link(&server, "127.0.4.9", None).await.unwrap());
+    }
+    assert_eq!(silent[0].recv().await, None, "the oldest gave way");
+    let now = server.metric("bitsd_device_waiting_evicted_total").await;
+    assert_eq!(now, evicted + 1.0);
 }
