@@ -405,7 +405,10 @@ impl Db {
     pub fn devices_still_connected(&mut self, ids: &[i64], now: i64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for id in ids {
-            tx.prepare_cached("UPDATE bitsd_device SET last_seen = ?2 WHERE id = ?1")?
+            tx.prepare_cached(
+                "UPDATE bitsd_device SET last_seen = ?2, connected = COALESCE(connected, ?2)
+                 WHERE id = ?1",
+            )?
                 .execute(params![id, now])?;
         }
         tx.commit()?;
