@@ -36,6 +36,16 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Where it comes in, as log lines begin: `control` (the control port,
+    /// as before there were others), `control TLS`, `/device`.
+    pub fn port(self) -> &'static str {
+        match self {
+            Transport::Tcp | Transport::Unix => "control",
+            Transport::Tls => "control TLS",
+            Transport::Websocket => "/device",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",

@@ -230,7 +230,7 @@ impl Devices {
                 tracing::warn!(
                     "{}: closed {evicted}: not authenticated yet, and the connections \
                      waiting to authenticate were at their limit; room made for {}{held}",
-                    peer.transport.as_str(),
+                    peer.transport.port(),
                     peer.name
                 );
             }
@@ -244,7 +244,7 @@ impl Devices {
         if let Some(held) = self.may_warn(peer.key) {
             tracing::warn!(
                 "{}: closed {}: {why}{held}",
-                peer.transport.as_str(),
+                peer.transport.port(),
                 peer.name
             );
         }

@@ -80,7 +80,7 @@ pub async fn serve_tls(
         let (stream, address) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!("tls: accept failed: {e}");
+                tracing::warn!("control TLS: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -102,11 +102,11 @@ pub async fn serve_tls(
                 done = handshake => match done {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
-                        tracing::debug!("tls: handshake with {} failed: {e}", peer.name);
+                        tracing::debug!("control TLS: handshake with {} failed: {e}", peer.name);
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!("tls: no handshake from {} within {AUTH_TIMEOUT:?}", peer.name);
+                        tracing::debug!("control TLS: no handshake from {} within {AUTH_TIMEOUT:?}", peer.name);
                         return;
                     }
                 },

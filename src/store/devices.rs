@@ -409,7 +409,7 @@ impl Db {
                 "UPDATE bitsd_device SET last_seen = ?2, connected = COALESCE(connected, ?2)
                  WHERE id = ?1",
             )?
-                .execute(params![id, now])?;
+            .execute(params![id, now])?;
         }
         tx.commit()?;
         Ok(())
