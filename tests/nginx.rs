@@ -13,11 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::member::add_user;
-use common::{PATIENCE, TestServer};
+use common::{PATIENCE, TestServer, bitsd_command, stdout_of};
+use futures_util::SinkExt;
 use reqwest::{StatusCode, Version, header};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// A websocket through nginx, over TLS.
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// The file an administrator drops into /etc/nginx/sites-available/.
 fn site_file() -> PathBuf {
@@ -289,12 +297,48 @@ impl Nginx {
             .unwrap()
     }
 
+    /// The site file nginx runs: `deploy/nginx.conf` as [`site_for_test`]
+    /// changed it.
+    fn site(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bitsd.conf")).unwrap()
+    }
+
     /// A websocket to `/ws` over TLS, on an HTTP/1.1 connection as browsers
     /// open one for websockets.
-    async fn websocket(
-        &self,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>
-    {
+    async fn websocket(&self) -> Wss {
+        let url = format!("wss://127.0.0.1:{}/ws", self.https_port);
+        let (ws, response) = self
+            .upgrade("127.0.0.1", url.into_client_request().unwrap())
+            .await
+            .expect("the websocket upgrade through nginx");
+        assert_eq!(response.status(), 101);
+        ws
+    }
+
+    /// A device's websocket to `/device` from the local address `from`
+    /// (127.x.y.z), with `Authorization: Bearer <key>` when `key` is given;
+    /// the status nginx answered instead when the upgrade is refused.
+    async fn device_socket(&self, from: &str, key: Option<&str>) -> Result<Wss, u16> {
+        let url = format!("wss://127.0.0.1:{}/device", self.https_port);
+        let mut request = url.into_client_request().unwrap();
+        if let Some(key) = key {
+            let bearer = format!("Bearer {key}").parse().unwrap();
+            request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        }
+        match self.upgrade(from, request).await {
+            Ok((ws, response)) => {
+                assert_eq!(response.status(), 101);
+                Ok(ws)
+            }
+            Err(WsError::Http(response)) => Err(response.status().as_u16()),
+            Err(e) => panic!("the /device upgrade through nginx: {e}"),
+        }
+    }
+
+    /// `request`'s websocket upgrade on a new TLS connection from the local
+    /// address `from` (127.x.y.z), offering only HTTP/1.1 as websocket
+    /// clients do.
+    async fn upgrade(&self, from: &str, request: Request) -> Result<(Wss, Response), WsError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.certificate.clone()).unwrap();
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -304,20 +348,85 @@ impl Nginx {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https_port))
-            .await
-            .unwrap();
+        let https = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.https_port);
+        let tcp = common::tcp_from(from, https).await;
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
         let tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
             .expect("a TLS connection to nginx");
-        let url = format!("wss://127.0.0.1:{}/ws", self.https_port);
-        let (ws, response) = tokio_tungstenite::client_async(url, tls)
+        tokio_tungstenite::client_async(request, tls).await
+    }
+
+    /// Waits until `/data` through nginx satisfies `check`; returns it.
+    async fn wait_for_data(
+        &self,
+        https: &reqwest::Client,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let r = https.get(self.url("/data")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let data: serde_json::Value = r.json().await.unwrap();
+            if check(&data) {
+                return data;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; /data is {data}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Logs `user` in through nginx's login form, as a browser on nginx's
+    /// origin does.
+    async fn log_in(&self, https: &reqwest::Client, user: &str, password: &str) -> Member {
+        let r = https.get(self.url("/login")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let xsrf = cookie(&set_cookies(&r), "_xsrf").expect("the login form sets _xsrf");
+        let r = https
+            .post(self.url("/login"))
+            .header(header::COOKIE, format!("_xsrf={xsrf}"))
+            .header(header::ORIGIN, self.origin())
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("next", "/admin"),
+                ("_xsrf", &xsrf),
+            ])
+            .send()
             .await
-            .expect("the websocket upgrade through nginx");
-        assert_eq!(response.status(), 101);
-        ws
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{user} logs in");
+        let token = cookie(&set_cookies(&r), "usertoken").expect("a login cookie");
+        Member {
+            cookies: format!("_xsrf={xsrf}; usertoken={token}"),
+            xsrf,
+        }
+    }
+
+    /// POSTs `form` to `path` through nginx as `member`'s browser submits a
+    /// page's form.
+    async fn submit(
+        &self,
+        https: &reqwest::Client,
+        member: &Member,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut fields = vec![("_xsrf", member.xsrf.as_str())];
+        fields.extend_from_slice(form);
+        https
+            .post(self.url(path))
+            .header(header::COOKIE, &member.cookies)
+            .header(header::ORIGIN, self.origin())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -340,6 +449,73 @@ impl Drop for Nginx {
             eprintln!("nginx's log:\n{}", self.log());
         }
     }
+}
+
+/// A member's browser, logged in through nginx.
+struct Member {
+    /// The `Cookie` header it sends.
+    cookies: String,
+    /// The form token its pages carry.
+    xsrf: String,
+}
+
+/// The directives of the block `location <matching>` in the site `site`,
+/// each without its `;`, comments left out; panics when there is none.
+fn location(site: &str, matching: &str) -> Vec<String> {
+    let opening = format!("location {matching} {{");
+    let mut lines = site.lines().map(str::trim);
+    lines
+        .by_ref()
+        .find(|l| *l == opening)
+        .unwrap_or_else(|| panic!("deploy/nginx.conf has no `{opening}`"));
+    lines
+        .take_while(|l| *l != "}")
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end_matches(';').to_string())
+        .collect()
+}
+
+/// An nginx time (`90`, `90s`, `1m30s`, `1h`) in seconds.
+fn nginx_seconds(time: &str) -> u64 {
+    let (mut total, mut number) = (0, 0);
+    for c in time.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            number = number * 10 + u64::from(digit);
+            continue;
+        }
+        total += number
+            * match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                other => panic!("{time}: unit {other:?}"),
+            };
+        number = 0;
+    }
+    total + number
+}
+
+/// The claim code `bitsd device add NAME` prints for the new device `name`
+/// on the database `db`, the way an operator adds one.
+fn add_device(db: &Path, name: &str) -> String {
+    let out = bitsd_command()
+        .args(["--config", "/dev/null", "--db"])
+        .arg(db)
+        .args(["device", "add", name])
+        .output()
+        .unwrap();
+    let printed = stdout_of(out);
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("claim code: "))
+        .unwrap_or_else(|| panic!("no claim code in {printed}"))
+        .to_string()
+}
+
+/// Sends `line` to the device's websocket, one text message.
+async fn send_line(ws: &mut Wss, line: &str) {
+    ws.send(Message::Text(line.into())).await.unwrap();
 }
 
 /// Reads Server-Sent Events from a response, one `data:` payload at a time.
@@ -586,4 +762,86 @@ async fn login_through_nginx_sets_a_secure_cookie_and_the_client_is_the_address_
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = login("wrong", "198.51.100.3").await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_registered_device_pairs_reports_and_hears_the_web_over_wss() {
+    let server = TestServer::start_with(&["--reverse-proxied"]).await;
+    add_user(&server, "alice", "correct horse");
+    let code = add_device(&server.db, "door");
+    let nginx = Nginx::start(&server).await;
+    let https = nginx.client();
+
+    // The file has its own block for /device, not only `location /`: no
+    // buffering, the timeouts far above bitsd's 30-second pings, and the
+    // server's headers (Upgrade, Connection, X-Forwarded-For and -Proto)
+    // inherited, which a `proxy_set_header` of its own would drop.
+    let block = location(&nginx.site(), "= /device");
+    let directive = |name: &str| {
+        block
+            .iter()
+            .find_map(|d| d.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("location = /device has no {name}: {block:?}"))
+    };
+    assert_eq!(directive("proxy_pass"), "http://bitsd");
+    assert_eq!(directive("proxy_buffering"), "off");
+    for timeout in ["proxy_read_timeout", "proxy_send_timeout"] {
+        let seconds = nginx_seconds(directive(timeout));
+        assert!(
+            seconds >= 90,
+            "{timeout} {seconds}s: a late ping of bitsd's (every 30 s) would end the link"
+        );
+    }
+    assert!(
+        !block.iter().any(|d| d.starts_with("proxy_set_header")),
+        "{block:?}"
+    );
+
+    // Paired over wss by its claim code; what it sends is the room's.
+    let mut door = nginx
+        .device_socket("127.0.0.1", None)
+        .await
+        .expect("the /device upgrade through nginx");
+    send_line(&mut door, &format!("claim {code}")).await;
+    let answer = common::ws_next_text(&mut door).await;
+    let key = answer
+        .strip_prefix("key ")
+        .unwrap_or_else(|| panic!("not a key: {answer}"))
+        .to_string();
+    send_line(&mut door, "status 1").await;
+    send_line(&mut door, "temperature 0 21.5").await;
+    let data = nginx
+        .wait_for_data(&https, "door's status and sample", |d| {
+            d["status"]["value"] == "open" && d["tempint"]["value"] == 21.5
+        })
+        .await;
+    assert_eq!(data["status"]["device"], "door", "{data}");
+    assert_eq!(data["tempint"]["device"], "door", "{data}");
+    assert_eq!(data["tempint"]["sensor"], 0, "{data}");
+
+    // A member closes the room from the web; the device hears it at once.
+    let alice = nginx.log_in(&https, "alice", "correct horse").await;
+    let r = nginx
+        .submit(&https, &alice, "/admin", &[("status", "closed")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(common::ws_next_text(&mut door).await, "status 0");
+
+    // Its key on the upgrade, from another address: bitsd checks one key
+    // a second per address, the address nginx saw and passed on.
+    let mut again = nginx
+        .device_socket("127.0.0.2", Some(&key))
+        .await
+        .expect("the key is accepted through nginx");
+    send_line(&mut again, "status 1").await;
+    nginx
+        .wait_for_data(&https, "the status from the reconnected door", |d| {
+            d["status"]["value"] == "open" && d["status"]["device"] == "door"
+        })
+        .await;
+    let wrong = nginx
+        .device_socket("127.0.0.3", Some("not-the-key"))
+        .await
+        .map(|_| "accepted");
+    assert_eq!(wrong.err(), Some(401), "a wrong key through nginx");
 }
