@@ -176,6 +176,7 @@ pub async fn run(
     // The devices, on every transport: the control port, the TLS port,
     // the web's `/device`.
     let pairing = device::Pairing::new(store.clone());
+    device::forget_connections(&store).await;
     tracker.spawn(device::watch_keys(
         link.clone(),
         store.clone(),

@@ -1,6 +1,6 @@
 //! The handles on the connected devices (the original one and each
 //! registered one, all at once), and the follower that tells them of the
-//! changes they did not make; `tests` tries both.
+//! changes they did not make. Its tests are in `tests`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +51,14 @@ impl Who {
         }
     }
 
+    /// Its id in the registry, when it is registered.
+    pub fn registered_id(&self) -> Option<i64> {
+        match self {
+            Who::Original => None,
+            Who::Registered { id, .. } => Some(*id),
+        }
+    }
+
     /// What tells one device's connections from another's.
     fn slot(&self) -> Slot {
         match self {
@@ -79,8 +87,7 @@ pub struct DeviceLink {
 }
 
 struct Inner {
-    /// The connection of each device connected, by registered id (none:
-    /// the original device).
+    /// The connection of each device connected, by where it stands.
     attached: Mutex<HashMap<Slot, Attached>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
@@ -143,23 +150,37 @@ impl DeviceLink {
     }
 
     /// Makes candidate connection `id` the original device, closing the
-    /// one before it.
+    /// one before it; a candidate older than the original device's
+    /// connection is closed instead (the newest connection wins).
     pub fn confirm(&self, id: u64) {
         let mut attached = self.lock();
         let Some(candidate) = attached.remove(&Slot::Candidate(id)) else {
             return;
         };
+        if let Some(current) = attached.get(&Slot::Original)
+            && current.id > id
+        {
+            tracing::info!("device BITS: an older connection; closing it");
+            candidate.cancel.cancel();
+            return;
+        }
         if let Some(previous) = attached.insert(Slot::Original, candidate) {
             tracing::info!("device BITS: a new connection; closing the previous one");
             previous.cancel.cancel();
         }
     }
 
+    /// The id the next connection attached will have: those attached
+    /// before have smaller ones.
+    pub(super) fn next_connection(&self) -> u64 {
+        self.inner.next_id.load(Ordering::Relaxed)
+    }
+
     fn attach_at(&self, slot: Slot, id: u64, who: Who, shutdown: &CancellationToken) -> Attachment {
         let (tx, rx) = mpsc::channel(OUTBOX);
         let cancel = shutdown.child_token();
         let metrics = &self.inner.metrics;
-        metrics.device_connected(who.name()).set(1);
+        let connected = metrics.device_connected(who.name());
         let accepted = metrics.device_lines(who.name(), "accepted");
         let skipped = metrics.device_lines(who.name(), "skipped");
         let name = who.name().to_string();
@@ -169,7 +190,10 @@ impl DeviceLink {
             outbox: tx,
             cancel: cancel.clone(),
         };
-        let previous = self.lock().insert(slot, attached);
+        let mut all = self.lock();
+        connected.set(1);
+        let previous = all.insert(slot, attached);
+        drop(all);
         if let Some(previous) = previous {
             tracing::info!(
                 "device {}: a new connection; closing the previous one",
@@ -261,16 +285,19 @@ impl DeviceLink {
         ids.collect()
     }
 
-    /// Closes the connection of every registered device whose key is no
-    /// longer among `keys` (id, key hash): revoked, deleted, or claimed
-    /// anew. Returns their names.
-    pub(super) fn drop_unknown_keys(&self, keys: &[(i64, String)]) -> Vec<String> {
+    /// Closes the connection of every registered device attached before
+    /// connection `before` whose key is no longer among `keys` (id, key
+    /// hash): revoked, deleted, or claimed anew. Returns their names.
+    pub(super) fn drop_unknown_keys(&self, keys: &[(i64, String)], before: u64) -> Vec<String> {
         let mut gone = Vec::new();
         let mut attached = self.lock();
         attached.retain(|_, a| {
             let Who::Registered { id, key_hash, .. } = &a.who else {
                 return true;
             };
+            if a.id >= before {
+                return true;
+            }
             let valid = keys.iter().any(|(i, h)| i == id && h == key_hash);
             if !valid {
                 a.cancel.cancel();

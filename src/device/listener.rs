@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::lines::{StreamLines, StreamSink};
 use super::pairing::Transport;
-use super::session::{self, Devices, Peer, Start, StreamLines, StreamSink};
+use super::session::{self, Devices, Peer, Start};
 use crate::config::{Allowlist, Config};
 use crate::limits::AddressKey;
 use crate::net::Listener;
@@ -58,7 +59,7 @@ async fn serve_with(
         };
         let start = if token {
             Start::Prove {
-                waiting: devices.wait(&peer),
+                waiting: devices.enter_waiting_room(&peer),
             }
         } else {
             Start::Original
@@ -78,7 +79,7 @@ async fn serve_with(
                 }
             };
             if let Some(reason) = reason {
-                tracing::info!("device {} disconnected: {reason}", peer.name);
+                tracing::info!("device {} disconnected: {reason}", peer.label);
             }
         });
         // Under a flood of connections, let the new one read the `auth`
@@ -104,9 +105,9 @@ async fn accept(
     match listener {
         Listener::Tcp(l) => {
             let (stream, peer) = l.accept().await?;
-            let key = Some(AddressKey::from(peer.ip()));
+            let address = Some(AddressKey::from(peer.ip()));
             if !allow.allows(peer.ip()) {
-                if let Some(held) = devices.may_warn(key) {
+                if let Some(held) = devices.may_warn(address) {
                     tracing::warn!(
                         "control: refused {}: not in control_remote_address{held}",
                         peer.ip()
@@ -115,13 +116,13 @@ async fn accept(
                 return Ok(None);
             }
             keep_alive(&stream, &peer);
-            let name = peer.to_string();
+            let label = peer.to_string();
             let transport = Transport::Tcp;
             Ok(Some((
                 Stream::Tcp(stream),
                 Peer {
-                    name,
-                    key,
+                    label,
+                    address,
                     transport,
                 },
             )))
@@ -129,11 +130,11 @@ async fn accept(
         // File permissions guard a unix socket: every peer is accepted.
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
-            let name = format!("unix:{}", path.display());
+            let label = format!("unix:{}", path.display());
             let transport = Transport::Unix;
             let peer = Peer {
-                name,
-                key: None,
+                label,
+                address: None,
                 transport,
             };
             Ok(Some((Stream::Unix(stream), peer)))

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{DeviceLink, Who};
@@ -20,6 +21,10 @@ use crate::store::{self, DeviceError, secret_hash};
 pub const KEY_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Time between two notes that the connected devices are still there.
 pub const STILL_CONNECTED_EVERY: Duration = Duration::from_secs(30);
+/// Claim and key checks under way at once, from every address together:
+/// each reads the registry, and strangers from many addresses must not
+/// keep the database busy.
+const CHECKS_AT_ONCE: usize = 4;
 /// One claim, key or token check a second per address.
 const CHECKS: Rate = Rate {
     burst: 1,
@@ -38,7 +43,7 @@ pub enum Transport {
 impl Transport {
     /// Where it comes in, as log lines begin: `control` (the control port,
     /// as before there were others), `control TLS`, `/device`.
-    pub fn port(self) -> &'static str {
+    pub fn log_prefix(self) -> &'static str {
         match self {
             Transport::Tcp | Transport::Unix => "control",
             Transport::Tls => "control TLS",
@@ -46,6 +51,13 @@ impl Transport {
         }
     }
 
+    /// Whether it is the control port's, where the original device and the
+    /// control token are known.
+    pub fn is_control_port(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Unix)
+    }
+
+    /// Its name in the registry.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
@@ -59,14 +71,29 @@ impl Transport {
 /// Why a device was not let in.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error("a second claim or key check within a second from this address; not checked")]
+    #[error("{0}")]
+    FirstLine(&'static str),
+    #[error("a second token, claim or key check within a second from this address; not checked")]
     TooFast,
+    #[error("{CHECKS_AT_ONCE} claim or key checks under way already; not checked")]
+    Busy,
     #[error("claim refused: {0}")]
     Claim(DeviceError),
     #[error("wrong or revoked key")]
     Key,
-    #[error("database: {0}")]
+    /// The words the original used for a wrong token, where a token is set.
+    #[error("wrong auth token or device key")]
+    TokenOrKey,
+    #[error("the check could not be made: {0}")]
     Store(String),
+}
+
+impl Refused {
+    /// Whether the device hears `error auth`: not when the check could not
+    /// be made, so that a device does not give up a good key for it.
+    pub fn is_an_answer(&self) -> bool {
+        !matches!(self, Refused::Busy | Refused::Store(_))
+    }
 }
 
 /// A registered device let in: who it is, and the key to tell it when it
@@ -80,6 +107,7 @@ pub struct Paired {
 pub struct Pairing {
     store: store::Handle,
     checks: RateLimiter<Option<AddressKey>>,
+    under_way: Semaphore,
 }
 
 impl Pairing {
@@ -87,6 +115,7 @@ impl Pairing {
         Pairing {
             store,
             checks: RateLimiter::default(),
+            under_way: Semaphore::new(CHECKS_AT_ONCE),
         }
     }
 
@@ -98,6 +127,7 @@ impl Pairing {
 
     /// Trades the claim code `code` for a new key.
     pub async fn claim(&self, code: String) -> Result<Paired, Refused> {
+        let _under_way = self.under_way.try_acquire().map_err(|_| Refused::Busy)?;
         let now = unix_seconds();
         let claimed = self
             .store
@@ -121,6 +151,7 @@ impl Pairing {
 
     /// The device whose key is `key`.
     pub async fn key(&self, key: String) -> Result<Paired, Refused> {
+        let _under_way = self.under_way.try_acquire().map_err(|_| Refused::Busy)?;
         let key_hash = secret_hash(&key);
         let device = self
             .store
@@ -161,16 +192,21 @@ impl Pairing {
     }
 }
 
-/// Until `shutdown`: every two seconds, and at once when the link
-/// is asked to recheck, closes the connected devices whose key is no longer
-/// valid; every half minute notes the connected ones as still there.
-pub async fn watch_keys(link: DeviceLink, store: store::Handle, shutdown: CancellationToken) {
+/// Notes in the registry that no device is connected, before the device
+/// ports open: what a bitsd that stopped left there is not true any more.
+pub async fn forget_connections(store: &store::Handle) {
     let cleared = store
         .run(|db| db.device_disconnected(None, unix_seconds()))
         .await;
     if let Err(e) = cleared {
         tracing::warn!("cannot clear the devices' connections: {}", Report(&e));
     }
+}
+
+/// Until `shutdown`: every two seconds, and at once when the link
+/// is asked to recheck, closes the connected devices whose key is no longer
+/// valid; every half minute notes the connected ones as still there.
+pub async fn watch_keys(link: DeviceLink, store: store::Handle, shutdown: CancellationToken) {
     let mut checks = tokio::time::interval(KEY_CHECK_EVERY);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut notes = tokio::time::interval(STILL_CONNECTED_EVERY);
@@ -194,6 +230,9 @@ pub async fn watch_keys(link: DeviceLink, store: store::Handle, shutdown: Cancel
         if link.connected_ids().is_empty() {
             continue;
         }
+        // Connections attached from now on proved a key newer than the
+        // list read next: only older ones are checked against it.
+        let before = link.next_connection();
         let keys = match store.run(|db| db.device_keys()).await {
             Ok(keys) => keys,
             Err(e) => {
@@ -201,7 +240,7 @@ pub async fn watch_keys(link: DeviceLink, store: store::Handle, shutdown: Cancel
                 continue;
             }
         };
-        for name in link.drop_unknown_keys(&keys) {
+        for name in link.drop_unknown_keys(&keys, before) {
             tracing::info!("device {name}: its key was revoked, replaced or deleted; disconnected");
         }
     }

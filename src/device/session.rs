@@ -1,19 +1,18 @@
-//! One device connection once accepted, whatever carries its lines (a
-//! byte stream, a websocket): who it is (a token, a key, a claim code, or
-//! the original device), then its lines to the state and the state's lines
-//! to it until it leaves.
+//! One device connection once accepted, whatever carries its lines
+//! (`lines`): who it is (a token, a key, a claim code, or the original
+//! device), then its lines to the state and the state's lines to it until
+//! it leaves; and what every transport shares ([`Devices`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::lines::{End, LineSink, LineSource, close};
 use super::link::{Attachment, DeviceLink, Who};
 use super::pairing::{Paired, Pairing, Refused, Transport};
-use super::protocol::{self, Command, LineFramer, MAX_LINE, parse_line};
+use super::protocol::{self, Command, MAX_LINE, parse_line};
 use super::waiting::{Ticket, Waiting};
 use crate::config::Options;
 use crate::escape::Shown;
@@ -30,123 +29,27 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 const AUTHENTICATING: usize = 32;
 const AUTHENTICATING_PER_ADDRESS: usize = 4;
 
-/// Why a connection ended, or how its lines stopped.
-#[derive(Debug)]
-pub enum End {
-    /// The peer closed it.
-    Closed,
-    /// It closed in the middle of a line of this many bytes.
-    Unfinished(usize),
-    /// A line (or message) over [`MAX_LINE`] bytes.
-    TooLong,
-    Failed(String),
-}
-
-/// The lines a device sends, whatever carries them.
-pub trait LineSource: Send {
-    /// The next line, without its end.
-    fn next_line(&mut self) -> impl Future<Output = Result<BytesMut, End>> + Send;
-}
-
-/// Where the lines for a device go.
-pub trait LineSink: Send {
-    /// Time between pings, for a transport that a proxy closes when it is
-    /// quiet; none for byte streams, which TCP keepalive watches.
-    const PING_EVERY: Option<Duration> = None;
-
-    fn send_line(&mut self, line: String) -> impl Future<Output = Result<(), String>> + Send;
-
-    /// Sends a ping, when the transport has them.
-    fn ping(&mut self) -> impl Future<Output = Result<(), String>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Ends the connection as the transport ends one (a TLS close_notify,
-    /// a websocket close frame).
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
-}
-
-/// Time a connection's ending may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// Ends `sink`, within [`CLOSE_TIMEOUT`].
-async fn close<W: LineSink>(sink: &mut W) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
-}
-
-/// Lines framed on a byte stream (TCP, TLS, a unix socket).
-pub struct StreamLines<R> {
-    reader: R,
-    framer: LineFramer,
-}
-
-impl<R> StreamLines<R> {
-    pub fn new(reader: R) -> StreamLines<R> {
-        StreamLines {
-            reader,
-            framer: LineFramer::new(),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> LineSource for StreamLines<R> {
-    async fn next_line(&mut self) -> Result<BytesMut, End> {
-        loop {
-            match self.framer.next_line() {
-                Ok(Some(line)) => return Ok(line),
-                Ok(None) => {}
-                Err(_) => return Err(End::TooLong),
-            }
-            self.framer.buffer().reserve(MAX_LINE);
-            match self.reader.read_buf(self.framer.buffer()).await {
-                Ok(0) if self.framer.pending() > 0 => {
-                    return Err(End::Unfinished(self.framer.pending()));
-                }
-                Ok(0) => return Err(End::Closed),
-                Ok(_) => {}
-                Err(e) => return Err(End::Failed(format!("read failed: {e}"))),
-            }
-        }
-    }
-}
-
-/// Lines written to a byte stream, each ended by `\n`.
-pub struct StreamSink<W>(pub W);
-
-impl<W: AsyncWrite + Unpin + Send> LineSink for StreamSink<W> {
-    async fn send_line(&mut self, line: String) -> Result<(), String> {
-        let mut bytes = line.into_bytes();
-        bytes.push(b'\n');
-        self.0
-            .write_all(&bytes)
-            .await
-            .map_err(|e| format!("write failed: {e}"))
-    }
-
-    async fn close(&mut self) {
-        let _ = self.0.shutdown().await;
-    }
-}
-
 /// Who connected: for logs and the registry, and the address the limits
 /// count.
 pub struct Peer {
-    pub name: String,
-    pub key: Option<AddressKey>,
+    /// The address as logs show it (with the port, when there is one).
+    pub label: String,
+    /// The address the per-address limits count; none on a unix socket.
+    pub address: Option<AddressKey>,
     pub transport: Transport,
 }
 
 impl Peer {
     /// Its address without the port, as the registry shows it.
-    fn address(&self) -> String {
-        match self.name.parse::<std::net::SocketAddr>() {
+    fn registry_address(&self) -> String {
+        match self.label.parse::<std::net::SocketAddr>() {
             Ok(address) => address.ip().to_string(),
-            Err(_) => self.name.clone(),
+            Err(_) => self.label.clone(),
         }
     }
 }
 
-/// Who may be the device and how it proves it: what every transport shares.
+/// Who may be a device and how it proves it: what every transport shares.
 pub struct Devices {
     state: State,
     link: DeviceLink,
@@ -177,6 +80,7 @@ impl Devices {
         pairing: Pairing,
         shutdown: CancellationToken,
     ) -> Arc<Devices> {
+        let room = || Waiting::new(AUTHENTICATING, AUTHENTICATING_PER_ADDRESS);
         Arc::new(Devices {
             state,
             link,
@@ -190,9 +94,9 @@ impl Devices {
             warnings: RateLimiter::default(),
             all_warnings: QuietLog::default(),
             evictions: QuietLog::default(),
-            control_room: Waiting::new(AUTHENTICATING, AUTHENTICATING_PER_ADDRESS),
-            tls_room: Waiting::new(AUTHENTICATING, AUTHENTICATING_PER_ADDRESS),
-            websocket_room: Waiting::new(AUTHENTICATING, AUTHENTICATING_PER_ADDRESS),
+            control_room: room(),
+            tls_room: room(),
+            websocket_room: room(),
         })
     }
 
@@ -217,21 +121,21 @@ impl Devices {
     /// Places a connection among those of its transport waiting to
     /// authenticate, closing the oldest one (of its address first) at
     /// their limit.
-    pub fn wait(&self, peer: &Peer) -> Ticket {
+    pub fn enter_waiting_room(&self, peer: &Peer) -> Ticket {
         let room = match peer.transport {
             Transport::Tcp | Transport::Unix => &self.control_room,
             Transport::Tls => &self.tls_room,
             Transport::Websocket => &self.websocket_room,
         };
-        let (ticket, evicted) = room.enter(peer.key, peer.name.clone());
+        let (ticket, evicted) = room.enter(peer.address, peer.label.clone());
         if let Some(evicted) = evicted {
             self.link.metrics().device_waiting_evicted.inc();
             if let Some(held) = self.evictions.pass() {
                 tracing::warn!(
                     "{}: closed {evicted}: not authenticated yet, and the connections \
                      waiting to authenticate were at their limit; room made for {}{held}",
-                    peer.transport.port(),
-                    peer.name
+                    peer.transport.log_prefix(),
+                    peer.label
                 );
             }
         }
@@ -240,12 +144,12 @@ impl Devices {
 
     /// Logs (at a bounded rate) why `peer` was closed before it became a
     /// device.
-    fn refused(&self, peer: &Peer, why: &str) {
-        if let Some(held) = self.may_warn(peer.key) {
+    pub fn refused(&self, peer: &Peer, why: &dyn std::fmt::Display) {
+        if let Some(held) = self.may_warn(peer.address) {
             tracing::warn!(
                 "{}: closed {}: {why}{held}",
-                peer.transport.port(),
-                peer.name
+                peer.transport.log_prefix(),
+                peer.label
             );
         }
     }
@@ -273,9 +177,12 @@ pub async fn run<R: LineSource, W: LineSink>(
     devices: &Devices,
 ) -> Option<String> {
     let shutdown = &devices.shutdown;
-    let (who, new_key) = match start {
-        Start::Proved(paired) => (paired.who, paired.new_key),
-        Start::Original => (Who::Original, None),
+    let paired = match start {
+        Start::Proved(paired) => paired,
+        Start::Original => Paired {
+            who: Who::Original,
+            new_key: None,
+        },
         Start::Prove { waiting } => {
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -288,49 +195,92 @@ pub async fn run<R: LineSource, W: LineSink>(
             }
             let line = match outcome {
                 Err(_) => {
-                    devices.refused(peer, &format!("no first line within {AUTH_TIMEOUT:?}"));
+                    let why = format!("no first line within {AUTH_TIMEOUT:?}");
+                    devices.refused(peer, &why);
                     return None;
                 }
                 Ok(Err(_)) => {
-                    devices.refused(peer, "closed before authenticating");
+                    devices.refused(peer, &"closed before authenticating");
                     return None;
                 }
                 Ok(Ok(line)) => line,
             };
-            match prove(&line, peer, devices).await {
-                Ok(paired) => (paired.who, paired.new_key),
-                Err(why) => {
-                    let _ = sink.send_line(protocol::ERROR_AUTH.to_string()).await;
-                    close(&mut sink).await;
-                    devices.refused(peer, &why);
+            let proved = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                proved = prove(&line, peer, devices) => proved,
+            };
+            match proved {
+                Ok(paired) => paired,
+                Err(refused) => {
+                    refuse(&mut sink, peer, devices, &refused).await;
                     return None;
                 }
             }
         }
     };
+    let Paired { who, new_key } = paired;
     if let Some(key) = new_key {
         // Before anything else, so the device reads its key first.
-        if let Err(e) = sink.send_line(protocol::key_line(&key)).await {
-            return Some(format!("key not delivered: {e}"));
-        }
-        tracing::info!("device {} claimed from {}", who.name(), peer.name);
+        deliver_key(&mut sink, &who, peer, &key).await.ok()?;
     }
     serve(lines, sink, peer, who, devices).await
 }
 
-/// Checks a connection's first line: the control token (plain TCP only), a
-/// claim code or a key.
-async fn prove(line: &[u8], peer: &Peer, devices: &Devices) -> Result<Paired, String> {
-    let command = parse_line(line).map_err(|_| first_line_wanted(peer))?;
-    if !matches!(command, Command::Auth(_) | Command::Claim(_)) {
-        return Err(first_line_wanted(peer));
+/// Answers a refused first line with `error auth` (unless the check could
+/// not be made: then the device's key is not in doubt), closes, and logs
+/// why at a bounded rate.
+async fn refuse<W: LineSink>(sink: &mut W, peer: &Peer, devices: &Devices, refused: &Refused) {
+    if refused.is_an_answer() {
+        let _ = sink.send_line(protocol::ERROR_AUTH.to_string()).await;
     }
-    if !devices.pairing.may_check(peer.key) {
-        return Err(Refused::TooFast.to_string());
+    close(sink).await;
+    devices.refused(peer, refused);
+}
+
+/// Sends a device the key it just claimed; the code is used up, so a key
+/// that does not arrive needs a new code.
+async fn deliver_key<W: LineSink>(
+    sink: &mut W,
+    who: &Who,
+    peer: &Peer,
+    key: &str,
+) -> Result<(), String> {
+    match sink.send_line(protocol::key_line(key)).await {
+        Ok(()) => {
+            tracing::info!("device {} claimed from {}", who.name(), peer.label);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(
+                "device {} claimed from {}, but its key was not delivered ({e}): \
+                 it needs a new claim code (bitsd device claim {})",
+                who.name(),
+                peer.label,
+                who.name()
+            );
+            Err(format!("key not delivered: {e}"))
+        }
+    }
+}
+
+/// Checks a connection's first line: the control token (on the control
+/// port only), a claim code or a key.
+async fn prove(line: &[u8], peer: &Peer, devices: &Devices) -> Result<Paired, Refused> {
+    let on_control_port = peer.transport.is_control_port();
+    let wanted = if on_control_port {
+        "first line is not `auth <token>`, `auth <key>` or `claim <code>`"
+    } else {
+        "first line is not `auth <key>` or `claim <code>`"
+    };
+    let command = match parse_line(line) {
+        Ok(command @ (Command::Auth(_) | Command::Claim(_))) => command,
+        _ => return Err(Refused::FirstLine(wanted)),
+    };
+    if !devices.pairing.may_check(peer.address) {
+        return Err(Refused::TooFast);
     }
     match command {
         Command::Auth(given) => {
-            let on_control_port = matches!(peer.transport, Transport::Tcp | Transport::Unix);
             if on_control_port
                 && let Some(token) = &devices.token
                 && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
@@ -341,27 +291,22 @@ async fn prove(line: &[u8], peer: &Peer, devices: &Devices) -> Result<Paired, St
                 });
             }
             devices.pairing.key(given).await.map_err(|e| match e {
-                // The words the original used for a wrong token.
-                Refused::Key if on_control_port && devices.token.is_some() => {
-                    "wrong auth token or device key".to_string()
-                }
-                e => e.to_string(),
+                Refused::Key if on_control_port && devices.token.is_some() => Refused::TokenOrKey,
+                e => e,
             })
         }
-        Command::Claim(code) => devices.pairing.claim(code).await.map_err(|e| e.to_string()),
-        _ => unreachable!("matched above"),
+        Command::Claim(code) => devices.pairing.claim(code).await,
+        _ => Err(Refused::FirstLine(wanted)),
     }
 }
 
-fn first_line_wanted(peer: &Peer) -> String {
-    match peer.transport {
-        Transport::Tcp | Transport::Unix => {
-            "first line is not `auth <token>`, `auth <key>` or `claim <code>`".to_string()
-        }
-        Transport::Tls | Transport::Websocket => {
-            "first line is not `auth <key>` or `claim <code>`".to_string()
-        }
+/// Notes a registered device's connection in the registry, and logs it.
+async fn note_connected(who: &Who, peer: &Peer, devices: &Devices) {
+    if let Some(id) = who.registered_id() {
+        let address = peer.registry_address();
+        devices.pairing.connected(id, address, peer.transport).await;
     }
+    tracing::info!("device {} connected from {}", who.name(), peer.label);
 }
 
 /// Makes the connection the device `who` until it leaves, is replaced, its
@@ -383,12 +328,10 @@ async fn serve<R: LineSource, W: LineSink>(
     } else {
         devices.link.attach(who.clone(), &devices.shutdown)
     };
-    let mut registered = registered_id(&who);
-    if let Some(id) = registered {
-        let pairing = &devices.pairing;
-        pairing.connected(id, peer.address(), peer.transport).await;
-    }
-    tracing::info!("device {} connected from {}", who.name(), peer.name);
+    note_connected(&who, peer, devices).await;
+    // Skipped lines, logged at a bounded rate: a device with a leaked key
+    // could otherwise fill the log.
+    let skips = QuietLog::default();
     let reason = loop {
         let id = attachment.id;
         let Attachment {
@@ -398,32 +341,16 @@ async fn serve<R: LineSource, W: LineSink>(
             skipped,
             ..
         } = &mut attachment;
-        let write = async {
-            let mut pings = W::PING_EVERY
-                .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
-            loop {
-                let ping = async {
-                    match &mut pings {
-                        Some(pings) => pings.tick().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let line = tokio::select! {
-                    line = outbox.recv() => line,
-                    _ = ping => {
-                        sink.ping().await?;
-                        continue;
-                    }
-                };
-                let Some(line) = line else {
-                    return Err::<(), String>("link closed".to_string());
-                };
-                tracing::debug!("to device {}: {}", who.name(), Shown(&line));
-                sink.send_line(line).await?;
-            }
-        };
+        let write = write_lines(&mut sink, outbox, &who);
         let read = async {
             let origin = who.origin();
+            let counted = |accepted_line: bool| {
+                if accepted_line {
+                    accepted.inc();
+                } else {
+                    skipped.inc();
+                }
+            };
             if std::mem::take(&mut may_switch) {
                 match tokio::time::timeout(AUTH_TIMEOUT, lines.next_line()).await {
                     Err(_) => devices.link.confirm(id),
@@ -433,10 +360,7 @@ async fn serve<R: LineSource, W: LineSink>(
                             return Ok(line);
                         }
                         devices.link.confirm(id);
-                        match handle_line(&line, &who, &origin, devices).await? {
-                            true => accepted.inc(),
-                            false => skipped.inc(),
-                        };
+                        counted(handle_line(&line, &who, &origin, devices, &skips).await?);
                     }
                 }
             }
@@ -448,7 +372,7 @@ async fn serve<R: LineSource, W: LineSink>(
                             tracing::warn!(
                                 "device {} ({}): silent for {} s; closing",
                                 who.name(),
-                                peer.name,
+                                peer.label,
                                 limit.as_secs()
                             );
                             return Err(format!("silent for {} s", limit.as_secs()));
@@ -460,15 +384,14 @@ async fn serve<R: LineSource, W: LineSink>(
                     Ok(line) => line,
                     Err(end) => return Err(ended(end, &who, peer)),
                 };
-                match handle_line(&line, &who, &origin, devices).await? {
-                    true => accepted.inc(),
-                    false => skipped.inc(),
-                };
+                counted(handle_line(&line, &who, &origin, devices, &skips).await?);
             }
         };
-        let switch = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => {
-                break "replaced by a new connection, its key ended, or shutting down".to_string();
+                break "replaced by a newer connection of the same device, its key ended, \
+                       or shutting down"
+                    .to_string();
             }
             Err(why) = write => break why,
             read = read => match read {
@@ -478,33 +401,37 @@ async fn serve<R: LineSource, W: LineSink>(
         };
         // The first line of a connection taken for the original device
         // claims or proves a registered one: it becomes that device.
-        match prove(&switch, peer, devices).await {
+        let proved = tokio::select! {
+            _ = devices.shutdown.cancelled() => break "shutting down".to_string(),
+            proved = prove(&first, peer, devices) => proved,
+        };
+        match proved {
             Ok(paired) => {
                 devices.link.detach(&who, attachment.id);
-                if let Some(key) = paired.new_key
-                    && let Err(e) = sink.send_line(protocol::key_line(&key)).await
+                if let Some(key) = &paired.new_key
+                    && let Err(why) = deliver_key(&mut sink, &paired.who, peer, key).await
                 {
-                    break format!("key not delivered: {e}");
+                    break why;
                 }
                 who = paired.who;
                 attachment = devices.link.attach(who.clone(), &devices.shutdown);
-                registered = registered_id(&who);
-                if let Some(id) = registered {
-                    let pairing = &devices.pairing;
-                    pairing.connected(id, peer.address(), peer.transport).await;
-                }
-                tracing::info!("device {} connected from {}", who.name(), peer.name);
+                note_connected(&who, peer, devices).await;
             }
-            Err(why) => {
-                let _ = sink.send_line(protocol::ERROR_AUTH.to_string()).await;
-                devices.refused(peer, &why);
+            // What looked like a key is no key: the original daemon's own
+            // token, on a port that has none, as it always was.
+            Err(Refused::Key) if matches!(parse_line(&first), Ok(Command::Auth(_))) => {
+                devices.link.confirm(id);
+            }
+            Err(refused) => {
+                let why = refused.to_string();
+                refuse(&mut sink, peer, devices, &refused).await;
                 break why;
             }
         }
     };
     devices.link.detach(&who, attachment.id);
     close(&mut sink).await;
-    if let Some(id) = registered
+    if let Some(id) = who.registered_id()
         && !devices.link.connected_ids().contains(&id)
     {
         devices.pairing.disconnected(id).await;
@@ -512,10 +439,42 @@ async fn serve<R: LineSource, W: LineSink>(
     Some(format!("{} ({})", reason, who.name()))
 }
 
+/// Writes the lines queued for the device `who` until the link closes or a
+/// write fails, pinging on transports that need it.
+async fn write_lines<W: LineSink>(
+    sink: &mut W,
+    outbox: &mut tokio::sync::mpsc::Receiver<String>,
+    who: &Who,
+) -> Result<(), String> {
+    let mut pings = W::PING_EVERY
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+    loop {
+        let ping = async {
+            match &mut pings {
+                Some(pings) => pings.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let line = tokio::select! {
+            line = outbox.recv() => line,
+            _ = ping => {
+                sink.ping().await?;
+                continue;
+            }
+        };
+        let Some(line) = line else {
+            return Err("link closed".to_string());
+        };
+        tracing::debug!("to device {}: {}", who.name(), Shown(&line));
+        sink.send_line(line).await?;
+    }
+}
+
 /// Whether a first line on a port without a token is a registered
 /// device's: a claim, or `auth` with what can be a key (43 characters of
 /// base64url). The original daemon's `auth <token>` there is ignored, as
-/// it always was.
+/// it always was (and one that happens to look like a key, once found to
+/// be none).
 fn proves_registered(line: &[u8]) -> bool {
     match parse_line(line) {
         Ok(Command::Claim(_)) => true,
@@ -529,29 +488,19 @@ fn proves_registered(line: &[u8]) -> bool {
     }
 }
 
-fn registered_id(who: &Who) -> Option<i64> {
-    match who {
-        Who::Original => None,
-        Who::Registered { id, .. } => Some(*id),
-    }
-}
-
 /// Why the lines ended, logged when it was the device's fault.
 fn ended(end: End, who: &Who, peer: &Peer) -> String {
+    let peer = &peer.label;
     let name = who.name();
     match end {
         End::Closed => "end of stream".to_string(),
         End::Unfinished(bytes) => {
-            tracing::warn!(
-                "device {name} ({}): unfinished line of {bytes} bytes dropped",
-                peer.name
-            );
+            tracing::warn!("device {name} ({peer}): unfinished line of {bytes} bytes dropped");
             "end of stream".to_string()
         }
         End::TooLong => {
             tracing::warn!(
-                "device {name} ({}): line longer than {MAX_LINE} bytes; line discarded, closing",
-                peer.name
+                "device {name} ({peer}): line longer than {MAX_LINE} bytes; line discarded, closing"
             );
             format!("line longer than {MAX_LINE} bytes")
         }
@@ -567,12 +516,15 @@ async fn handle_line(
     who: &Who,
     origin: &Origin,
     devices: &Devices,
+    skips: &QuietLog,
 ) -> Result<bool, String> {
     let command = match parse_line(line) {
         Ok(command) => command,
         Err(protocol::ParseError::Empty) => return Ok(true),
         Err(reason) => {
-            tracing::warn!("device {}: line skipped: {reason}", who.name());
+            if let Some(held) = skips.pass() {
+                tracing::warn!("device {}: line skipped: {reason}{held}", who.name());
+            }
             return Ok(false);
         }
     };

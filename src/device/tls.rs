@@ -14,9 +14,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::lines::{StreamLines, StreamSink};
 use super::listener::keep_alive;
 use super::pairing::Transport;
-use super::session::{self, AUTH_TIMEOUT, Devices, Peer, Start, StreamLines, StreamSink};
+use super::session::{self, AUTH_TIMEOUT, Devices, Peer, Start};
 use crate::config::Options;
 use crate::limits::AddressKey;
 
@@ -87,11 +88,11 @@ pub async fn serve_tls(
         };
         keep_alive(&stream, &address);
         let peer = Peer {
-            name: address.to_string(),
-            key: Some(AddressKey::from(address.ip())),
+            label: address.to_string(),
+            address: Some(AddressKey::from(address.ip())),
             transport: Transport::Tls,
         };
-        let waiting = devices.wait(&peer);
+        let waiting = devices.enter_waiting_room(&peer);
         let (devices, acceptor) = (devices.clone(), port.acceptor.clone());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -102,11 +103,11 @@ pub async fn serve_tls(
                 done = handshake => match done {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
-                        tracing::debug!("control TLS: handshake with {} failed: {e}", peer.name);
+                        tracing::debug!("control TLS: handshake with {} failed: {e}", peer.label);
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!("control TLS: no handshake from {} within {AUTH_TIMEOUT:?}", peer.name);
+                        tracing::debug!("control TLS: no handshake from {} within {AUTH_TIMEOUT:?}", peer.label);
                         return;
                     }
                 },
@@ -115,8 +116,11 @@ pub async fn serve_tls(
             let (lines, sink) = (StreamLines::new(read), StreamSink(write));
             let start = Start::Prove { waiting };
             if let Some(reason) = session::run(lines, sink, &peer, start, &devices).await {
-                tracing::info!("device {} disconnected: {reason}", peer.name);
+                tracing::info!("device {} disconnected: {reason}", peer.label);
             }
         });
+        // Under a flood of connections, let the new one start its handshake
+        // before accepting the next.
+        tokio::task::yield_now().await;
     }
 }

@@ -22,7 +22,9 @@ use super::client::Client;
 use super::live::{Io, PING_EVERY, Upgrade};
 use super::places::Streams;
 use super::{App, Error};
-use crate::device::{End, LineSink, LineSource, Peer, Start, Transport, protocol};
+use crate::device::{
+    Devices, End, LineSink, LineSource, Paired, Peer, Refused, Start, Transport, protocol,
+};
 use crate::limits::AddressKey;
 
 pub fn router() -> Router<App> {
@@ -30,47 +32,37 @@ pub fn router() -> Router<App> {
 }
 
 /// The upgrade: checked like `/ws`'s, it takes one of the `web_max_streams`
-/// places; a key in `Authorization` is checked before it is answered.
+/// places, then a place among the connections waiting to authenticate; a
+/// key in `Authorization` is checked before it is answered.
 async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Request) -> Response {
     let peer = Peer {
-        name: client.label(),
-        key: client.ip.map(AddressKey::from),
+        label: client.label(),
+        address: client.ip.map(AddressKey::from),
         transport: Transport::Websocket,
     };
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|key| key.trim().to_string());
+        .and_then(bearer_token)
+        .map(str::to_string);
     let upgrade = match Upgrade::check(&mut request) {
         Ok(upgrade) => upgrade,
         Err(refused) => return refused.into_response(),
     };
-    let devices = app.devices.clone();
-    let start = match bearer {
-        Some(key) => {
-            if !devices.pairing().may_check(peer.key) {
-                return Error::TooManyRequests(
-                    "one key check a second from an address; try again in a second".into(),
-                )
-                .into_response();
-            }
-            match devices.pairing().key(key).await {
-                Ok(paired) => Start::Proved(paired),
-                Err(refused) => {
-                    tracing::warn!("/device: {} refused: {refused}", peer.name);
-                    return Error::DeviceKey.into_response();
-                }
-            }
-        }
-        None => Start::Prove {
-            waiting: devices.wait(&peer),
-        },
-    };
     let place = match Streams::take(&app) {
         Ok(place) => place,
         Err(refused) => return refused.into_response(),
+    };
+    let devices = app.devices.clone();
+    let start = match bearer {
+        Some(key) => match check_bearer(&devices, &peer, key).await {
+            Ok(paired) => Start::Proved(paired),
+            Err(refused) => return refused.into_response(),
+        },
+        None => Start::Prove {
+            waiting: devices.enter_waiting_room(&peer),
+        },
     };
     let token = app.tracker.token();
     let (on_upgrade, slot, response) = upgrade.accept();
@@ -98,11 +90,45 @@ async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Req
         )
         .await;
         if let Some(reason) = ended {
-            tracing::info!("device {} disconnected: {reason}", peer.name);
+            tracing::info!("device {} disconnected: {reason}", peer.label);
         }
         drop((token, slot, place));
     });
     response
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Checks the key of an `Authorization` header, at most once a second
+/// per address like every key check; a refusal is logged at a bounded
+/// rate.
+async fn check_bearer(devices: &Devices, peer: &Peer, key: String) -> Result<Paired, Error> {
+    if !devices.pairing().may_check(peer.address) {
+        devices.refused(peer, &Refused::TooFast);
+        return Err(Error::TooManyRequests(
+            "one key check a second from an address; try again in a second".into(),
+        ));
+    }
+    match devices.pairing().key(key).await {
+        Ok(paired) => Ok(paired),
+        Err(refused) => {
+            devices.refused(peer, &refused);
+            if refused.is_an_answer() {
+                Err(Error::DeviceKey)
+            } else {
+                // Not a verdict on the key: the device tries again.
+                Err(Error::TooManyRequests(format!(
+                    "{refused}; try again in a second"
+                )))
+            }
+        }
+    }
 }
 
 /// A device's messages, each one line.

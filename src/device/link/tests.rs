@@ -145,11 +145,11 @@ fn a_device_whose_key_ended_is_closed() {
         (1, "a newer key".to_string()),
         (2, "hash of display".to_string()),
     ];
-    assert_eq!(link.drop_unknown_keys(&keys), ["door"]);
+    assert_eq!(link.drop_unknown_keys(&keys, u64::MAX), ["door"]);
     assert!(door.cancel.is_cancelled());
     assert!(!display.cancel.is_cancelled() && !original.cancel.is_cancelled());
     assert_eq!(link.connected(), ["display"]);
-    assert_eq!(link.drop_unknown_keys(&[]), ["display"]);
+    assert_eq!(link.drop_unknown_keys(&[], u64::MAX), ["display"]);
     assert!(!original.cancel.is_cancelled(), "the original has no key");
 }
 
