@@ -1,12 +1,16 @@
 //! The TLS device port (`control_tls_port`): registered devices from any
-//! network, the same lines as the control port inside TLS (rustls).
+//! network, the same lines as the control port inside TLS (rustls), with
+//! a certificate read again when its files change.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -41,27 +45,108 @@ impl TlsPort {
     }
 }
 
+/// Time between two looks at the certificate files' modification times.
+const CERTIFICATE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// The server's TLS settings from `control_tls_cert` and `control_tls_key`.
 fn acceptor(options: &Options) -> anyhow::Result<TlsAcceptor> {
     let (Some(cert), Some(key)) = (&options.control_tls_cert, &options.control_tls_key) else {
         anyhow::bail!("control_tls_port is set: control_tls_cert and control_tls_key are needed");
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("control_tls_cert: {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!("control_tls_cert: {}: no certificate in it", cert.display());
-    }
-    let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("control_tls_key: {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let files = CertificateFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        provider: provider.clone(),
+        loaded: Mutex::new(Loaded::read(cert, key, &provider)?),
+    };
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS settings")?
         .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .context("control_tls_cert and control_tls_key do not make a certificate")?;
+        .with_cert_resolver(Arc::new(files));
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The certificate and key files, read again when they change (a renewal
+/// by certbot, say) so that bitsd need not be restarted.
+#[derive(Debug)]
+struct CertificateFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    loaded: Mutex<Loaded>,
+}
+
+/// The certificate in use, and what the files were when it was read.
+#[derive(Debug)]
+struct Loaded {
+    certified: Arc<CertifiedKey>,
+    modified: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl Loaded {
+    /// Reads both files; errors name the option at fault.
+    fn read(
+        cert: &Path,
+        key: &Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> anyhow::Result<Loaded> {
+        let modified = (modified(cert), modified(key));
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("control_tls_cert: {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!("control_tls_cert: {}: no certificate in it", cert.display());
+        }
+        let private = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow::anyhow!("control_tls_key: {}: {e}", key.display()))?;
+        let certified = CertifiedKey::from_der(chain, private, provider)
+            .context("control_tls_cert and control_tls_key do not make a certificate")?;
+        Ok(Loaded {
+            certified: Arc::new(certified),
+            modified,
+            checked: Instant::now(),
+        })
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl ResolvesServerCert for CertificateFiles {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl CertificateFiles {
+    /// The certificate to show: read again when its files changed since
+    /// they were last looked at, at most once a [`CERTIFICATE_CHECK_EVERY`].
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.checked.elapsed() >= CERTIFICATE_CHECK_EVERY {
+            loaded.checked = Instant::now();
+            let now = (modified(&self.cert), modified(&self.key));
+            if now != loaded.modified {
+                match Loaded::read(&self.cert, &self.key, &self.provider) {
+                    Ok(fresh) => {
+                        tracing::info!("control TLS: certificate read again");
+                        *loaded = fresh;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "control TLS: {e:#}; still showing the certificate read before"
+                        );
+                        loaded.modified = now;
+                    }
+                }
+            }
+        }
+        loaded.certified.clone()
+    }
 }
 
 /// Accepts devices on the TLS port until `shutdown`. A connection holds a
@@ -122,5 +207,48 @@ pub async fn serve_tls(
         // Under a flood of connections, let the new one start its handshake
         // before accepting the next.
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a new certificate for `name` into `cert` and `key`.
+    fn write_certificate(cert: &Path, key: &Path, name: &str) -> Vec<u8> {
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(cert, made.cert.pem()).unwrap();
+        std::fs::write(key, made.signing_key.serialize_pem()).unwrap();
+        made.cert.der().to_vec()
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_shown_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let first = write_certificate(&cert, &key, "bits.example.org");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let files = CertificateFiles {
+            loaded: Mutex::new(Loaded::read(&cert, &key, &provider).unwrap()),
+            cert: cert.clone(),
+            key: key.clone(),
+            provider,
+        };
+        let shown = |files: &CertificateFiles| files.current().cert[0].to_vec();
+        assert_eq!(shown(&files), first);
+        let renewed = write_certificate(&cert, &key, "bits.example.org");
+        let looked_at = |files: &CertificateFiles| {
+            let mut loaded = files.loaded.lock().unwrap();
+            loaded.checked -= CERTIFICATE_CHECK_EVERY;
+            // Modification times may not tell two writes in a row apart.
+            loaded.modified = (None, None);
+        };
+        assert_eq!(shown(&files), first, "not looked at again yet");
+        looked_at(&files);
+        assert_eq!(shown(&files), renewed);
+        // A half-written renewal: the certificate read before stays.
+        std::fs::write(&key, "not a key").unwrap();
+        looked_at(&files);
+        assert_eq!(shown(&files), renewed);
     }
 }

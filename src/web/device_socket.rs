@@ -3,6 +3,8 @@
 //! message per line either way; the key as the first message (`auth <key>`
 //! or `claim <code>`) or as `Authorization: Bearer <key>` on the upgrade.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -81,14 +83,16 @@ async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Req
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         let (sink, stream) = socket.split();
-        let ended = crate::device::run_session(
-            SocketLines(stream),
-            SocketSink(sink),
-            &peer,
-            start,
-            &devices,
-        )
-        .await;
+        let awaiting_pong = Arc::new(AtomicBool::new(false));
+        let lines = SocketLines {
+            stream,
+            awaiting_pong: awaiting_pong.clone(),
+        };
+        let sink = SocketSink {
+            sink,
+            awaiting_pong,
+        };
+        let ended = crate::device::run_session(lines, sink, &peer, start, &devices).await;
         if let Some(reason) = ended {
             tracing::info!("device {} disconnected: {reason}", peer.label);
         }
@@ -132,15 +136,23 @@ async fn check_bearer(devices: &Devices, peer: &Peer, key: String) -> Result<Pai
 }
 
 /// A device's messages, each one line.
-struct SocketLines(SplitStream<WebSocketStream<Io>>);
+struct SocketLines {
+    stream: SplitStream<WebSocketStream<Io>>,
+    /// Set by the sink's ping, cleared by the device's pong.
+    awaiting_pong: Arc<AtomicBool>,
+}
 
 impl LineSource for SocketLines {
     async fn next_line(&mut self) -> Result<BytesMut, End> {
         loop {
-            let line = match self.0.next().await {
+            let line = match self.stream.next().await {
                 None | Some(Ok(Message::Close(_))) => return Err(End::Closed),
                 Some(Ok(Message::Text(text))) => BytesMut::from(text.as_bytes()),
                 Some(Ok(Message::Binary(bytes))) => BytesMut::from(&bytes[..]),
+                Some(Ok(Message::Pong(_))) => {
+                    self.awaiting_pong.store(false, Ordering::Relaxed);
+                    continue;
+                }
                 // Pings are answered by the library.
                 Some(Ok(_)) => continue,
                 Some(Err(WsError::Capacity(_))) => return Err(End::TooLong),
@@ -161,27 +173,37 @@ fn without_line_end(mut line: BytesMut) -> BytesMut {
 }
 
 /// Lines to a device, one message each, with a ping every half minute so
-/// that proxies keep a quiet connection open.
-struct SocketSink(SplitSink<WebSocketStream<Io>, Message>);
+/// that proxies keep a quiet connection open; a device that has not
+/// answered the previous ping by the next is gone.
+struct SocketSink {
+    sink: SplitSink<WebSocketStream<Io>, Message>,
+    awaiting_pong: Arc<AtomicBool>,
+}
 
 impl LineSink for SocketSink {
     const PING_EVERY: Option<Duration> = Some(PING_EVERY);
 
     async fn send_line(&mut self, line: String) -> Result<(), String> {
-        self.0
+        self.sink
             .send(Message::Text(line.into()))
             .await
             .map_err(|e| format!("write failed: {e}"))
     }
 
     async fn ping(&mut self) -> Result<(), String> {
-        self.0
+        if self.awaiting_pong.swap(true, Ordering::Relaxed) {
+            return Err(format!(
+                "no answer to a ping within {} s",
+                PING_EVERY.as_secs()
+            ));
+        }
+        self.sink
             .send(Message::Ping(bytes::Bytes::new()))
             .await
             .map_err(|e| format!("ping failed: {e}"))
     }
 
     async fn close(&mut self) {
-        let _ = self.0.close().await;
+        let _ = self.sink.close().await;
     }
 }
