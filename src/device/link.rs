@@ -264,7 +264,7 @@ impl DeviceLink {
     }
 
     /// The names of the registered devices connected now, sorted.
-    pub fn connected(&self) -> Vec<String> {
+    pub fn registered_connected(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .lock()
             .values()

@@ -166,7 +166,7 @@ pub(super) async fn admin_answer(
             |t| words::when(&all.home, &clock.at(t)),
         )
     };
-    let connected = app.devices.link().connected();
+    let connected = app.devices.link().registered_connected();
     let now = unix_seconds();
     let devices = devices
         .into_iter()

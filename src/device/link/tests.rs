@@ -61,7 +61,7 @@ fn every_device_hears_what_the_others_changed() {
         ("door", link.attach(door.clone(), &shutdown)),
         ("display", link.attach(registered(2, "display"), &shutdown)),
     ];
-    assert_eq!(link.connected(), ["display", "door"]);
+    assert_eq!(link.registered_connected(), ["display", "door"]);
     let sample = Change::Temperature(TemperatureSample {
         timestamp: at(),
         sensor: 0,
@@ -107,9 +107,9 @@ fn a_new_connection_replaces_only_the_same_device_s() {
     assert!(!other.cancel.is_cancelled() && !original.cancel.is_cancelled());
     // The older one leaving does not take the newer one with it.
     link.detach(&registered(1, "door"), first.id);
-    assert_eq!(link.connected(), ["display", "door"]);
+    assert_eq!(link.registered_connected(), ["display", "door"]);
     link.detach(&registered(1, "door"), second.id);
-    assert_eq!(link.connected(), ["display"]);
+    assert_eq!(link.registered_connected(), ["display"]);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn a_device_whose_key_ended_is_closed() {
     assert_eq!(link.drop_unknown_keys(&keys, u64::MAX), ["door"]);
     assert!(door.cancel.is_cancelled());
     assert!(!display.cancel.is_cancelled() && !original.cancel.is_cancelled());
-    assert_eq!(link.connected(), ["display"]);
+    assert_eq!(link.registered_connected(), ["display"]);
     assert_eq!(link.drop_unknown_keys(&[], u64::MAX), ["display"]);
     assert!(!original.cancel.is_cancelled(), "the original has no key");
 }
