@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 /// What `bitsd` does; the server when no subcommand is given.
 #[derive(Subcommand, Debug, Clone, PartialEq)]
@@ -92,21 +92,45 @@ pub enum WebhookCommand {
 pub enum Fake {
     /// Connect to bitsd as the device and play a day in the room: openings,
     /// temperatures drifting, now and then a message.
-    Device {
-        /// bitsd's device port [default: control_local_address:control_local_port]
-        #[arg(long, value_name = "HOST:PORT")]
-        control: Option<String>,
-        /// Send `auth <token>` first [default: control_token, if set]
-        #[arg(long, value_name = "T")]
-        token: Option<String>,
-        /// Seconds between two rounds of temperature samples
-        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
-        interval: f64,
-    },
+    ///
+    /// As the original device on the control port (--control, --token), or
+    /// as a registered device on any transport (--control, --tls or --url,
+    /// with --claim or --key). A refused claim code, key or token, or a
+    /// certificate that fails the check, ends it with status 1.
+    Device(FakeDevice),
     /// Write plausible past days (openings, temperatures, messages) into the database.
     History {
         /// How many days back from yesterday
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3660))]
         days: u32,
     },
+}
+
+/// `bitsd fake device`: where it dials and how it proves who it is.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct FakeDevice {
+    /// bitsd's device port, plain TCP [default: control_local_address:control_local_port]
+    #[arg(long, value_name = "HOST:PORT", group = "dial")]
+    pub control: Option<String>,
+    /// bitsd's TLS device port (control_tls_port), for a registered device
+    #[arg(long, value_name = "HOST:PORT", group = "dial", requires = "proof")]
+    pub tls: Option<String>,
+    /// bitsd's device websocket, ws://HOST:PORT/device or wss://HOST/device, for a registered device
+    #[arg(long, value_name = "URL", group = "dial", requires = "proof")]
+    pub url: Option<String>,
+    /// Check bitsd's certificate against those in FILE (PEM) instead of the system's authorities, for --tls and wss://
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Send `auth <token>` first, as the original device [default: control_token, if set]
+    #[arg(long, value_name = "T", conflicts_with_all = ["tls", "url"])]
+    pub token: Option<String>,
+    /// Pair as a registered device: send `claim CODE` first, then print the key bitsd answers as `key: KEY`
+    #[arg(long, value_name = "CODE", group = "proof", conflicts_with = "token")]
+    pub claim: Option<String>,
+    /// Send `auth KEY` first, as the registered device with that key
+    #[arg(long, value_name = "KEY", group = "proof", conflicts_with = "token")]
+    pub key: Option<String>,
+    /// Seconds between two rounds of temperature samples
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    pub interval: f64,
 }

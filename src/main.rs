@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bitsd::commands::{Command, DeviceCommand, Fake, WebhookCommand};
+use bitsd::commands::{Command, DeviceCommand, Fake, FakeDevice, WebhookCommand};
 use bitsd::config::{self, Config};
 use bitsd::install;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +27,7 @@ fn main() -> ExitCode {
     let result = match command {
         Some(Command::Bootstrap) => bootstrap(&config),
         Some(Command::Fake(Fake::History { days })) => fake_history(&config, days),
-        Some(Command::Fake(Fake::Device {
-            control,
-            token,
-            interval,
-        })) => fake_device(&config, control, token, interval),
+        Some(Command::Fake(Fake::Device(fake))) => fake_device(&config, fake),
         Some(Command::Backup { file }) => backup(&config, &file),
         Some(Command::Check) => check(&config),
         Some(Command::Webhook(WebhookCommand::Test { name })) => webhook_test(&config, name),
@@ -40,6 +36,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // bitsd's refusal, as a fake device heard it: its own words.
+        Err(e) if e.is::<bitsd::fake::Refused>() => {
+            bitsd::logging::eprint_line(format_args!("{e}"));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // Not `eprintln!`: it panics when standard error is gone.
             bitsd::logging::eprint_line(format_args!("bitsd: {e:#}"));
@@ -175,35 +176,51 @@ fn fake_history(config: &Config, days: u32) -> anyhow::Result<()> {
 
 /// `bitsd fake device`: dials the configured device listener (with its
 /// token) unless told otherwise.
-fn fake_device(
-    config: &Config,
-    control: Option<String>,
-    token: Option<String>,
-    interval: f64,
-) -> anyhow::Result<()> {
-    if !(interval.is_finite() && interval > 0.0) {
+fn fake_device(config: &Config, fake: FakeDevice) -> anyhow::Result<()> {
+    use bitsd::fake::{Dial, Proof};
+    if !(fake.interval.is_finite() && fake.interval > 0.0) {
         anyhow::bail!("--interval must be a positive number of seconds");
     }
     let options = &config.options;
-    let control = match (control, &options.control_local_usocket) {
-        (Some(control), _) => control,
-        (None, Some(path)) => anyhow::bail!(
-            "the device listener is the unix socket {}; give --control HOST:PORT",
-            path.display()
-        ),
-        (None, None) => {
-            std::net::SocketAddr::new(options.control_local_address, options.control_local_port)
-                .to_string()
-        }
+    let dial = match (fake.control, fake.tls, fake.url) {
+        (_, Some(tls), _) => Dial::Tls(tls),
+        (_, _, Some(url)) => Dial::websocket(&url)?,
+        (Some(control), _, _) => Dial::Control(control),
+        (None, None, None) => match &options.control_local_usocket {
+            Some(path) => anyhow::bail!(
+                "the device listener is the unix socket {}; give --control HOST:PORT",
+                path.display()
+            ),
+            None => Dial::Control(
+                std::net::SocketAddr::new(
+                    options.control_local_address,
+                    options.control_local_port,
+                )
+                .to_string(),
+            ),
+        },
     };
-    let token = token.or_else(|| options.control_token.clone());
+    let proof = match (fake.claim, fake.key, fake.token) {
+        (Some(code), _, _) => Proof::Claim(code),
+        (_, Some(key), _) => Proof::Key(key),
+        (_, _, Some(token)) => Proof::Token(token),
+        (None, None, None) => match &options.control_token {
+            Some(token) if matches!(dial, Dial::Control(_)) => Proof::Token(token.clone()),
+            _ => Proof::Nothing,
+        },
+    };
+    let tls = match dial.uses_tls() {
+        true => Some(bitsd::fake::client_tls(fake.ca.as_deref())?),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(bitsd::fake::device(
-        &control,
-        token.as_deref(),
-        std::time::Duration::from_secs_f64(interval),
+        &dial,
+        proof,
+        tls.as_ref(),
+        std::time::Duration::from_secs_f64(fake.interval),
     ))
 }
 

@@ -1,18 +1,23 @@
 //! `bitsd fake`: a simulated device and a plausible past, for development
-//! and demos without hardware.
+//! and demos without hardware. `link` carries the device's lines over
+//! plain TCP, TLS or a websocket.
+
+mod link;
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{Datelike, Duration as Span, NaiveTime, Timelike};
 use rand::Rng;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_rustls::TlsConnector;
 
 use crate::clock::{Clock, LocalTime};
 use crate::config::Config;
 use crate::device::protocol;
 use crate::record::{ModifiedBy, StatusChange, StatusValue, TemperatureSample};
 use crate::store::{DEVICE_USER, Db};
+use link::Link;
+pub use link::{Dial, client_tls};
 
 const MESSAGES: &[&str] = &[
     "Who left the soldering iron on?",
@@ -23,15 +28,86 @@ const MESSAGES: &[&str] = &[
     "Somebody please water the plant",
 ];
 
-/// Plays the device against bitsd at `control` until it closes the
-/// connection or the process is stopped; reconnects after a failure.
-pub async fn device(control: &str, token: Option<&str>, interval: Duration) -> anyhow::Result<()> {
+/// How long bitsd has to answer a claim.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(10);
+/// How long an `error auth` may take to answer a key or a token, which
+/// bitsd accepts without a word: the device starts playing after that.
+const REFUSAL_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Time between a refusal and the one more try: past bitsd's one check
+/// a second per address.
+const RECHECK_AFTER: Duration = Duration::from_millis(1500);
+
+/// How the fake device proves who it is with its first line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proof {
+    /// No first line: the original device on a control port without a token.
+    Nothing,
+    /// `auth <token>`: the original device on a control port with a token.
+    Token(String),
+    /// `claim <code>`: a registered device pairing; bitsd answers its key.
+    Claim(String),
+    /// `auth <key>`: a registered device.
+    Key(String),
+}
+
+/// bitsd answered the first line with `error auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("bitsd refused the claim code: wrong, expired or already used")]
+    Claim,
+    #[error("bitsd refused the key: wrong or revoked")]
+    Key,
+    #[error("bitsd refused the token: wrong")]
+    Token,
+    #[error("bitsd wants a first line that proves the device: give --token, --key or --claim")]
+    Nothing,
+}
+
+impl Proof {
+    /// The first line, if any.
+    fn line(&self) -> Option<String> {
+        match self {
+            Proof::Nothing => None,
+            Proof::Token(secret) | Proof::Key(secret) => Some(format!("auth {secret}")),
+            Proof::Claim(code) => Some(format!("claim {code}")),
+        }
+    }
+
+    fn refused(&self) -> Refused {
+        match self {
+            Proof::Nothing => Refused::Nothing,
+            Proof::Token(_) => Refused::Token,
+            Proof::Claim(_) => Refused::Claim,
+            Proof::Key(_) => Refused::Key,
+        }
+    }
+}
+
+/// Plays the device against bitsd at `dial` until it closes the connection
+/// or the process is stopped; reconnects after a failure (with the key a
+/// claim gave). A refusal of the first line, or of bitsd's certificate,
+/// ends it with an error: trying again would not help.
+pub async fn device(
+    dial: &Dial,
+    mut proof: Proof,
+    tls: Option<&TlsConnector>,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let mut second_try = false;
     loop {
-        match play(control, token, interval).await {
+        match play(dial, &mut proof, tls, interval).await {
             Ok(()) => {
                 println!("bitsd closed the connection");
                 return Ok(());
             }
+            // bitsd refuses a check within a second of another from the
+            // same address in the same words: one more try tells them apart.
+            Err(e) if e.is::<Refused>() && !std::mem::replace(&mut second_try, true) => {
+                println!("{e}; trying once more in {RECHECK_AFTER:?}");
+                tokio::time::sleep(RECHECK_AFTER).await;
+            }
+            Err(e) if e.is::<Refused>() || link::bad_certificate(&e) => return Err(e),
             Err(e) => {
                 eprintln!("fake device: {e:#}; trying again in 2 s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -40,36 +116,73 @@ pub async fn device(control: &str, token: Option<&str>, interval: Duration) -> a
     }
 }
 
-async fn play(control: &str, token: Option<&str>, interval: Duration) -> anyhow::Result<()> {
-    let stream = tokio::net::TcpStream::connect(control)
-        .await
-        .with_context(|| format!("cannot connect to {control}"))?;
-    println!("connected to {control}");
-    let (reader, mut writer) = stream.into_split();
-    let mut lines = BufReader::new(reader).lines();
-    let mut send = async |line: String| -> anyhow::Result<()> {
-        println!("> {line}");
-        writer.write_all(format!("{line}\n").as_bytes()).await?;
-        Ok(())
-    };
-    if let Some(token) = token {
-        send(format!("auth {token}")).await?;
-    }
+async fn play(
+    dial: &Dial,
+    proof: &mut Proof,
+    tls: Option<&TlsConnector>,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let mut link = Link::connect(dial, tls).await?;
+    println!("connected to {dial}");
+    prove(&mut link, proof).await?;
     let mut room = Room::new();
-    send(protocol::status_line(room.open)).await?;
+    send(&mut link, protocol::status_line(room.open)).await?;
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 for line in room.step() {
-                    send(line).await?;
+                    send(&mut link, line).await?;
                 }
             }
-            line = lines.next_line() => match line? {
+            line = link.recv() => match line? {
+                Some(line) if line == protocol::ERROR_AUTH => return Err(proof.refused().into()),
                 Some(line) => println!("< {line}"),
                 None => return Ok(()),
             },
         }
+    }
+}
+
+async fn send(link: &mut Link, line: String) -> anyhow::Result<()> {
+    println!("> {line}");
+    link.send(&line).await
+}
+
+/// Sends the first line, if any, and reads bitsd's answer: a claim's key
+/// (printed as `key: <key>`, and kept for the next connections) or a
+/// refusal.
+async fn prove(link: &mut Link, proof: &mut Proof) -> anyhow::Result<()> {
+    let Some(first) = proof.line() else {
+        return Ok(());
+    };
+    send(link, first).await?;
+    if let Proof::Claim(_) = proof {
+        let answer = tokio::time::timeout(CLAIM_PATIENCE, link.recv())
+            .await
+            .with_context(|| format!("no answer to the claim within {CLAIM_PATIENCE:?}"))??;
+        let Some(answer) = answer else {
+            anyhow::bail!("bitsd closed the connection before answering the claim");
+        };
+        if answer == protocol::ERROR_AUTH {
+            return Err(Refused::Claim.into());
+        }
+        let Some(key) = answer.strip_prefix("key ") else {
+            anyhow::bail!("bitsd answered the claim with {answer:?}, not a key");
+        };
+        println!("key: {key}");
+        *proof = Proof::Key(key.to_string());
+        return Ok(());
+    }
+    match tokio::time::timeout(REFUSAL_PATIENCE, link.recv()).await {
+        Err(_) => Ok(()),
+        Ok(Ok(Some(line))) if line == protocol::ERROR_AUTH => Err(proof.refused().into()),
+        Ok(Ok(Some(line))) => {
+            println!("< {line}");
+            Ok(())
+        }
+        Ok(Ok(None)) => anyhow::bail!("bitsd closed the connection after the first line"),
+        Ok(Err(e)) => Err(e),
     }
 }
 
