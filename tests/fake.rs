@@ -287,7 +287,10 @@ fn pairs_and_plays(server: &Spawned, db: &Path, dial: &[&str]) {
 fn a_registered_fake_device_on_the_control_port() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bitsd.db");
-    let server = Spawned::start(&db);
+    // With a token, as a port open to registered devices would have: on
+    // a port without one, what is no key leaves a connection the original
+    // device.
+    let server = Spawned::start_with(&db, &common::DEVICE_TOKEN_S3CRET, "info");
     let control = server.control.to_string();
     pairs_and_plays(&server, &db, &["--control", &control]);
 }
