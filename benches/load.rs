@@ -11,12 +11,17 @@
 //! 3. N websocket clients: connect rate (each gets its snapshot), RSS per
 //!    client, and for each event sent on the device port the latency to every
 //!    client (p50, p99, time until all received);
-//! 4. on a second, fresh bitsd: N idle HTTP connections and their RSS.
+//! 4. on a second, fresh bitsd: N idle HTTP connections and their RSS;
+//! 5. on a third, fresh bitsd with its TLS port on: the flood over plain TCP
+//!    (the original device, and a registered one), TLS and the `/device`
+//!    websocket (registered devices), and over four registered devices at
+//!    once, rounds interleaved.
 //!
 //! Settings come from the environment: BENCH_CLIENTS (10000), BENCH_EVENTS
 //! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000),
-//! BENCH_HISTORY_DAYS (365), and BENCH_PHASES (`wrk,flood,fanout,idle`: the
-//! phases to run, e.g. `wrk` alone).
+//! BENCH_HISTORY_DAYS (365), and BENCH_PHASES
+//! (`wrk,flood,fanout,idle,transports`: the phases to run, e.g. `wrk`
+//! alone).
 //! Every wait is bounded; the run stops by itself.
 
 use std::io::Write;
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::process::Spawned;
+use common::transports::{self, Club, Transport};
 use common::{cores, http_get, median, memory, seed, setting, start_bitsd};
 
 struct Settings {
@@ -58,7 +64,8 @@ fn main() {
         wrk_seconds: setting("BENCH_WRK_SECONDS", 10) as u32,
         flood: setting("BENCH_FLOOD", 1_000_000),
         history_days: setting("BENCH_HISTORY_DAYS", 365),
-        phases: std::env::var("BENCH_PHASES").unwrap_or_else(|_| "wrk,flood,fanout,idle".into()),
+        phases: std::env::var("BENCH_PHASES")
+            .unwrap_or_else(|_| "wrk,flood,fanout,idle,transports".into()),
     };
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     println!("# bitsd load run");
@@ -73,6 +80,11 @@ fn main() {
 }
 
 async fn run(settings: Settings) {
+    if settings.phases.split(',').all(|p| p.trim() == "transports") {
+        // No history and no seeded bitsd for the transports alone.
+        transports_phase(&settings).await;
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     if settings.history_days > 0 {
         let made = Command::new(env!("CARGO_BIN_EXE_bitsd"))
@@ -114,6 +126,9 @@ async fn run(settings: Settings) {
         // what idle connections cost.
         let dir = tempfile::tempdir().expect("temp dir");
         idle_phase(&start_bitsd(dir.path(), &[]), &settings).await;
+    }
+    if settings.runs("transports") {
+        transports_phase(&settings).await;
     }
 }
 
@@ -399,4 +414,113 @@ async fn idle_phase(bitsd: &Spawned, settings: &Settings) {
         rss_after.saturating_sub(rss_before) as f64 / n as f64
     );
     let _ = std::io::stdout().flush();
+}
+
+/// The device flood over each transport, side by side on one fresh bitsd:
+/// `BENCH_FLOOD` samples a flood, the setups interleaved (each round starts
+/// with the next one), `BENCH_ROUNDS` rounds, medians reported.
+async fn transports_phase(settings: &Settings) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut club = Club::start(dir.path());
+    let rss_start = club.bitsd.rss_kib();
+    let mut tcp = club.original().await;
+    let mut tls = club.registered("tls", Transport::Tls).await;
+    let mut ws = club.registered("ws", Transport::Websocket).await;
+    let mut tcp_registered = club.registered("tcp", Transport::Tcp).await;
+    let mut ws_second = club.registered("ws-2", Transport::Websocket).await;
+    let rss_connected = club.bitsd.rss_kib();
+    let setups = [
+        "plain TCP, the original device",
+        "plain TCP, a registered device",
+        "TLS, a registered device",
+        "websocket `/device`, a registered device",
+        "four registered devices at once (TCP, TLS, 2 websockets), a quarter each",
+    ];
+    let mut floods: Vec<Vec<transports::Flood>> = vec![Vec::new(); setups.len()];
+    let n = settings.flood;
+    println!(
+        "## The device flood over each transport ({n} samples a flood, {} interleaved rounds, median)\n",
+        settings.rounds
+    );
+    for round in 0..settings.rounds {
+        for k in 0..setups.len() {
+            let setup = (round + k) % setups.len();
+            let flood = match setup {
+                0 => transports::flood(&mut club, &mut [&mut tcp], n).await,
+                1 => transports::flood(&mut club, &mut [&mut tcp_registered], n).await,
+                2 => transports::flood(&mut club, &mut [&mut tls], n).await,
+                3 => transports::flood(&mut club, &mut [&mut ws], n).await,
+                _ => {
+                    let mut four = [&mut tcp_registered, &mut tls, &mut ws, &mut ws_second];
+                    transports::flood(&mut club, &mut four, n).await
+                }
+            };
+            match flood {
+                Some(flood) => {
+                    println!(
+                        "- round {round}, {}: {:.0} samples/s, CPU a sample: bitsd {:.2} µs, generator {:.2} µs; RSS {} KiB after",
+                        setups[setup],
+                        flood.durable_per_second(),
+                        flood.cpu_ms * 1000.0 / flood.samples as f64,
+                        flood.generator_cpu_ms * 1000.0 / flood.samples as f64,
+                        flood.rss_after
+                    );
+                    floods[setup].push(flood);
+                }
+                None => println!("- round {round}, {}: did not complete", setups[setup]),
+            }
+        }
+    }
+    let rss_end = club.bitsd.rss_kib();
+    println!();
+    println!(
+        "| setup | durable samples/s | runs | share of plain TCP | bitsd CPU a sample | generator CPU a sample | samples stored | RSS before | peak | after |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---|---:|---:|---:|");
+    let tcp_median = median(&mut rates(&floods[0]));
+    for (setup, runs) in setups.iter().zip(&floods) {
+        let mut rates = rates(runs);
+        let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        let m = median(&mut rates);
+        let per_sample = |ms: fn(&transports::Flood) -> f64| {
+            median(
+                &mut runs
+                    .iter()
+                    .map(|f| ms(f) * 1000.0 / f.samples as f64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let cpu = per_sample(|f| f.cpu_ms);
+        let generator = per_sample(|f| f.generator_cpu_ms);
+        let stored: Vec<String> = runs
+            .iter()
+            .map(|f| {
+                if f.stored == f.samples as u64 {
+                    "all".to_string()
+                } else {
+                    format!("{} of {}", f.stored, f.samples)
+                }
+            })
+            .collect();
+        let first = runs.first();
+        println!(
+            "| {setup} | {m:.0} | {} | {:.2} | {cpu:.2} µs | {generator:.2} µs | {} | {} KiB | {} KiB | {} KiB |",
+            shown.join(", "),
+            m / tcp_median,
+            stored.join(", "),
+            first.map_or(0, |f| f.rss_before),
+            runs.iter().map(|f| f.rss_peak).max().unwrap_or(0),
+            runs.last().map_or(0, |f| f.rss_after),
+        );
+    }
+    println!(
+        "\n- bitsd RSS: {rss_start} KiB at start, {rss_connected} KiB with the 5 devices connected, {rss_end} KiB after the {} floods\n",
+        floods.iter().map(Vec::len).sum::<usize>()
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// The durable samples a second of each flood.
+fn rates(floods: &[transports::Flood]) -> Vec<f64> {
+    floods.iter().map(|f| f.durable_per_second()).collect()
 }

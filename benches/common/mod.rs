@@ -1,5 +1,6 @@
 //! What the load runs share: the release bitsd as a child, the device, raw
-//! websocket clients, and the flood and fan-out measurements.
+//! websocket clients, and the flood and fan-out measurements; `transports`
+//! floods over each device transport.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[path = "../../tests/common/process.rs"]
 pub mod process;
+pub mod transports;
 use process::{Spawned, rss_kib};
 
 /// Sensor ids mark the events whose latency is measured.
