@@ -22,7 +22,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::client::Client;
 use super::live::{Io, PING_EVERY, Upgrade};
-use super::places::Streams;
 use super::{App, Error};
 use crate::device::{
     Devices, End, LineSink, LineSource, Paired, Peer, Refused, Start, Transport, protocol,
@@ -48,12 +47,8 @@ async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Req
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .map(str::to_string);
-    let upgrade = match Upgrade::check(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(refused) => return refused.into_response(),
-    };
-    let place = match Streams::take(&app) {
-        Ok(place) => place,
+    let (upgrade, place) = match Upgrade::with_place(&app, &mut request) {
+        Ok(checked) => checked,
         Err(refused) => return refused.into_response(),
     };
     let devices = app.devices.clone();

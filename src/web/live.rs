@@ -132,12 +132,8 @@ impl Follower {
 /// The websocket handshake, done here rather than by a framework extractor
 /// so the connection's raw stream stays reachable (see [`frame::write_text`]).
 async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Response {
-    let upgrade = match Upgrade::check(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(refused) => return refused.into_response(),
-    };
-    let place = match Streams::take(&app) {
-        Ok(place) => place,
+    let (upgrade, place) = match Upgrade::with_place(&app, &mut request) {
+        Ok(checked) => checked,
         Err(refused) => return refused.into_response(),
     };
     let token = app.tracker.token();
@@ -166,8 +162,18 @@ pub(super) struct Upgrade {
 }
 
 impl Upgrade {
+    /// Checks the handshake's headers, then takes one of the
+    /// `web_max_streams` places for the stream it becomes.
+    pub(super) fn with_place(
+        app: &App,
+        request: &mut Request,
+    ) -> Result<(Upgrade, StreamPlace), super::Error> {
+        let upgrade = Upgrade::check(request)?;
+        Ok((upgrade, Streams::take(app)?))
+    }
+
     /// Checks the handshake's headers (version 13 only).
-    pub(super) fn check(request: &mut Request) -> Result<Upgrade, super::Error> {
+    fn check(request: &mut Request) -> Result<Upgrade, super::Error> {
         let path = request.uri().path().to_string();
         let headers = request.headers();
         let has_token = |name: header::HeaderName, token: &str| {
