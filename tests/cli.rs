@@ -32,6 +32,33 @@ fn a_bad_value_is_refused_with_status_2_naming_the_option() {
 }
 
 #[test]
+fn a_mistaken_flag_is_one_line_like_a_mistaken_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bitsd.toml");
+    std::fs::write(&file, "[spaceapi]\nspace = \"POuL\"\nweb_port = 8009\n").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--config", "/dev/null", "--web-prot", "8000"],
+            "bitsd: unexpected argument '--web-prot' found; a similar argument exists: '--web-port'",
+        ),
+        (
+            &["--config", file.to_str().unwrap()],
+            "top-level options go above the first [table]",
+        ),
+    ];
+    for (args, said) in cases {
+        let out = bitsd().args(*args).arg("check").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "no usage after it: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    let help = bitsd().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0), "help is no mistake");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--web-port"));
+}
+
+#[test]
 fn a_bad_environment_value_or_file_key_is_refused_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let out = bitsd()

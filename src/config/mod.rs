@@ -66,11 +66,38 @@ impl Error {
     /// Prints the report (help and version on standard output, the rest on
     /// standard error) and exits with [`Error::exit_code`].
     pub fn exit(&self) -> ! {
-        if let Error::Cli(e) = self {
-            e.exit()
+        match self {
+            Error::Cli(e) if !is_a_mistake(e) => e.exit(),
+            Error::Cli(e) => crate::logging::eprint_line(format_args!("bitsd: {}", one_line(e))),
+            Error::Invalid(_) => crate::logging::eprint_line(format_args!("bitsd: {self}")),
         }
-        crate::logging::eprint_line(format_args!("bitsd: {self}"));
         std::process::exit(self.exit_code())
+    }
+}
+
+/// Whether clap's `e` is a mistake on the command line, rather than help
+/// or the version asked for.
+fn is_a_mistake(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    !matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    )
+}
+
+/// clap's report of a mistake in one line, as a file's or a variable's
+/// reads: what is wrong and clap's tip, without the usage that follows.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let what = first.strip_prefix("error: ").unwrap_or(first);
+    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+    match tip {
+        Some(tip) => format!("{what}; {tip}"),
+        None => what.to_string(),
     }
 }
 
@@ -232,7 +259,11 @@ where
     for (key, value) in table {
         let error = |message: String| Error::file(&path, format!("{key}: {message}"));
         let Some(arg) = known.iter().find(|a| a.get_id() == key.as_str()) else {
-            return Err(error("unknown key".into()));
+            let names = known.iter().map(|a| a.get_id().as_str());
+            return Err(error(match nearest(&key, names) {
+                Some(near) => format!("unknown key; did you mean {near}?"),
+                None => "unknown key".into(),
+            }));
         };
         let text = file_text(arg, value).map_err(error)?;
         check(arg, &text)
@@ -344,8 +375,33 @@ fn read_file(path: &Path) -> Result<toml::Table, Error> {
 fn parse_spaceapi(path: &Path, value: toml::Value) -> Result<SpaceApi, Error> {
     SpaceApi::deserialize(value).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        Error::file(path, format!("spaceapi: {first}"))
+        // A top-level option written below `[spaceapi]` is read as part of it.
+        let unknown = first
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(key, _)| key);
+        let options = Options::args();
+        match unknown {
+            Some(key) if options.iter().any(|a| a.get_id() == key) => Error::file(
+                path,
+                format!(
+                    "[spaceapi] {key}: a top-level option, read here as part of [spaceapi]; \
+                     top-level options go above the first [table]"
+                ),
+            ),
+            _ => Error::file(path, format!("spaceapi: {first}")),
+        }
     })
+}
+
+/// The one of `names` nearest to the unknown `key`, when one is near
+/// enough to be what was meant.
+fn nearest<'a>(key: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .map(|name| (strsim::jaro_winkler(key, name), name))
+        .filter(|(likeness, _)| *likeness > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 /// The machine's zone, or UTC when it cannot be told.
@@ -420,13 +476,16 @@ mod tests {
         ("--web-port 1", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for")),
         ("", "BITSD_WEB_PORT=x", "", Err("BITSD_WEB_PORT: invalid value \"x\" for --web-port: expect")),
         ("", "", "web_port = \"x\"", Err("bitsd.toml: web_port: invalid value \"x\": expected")),
-        ("", "", "web_prot = 1", Err("bitsd.toml: web_prot: unknown key")),
+        ("", "", "web_prot = 1", Err("bitsd.toml: web_prot: unknown key; did you mean web_port?")),
+        ("", "", "colour = 1", Err("bitsd.toml: colour: unknown key")),
         ("", "", "config = \"x.toml\"", Err("bitsd.toml: config: unknown key")),
         ("", "", "web_port = [\"1\"]", Err("web_port: expected a single value, found array")),
         ("", "", "control_remote_address = [1]", Err("control_remote_address: expected a list of")),
         ("", "", "sensor_names = { 0 = \"a,b\" }", Err("names: 0: a name may not hold `,` or `=`")),
         ("", "", "sensor_names = { 0 = 1 }", Err("names: 0: expected a string, found integer")),
         ("", "", "[spaceapi]\ncolour = 1", Err("bitsd.toml: spaceapi: unknown field `colour`")),
+        ("", "", "[spaceapi]\nweb_port = 1", Err("bitsd.toml: [spaceapi] web_port: a top-level option")),
+        ("", "", "[spaceapi]\ntimezone = \"Europe/Rome\"", Ok("timezone: Some(\"Europe/Rome\")")),
         ("", "", "web_port = = 1", Err("bitsd.toml: not valid TOML at line 1, column 12: ")),
         ("--web-port http", "", "", Err("error: invalid value 'http' for '--web-port <WEB_PORT>'")),
     ];
