@@ -122,7 +122,15 @@ pub async fn run(
     let state = State::start(db, clock, config.options.jsonver, metrics.clone(), routes)
         .context("cannot load the current state")?;
     let tracker = TaskTracker::new();
-    tracing::info!("database {}", config.db_path.display());
+    let db = std::path::absolute(&config.db_path).unwrap_or_else(|_| config.db_path.clone());
+    tracing::info!("database {}", db.display());
+    match &config.file {
+        Some(file) => tracing::info!("configuration read from {}", file.display()),
+        None => tracing::info!(
+            "no configuration file read (none given with --config, and no {})",
+            config::DEFAULT_CONFIG_FILE
+        ),
+    }
     tracing::info!("web listening on {}", listeners.web.address()?);
     tracing::info!("control listening on {}", listeners.control.address()?);
     let tls_port = listeners

@@ -177,11 +177,10 @@ fn serves_logs_its_addresses_and_stops_on_sigterm() {
     let file = dir.path().join("bitsd.toml");
     // File sets the web port, the environment overrides it, a flag sets the control port.
     std::fs::write(&file, "web_port = 1\nweb_address = \"127.0.0.1\"\n").unwrap();
+    // Named by relative paths, from the folder that holds them.
     let mut child = bitsd()
-        .arg("--config")
-        .arg(&file)
-        .arg("--db")
-        .arg(dir.path().join("s.db"))
+        .current_dir(dir.path())
+        .args(["--config", "bitsd.toml", "--db", "s.db"])
         .args(["--control-local-port", "0"])
         .env("BITSD_WEB_PORT", "0")
         .env("BITSD_NOT_AN_OPTION", "1")
@@ -208,7 +207,16 @@ fn serves_logs_its_addresses_and_stops_on_sigterm() {
         seen.contains("BITSD_NOT_AN_OPTION"),
         "unknown variables are warned about: {seen}"
     );
-    assert!(seen.contains("database "), "{seen}");
+    // The files it uses, by absolute path, whatever the working folder.
+    let db = dir.path().join("s.db");
+    assert!(
+        seen.contains(&format!("database {}", db.display())),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("configuration read from {}", file.display())),
+        "{seen}"
+    );
     let web = web.unwrap();
     assert!(
         web.starts_with("127.0.0.1:") && !web.ends_with(":1"),

@@ -156,6 +156,9 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// `BITSD_*` variables that name no option, to be warned about once logging is up.
     pub unknown_env: Vec<String>,
+    /// The configuration file read, as an absolute path; none when none was
+    /// given and `/etc/bitsd.toml` is not there.
+    pub file: Option<PathBuf>,
 }
 
 impl Config {
@@ -241,9 +244,11 @@ where
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
     let mut table = toml::Table::new();
-    if given.is_some() || path.exists() {
+    let read = given.is_some() || path.exists();
+    if read {
         table = read_file(&path)?;
     }
+    let file = read.then(|| std::path::absolute(&path).unwrap_or_else(|_| path.clone()));
     let spaceapi = table.remove("spaceapi");
     let spaceapi = spaceapi.map(|v| parse_spaceapi(&path, v)).transpose()?;
     let webhooks = match table.remove("webhook") {
@@ -301,6 +306,7 @@ where
         spaceapi,
         webhooks,
         unknown_env: unknown_env.collect(),
+        file,
     };
     Ok((config, cli.command))
 }
