@@ -15,7 +15,6 @@ use axum::routing::get;
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -61,22 +60,11 @@ async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Req
             waiting: devices.enter_waiting_room(&peer),
         },
     };
-    let token = app.tracker.token();
-    let (on_upgrade, slot, response) = upgrade.accept();
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!("/device upgrade failed: {}", crate::report::Report(&e));
-                return;
-            }
-        };
+    upgrade.serve(&app, place, move |io| async move {
         let config = WebSocketConfig::default()
             .max_message_size(Some(protocol::MAX_LINE))
             .max_frame_size(Some(protocol::MAX_LINE));
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let (sink, stream) = socket.split();
         let awaiting_pong = Arc::new(AtomicBool::new(false));
         let lines = SocketLines {
@@ -91,9 +79,7 @@ async fn device(AxumState(app): AxumState<App>, client: Client, mut request: Req
         if let Some(reason) = ended {
             tracing::info!("device {} disconnected: {reason}", peer.label);
         }
-        drop((token, slot, place));
-    });
-    response
+    })
 }
 
 /// The token of `Authorization: Bearer <token>` (the scheme in any case).

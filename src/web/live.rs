@@ -136,21 +136,10 @@ async fn websocket(AxumState(app): AxumState<App>, mut request: Request) -> Resp
         Ok(checked) => checked,
         Err(refused) => return refused.into_response(),
     };
-    let token = app.tracker.token();
-    let (on_upgrade, slot, response) = upgrade.accept();
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!("websocket upgrade failed: {}", crate::report::Report(&e));
-                return;
-            }
-        };
+    upgrade.serve(&app.clone(), place, move |io| async move {
         let _live = Live::new(&app.metrics.websocket_clients);
-        serve_websocket(TokioIo::new(upgraded), &app).await;
-        drop((token, slot, place));
-    });
-    response
+        serve_websocket(io, &app).await;
+    })
 }
 
 /// A websocket upgrade request, checked: what its answer needs, and the
@@ -221,14 +210,29 @@ impl Upgrade {
         })
     }
 
-    /// The connection to come, the places it holds, and the `101` answer.
-    pub(super) fn accept(
+    /// Answers `101` and, once the connection is upgraded, runs `serve` on
+    /// it in a task of its own that holds its places (the connection's,
+    /// the stream's `place`, and shutdown's wait for it) until it ends.
+    pub(super) fn serve<F>(
         self,
-    ) -> (
-        hyper::upgrade::OnUpgrade,
-        Option<super::places::ConnectionSlot>,
-        Response,
-    ) {
+        app: &App,
+        place: StreamPlace,
+        serve: impl FnOnce(Io) -> F + Send + 'static,
+    ) -> Response
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let token = app.tracker.token();
+        let (on_upgrade, slot) = (self.on_upgrade, self.slot);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
+                Err(e) => {
+                    tracing::debug!("websocket upgrade failed: {}", crate::report::Report(&e))
+                }
+            }
+            drop((token, slot, place));
+        });
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();
@@ -237,7 +241,7 @@ impl Upgrade {
         if let Ok(accept) = HeaderValue::from_str(&self.accept) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
-        (self.on_upgrade, self.slot, response)
+        response
     }
 }
 
