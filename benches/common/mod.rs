@@ -219,6 +219,42 @@ impl Flood {
     }
 }
 
+/// The highest RSS of a process, sampled every 20 ms until stopped.
+pub struct PeakRss {
+    peak: Arc<AtomicUsize>,
+    sampling: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling process `pid`, whose RSS is `before` KiB now.
+    pub fn start(pid: u32, before: u64) -> PeakRss {
+        let peak = Arc::new(AtomicUsize::new(before as usize));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            tokio::spawn(async move {
+                while sampling.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid) as usize, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        PeakRss {
+            peak,
+            sampling,
+            sampler,
+        }
+    }
+
+    /// Stops sampling: the peak, in KiB.
+    pub async fn stop(self) -> u64 {
+        self.sampling.store(false, Ordering::Relaxed);
+        let _ = self.sampler.await;
+        self.peak.load(Ordering::Relaxed) as u64
+    }
+}
+
 /// Sends `count` flood lines and a marker on the device port; `None` if the
 /// marker did not reach a websocket client in time.
 pub async fn flood(bitsd: &Spawned, count: usize) -> Option<Flood> {
@@ -226,17 +262,7 @@ pub async fn flood(bitsd: &Spawned, count: usize) -> Option<Flood> {
     watcher.next().await;
     let before = bitsd.rss_kib();
     let pid = bitsd.child.id();
-    let peak = Arc::new(AtomicUsize::new(before as usize));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid) as usize, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let peak = PeakRss::start(pid, before);
     let mut dev = device(bitsd).await;
     let mut payload = String::with_capacity(count * 28);
     for i in 0..count {
@@ -259,15 +285,14 @@ pub async fn flood(bitsd: &Spawned, count: usize) -> Option<Flood> {
     .await
     .unwrap_or(false);
     let elapsed = started.elapsed();
-    sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.await;
+    let rss_peak = peak.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     done.then(|| Flood {
         samples: count + 1,
         written,
         elapsed,
         rss_before: before,
-        rss_peak: peak.load(Ordering::Relaxed) as u64,
+        rss_peak,
         rss_after: bitsd.rss_kib(),
     })
 }

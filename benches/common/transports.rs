@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::process::{Spawned, rss_kib};
-use super::{DEADLINE, FLOOD_END, cpu_ms, start_bitsd, ws_connect};
+use super::process::Spawned;
+use super::{DEADLINE, FLOOD_END, PeakRss, cpu_ms, start_bitsd, ws_connect};
 
 /// How a flood's lines reach bitsd.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -300,17 +299,7 @@ pub async fn flood(club: &mut Club, devices: &mut [&mut Flooder], total: usize) 
     watcher.next().await;
     let before = bitsd.rss_kib();
     let pid = bitsd.child.id();
-    let peak = Arc::new(AtomicUsize::new(before as usize));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid) as usize, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let peak = PeakRss::start(pid, before);
     let markers: Vec<u64> = (0..devices.len() as u64).map(|d| base + d).collect();
     let cpu_before = cpu_ms(pid);
     let generator_before = cpu_ms(std::process::id());
@@ -345,15 +334,14 @@ pub async fn flood(club: &mut Club, devices: &mut [&mut Flooder], total: usize) 
     let elapsed = started.elapsed();
     let generator_cpu_ms = cpu_ms(std::process::id()) - generator_before;
     let cpu_ms = cpu_ms(pid) - cpu_before;
-    sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.await;
+    let rss_peak = peak.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     done.unwrap_or(false).then(|| Flood {
         samples,
         elapsed,
         stored: last_row(&club.db) - rows_before,
         rss_before: before,
-        rss_peak: peak.load(Ordering::Relaxed) as u64,
+        rss_peak,
         rss_after: bitsd.rss_kib(),
         cpu_ms,
         generator_cpu_ms,
