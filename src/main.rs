@@ -114,7 +114,7 @@ fn bootstrap(config: &Config) -> anyhow::Result<()> {
 }
 
 fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    let db = &config.db_path;
+    let db = config.existing_db().map_err(anyhow::Error::msg)?;
     let done = bitsd::store::backup(db, file)
         .with_context(|| format!("cannot back up {} to {}", db.display(), file.display()))?;
     println!("{done}");
@@ -122,7 +122,7 @@ fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn check(config: &Config) -> anyhow::Result<()> {
-    let db = &config.db_path;
+    let db = config.existing_db().map_err(anyhow::Error::msg)?;
     let inventory =
         bitsd::store::check(db).with_context(|| format!("cannot check {}", db.display()))?;
     print!("{inventory}");

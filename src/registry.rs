@@ -18,11 +18,11 @@ use crate::store::{Db, Device, DeviceError, NewCode, check_device_name};
 /// Carries out one command at `now` (unix seconds): the text to print, or
 /// the reason it was refused, in one line.
 pub fn run(config: &Config, command: DeviceCommand, now: i64) -> Result<String, String> {
-    // A bad name is refused before the database is opened (or created).
+    // A bad name is refused before the database is opened.
     if let DeviceCommand::Add { name } = &command {
         check_device_name(name).map_err(|e| e.to_string())?;
     }
-    let path = &config.db_path;
+    let path = config.existing_db()?;
     let mut db =
         Db::open(path, false).map_err(|e| format!("{}: {}", path.display(), Report(&e)))?;
     let refused = |e: DeviceError| Report(&e).to_string();

@@ -5,7 +5,7 @@
 //! and each command is one transaction.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -198,6 +198,8 @@ pub fn run(cli: Cli) -> Result<String, String> {
 
 /// The database bitsd would use with the same `--config`, `--db`, variables
 /// and file.
+/// The database as bitsd finds it, which must exist: `usermanage` never
+/// creates one.
 fn database_path(cli: &Cli) -> Result<PathBuf, String> {
     let mut args = vec!["bitsd".to_string()];
     if let Some(config) = &cli.config {
@@ -207,15 +209,14 @@ fn database_path(cli: &Cli) -> Result<PathBuf, String> {
         args.extend(["--db".into(), db.display().to_string()]);
     }
     let env = std::env::vars().filter(|(k, _)| k.starts_with("BITSD_"));
-    crate::config::load(args, env)
-        .map(|(config, _)| config.db_path)
-        .map_err(|e| {
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or("bad configuration")
-                .to_string()
-        })
+    let (config, _) = crate::config::load(args, env).map_err(|e| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("bad configuration")
+            .to_string()
+    })?;
+    config.existing_db().map(Path::to_path_buf)
 }
 
 /// New user names: 1 to 64 letters (of any script), digits, `.`, `_` and

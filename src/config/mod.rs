@@ -167,6 +167,14 @@ impl Config {
         self.spaceapi.as_ref().map_or("BITS", SpaceApi::name)
     }
 
+    /// The database of a command that works on an existing one (a member,
+    /// a device, a backup): its path, or, when there is no file there, the
+    /// one-line refusal naming the absolute path tried and how to point
+    /// elsewhere. Nothing is created.
+    pub fn existing_db(&self) -> Result<&Path, String> {
+        existing_db(&self.db_path, self.file.as_deref())
+    }
+
     /// The configuration of a test or embedded instance: defaults, then `args`.
     pub fn from_args<I, T>(args: I) -> Result<(Config, Option<Command>), Error>
     where
@@ -293,6 +301,14 @@ where
         _ => options.db.clone(),
     };
     let timezone = options.timezone.unwrap_or_else(system_timezone);
+    // The space's time zone is the configured one, unless `[spaceapi]`
+    // still names its own (older files did).
+    let spaceapi = spaceapi.map(|mut facts| {
+        if facts.timezone.is_none() {
+            facts.timezone = options.timezone.map(|tz| tz.name().to_string());
+        }
+        facts
+    });
     let named = |key: &String| {
         key == "BITSD_CONFIG" || known.iter().any(|a| env_name(a.get_id().as_str()) == *key)
     };
@@ -411,6 +427,21 @@ fn nearest<'a>(key: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a st
 }
 
 /// The machine's zone, or UTC when it cannot be told.
+/// `db` when a file is there; otherwise the refusal of [`Config::existing_db`].
+/// `file` is the configuration file read, if any.
+pub fn existing_db<'a>(db: &'a Path, file: Option<&Path>) -> Result<&'a Path, String> {
+    if db.exists() {
+        return Ok(db);
+    }
+    let tried = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    let file = file.map_or_else(|| DEFAULT_CONFIG_FILE.into(), |f| f.display().to_string());
+    Err(format!(
+        "no database at {}: give --db PATH, or set db in {file} \
+         (bitsd creates the database when it first starts)",
+        tried.display()
+    ))
+}
+
 fn system_timezone() -> Tz {
     if let Ok(tz) = std::env::var("TZ")
         && let Ok(zone) = tz.trim_start_matches(':').parse::<Tz>()
