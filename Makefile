@@ -28,7 +28,7 @@ VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET = $(shell rustc -vV | sed -n 's/^host: //p')
 DIST = bitsd-$(VERSION)-$(TARGET)
 
-.PHONY: run test build lint bench bench-abuse bench-integrations test-deps install uninstall dist
+.PHONY: run fake fake-history test build lint bench bench-abuse bench-integrations test-deps install uninstall dist
 
 build:
 	$(CARGO) build --release
@@ -39,6 +39,17 @@ run: build
 	./target/release/bitsd bootstrap --db $(DB)
 	./target/release/bitsd --db $(DB) --web-address 127.0.0.1 --web-port $(WEB_PORT) \
 		--control-local-address 127.0.0.1 --control-local-port $(CONTROL_PORT)
+
+# With `make run` going, from another terminal and with the same DB and
+# CONTROL_PORT: DAYS plausible past days into $(DB), or a device on the
+# device port (Ctrl-C stops it).
+DAYS ?= 60
+fake-history: build
+	./target/release/bitsd --db $(DB) fake history --days $(DAYS)
+
+fake: build
+	./target/release/bitsd --db $(DB) --control-local-address 127.0.0.1 \
+		--control-local-port $(CONTROL_PORT) fake device
 
 lint:
 	$(CARGO) fmt --check
