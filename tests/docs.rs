@@ -94,11 +94,12 @@ fn the_option_table_has_every_option_with_its_default() {
     );
 }
 
-/// The example's `# key = value` lines, uncommented, as (key, value text).
+/// The example's `key = value` lines, commented (`# key = value`) or not,
+/// as (key, value text).
 fn example_settings(example: &str) -> Vec<(String, String)> {
     example
         .lines()
-        .filter_map(|l| l.strip_prefix("# "))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
         .filter_map(|l| {
             let (key, value) = l.split_once(" = ")?;
             key.chars()
@@ -132,7 +133,19 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
             Ok(other) => other.to_string(),
             Err(e) => panic!("{name} = {value}: {e}"),
         };
+        let set = top.lines().any(|l| l.starts_with(&format!("{name} = ")));
         match default {
+            // A line the file sets says the default in its comment.
+            Some(default) if set => {
+                let at = top.find(&format!("\n{name} = ")).unwrap();
+                let comment = top[..at].rsplit("\n\n").next().unwrap();
+                let shown = toml::Value::String(default.clone()).to_string();
+                assert!(
+                    comment.contains(&format!("default {default}"))
+                        || comment.contains(&format!("default {shown}")),
+                    "{name}: its comment must say the default {shown}"
+                );
+            }
             Some(default) => assert_eq!(text, default, "{name}"),
             None => {
                 // An unset option shows an example value and says so.
@@ -145,6 +158,26 @@ fn the_example_config_has_every_option_at_its_default_and_loads() {
             }
         }
     }
+
+    // What the file sets as it is: the database, by absolute path, so
+    // that every command finds it from any folder.
+    let set: Vec<(&str, &str)> = top
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" = "))
+        .collect();
+    assert_eq!(set, [("db", "\"/var/lib/bitsd/bitsd.db\"")]);
+    // The tables hold their own keys only: each option is named once,
+    // above the first table.
+    let below: Vec<String> = example_settings(spaceapi)
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| names().contains(key))
+        .collect();
+    assert!(
+        below.is_empty(),
+        "top-level options inside a table: {below:?}"
+    );
 
     // Every line uncommented is a valid configuration.
     let mut whole = String::new();
