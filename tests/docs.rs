@@ -368,3 +368,47 @@ fn slug(heading: &str) -> String {
         })
         .collect()
 }
+
+/// The commands of the first `sh` block of `text`, without comment lines
+/// and trailing comments.
+fn first_block(text: &str) -> Vec<&str> {
+    let start = text.find("```sh\n").expect("a sh block") + 6;
+    let block = &text[start..start + text[start..].find("```").unwrap()];
+    block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(" # ").next().unwrap().trim())
+        .collect()
+}
+
+#[test]
+fn the_deploy_steps_build_as_a_user_and_install_as_root() {
+    let running = read("docs/running.md");
+    let steps = first_block(section(&running, "Deploy"));
+    let at = |what: &str| {
+        steps
+            .iter()
+            .position(|s| s.starts_with(what))
+            .unwrap_or_else(|| panic!("no step {what:?} in {steps:#?}"))
+    };
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let repository = manifest["package"]["repository"].as_str().unwrap();
+    let clone = at(&format!("git clone {repository} "));
+    let (user, rustup, build, back) = (at("su - "), at("curl "), at("make"), at("exit"));
+    let install = at("make -C ");
+    assert!(steps[rustup].contains("https://sh.rustup.rs"));
+    // Debian's rustc is too old: rustup's goes first, for the user.
+    assert!(user < rustup && rustup < clone && clone < build && build < back);
+    assert_eq!(steps[build], "make");
+    assert!(back < install && steps[install].ends_with(" install"));
+    // Installed, the commands find the database in /etc/bitsd.toml.
+    assert!(steps.iter().all(|s| !s.contains("--db")), "{steps:#?}");
+    let configured =
+        at("install -m 0644 /usr/local/share/doc/bitsd/bitsd.toml.example /etc/bitsd.toml");
+    assert!(configured < at("usermanage add "));
+    let rust = manifest["package"]["rust-version"].as_str().unwrap();
+    assert!(
+        running.contains(&format!("Rust {rust} or later")),
+        "the toolchain needed"
+    );
+}

@@ -54,11 +54,13 @@ struct Substitutes<'a> {
     webroot: &'a Path,
 }
 
-/// `deploy/nginx.conf` with the deployed ports, certificate and challenge
-/// folder replaced; any other line stays as it is. Panics when a line the
+/// `deploy/nginx.conf` with the deployed ports (the redirect's HTTPS port
+/// too, as its comment says to), certificate and challenge folder
+/// replaced; any other line stays as it is. Panics when a line the
 /// test must replace is missing, so the test never runs on port 443.
 fn site_for_test(text: &str, with: &Substitutes) -> String {
     let (mut listens, mut upstreams, mut certificates, mut roots) = (0, 0, 0, 0);
+    let (mut in_port_map, mut redirect_ports) = (false, 0);
     let mut out = String::new();
     for line in text.lines() {
         let indent = &line[..line.len() - line.trim_start().len()];
@@ -96,6 +98,15 @@ fn site_for_test(text: &str, with: &Substitutes) -> String {
                 certificates += 1;
                 format!("ssl_certificate_key {};", with.key.display())
             }
+            ["map", "$host", "$bitsd_https_port", "{"] => {
+                in_port_map = true;
+                line.trim_start().to_string()
+            }
+            ["default", "\"\";"] if in_port_map => {
+                in_port_map = false;
+                redirect_ports += 1;
+                format!("default \":{}\";", with.https)
+            }
             ["root", "/var/www/letsencrypt;"] => {
                 roots += 1;
                 format!("root {};", with.webroot.display())
@@ -113,6 +124,10 @@ fn site_for_test(text: &str, with: &Substitutes) -> String {
     );
     assert_eq!(certificates, 2, "deploy/nginx.conf: no certificate and key");
     assert_eq!(roots, 1, "deploy/nginx.conf: no challenge root");
+    assert_eq!(
+        redirect_ports, 1,
+        "deploy/nginx.conf: no HTTPS port for the redirect"
+    );
     out
 }
 
@@ -586,9 +601,10 @@ async fn plain_http_redirects_to_https_and_serves_certificate_challenges() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    // The HTTPS port is not 443 here: the redirect keeps it.
     assert_eq!(
         r.headers()[header::LOCATION].to_str().unwrap(),
-        "https://127.0.0.1/log?offset=20"
+        format!("https://127.0.0.1:{}/log?offset=20", nginx.https_port)
     );
 
     // Challenges stay on plain HTTP, where the certificate authority asks.
