@@ -1,5 +1,5 @@
-//! `bitsd device ...` as an operator runs it: on a new database, with its
-//! errors, and beside a bitsd serving the same database.
+//! `bitsd device ...` as an operator runs it: on a database bitsd made,
+//! with its errors, and beside a bitsd serving the same database.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +21,13 @@ fn device(db: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// A new database at `d.db` in `dir`, as bitsd's first start leaves it.
+fn new_database(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("d.db");
+    Db::open(&db, false).unwrap();
+    db
 }
 
 /// The claim code an `add` or `claim` printed.
@@ -78,7 +85,7 @@ fn key_works(db: &Path, key: &str) -> bool {
 #[test]
 fn add_claim_list_revoke_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
+    let db = new_database(dir.path());
 
     let added = stdout_of(device(&db, &["add", "door"]));
     assert!(added.starts_with("added device door\n"), "{added}");
@@ -136,7 +143,12 @@ fn refusals_are_one_line_with_status_1() {
         assert!(line.contains("is not a valid device name"), "{line}");
     }
     assert!(!db.exists(), "a bad name opens no database");
-    // On a database made for it, only the refusal is said.
+    // Without a database none is made: the path is named.
+    let line = refusal(device(&db, &["add", "door"]));
+    assert!(line.starts_with(&format!("bitsd: no database at {}: ", db.display())));
+    assert!(!db.exists(), "no database is created");
+    Db::open(&db, false).unwrap();
+    // On a database, only the refusal is said.
     let line = refusal(device(&db, &["revoke", "nowhere"]));
     assert_eq!(line, "bitsd: no device named nowhere");
     stdout_of(device(&db, &["add", &"x".repeat(32)]));
@@ -181,7 +193,7 @@ fn refusals_are_one_line_with_status_1() {
 #[test]
 fn claim_ttl_sets_how_long_a_code_lasts() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
+    let db = new_database(dir.path());
     let added = stdout_of(device(&db, &["add", "door", "--claim-ttl", "60"]));
     assert!(added.contains("(in 1 minute)"), "{added}");
     let again = bitsd_command()

@@ -11,7 +11,6 @@ use std::ffi::CString;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sqlite::column;
@@ -83,26 +82,11 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Adds a member with `usermanage add --password-stdin`.
+/// A database as bitsd's first start leaves it, with a member added by
+/// `usermanage add --password-stdin`.
 fn add_user(db: &Path, name: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usermanage"))
-        .args(["--config", "/dev/null", "--db"])
-        .arg(db)
-        .args(["add", name, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bitsd::store::Db::open(db, false).unwrap();
+    common::member::add_user_to(db, name, password);
 }
 
 /// `GET path` on `server`: its status and body.

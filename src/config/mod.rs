@@ -434,7 +434,10 @@ pub fn existing_db<'a>(db: &'a Path, file: Option<&Path>) -> Result<&'a Path, St
         return Ok(db);
     }
     let tried = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
-    let file = file.map_or_else(|| DEFAULT_CONFIG_FILE.into(), |f| f.display().to_string());
+    // A file such as /dev/null is no place to write `db` in.
+    let file = file
+        .filter(|f| f.is_file())
+        .map_or_else(|| DEFAULT_CONFIG_FILE.into(), |f| f.display().to_string());
     Err(format!(
         "no database at {}: give --db PATH, or set db in {file} \
          (bitsd creates the database when it first starts)",
