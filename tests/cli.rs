@@ -56,6 +56,34 @@ fn a_mistaken_flag_is_one_line_like_a_mistaken_key() {
     let help = bitsd().arg("--help").output().unwrap();
     assert_eq!(help.status.code(), Some(0), "help is no mistake");
     assert!(String::from_utf8_lossy(&help.stdout).contains("--web-port"));
+
+    // usermanage's flags read the same, with what is missing named.
+    let usermanage = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_usermanage"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, said) in [
+        (
+            &["--bogus", "list"][..],
+            "usermanage: unexpected argument '--bogus' found\n",
+        ),
+        (
+            &["add"],
+            "usermanage: the following required arguments were not provided: <USER>\n",
+        ),
+        (
+            &["lsit"],
+            "usermanage: unrecognized subcommand 'lsit'; a similar subcommand exists: 'list'\n",
+        ),
+    ] {
+        let out = usermanage(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), said, "{args:?}");
+    }
+    let help = usermanage(&["--help"]);
+    assert_eq!(help.status.code(), Some(0), "help is no mistake");
 }
 
 #[test]

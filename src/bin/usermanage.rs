@@ -7,7 +7,9 @@ use bitsd::usermanage::{self, Cli};
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    match usermanage::run(Cli::parse()) {
+    let cli =
+        Cli::try_parse().unwrap_or_else(|e| bitsd::config::exit_on_cli_error("usermanage", e));
+    match usermanage::run(cli) {
         Ok(message) => {
             if !message.is_empty() {
                 println!("{message}");

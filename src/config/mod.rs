@@ -88,17 +88,40 @@ fn is_a_mistake(e: &clap::Error) -> bool {
 }
 
 /// clap's report of a mistake in one line, as a file's or a variable's
-/// reads: what is wrong and clap's tip, without the usage that follows.
+/// reads: what is wrong (with the arguments it lists) and clap's tip,
+/// without the usage that follows.
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default();
-    let what = first.strip_prefix("error: ").unwrap_or(first);
-    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+    let mut what = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut tip = None;
+    for line in lines {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        match line.strip_prefix("tip: ") {
+            Some(t) => tip = Some(t),
+            None => {
+                what.push(' ');
+                what.push_str(line);
+            }
+        }
+    }
     match tip {
         Some(tip) => format!("{what}; {tip}"),
-        None => what.to_string(),
+        None => what,
     }
+}
+
+/// Exits as `program` on clap's error `e`: help and the version as clap
+/// prints them, a mistake in one line with status 2.
+pub fn exit_on_cli_error(program: &str, e: clap::Error) -> ! {
+    if !is_a_mistake(&e) {
+        e.exit()
+    }
+    crate::logging::eprint_line(format_args!("{program}: {}", one_line(&e)));
+    std::process::exit(2)
 }
 
 /// A refused value of option `name` as an error repeats it: not at all for
