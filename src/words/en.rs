@@ -178,8 +178,8 @@ pub const WORDS: Words = Words {
         in_day: "in 1 day",
         in_days: "in {count} days",
         under_a_minute: "under a minute",
-        span_minutes: "{count} min",
-        span_hours: "{count} h",
-        span_days: "{count} d",
+        span_minutes: "{count}\u{a0}min",
+        span_hours: "{count}\u{a0}h",
+        span_days: "{count}\u{a0}d",
     },
 };

@@ -181,8 +181,8 @@ pub const WORDS: Words = Words {
         in_day: "tra 1 giorno",
         in_days: "tra {count} giorni",
         under_a_minute: "meno di un minuto",
-        span_minutes: "{count} min",
-        span_hours: "{count} h",
-        span_days: "{count} g",
+        span_minutes: "{count}\u{a0}min",
+        span_hours: "{count}\u{a0}h",
+        span_days: "{count}\u{a0}g",
     },
 };

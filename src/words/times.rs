@@ -296,16 +296,25 @@ mod tests {
     fn durations_in_the_two_largest_units() {
         let en = &of(Lang::En).times;
         let it = &of(Lang::It).times;
+        // (`_` for the no-break space within each unit)
         for (seconds, english, italian) in [
             (20, "under a minute", "meno di un minuto"),
-            (40 * 60 + 59, "40 min", "40 min"),
-            (2 * 3600, "2 h", "2 h"),
-            (2 * 3600 + 15 * 60 + 30, "2 h 15 min", "2 h 15 min"),
-            (3 * 86_400 + 2 * 3600 + 59, "3 d 2 h", "3 g 2 h"),
-            (86_400 + 60, "1 d", "1 g"),
+            (40 * 60 + 59, "40_min", "40_min"),
+            (2 * 3600, "2_h", "2_h"),
+            (2 * 3600 + 15 * 60 + 30, "2_h 15_min", "2_h 15_min"),
+            (3 * 86_400 + 2 * 3600 + 59, "3_d 2_h", "3_g 2_h"),
+            (86_400 + 60, "1_d", "1_g"),
         ] {
-            assert_eq!(duration(en, seconds), english, "{seconds}");
-            assert_eq!(duration(it, seconds), italian, "{seconds}");
+            assert_eq!(
+                duration(en, seconds),
+                english.replace('_', "\u{a0}"),
+                "{seconds}"
+            );
+            assert_eq!(
+                duration(it, seconds),
+                italian.replace('_', "\u{a0}"),
+                "{seconds}"
+            );
         }
     }
 
