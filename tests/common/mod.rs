@@ -466,11 +466,11 @@ pub fn assert_no_raw_timestamps(page: &str) {
     let bytes = shown.as_bytes();
     let digits = |from: usize, n: usize| bytes[from..from + n].iter().all(u8::is_ascii_digit);
     for i in 0..bytes.len().saturating_sub(9) {
-        if digits(i, 4) && bytes[i + 4] == b'-' && digits(i + 5, 2) && bytes[i + 7] == b'-' {
-            if digits(i + 8, 2) {
-                let around = &shown[i.saturating_sub(80)..(i + 80).min(shown.len())];
-                panic!("a raw date in the page: ...{around}...");
-            }
+        let date = digits(i, 4) && bytes[i + 4] == b'-' && digits(i + 5, 2);
+        if date && bytes[i + 7] == b'-' && digits(i + 8, 2) {
+            let around = &bytes[i.saturating_sub(80)..(i + 80).min(bytes.len())];
+            let around = String::from_utf8_lossy(around);
+            panic!("a raw date in the page: ...{around}...");
         }
     }
 }
