@@ -15,6 +15,7 @@
   var table = $("home-words") && parse($("home-words").textContent);
   if (!table) return;
   var WORDS = table.words;
+  var TIMES = table.times;
   var THRESHOLDS = table.thresholds;
   var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
 
@@ -28,16 +29,6 @@
     });
   }
 
-  // A stored time ("YYYY-MM-DD HH:MM:SS") as the language writes it.
-  function when(timestamp) {
-    return dated(String(timestamp), 19);
-  }
-
-  // The time in the `date` phrase, its time of day cut at `end`.
-  function dated(t, end) {
-    return fill(WORDS.date, { year: t.slice(0, 4), month: t.slice(5, 7), day: t.slice(8, 10), time: t.slice(11, end) });
-  }
-
   // Local times ("YYYY-MM-DD HH:MM:SS" in the server's zone) as if they
   // were UTC: only their differences count. `skew` is the browser's clock
   // less the server's, from the time the server wrote into the page.
@@ -49,27 +40,66 @@
   var since = $("status-since");
   var skew = since && since.dataset.now ? Date.now() - millis(since.dataset.now) : 0;
 
-  // How long ago, as the server words it.
-  function ago(timestamp) {
-    return agoSeconds(Math.floor((Date.now() - skew - millis(timestamp)) / 1000));
-  }
+  // How long ago (negative: how long from now), as the server words it:
+  // whole units, down for the past, up for the future.
   function agoSeconds(seconds) {
-    var s = Math.max(0, seconds);
-    if (s < 60) return WORDS.just_now;
-    var unit = s < 3600 ? [60, WORDS.minute_ago, WORDS.minutes_ago]
-      : s < 86400 ? [3600, WORDS.hour_ago, WORDS.hours_ago]
-      : [86400, WORDS.day_ago, WORDS.days_ago];
-    var count = Math.floor(s / unit[0]);
-    return count === 1 ? unit[1] : fill(unit[2], { count: count });
+    if (Math.abs(seconds) < 60) return TIMES.just_now;
+    var future = seconds < 0;
+    var s = Math.abs(seconds);
+    var unit = s < 3600 ? 60 : s < 86400 ? 3600 : 86400;
+    var count = future ? Math.ceil(s / unit) : Math.floor(s / unit);
+    if (unit === 60 && count === 60) { unit = 3600; count = 1; }
+    if (unit === 3600 && count === 24) { unit = 86400; count = 1; }
+    var names = { 60: "minute", 3600: "hour", 86400: "day" }[unit];
+    var one = future ? TIMES["in_" + names] : TIMES[names + "_ago"];
+    var many = future ? TIMES["in_" + names + "s"] : TIMES[names + "s_ago"];
+    return count === 1 ? one : fill(many, { count: count });
   }
 
-  // "Since" a change, as the server words it: its time on the server's
-  // today, else with its date; how long ago; by whom.
-  function sinceText(timestamp, by) {
+  // The day of a time ("YYYY-MM-DD..."), with its year when not the year
+  // of `now` (the server's clock, in milliseconds).
+  function dateText(t, now) {
+    var d = new Date(Date.UTC(+t.slice(0, 4), +t.slice(5, 7) - 1, +t.slice(8, 10)));
+    var year = d.getUTCFullYear();
+    return fill(year === new Date(now).getUTCFullYear() ? TIMES.date : TIMES.date_year, {
+      weekday: TIMES.weekdays[(d.getUTCDay() + 6) % 7],
+      day: d.getUTCDate(),
+      month: TIMES.months[d.getUTCMonth()],
+      year: year,
+    });
+  }
+
+  // Whether a time is of the server's today.
+  function isToday(t) {
+    return t.slice(0, 10) === new Date(Date.now() - skew).toISOString().slice(0, 10);
+  }
+
+  // A time as every page writes it: "18:02 (3 hours ago)", with its date
+  // when not today.
+  function moment(timestamp) {
     var t = String(timestamp);
-    var today = t.slice(0, 10) === new Date(Date.now() - skew).toISOString().slice(0, 10);
-    var time = today ? t.slice(11, 16) : dated(t, 16);
-    return fill(today ? WORDS.since : WORDS.since_before, { time: time, ago: ago(t), by: by });
+    var now = Date.now() - skew;
+    var time = t.slice(11, 16);
+    if (!isToday(t)) time = fill(TIMES.dated, { date: dateText(t, now), time: time });
+    return fill(TIMES.moment, { time: time, ago: agoSeconds(Math.trunc((now - millis(t)) / 1000)) });
+  }
+
+  // A <time> element for a stored time, as the server writes it.
+  function timeElement(timestamp, element) {
+    var el = element || document.createElement("time");
+    el.dateTime = String(timestamp).slice(0, 19).replace(" ", "T");
+    el.textContent = moment(timestamp);
+    return el;
+  }
+
+  // "Since" a change, as the server words it: the phrase around its time,
+  // the time in its own element; by whom.
+  function renderSince(el, timestamp, by) {
+    var phrase = isToday(String(timestamp)) ? WORDS.since : WORDS.since_before;
+    var at = phrase.indexOf("{time}");
+    el.textContent = "";
+    el.append(fill(phrase.slice(0, at), { by: by }), timeElement(timestamp),
+      fill(phrase.slice(at + "{time}".length), { by: by }));
   }
 
   // A number with `decimals` decimals and the language's decimal point.
@@ -93,9 +123,8 @@
     if (text) text.textContent = open ? WORDS.status_open : WORDS.status_closed;
     var since = $("status-since");
     if (since) {
-      since.textContent = s
-        ? sinceText(s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device)
-        : WORDS.no_status;
+      if (s) renderSince(since, s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device);
+      else since.textContent = WORDS.no_status;
     }
     document.title = open ? WORDS.title_open : WORDS.title_closed;
     var icon = $("favicon");
@@ -135,8 +164,7 @@
       trend.textContent = shown.arrow;
       trend.title = shown.words;
       trend.setAttribute("aria-label", shown.words);
-      var time = document.createElement("time");
-      time.textContent = when(t.timestamp);
+      var time = timeElement(t.timestamp);
       li.append(label, " ", value, " ", trend, " ", time);
       list.appendChild(li);
     });
@@ -216,7 +244,7 @@
     if (body) body.hidden = false;
     $("message-text").textContent = unescapeHtml(m.value);
     $("message-user").textContent = unescapeHtml(m.user);
-    $("message-time").textContent = when(m.timestamp);
+    timeElement(m.timestamp, $("message-time"));
   }
 
   function renderAll() {
@@ -376,7 +404,10 @@
     document.body.classList.toggle("blind", on);
     var map = $("forecast");
     // Its own address per language, so a kept copy is in the right one.
-    if (map) map.src = "/presence.svg?" + (on ? "blind=1&" : "") + "lang=" + document.documentElement.lang;
+    var query = (on ? "blind=1&" : "") + "lang=" + document.documentElement.lang;
+    var tall = $("forecast-tall");
+    if (tall) tall.srcset = "/presence.svg?layout=tall&" + query;
+    if (map) map.src = "/presence.svg?" + query;
     var toggle = $("blind-toggle");
     if (toggle) {
       toggle.setAttribute("aria-pressed", on ? "true" : "false");
@@ -413,6 +444,6 @@
   if (live) live.textContent = WORDS.connecting;
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
   // "2 minutes ago" stays true.
-  setInterval(renderStatus, 30000);
+  setInterval(renderAll, 30000);
   connectWebsocket();
 })();

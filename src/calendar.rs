@@ -318,6 +318,7 @@ mod tests {
         // A run that goes on past the week ends with it.
         let always = Forecast {
             days: [[1.0; SLOTS]; 7],
+            ..Forecast::default()
         };
         let runs = probable_runs(&always, now, chrono_tz::UTC);
         assert_eq!(

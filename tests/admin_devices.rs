@@ -7,7 +7,7 @@ mod common;
 use bitsd::clock::unix_seconds;
 use bitsd::store::{Db, DeviceError, MAX_DEVICES};
 use common::member::{Session, location, logged_in_member};
-use common::{Device, TestServer, bitsd_command, header_text, stdout_of};
+use common::{Device, TestServer, assert_no_raw_timestamps, bitsd_command, header_text, stdout_of};
 use reqwest::header;
 
 /// `bitsd device ARGS` on the server's database, in UTC.
@@ -59,6 +59,9 @@ async fn shown_code(r: reqwest::Response) -> String {
     let code = code_in(&page);
     assert_eq!(page.matches(&code).count(), 1, "{page}");
     assert!(page.contains("as its first line"), "{page}");
+    // Its expiry as a time and how long until it (default lifetime).
+    assert!(page.contains(" (in 15 minutes)</time>.</p>"), "{page}");
+    assert_no_raw_timestamps(&page);
     code
 }
 
@@ -102,14 +105,18 @@ async fn add_new_code_revoke_and_delete_from_the_page() {
     assert!(page.contains(r#"<li id="device-door">"#), "{page}");
     assert!(page.contains("Last contact: never"), "{page}");
     assert!(page.contains("Not claimed yet"), "{page}");
-    assert!(page.contains("Claim code pending until <time>"), "{page}");
+    assert!(
+        page.contains("Claim code pending until <time datetime=\""),
+        "{page}"
+    );
     assert!(page.contains("1 of at most 64 registered"), "{page}");
+    assert_no_raw_timestamps(&page);
 
     // Claimed, then a new code: the old one is used up, the key stays
     // until the new code is claimed.
     let key = claim(&server, &code).unwrap();
     let page = s.get("/admin").await.text().await.unwrap();
-    assert!(page.contains("Has a key since <time>"), "{page}");
+    assert!(page.contains("Has a key since <time datetime=\""), "{page}");
     assert!(!page.contains("Claim code pending"), "{page}");
     let again = shown_code(s.submit("/admin/devices/door/code", &[]).await).await;
     assert_ne!(again, code);
@@ -134,8 +141,9 @@ async fn add_new_code_revoke_and_delete_from_the_page() {
         Err(DeviceError::UnknownCode)
     ));
     let page = s.get("/admin").await.text().await.unwrap();
-    assert!(page.contains("Key revoked <time>"), "{page}");
+    assert!(page.contains("Key revoked <time datetime=\""), "{page}");
     assert!(!page.contains(">Revoke<"), "nothing left to revoke: {page}");
+    assert_no_raw_timestamps(&page);
 
     // Deleted, named in any case.
     shown_code(s.submit("/admin/devices", &[("name", "lab")]).await).await;
@@ -163,17 +171,23 @@ async fn the_list_says_when_and_how_a_device_last_connected() {
     )
     .unwrap();
     let page = s.get("/admin").await.text().await.unwrap();
+    // A time and how long until it (the test's clock is the real one: it
+    // is a future time, its year shown until 2027).
     assert!(
-        page.contains("Last contact: <time>2027-01-15 09:00:00</time>"),
+        page.contains(r#"Last contact: <time datetime="2027-01-15T09:00:00">Fri 15 Jan"#)
+            && page.contains(", 09:00 ("),
         "{page}"
     );
+    assert_no_raw_timestamps(&page);
     assert!(page.contains("tls from 192.0.2.7"), "{page}");
     let page = s.get("/admin?lang=it").await.text().await.unwrap();
     assert!(page.contains("Dispositivi"), "{page}");
     assert!(
-        page.contains("Ultimo contatto: <time>15/01/2027 09:00:00</time>"),
+        page.contains(r#"Ultimo contatto: <time datetime="2027-01-15T09:00:00">ven 15 gen"#)
+            && page.contains(", 09:00 ("),
         "{page}"
     );
+    assert_no_raw_timestamps(&page);
     assert!(page.contains("tls da 192.0.2.7"), "{page}");
 }
 
@@ -195,13 +209,13 @@ async fn a_device_claims_the_code_the_page_shows_and_a_revoke_drops_it() {
         .await;
     assert!(!page.contains("Last contact"), "{page}");
     assert!(page.contains("tcp from 127.0.0.2"), "{page}");
-    assert!(page.contains("Has a key since <time>"), "{page}");
+    assert!(page.contains("Has a key since <time datetime=\""), "{page}");
 
     back_to_devices(&s.submit("/admin/devices/door/revoke", &[]).await);
     door.closed().await;
     let page = s.wait_for("/admin", |p| !p.contains("badge on")).await;
-    assert!(page.contains("Last contact: <time>"), "{page}");
-    assert!(page.contains("Key revoked <time>"), "{page}");
+    assert!(page.contains("Last contact: <time datetime=\""), "{page}");
+    assert!(page.contains("Key revoked <time datetime=\""), "{page}");
 }
 
 #[tokio::test]

@@ -107,13 +107,15 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     let since = home.split("id=\"status-since\"").nth(1).unwrap();
     let since = &since[since.find('>').unwrap() + 1..since.find("</p>").unwrap()];
     assert!(
-        since.starts_with("dalle ") && since.contains(" (adesso), segnalato dal dispositivo"),
+        since.starts_with("dalle <time datetime=\"")
+            && since.ends_with(" (adesso)</time>, segnalato dal dispositivo"),
         "{since}"
     );
-    // Dates as dd/mm/yyyy, then the time.
-    let sample = home.split("<time>").nth(1).unwrap();
+    // The sample's time likewise: HH:MM and how long ago.
+    let sample = home.split("<time datetime=").nth(2).unwrap();
+    let sample = &sample[sample.find('>').unwrap() + 1..sample.find("</time>").unwrap()];
     assert!(
-        sample.as_bytes()[2] == b'/' && sample.as_bytes()[5] == b'/',
+        sample.as_bytes()[2] == b':' && sample.ends_with(" (adesso)"),
         "{sample}"
     );
     assert!(
@@ -153,9 +155,10 @@ async fn every_page_speaks_italian_with_its_dates_and_decimals() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("Il messaggio è vuoto."));
 
+    // Not yet a week of history: the map says so.
     let map = s.get("/presence.svg").await.text().await.unwrap();
     assert!(
-        map.contains(">Lun</text>") && map.contains("Probabilità"),
+        map.contains(">Storico ancora insufficiente:</text>") && map.contains("Probabilità"),
         "{map}"
     );
     let log = s.get("/log?limit=5&lang=it").await.text().await.unwrap();

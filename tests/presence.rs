@@ -89,6 +89,71 @@ async fn no_history_gives_zeros() {
     assert!(all_zero, "{body}");
 }
 
+/// A server on a database holding an opening from 14:00 to 16:00 on
+/// each of the `days` days before today (the server's zone).
+async fn server_with_days_of_history(days: i64) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bitsd.db");
+    let config = common::test_config(&db, &[]);
+    bitsd::bootstrap(&config).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .date_naive();
+    for back in 1..=days {
+        let day = today - Duration::days(back);
+        for (time, value) in [("14:00:00.000000", "open"), ("16:00:00.000000", "closed")] {
+            conn.execute(
+                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
+                [format!("{day} {time}"), value.to_string()],
+            )
+            .unwrap();
+        }
+    }
+    TestServer::start_in(dir, db, &[]).await
+}
+
+#[tokio::test]
+async fn the_heat_map_waits_for_a_week_of_history() {
+    // Nothing recorded, or three days: a note in place of the map, in
+    // either layout and language.
+    for days in [0, 3] {
+        let server = server_with_days_of_history(days).await;
+        for (query, note) in [
+            ("", "Not enough history yet:"),
+            ("?layout=tall", "Not enough history yet:"),
+            ("?lang=it", "Storico ancora insufficiente:"),
+            ("?layout=tall&lang=it", "Storico ancora insufficiente:"),
+        ] {
+            let svg = server.text(&format!("/presence.svg{query}")).await;
+            assert!(
+                svg.contains(&format!(">{note}</text>")),
+                "{days} days {query}: {svg}"
+            );
+            assert!(!svg.contains("<rect"), "{days} days {query}: {svg}");
+        }
+    }
+    // Two weeks: the map, in both layouts.
+    let server = server_with_days_of_history(14).await;
+    let wide = server.text("/presence.svg").await;
+    let tall = server.text("/presence.svg?layout=tall").await;
+    for svg in [&wide, &tall] {
+        assert!(!svg.contains("Not enough history"), "{svg}");
+        assert!(
+            svg.contains("14:30 100%") && svg.contains("02:00 0%"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect").count(), 7 * 48 + 5);
+    }
+    assert_ne!(wide, tall);
+    // The homepage offers the tall one to narrow screens.
+    let home = server.text("/").await;
+    assert!(
+        home.contains(r#"<source id="forecast-tall" media="(max-width: 40rem)" srcset="/presence.svg?layout=tall&amp;lang=en">"#),
+        "{home}"
+    );
+}
+
 #[tokio::test]
 async fn automatic_status_follows_the_roster_and_tells_the_device() {
     let server = TestServer::start_with(&AUTO_STATUS_IN_A_SECOND).await;

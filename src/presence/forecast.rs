@@ -20,12 +20,16 @@ const SLOT: i64 = 30 * 60;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
     pub days: [[f64; SLOTS]; 7],
+    /// Seconds of history it was computed from: from the first recorded
+    /// change, or the start of its window, to now.
+    pub history: i64,
 }
 
 impl Default for Forecast {
     fn default() -> Self {
         Forecast {
             days: [[0.0; SLOTS]; 7],
+            history: 0,
         }
     }
 }
@@ -77,7 +81,10 @@ pub fn forecast(
         occurrences[day][slot] += 1;
         slot_start = slot_end;
     }
-    let mut result = Forecast::default();
+    let mut result = Forecast {
+        history: (now - start).num_seconds().max(0),
+        ..Forecast::default()
+    };
     for day in 0..7 {
         for slot in 0..SLOTS {
             let n = occurrences[day][slot];
@@ -217,7 +224,8 @@ mod tests {
             at("2024-01-01 00:00:00"),
             at("2024-02-01 00:00:00"),
         );
-        assert_eq!(f, Forecast::default());
+        assert_eq!(f.days, Forecast::default().days);
+        assert_eq!(f.history, 31 * 86_400, "the period it covers");
     }
 
     #[test]

@@ -11,4 +11,4 @@ mod heat_map;
 
 pub use auto_status::run_auto_status;
 pub use forecast::{Forecast, SLOTS, compute};
-pub use heat_map::heat_map_svg;
+pub use heat_map::{ENOUGH_HISTORY, Layout, heat_map_svg};

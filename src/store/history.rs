@@ -1,4 +1,4 @@
-//! The status history the calendar feed reads.
+//! The status history the calendar feed and the history page read.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -35,5 +35,18 @@ impl Db {
             .optional()?
             .transpose()?;
         Ok((before, changes))
+    }
+
+    /// The first change after `after` that is not `open`: the end of the
+    /// opening in progress then, if it has ended.
+    pub fn status_end(&self, after: LocalTime) -> Result<Option<StatusChange>, StoreError> {
+        self.conn
+            .prepare_cached(
+                r#"SELECT timestamp, value, modified_by, device FROM "Status"
+                   WHERE timestamp > ?1 AND value <> 'open' ORDER BY timestamp LIMIT 1"#,
+            )?
+            .query_row([after.stored()], status_row)
+            .optional()?
+            .transpose()
     }
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use super::App;
 use super::forecast_cache::Rendered;
 use super::lang::Lang;
-use crate::presence;
+use crate::presence::{self, Layout};
 use crate::store::StoreError;
 use axum::extract::Query;
 
@@ -64,10 +64,12 @@ async fn presence(AxumState(app): AxumState<App>) -> Result<Response, super::Err
 #[derive(serde::Deserialize)]
 struct SvgQuery {
     blind: Option<String>,
+    layout: Option<String>,
 }
 
 /// The forecast as a heat map, labelled in the page's language; `?blind=1`
-/// for the colour-blind palette.
+/// for the colour-blind palette, `?layout=tall` for weekdays across (for a
+/// phone).
 async fn presence_svg(
     AxumState(app): AxumState<App>,
     lang: Lang,
@@ -75,7 +77,11 @@ async fn presence_svg(
 ) -> Result<Response, super::Error> {
     let rendered = forecast(&app).await?;
     let blind = matches!(query.blind.as_deref(), Some("1" | "true"));
-    let body = rendered.svg(lang, blind);
+    let layout = match query.layout.as_deref() {
+        Some("tall") => Layout::Tall,
+        _ => Layout::Wide,
+    };
+    let body = rendered.svg(lang, blind, layout);
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

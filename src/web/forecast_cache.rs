@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::Duration;
 use tokio::time::Instant;
 
-use crate::presence::{Forecast, heat_map_svg};
+use crate::presence::{Forecast, Layout, heat_map_svg};
 use crate::store::StoreError;
 use crate::words;
 use crate::words::Lang;
@@ -16,9 +16,9 @@ use crate::words::Lang;
 pub struct Rendered {
     pub forecast: Forecast,
     pub json: Bytes,
-    /// The heat maps in each language, in the standard and the colour-blind
-    /// palette.
-    svgs: Vec<(Lang, [Bytes; 2])>,
+    /// The heat maps in each language: wide then tall, each in the
+    /// standard and the colour-blind palette.
+    svgs: Vec<(Lang, [Bytes; 4])>,
     /// The status version it was computed at.
     pub status_version: u64,
     pub computed: Instant,
@@ -34,8 +34,15 @@ impl Rendered {
             .into_iter()
             .map(|lang| {
                 let words = &words::of(lang).heat_map;
-                let map = |blind| Bytes::from(heat_map_svg(&forecast, blind, words));
-                (lang, [map(false), map(true)])
+                let map =
+                    |blind, layout| Bytes::from(heat_map_svg(&forecast, blind, layout, words));
+                let maps = [
+                    map(false, Layout::Wide),
+                    map(true, Layout::Wide),
+                    map(false, Layout::Tall),
+                    map(true, Layout::Tall),
+                ];
+                (lang, maps)
             })
             .collect();
         Rendered {
@@ -51,14 +58,15 @@ impl Rendered {
 }
 
 impl Rendered {
-    /// The heat map in `lang`, in the colour-blind palette with `blind`.
-    pub fn svg(&self, lang: Lang, blind: bool) -> &Bytes {
+    /// The heat map in `lang` drawn as `layout`, in the colour-blind
+    /// palette with `blind`.
+    pub fn svg(&self, lang: Lang, blind: bool, layout: Layout) -> &Bytes {
         let (_, maps) = self
             .svgs
             .iter()
             .find(|(l, _)| *l == lang)
             .unwrap_or(&self.svgs[0]);
-        &maps[usize::from(blind)]
+        &maps[usize::from(blind) + 2 * usize::from(layout == Layout::Tall)]
     }
 }
 

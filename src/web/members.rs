@@ -28,7 +28,7 @@ use crate::limits::{AddressKey, Rate};
 use crate::record::StatusValue;
 use crate::state::{Event, Origin, Outcome};
 use crate::store::{Device, MAX_DEVICES, NewCode, User, Visibility};
-use crate::words::{self, AdminWords, MessageWords};
+use crate::words::{self, AdminWords, MessageWords, Moment};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
@@ -69,7 +69,7 @@ struct AdminPage {
     user: String,
     xsrf: String,
     open: bool,
-    since: Option<String>,
+    since: Option<Moment>,
     /// People present, hidden members left out.
     present: usize,
     /// The names of the `named` ones among them.
@@ -93,7 +93,7 @@ struct DeviceRow {
     name: String,
     connected: bool,
     /// When it last connected; none when it never did.
-    last_contact: Option<String>,
+    last_contact: Option<Moment>,
     /// Its transport and address, when known.
     via: Option<String>,
     key: KeyState,
@@ -104,15 +104,15 @@ struct DeviceRow {
 
 enum KeyState {
     /// Made at this time.
-    Since(String),
+    Since(Moment),
     /// Revoked at this time, not claimed since.
-    Revoked(String),
+    Revoked(Moment),
     NotClaimed,
 }
 
 enum CodeState {
     /// Pending until this time.
-    Until(String),
+    Until(Moment),
     Expired,
 }
 
@@ -120,7 +120,7 @@ enum CodeState {
 struct ClaimShown {
     device: String,
     code: String,
-    expires: String,
+    expires: Moment,
 }
 
 /// What an answer to a device form adds to the admin page.
@@ -160,11 +160,10 @@ pub(super) async fn admin_answer(
     let snapshot = app.state.snapshot();
     let all = words::of(lang);
     let clock = app.state.clock();
+    let now_local = clock.now();
     let shown = |unix: i64| {
-        DateTime::<Utc>::from_timestamp(unix, 0).map_or_else(
-            || unix.to_string(),
-            |t| words::when(&all.home, &clock.at(t)),
-        )
+        let at = DateTime::<Utc>::from_timestamp(unix, 0).unwrap_or_default();
+        Moment::new(&all.times, &clock.at(at), &now_local)
     };
     let connected = app.devices.link().registered_connected();
     let now = unix_seconds();
@@ -196,7 +195,7 @@ pub(super) async fn admin_answer(
         since: snapshot
             .status
             .as_ref()
-            .map(|s| words::when(&all.home, &s.timestamp)),
+            .map(|s| Moment::new(&all.times, &s.timestamp, &now_local)),
         present: snapshot.roster.counted(),
         roster: snapshot.roster.named().into_iter().collect(),
         visibility: visibility.as_str(),
@@ -222,7 +221,7 @@ fn device_row(
     connected: &[String],
     now: i64,
     words: &AdminWords,
-    shown: &impl Fn(i64) -> String,
+    shown: &impl Fn(i64) -> Moment,
 ) -> DeviceRow {
     let via = match (&device.transport, &device.address) {
         (Some(transport), Some(address)) => Some(words::fill(

@@ -15,10 +15,11 @@ use super::auth::MaybeMember;
 use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render};
 use super::lang::{self, Lang};
+use crate::clock::LocalTime;
 use crate::record::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
-use crate::words::{self, HomeWords, LogWords, Trend, TrendWords};
+use crate::words::{self, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords};
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;
@@ -36,13 +37,13 @@ struct SensorView {
     sensor: i64,
     label: String,
     value: String,
-    at: String,
+    at: Moment,
     trend: &'static TrendWords,
 }
 
 struct MessageView {
     user: String,
-    at: String,
+    at: Moment,
     text: String,
 }
 
@@ -53,7 +54,8 @@ struct HomePage {
     words: &'static HomeWords,
     open: bool,
     status_text: &'static str,
-    status_since: String,
+    /// Since when, by whom: the phrase around its time.
+    status_since: Option<(String, Moment, String)>,
     /// The server's local time, from which the script tells how long ago.
     now: String,
     /// How many people are in the room, in words.
@@ -84,10 +86,12 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
     let mut chrome = Chrome::new(app, lang, title);
     chrome.blind = blind;
     let now = app.state.clock().now();
-    let status_since = match &snapshot.status {
-        Some(s) => words::since(words, &s.timestamp, &now, by_whom(words, s.modified_by)),
-        None => words.no_status.to_string(),
-    };
+    let all = words::of(lang);
+    let times = &all.times;
+    let status_since = snapshot
+        .status
+        .as_ref()
+        .map(|s| words::since(all, &s.timestamp, &now, by_whom(words, s.modified_by)));
     HomePage {
         chrome,
         words,
@@ -117,13 +121,13 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
                     words.degrees,
                     &[("value", &thresholds.fixed(t.value, words.decimal_point))],
                 ),
-                at: words::when(words, &t.timestamp),
+                at: Moment::new(times, &t.timestamp, &now),
                 trend: words.trend(trend(snapshot, t.sensor)),
             })
             .collect(),
         message: snapshot.message.as_ref().map(|m| MessageView {
             user: m.user.clone(),
-            at: words::when(words, &m.timestamp),
+            at: Moment::new(times, &m.timestamp, &now),
             text: m.text.clone(),
         }),
         words_json: words::script_json(lang),
@@ -184,10 +188,11 @@ fn home_for(
 }
 
 struct LogRow {
-    at: String,
+    at: Moment,
     /// `open`, `closed` or `away`, for the style.
     class: &'static str,
-    value: &'static str,
+    /// The status, and how long an opening lasted.
+    value: String,
     /// Who: the device (with its name when it is a registered one) or the web.
     by: String,
 }
@@ -255,9 +260,21 @@ async fn log(
 ) -> Result<Response> {
     let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let q = LogQuery::parse(&params)?;
-    let (rows, total) = app
+    // One row more, older than the page, tells whether its oldest opening
+    // began before it; the end of its newest opening may be on a newer page.
+    let (rows, older, end, total) = app
         .store
-        .run(move |db| Ok((db.status_log(q.offset, q.limit)?, db.status_count()?)))
+        .run(move |db| {
+            let mut rows = db.status_log(q.offset, q.limit.saturating_add(1))?;
+            let older = (rows.len() as u64 > q.limit).then(|| rows.pop()).flatten();
+            let end = match rows.first() {
+                Some(newest) if newest.value.is_open() && !q.json => {
+                    db.status_end(newest.timestamp)?.map(|c| c.timestamp)
+                }
+                _ => None,
+            };
+            Ok((rows, older, end, db.status_count()?))
+        })
         .await?;
     if q.json {
         let log: Vec<StatusJson> = rows.iter().map(StatusJson::from).collect();
@@ -274,27 +291,91 @@ async fn log(
             ("total", &total.to_string()),
         ],
     );
-    let home = &words::of(lang).home;
+    let times = &words::of(lang).times;
+    let now = app.state.clock().now();
+    let lasted = openings(&rows, older.as_ref(), end, &now);
     let page = LogPage {
         chrome: Chrome::page(&app, lang, words.title).keeping(uri.query()),
         words,
         range,
         newer: (q.offset > 0).then(|| link(q.offset.saturating_sub(q.limit))),
         older: (q.offset.saturating_add(q.limit) < total).then(|| link(q.offset + q.limit)),
-        rows: rows.iter().map(|s| log_row(words, home, s)).collect(),
+        rows: rows
+            .iter()
+            .zip(lasted)
+            .map(|(s, lasted)| log_row(words, times, s, lasted, &now))
+            .collect(),
     };
     Ok(render(StatusCode::OK, &page)?)
 }
 
-fn log_row(words: &'static LogWords, home: &HomeWords, s: &StatusChange) -> LogRow {
+/// How long an opening lasted, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lasted {
+    Ended(i64),
+    /// Still open `now`.
+    SoFar(i64),
+}
+
+/// For each of `rows` (newest first), how long the opening it began
+/// lasted: an `open` row after one that is not, until the next change that
+/// is not `open`. `older` is the change before the oldest row, `end` the
+/// first change after the newest row that is not `open`, if any.
+fn openings(
+    rows: &[StatusChange],
+    older: Option<&StatusChange>,
+    end: Option<LocalTime>,
+    now: &LocalTime,
+) -> Vec<Option<Lasted>> {
+    let mut end = end;
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            if !row.value.is_open() {
+                end = Some(row.timestamp);
+                return None;
+            }
+            let before = rows
+                .get(i + 1)
+                .or(if i + 1 == rows.len() { older } else { None });
+            if before.is_some_and(|b| b.value.is_open()) {
+                return None;
+            }
+            Some(match end {
+                Some(end) => Lasted::Ended((end.0 - row.timestamp.0).num_seconds()),
+                None => Lasted::SoFar((now.0 - row.timestamp.0).num_seconds()),
+            })
+        })
+        .collect()
+}
+
+fn log_row(
+    words: &'static LogWords,
+    times: &TimeWords,
+    s: &StatusChange,
+    lasted: Option<Lasted>,
+    now: &LocalTime,
+) -> LogRow {
+    let value = match s.value {
+        StatusValue::Open => words.open,
+        StatusValue::Closed => words.closed,
+        StatusValue::Away => words.away,
+    };
+    let value = match lasted {
+        None => value.to_string(),
+        Some(Lasted::Ended(seconds)) => words::fill(
+            words.open_for,
+            &[("duration", &words::duration(times, seconds))],
+        ),
+        Some(Lasted::SoFar(seconds)) => words::fill(
+            words.open_so_far,
+            &[("duration", &words::duration(times, seconds))],
+        ),
+    };
     LogRow {
-        at: words::when(home, &s.timestamp),
+        at: Moment::dated(times, &s.timestamp, now),
         class: s.value.as_str(),
-        value: match s.value {
-            StatusValue::Open => words.open,
-            StatusValue::Closed => words.closed,
-            StatusValue::Away => words.away,
-        },
+        value,
         by: match (s.modified_by, &s.device) {
             (_, Some(name)) => format!("{} {name}", words.by_device),
             (ModifiedBy::Bits, None) => words.by_device.to_string(),

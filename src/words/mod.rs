@@ -7,10 +7,11 @@
 //! Phrases name their parts in braces (`{time}`), filled by [`fill`] here
 //! and by the script's `fill`, so a translation may put them in any order.
 //! The tables themselves: `en` (English) and `it` (Italian), one for each
-//! [`Lang`].
+//! [`Lang`]; `times` writes a time the one way every page does.
 
 mod en;
 mod it;
+mod times;
 
 use std::sync::LazyLock;
 
@@ -18,6 +19,8 @@ use serde::Serialize;
 
 use crate::clock::LocalTime;
 use crate::state::HISTORY_SAMPLES;
+
+pub use times::{Moment, TimeWords, ago, date, duration, iso, moment};
 
 /// A language the pages speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +60,7 @@ pub struct Words {
     pub message: MessageWords,
     pub not_found: NotFoundWords,
     pub heat_map: HeatMapWords,
+    pub times: TimeWords,
 }
 
 /// The forecast's heat map.
@@ -68,6 +72,8 @@ pub struct HeatMapWords {
     /// The ends of the legend's scale.
     pub never: &'static str,
     pub always: &'static str,
+    /// Two lines in place of a map without a week of history.
+    pub not_enough: [&'static str; 2],
 }
 
 /// The frame around every page.
@@ -102,6 +108,10 @@ pub struct LogWords {
     pub pages: &'static str,
     pub newer: &'static str,
     pub older: &'static str,
+    /// An opening that ended, lasting `{duration}`.
+    pub open_for: &'static str,
+    /// The opening in progress, `{duration}` so far.
+    pub open_so_far: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,25 +220,6 @@ pub fn of(lang: Lang) -> &'static Words {
     }
 }
 
-/// A stored time as the homepage's `date` phrase of `words` writes it.
-pub fn when(words: &HomeWords, at: &LocalTime) -> String {
-    dated(words, &at.display(), 19)
-}
-
-/// `shown` (`YYYY-MM-DD HH:MM:SS`, as the script reads it from `/data`)
-/// in the `date` phrase, its time cut at `end` (16 for `HH:MM`).
-fn dated(words: &HomeWords, shown: &str, end: usize) -> String {
-    fill(
-        words.date,
-        &[
-            ("year", &shown[..4]),
-            ("month", &shown[5..7]),
-            ("day", &shown[8..10]),
-            ("time", &shown[11..end]),
-        ],
-    )
-}
-
 /// The words of the homepage in one language.
 #[derive(Debug, Serialize)]
 pub struct HomeWords {
@@ -236,19 +227,11 @@ pub struct HomeWords {
     pub title_closed: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
-    /// `{time}` of the last change (`HH:MM`), `{ago}` how long
-    /// ago (see [`ago`]), `{by}` one of the two below; a change of today.
+    /// `{time}` of the last change as [`moment`] writes it, `{by}` one of
+    /// the two below; a change of today.
     pub since: &'static str,
-    /// The same for a change of an earlier day (`{time}` with its date).
+    /// The same for a change of an earlier day.
     pub since_before: &'static str,
-    pub just_now: &'static str,
-    pub minute_ago: &'static str,
-    /// `{count}` minutes, two or more; and so on.
-    pub minutes_ago: &'static str,
-    pub hour_ago: &'static str,
-    pub hours_ago: &'static str,
-    pub day_ago: &'static str,
-    pub days_ago: &'static str,
     pub by_device: &'static str,
     pub by_web: &'static str,
     pub no_status: &'static str,
@@ -273,9 +256,6 @@ pub struct HomeWords {
     pub degrees: &'static str,
     /// Between the whole and the decimal part of a number.
     pub decimal_point: &'static str,
-    /// A time: `{year}`, `{month}`, `{day}` (two digits each, four for the
-    /// year) and `{time}` (`HH:MM:SS`).
-    pub date: &'static str,
     pub rising: TrendWords,
     pub falling: TrendWords,
     pub steady: TrendWords,
@@ -377,12 +357,14 @@ impl HomeWords {
 #[derive(Serialize)]
 struct ScriptTable {
     words: &'static HomeWords,
+    times: &'static TimeWords,
     thresholds: &'static Thresholds,
 }
 
 fn table_json(lang: Lang) -> String {
     let table = ScriptTable {
         words: &of(lang).home,
+        times: &of(lang).times,
         thresholds: &THRESHOLDS,
     };
     serde_json::to_string(&table)
@@ -401,39 +383,20 @@ pub fn script_json(lang: Lang) -> &'static str {
     }
 }
 
-/// How long ago something happened, `seconds` before now: "just now"
-/// under a minute, then whole minutes, hours, days (rounded down).
-pub fn ago(words: &HomeWords, seconds: i64) -> String {
-    let (one, many, count) = match seconds.max(0) {
-        s if s < 60 => return words.just_now.to_string(),
-        s if s < 3600 => (words.minute_ago, words.minutes_ago, s / 60),
-        s if s < 86_400 => (words.hour_ago, words.hours_ago, s / 3600),
-        s => (words.day_ago, words.days_ago, s / 86_400),
-    };
-    if count == 1 {
-        one.to_string()
+/// "Since" a change `at`, read `now`, set `by` whom: the phrase before
+/// its time, the time as [`moment`] writes it, the phrase after it.
+pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> (String, Moment, String) {
+    let phrase = if at.0.date() == now.0.date() {
+        words.home.since
     } else {
-        fill(many, &[("count", &count.to_string())])
-    }
-}
-
-/// "Since" a change `at`, `now`: its time on the day of `now`, else with
-/// its date; how long ago; `by` whom.
-pub fn since(words: &HomeWords, at: &LocalTime, now: &LocalTime, by: &str) -> String {
-    let shown = at.display();
-    let today = at.0.date() == now.0.date();
-    let time = if today {
-        shown[11..16].to_string()
-    } else {
-        dated(words, &shown, 16)
+        words.home.since_before
     };
-    let phrase = if today {
-        words.since
-    } else {
-        words.since_before
-    };
-    let ago = ago(words, (now.0 - at.0).num_seconds());
-    fill(phrase, &[("time", &time), ("ago", &ago), ("by", by)])
+    let (before, after) = around(phrase, "time");
+    (
+        fill(before, &[("by", by)]),
+        Moment::new(&words.times, at, now),
+        fill(after, &[("by", by)]),
+    )
 }
 
 /// The text of `phrase` before and after its part `{name}`, for a part
@@ -478,197 +441,4 @@ pub fn fill(phrase: &str, parts: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    /// Each message of one language, by its path in the table.
-    fn messages(lang: Lang) -> BTreeMap<String, String> {
-        fn walk(path: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-            match value {
-                serde_json::Value::Object(fields) => {
-                    for (name, value) in fields {
-                        walk(&format!("{path}.{name}"), value, out);
-                    }
-                }
-                serde_json::Value::String(text) => {
-                    out.insert(path.to_string(), text.clone());
-                }
-                serde_json::Value::Array(items) => {
-                    for (i, value) in items.iter().enumerate() {
-                        walk(&format!("{path}.{i}"), value, out);
-                    }
-                }
-                other => panic!("{path} is {other}"),
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk("", &serde_json::to_value(of(lang)).unwrap(), &mut out);
-        out
-    }
-
-    /// The names of the parts of `phrase`, sorted.
-    fn parts(phrase: &str) -> Vec<&str> {
-        let mut names: Vec<&str> = phrase
-            .split('{')
-            .skip(1)
-            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
-            .collect();
-        names.sort_unstable();
-        names
-    }
-
-    #[test]
-    fn every_language_has_every_message_with_the_same_parts() {
-        let english = messages(Lang::En);
-        assert!(english.len() > 80, "{}", english.len());
-        for lang in Lang::ALL {
-            let words = messages(lang);
-            assert_eq!(
-                words.keys().collect::<Vec<_>>(),
-                english.keys().collect::<Vec<_>>()
-            );
-            for (key, text) in &words {
-                assert!(!text.trim().is_empty(), "{lang:?} {key} is empty");
-                assert_eq!(parts(text), parts(&english[key]), "{lang:?} {key}");
-            }
-        }
-        // Translated, not copied: only names, symbols and units may repeat.
-        let italian = messages(Lang::It);
-        let same = english.iter().filter(|(k, v)| italian[*k] == **v).count();
-        assert!(
-            same * 5 < english.len(),
-            "{same} of {} the same",
-            english.len()
-        );
-    }
-
-    #[test]
-    fn a_marked_up_part_splits_its_phrase() {
-        assert_eq!(around("Logged in as {user}", "user"), ("Logged in as ", ""));
-        assert_eq!(
-            around("Accesso come {user}.", "user"),
-            ("Accesso come ", ".")
-        );
-        assert_eq!(around("no part", "user"), ("no part", ""));
-    }
-
-    #[test]
-    fn since_reads_as_a_time_and_how_long_ago() {
-        let words = &of(Lang::En).home;
-        let now = LocalTime::parse("2026-11-30 20:05:00").unwrap();
-        let today = LocalTime::parse("2026-11-30 18:02:59").unwrap();
-        let before = LocalTime::parse("2026-11-28 09:30:00").unwrap();
-        let italian = &of(Lang::It).home;
-        assert_eq!(
-            since(words, &today, &now, "the device"),
-            "since 18:02, 2 hours ago, set by the device"
-        );
-        assert_eq!(
-            since(words, &before, &now, "the device"),
-            "since 2026-11-28 09:30, 2 days ago, set by the device"
-        );
-        assert_eq!(
-            since(italian, &today, &now, "dal dispositivo"),
-            "dalle 18:02 (2 ore fa), segnalato dal dispositivo"
-        );
-        assert_eq!(
-            since(italian, &before, &now, "dal dispositivo"),
-            "dal 28/11/2026 09:30 (2 giorni fa), segnalato dal dispositivo"
-        );
-        for (seconds, en, it) in [
-            (-5, "just now", "adesso"),
-            (59, "just now", "adesso"),
-            (60, "1 minute ago", "1 minuto fa"),
-            (3599, "59 minutes ago", "59 minuti fa"),
-            (7300, "2 hours ago", "2 ore fa"),
-            (86_400, "1 day ago", "1 giorno fa"),
-            (3 * 86_400 + 5, "3 days ago", "3 giorni fa"),
-        ] {
-            assert_eq!(ago(words, seconds), en);
-            assert_eq!(ago(italian, seconds), it);
-        }
-    }
-
-    #[test]
-    fn times_follow_the_language() {
-        let at = LocalTime::parse("2026-11-30 18:02:07").unwrap();
-        assert_eq!(when(&of(Lang::En).home, &at), "2026-11-30 18:02:07");
-        assert_eq!(when(&of(Lang::It).home, &at), "30/11/2026 18:02:07");
-    }
-
-    #[test]
-    fn phrases_are_filled_once_by_name() {
-        assert_eq!(
-            fill(
-                en::WORDS.home.since,
-                &[("by", "the device"), ("ago", "just now"), ("time", "18:02")]
-            ),
-            "since 18:02, just now, set by the device"
-        );
-        assert_eq!(fill("{a}{b}", &[("a", "{b}"), ("b", "x")]), "{b}x");
-        assert_eq!(fill("{{a}} {} {c} {", &[("a", "1")]), "{1} {} {c} {");
-        assert_eq!(fill("no parts", &[("a", "1")]), "no parts");
-    }
-
-    #[test]
-    fn temperatures_round_as_the_script_does() {
-        // (value, what JavaScript's toFixed(1) gives)
-        for (value, expected) in [
-            (20.25, "20.3"),
-            (20.75, "20.8"),
-            (-0.25, "-0.3"),
-            (22.0, "22.0"),
-            (20.15, "20.1"),
-            (20.35, "20.4"),
-            (1.45, "1.4"),
-            (0.05, "0.1"),
-            (-7.0, "-7.0"),
-            (199.99, "200.0"),
-            (-0.0, "0.0"),
-            (-0.04, "-0.0"),
-        ] {
-            assert_eq!(THRESHOLDS.fixed(value, "."), expected, "{value}");
-        }
-        assert_eq!(THRESHOLDS.fixed(-20.25, ","), "-20,3");
-    }
-
-    #[test]
-    fn trends_past_the_step() {
-        let t = &THRESHOLDS;
-        assert_eq!(t.trend(21.0, None), Trend::Steady);
-        assert_eq!(t.trend(21.0, Some(20.5)), Trend::Rising);
-        assert_eq!(t.trend(20.5, Some(21.0)), Trend::Falling);
-        assert_eq!(t.trend(21.04, Some(21.0)), Trend::Steady);
-        assert_eq!(t.trend(20.0, Some(20.04)), Trend::Steady);
-        assert_eq!(t.trend(21.0, Some(21.0)), Trend::Steady);
-    }
-
-    #[test]
-    fn the_script_reads_only_words_of_the_table() {
-        let table: serde_json::Value = serde_json::from_str(script_json(Lang::It)).unwrap();
-        let script = include_str!("../../assets/app.js");
-        for (prefix, section) in [("WORDS.", "words"), ("THRESHOLDS.", "thresholds")] {
-            let keys = table[section].as_object().unwrap();
-            let used: Vec<&str> = script
-                .match_indices(prefix)
-                .filter(|(at, _)| {
-                    !script[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                })
-                .map(|(at, _)| {
-                    let name = &script[at + prefix.len()..];
-                    let end = name
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .unwrap_or(name.len());
-                    &name[..end]
-                })
-                .collect();
-            assert!(!used.is_empty(), "app.js reads no {section}");
-            for name in used {
-                assert!(keys.contains_key(name), "app.js reads {prefix}{name}");
-            }
-        }
-        assert!(!script_json(Lang::En).contains('<'));
-    }
-}
+mod tests;

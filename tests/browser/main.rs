@@ -1,12 +1,14 @@
 //! The pages in headless Chromium (Debian's `chromium`, which `make test`
 //! installs when missing), against a real server on port 0: the Chromium
 //! harness here, the pages' tests in the modules (`home`, the homepage live;
-//! `admin`, the devices section of `/admin`).
+//! `admin`, the devices section of `/admin`; `phone`, every page on a
+//! phone's screen and a desktop's).
 
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod home;
+mod phone;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -259,8 +261,9 @@ pub(crate) async fn type_into(page: &Page, id: &str, value: &str) {
         .unwrap();
 }
 
-/// Checks that nothing in the page's sections reaches past their padding
-/// or widens the page, `width` pixels wide.
+/// Checks that nothing in the page's sections reaches past their padding,
+/// that no element of the page (the header's included) reaches past the
+/// window's edges, and that nothing widens the page, `width` pixels wide.
 pub(crate) async fn assert_fits(page: &Page, what: &str, width: i64, mobile: bool) {
     page.execute(SetDeviceMetricsOverrideParams::new(width, 900, 1.0, mobile))
         .await
@@ -272,6 +275,15 @@ pub(crate) async fn assert_fits(page: &Page, what: &str, width: i64, mobile: boo
            if (document.documentElement.scrollWidth > window.innerWidth) {
              out.push('the page is ' + document.documentElement.scrollWidth + ' px wide');
            }
+           var edge = document.documentElement.clientWidth + 0.5;
+           document.querySelectorAll('body *').forEach(function (el) {
+             var box = el.getBoundingClientRect();
+             if (box.width === 0 && box.height === 0) return;
+             if (box.right > edge || box.left < -0.5) {
+               out.push(el.tagName + (el.id ? '#' + el.id : '') + (el.className && el.className.baseVal === undefined ? '.' + el.className : '') +
+                 ' at ' + Math.round(box.left) + '..' + Math.round(box.right));
+             }
+           });
            document.querySelectorAll('main section').forEach(function (section) {
              var box = section.getBoundingClientRect();
              var right = box.right - parseFloat(getComputedStyle(section).paddingRight) + 0.5;

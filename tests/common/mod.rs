@@ -451,6 +451,30 @@ pub fn assert_contains(text: &str, parts: &[&str]) {
     }
 }
 
+/// Fails if a page shows a date as stored (`YYYY-MM-DD`, with or without
+/// its time) anywhere but in a `<time datetime>` attribute.
+#[track_caller]
+pub fn assert_no_raw_timestamps(page: &str) {
+    let mut shown = String::with_capacity(page.len());
+    let mut rest = page;
+    while let Some(at) = rest.find("datetime=\"") {
+        shown.push_str(&rest[..at]);
+        let value = &rest[at + "datetime=\"".len()..];
+        rest = value.find('"').map_or("", |end| &value[end + 1..]);
+    }
+    shown.push_str(rest);
+    let bytes = shown.as_bytes();
+    let digits = |from: usize, n: usize| bytes[from..from + n].iter().all(u8::is_ascii_digit);
+    for i in 0..bytes.len().saturating_sub(9) {
+        let date = digits(i, 4) && bytes[i + 4] == b'-' && digits(i + 5, 2);
+        if date && bytes[i + 7] == b'-' && digits(i + 8, 2) {
+            let around = &bytes[i.saturating_sub(80)..(i + 80).min(bytes.len())];
+            let around = String::from_utf8_lossy(around);
+            panic!("a raw date in the page: ...{around}...");
+        }
+    }
+}
+
 /// The next line of `reader`, `\n` included, within [`PATIENCE`]; `None`
 /// once the stream has ended. `what` names the line a failure waited for.
 pub async fn next_line<R>(reader: &mut R, what: &str) -> Option<String>
