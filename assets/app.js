@@ -17,8 +17,9 @@
   var WORDS = table.words;
   var THRESHOLDS = table.thresholds;
   var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
+  var SPACE = ($("status") && $("status").dataset.space) || "";
 
-  var state = { status: null, tempint: null, message: null, tempinthist: [] };
+  var state = { status: null, tempint: null, message: null, tempinthist: [], device_offline_since: null };
   var lastData = null; // when the page last heard from the server
 
   // A phrase with each {name} replaced by values[name], in one pass.
@@ -84,22 +85,48 @@
     return new DOMParser().parseFromString(String(text), "text/html").documentElement.textContent;
   }
 
+  // "The device has been offline since 18:02", as the server words it.
+  function offlineText(timestamp) {
+    var t = String(timestamp);
+    var today = t.slice(0, 10) === new Date(Date.now() - skew).toISOString().slice(0, 10);
+    return fill(today ? WORDS.device_offline : WORDS.device_offline_before, { time: today ? t.slice(11, 16) : dated(t, 16) });
+  }
+
   function renderStatus() {
     var s = state.status;
     var open = !!s && s.value === "open";
+    // Before any status: neither open nor closed.
+    var kind = !s ? "unknown" : open ? "open" : "closed";
     var box = $("status");
-    if (box) box.className = "status " + (open ? "open" : "closed");
+    if (box) box.className = "status " + kind;
     var text = $("status-text");
-    if (text) text.textContent = open ? WORDS.status_open : WORDS.status_closed;
+    if (text) text.textContent = { open: WORDS.status_open, closed: WORDS.status_closed, unknown: WORDS.status_unknown }[kind];
     var since = $("status-since");
     if (since) {
       since.textContent = s
         ? sinceText(s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device)
         : WORDS.no_status;
     }
-    document.title = open ? WORDS.title_open : WORDS.title_closed;
+    var title = { open: WORDS.title_open, closed: WORDS.title_closed, unknown: WORDS.title_unknown }[kind];
+    document.title = fill(title, { space: SPACE });
     var icon = $("favicon");
-    if (icon) icon.href = icon.href.replace(/(open|closed)\.svg/, open ? "open.svg" : "closed.svg");
+    if (icon) icon.href = icon.href.replace(/(open|closed|unknown)\.svg/, kind + ".svg");
+    // A member's toggle asks for the other status.
+    var wanted = $("toggle-status");
+    var button = $("toggle-button");
+    if (wanted && button) {
+      wanted.value = open ? "closed" : "open";
+      button.textContent = open ? button.dataset.close : button.dataset.open;
+    }
+    renderDevice();
+  }
+
+  function renderDevice() {
+    var notice = $("device-offline");
+    if (!notice) return;
+    var since = state.device_offline_since;
+    notice.hidden = !since;
+    notice.textContent = since ? offlineText(since) : "";
   }
 
   function renderSensors() {
@@ -241,6 +268,7 @@
         tempint: data.tempint || null,
         message: data.message || null,
         tempinthist: data.tempinthist || [],
+        device_offline_since: data.device_offline_since || null,
       };
       renderAll();
       return;
@@ -253,6 +281,7 @@
       renderSensors();
     }
     if (data.message) { state.message = data.message; renderMessage(); }
+    if ("device_offline_since" in data) { state.device_offline_since = data.device_offline_since; renderDevice(); }
   }
 
   // ---- connection -------------------------------------------------------
@@ -261,8 +290,7 @@
   function showLive(how) {
     if (!live) return;
     live.className = "live on";
-    var transports = { websocket: WORDS.transport_websocket, events: WORDS.transport_events, polling: WORDS.transport_polling };
-    live.textContent = fill(WORDS.live, { transport: transports[how] });
+    live.textContent = WORDS.live;
     live.dataset.transport = how;
   }
   function showOffline() {

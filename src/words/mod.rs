@@ -73,7 +73,7 @@ pub struct HeatMapWords {
 /// The frame around every page.
 #[derive(Debug, Serialize)]
 pub struct LayoutWords {
-    /// `{page}` after the site's name, in the window's title.
+    /// `{page}` after the `{space}`'s name, in the window's title.
     pub title: &'static str,
     pub nav: &'static str,
     pub history: &'static str,
@@ -232,10 +232,14 @@ fn dated(words: &HomeWords, shown: &str, end: usize) -> String {
 /// The words of the homepage in one language.
 #[derive(Debug, Serialize)]
 pub struct HomeWords {
+    /// The window's title, after the `{space}`'s name.
     pub title_open: &'static str,
     pub title_closed: &'static str,
+    /// Before any status is recorded, likewise.
+    pub title_unknown: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
+    pub status_unknown: &'static str,
     /// `{time}` of the last change (`HH:MM`), `{ago}` how long
     /// ago (see [`ago`]), `{by}` one of the two below; a change of today.
     pub since: &'static str,
@@ -252,14 +256,14 @@ pub struct HomeWords {
     pub by_device: &'static str,
     pub by_web: &'static str,
     pub no_status: &'static str,
+    /// `{time}` (`HH:MM`) the device that set the status left, today.
+    pub device_offline: &'static str,
+    /// The same on an earlier day (`{time}` with its date).
+    pub device_offline_before: &'static str,
     /// Shown until the script starts.
     pub needs_script: &'static str,
     pub connecting: &'static str,
-    /// `{transport}`: one of the three below.
     pub live: &'static str,
-    pub transport_websocket: &'static str,
-    pub transport_events: &'static str,
-    pub transport_polling: &'static str,
     pub offline: &'static str,
     /// `{time}` the page last heard from the server, `{ago}` how long ago.
     pub offline_since: &'static str,
@@ -434,6 +438,18 @@ pub fn since(words: &HomeWords, at: &LocalTime, now: &LocalTime, by: &str) -> St
     };
     let ago = ago(words, (now.0 - at.0).num_seconds());
     fill(phrase, &[("time", &time), ("ago", &ago), ("by", by)])
+}
+
+/// That the device has been offline `since`, `now`: its time on the day
+/// of `now`, else with its date.
+pub fn device_offline(words: &HomeWords, since: &LocalTime, now: &LocalTime) -> String {
+    let shown = since.display();
+    let (phrase, time) = if since.0.date() == now.0.date() {
+        (words.device_offline, shown[11..16].to_string())
+    } else {
+        (words.device_offline_before, dated(words, &shown, 16))
+    };
+    fill(phrase, &[("time", &time)])
 }
 
 /// The text of `phrase` before and after its part `{name}`, for a part
