@@ -18,8 +18,9 @@
   var TIMES = table.times;
   var THRESHOLDS = table.thresholds;
   var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
+  var SPACE = ($("status") && $("status").dataset.space) || "";
 
-  var state = { status: null, tempint: null, message: null, tempinthist: [] };
+  var state = { status: null, tempint: null, message: null, tempinthist: [], device_offline_since: null };
   var lastData = null; // when the page last heard from the server
 
   // A phrase with each {name} replaced by values[name], in one pass.
@@ -92,14 +93,20 @@
     return el;
   }
 
-  // "Since" a change, as the server words it: the phrase around its time,
-  // the time in its own element; by whom.
-  function renderSince(el, timestamp, by) {
-    var phrase = isToday(String(timestamp)) ? WORDS.since : WORDS.since_before;
+  // A phrase around a time, as the server words it: the phrase of today
+  // or of an earlier day, the time in its own element; `parts` fill the
+  // rest ("since 18:02 (3 hours ago), set by the device").
+  function renderAround(el, today, before, timestamp, parts) {
+    var phrase = isToday(String(timestamp)) ? today : before;
     var at = phrase.indexOf("{time}");
     el.textContent = "";
-    el.append(fill(phrase.slice(0, at), { by: by }), timeElement(timestamp),
-      fill(phrase.slice(at + "{time}".length), { by: by }));
+    el.append(fill(phrase.slice(0, at), parts), timeElement(timestamp),
+      fill(phrase.slice(at + "{time}".length), parts));
+  }
+
+  // "Since" a change: when, by whom.
+  function renderSince(el, timestamp, by) {
+    renderAround(el, WORDS.since, WORDS.since_before, timestamp, { by: by });
   }
 
   // A number with `decimals` decimals and the language's decimal point.
@@ -117,18 +124,38 @@
   function renderStatus() {
     var s = state.status;
     var open = !!s && s.value === "open";
+    // Before any status: neither open nor closed.
+    var kind = !s ? "unknown" : open ? "open" : "closed";
     var box = $("status");
-    if (box) box.className = "status " + (open ? "open" : "closed");
+    if (box) box.className = "status " + kind;
     var text = $("status-text");
-    if (text) text.textContent = open ? WORDS.status_open : WORDS.status_closed;
+    if (text) text.textContent = { open: WORDS.status_open, closed: WORDS.status_closed, unknown: WORDS.status_unknown }[kind];
     var since = $("status-since");
     if (since) {
       if (s) renderSince(since, s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device);
       else since.textContent = WORDS.no_status;
     }
-    document.title = open ? WORDS.title_open : WORDS.title_closed;
+    var title = { open: WORDS.title_open, closed: WORDS.title_closed, unknown: WORDS.title_unknown }[kind];
+    document.title = fill(title, { space: SPACE });
     var icon = $("favicon");
-    if (icon) icon.href = icon.href.replace(/(open|closed)\.svg/, open ? "open.svg" : "closed.svg");
+    if (icon) icon.href = icon.href.replace(/(open|closed|unknown)\.svg/, kind + ".svg");
+    // A member's toggle asks for the other status.
+    var wanted = $("toggle-status");
+    var button = $("toggle-button");
+    if (wanted && button) {
+      wanted.value = open ? "closed" : "open";
+      button.textContent = open ? button.dataset.close : button.dataset.open;
+    }
+    renderDevice();
+  }
+
+  function renderDevice() {
+    var notice = $("device-offline");
+    if (!notice) return;
+    var since = state.device_offline_since;
+    notice.hidden = !since;
+    if (since) renderAround(notice, WORDS.device_offline, WORDS.device_offline_before, since, {});
+    else notice.textContent = "";
   }
 
   function renderSensors() {
@@ -269,6 +296,7 @@
         tempint: data.tempint || null,
         message: data.message || null,
         tempinthist: data.tempinthist || [],
+        device_offline_since: data.device_offline_since || null,
       };
       renderAll();
       return;
@@ -281,6 +309,7 @@
       renderSensors();
     }
     if (data.message) { state.message = data.message; renderMessage(); }
+    if ("device_offline_since" in data) { state.device_offline_since = data.device_offline_since; renderDevice(); }
   }
 
   // ---- connection -------------------------------------------------------
@@ -289,8 +318,7 @@
   function showLive(how) {
     if (!live) return;
     live.className = "live on";
-    var transports = { websocket: WORDS.transport_websocket, events: WORDS.transport_events, polling: WORDS.transport_polling };
-    live.textContent = fill(WORDS.live, { transport: transports[how] });
+    live.textContent = WORDS.live;
     live.dataset.transport = how;
   }
   function showOffline() {

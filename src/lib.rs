@@ -149,6 +149,12 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(device::watch_absence(
+        link.clone(),
+        state.clone(),
+        Duration::from_secs(config.options.device_stale_after),
+        shutdown.clone(),
+    ));
     let url = config.spaceapi.as_ref().and_then(|s| s.url.as_deref());
     let site = webhook::request::Site::new(config.space_name(), url);
     webhook::spawn(

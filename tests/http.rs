@@ -284,7 +284,7 @@ async fn large_responses_are_compressed() {
 async fn homepage_shows_the_current_state() {
     let server = TestServer::start().await;
     let html = server.text("/").await;
-    assert_contains(&html, &["The room is closed", "closed.svg"]);
+    assert_contains(&html, &["No status known yet", "unknown.svg"]);
     let mut device = server.device().await;
     device.send_all(&["status 1", "temperature 2 22.25"]).await;
     device.send_message("back at 9").await;

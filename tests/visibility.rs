@@ -117,7 +117,13 @@ async fn counts_and_names_follow_each_members_visibility() {
     let home = home.text().await.unwrap();
     assert!(home.contains("People in the room: 2"), "{home}");
     assert!(home.contains(&format!("<li>{NAMED}</li>")), "{home}");
-    assert!(!home.contains(COUNTED) && !home.contains(HIDDEN), "{home}");
+    // Carl's own name only where it says who is logged in.
+    assert_eq!(home.matches(COUNTED).count(), 1, "{home}");
+    assert!(
+        home.contains(&format!("<strong>{COUNTED}</strong>")),
+        "{home}"
+    );
+    assert!(!home.contains(HIDDEN), "{home}");
     let admin = carl.get("/admin").await.text().await.unwrap();
     assert!(
         admin.contains("People in the room: 2 (1 not named)"),

@@ -123,6 +123,10 @@ pub struct Options {
     #[arg(long, help_heading = "Device", default_value = "3600")]
     #[arg(value_parser = number(0..=u64::MAX), value_name = "SECONDS")]
     pub control_idle_timeout: u64,
+    /// Seconds the device that set the status may be disconnected before the homepage says the status may be out of date (0 = never)
+    #[arg(long, help_heading = "Device", default_value = "600")]
+    #[arg(value_parser = number(0..=u64::MAX), value_name = "SECONDS")]
+    pub device_stale_after: u64,
     /// Seconds a claim code of `bitsd device add` or `bitsd device claim` stays valid
     #[arg(long, help_heading = "Device", default_value = "900")]
     #[arg(value_parser = number(60..=604_800u64), value_name = "SECONDS")]

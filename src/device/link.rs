@@ -2,12 +2,12 @@
 //! registered one, all at once), and the follower that tells them of the
 //! changes they did not make. Its tests are in `tests`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol;
@@ -96,6 +96,8 @@ struct Inner {
     unsent: QuietLog,
     /// Woken to check the connected devices' keys at once.
     recheck: Notify,
+    /// The names of the devices connected, as they change.
+    names: watch::Sender<BTreeSet<String>>,
 }
 
 struct Attached {
@@ -129,6 +131,7 @@ impl DeviceLink {
                 metrics,
                 unsent: QuietLog::default(),
                 recheck: Notify::new(),
+                names: watch::Sender::new(BTreeSet::new()),
             }),
         }
     }
@@ -164,7 +167,9 @@ impl DeviceLink {
             candidate.cancel.cancel();
             return;
         }
-        if let Some(previous) = attached.insert(Slot::Original, candidate) {
+        let previous = attached.insert(Slot::Original, candidate);
+        self.tell_names(&attached);
+        if let Some(previous) = previous {
             tracing::info!("device BITS: a new connection; closing the previous one");
             previous.cancel.cancel();
         }
@@ -193,6 +198,7 @@ impl DeviceLink {
         let mut all = self.lock();
         connected.set(1);
         let previous = all.insert(slot, attached);
+        self.tell_names(&all);
         drop(all);
         if let Some(previous) = previous {
             tracing::info!(
@@ -223,6 +229,27 @@ impl DeviceLink {
         if !still {
             self.inner.metrics.device_connected(who.name()).set(0);
         }
+        self.tell_names(&attached);
+    }
+
+    /// The names of the devices connected (`BITS` for the original one,
+    /// once confirmed), with a notification each time they change.
+    pub fn names(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.inner.names.subscribe()
+    }
+
+    fn tell_names(&self, attached: &HashMap<Slot, Attached>) {
+        // A candidate is not yet known to be the original device.
+        let names: BTreeSet<String> = attached
+            .iter()
+            .filter(|(slot, _)| !matches!(slot, Slot::Candidate(_)))
+            .map(|(_, a)| a.who.name().to_string())
+            .collect();
+        self.inner.names.send_if_modified(|before| {
+            let changed = *before != names;
+            *before = names;
+            changed
+        });
     }
 
     /// Queues `line` for every connected device; logs (its start, at a

@@ -8,8 +8,10 @@
 //! and keys and watches for keys that end, `waiting` bounds the connections
 //! not yet authenticated (the oldest gives way to the newest), `link` is
 //! the handle on the connected devices and the follower that tells them of
-//! the state's changes.
+//! the state's changes, `absence` tells the state when the device that set
+//! the status has been gone too long.
 
+mod absence;
 mod lines;
 mod link;
 mod listener;
@@ -19,6 +21,7 @@ mod session;
 mod tls;
 mod waiting;
 
+pub use absence::watch_absence;
 pub use lines::{End, LineSink, LineSource};
 pub use link::{DeviceLink, Who, follow};
 pub use listener::serve;

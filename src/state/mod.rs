@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
 use crate::record::{Change, DeviceName, ModifiedBy, StatusValue};
 use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
@@ -152,6 +152,9 @@ enum Job {
     Flush(oneshot::Sender<()>),
     /// Webhook deliveries done with: the hook and its outbox rows.
     Forget(Arc<str>, Vec<i64>),
+    /// Since when the device that set the status has been gone too long,
+    /// or `None`; not stored.
+    DeviceOffline(Option<LocalTime>),
 }
 
 struct Shared {
@@ -161,6 +164,8 @@ struct Shared {
     clock: Clock,
     message_budget: Arc<Semaphore>,
     storing: Arc<Storing>,
+    /// The live clients' message of the device's absence, as it changes.
+    device_offline: watch::Receiver<Bytes>,
 }
 
 /// Whether events are being stored: the cause of the last failed write,
@@ -216,6 +221,8 @@ impl State {
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
         let snapshot = Arc::new(watch::Sender::new(Arc::new(model.snapshot(jsonver))));
         let storing = Arc::new(Storing::default());
+        let (device_offline, device_offline_rx) =
+            watch::channel(snapshot::device_offline_json(None));
         let writer = Writer {
             db,
             model,
@@ -228,6 +235,7 @@ impl State {
             routes,
             storing: storing.clone(),
             lost: 0,
+            device_offline,
         };
         std::thread::Builder::new()
             .name("bitsd-writer".into())
@@ -241,6 +249,7 @@ impl State {
                 clock,
                 message_budget: Arc::new(Semaphore::new(MESSAGE_BUDGET)),
                 storing,
+                device_offline: device_offline_rx,
             }),
         })
     }
@@ -285,6 +294,23 @@ impl State {
             .acquire_many_owned(bytes)
             .await;
         permit.map(Some).map_err(|_| StoreError::Closed)
+    }
+
+    /// Says since when the device that set the status has been gone too
+    /// long (`None`: it is not, or no device set it): in the snapshot, and
+    /// to live clients.
+    pub async fn set_device_offline(&self, since: Option<LocalTime>) -> Result<(), StoreError> {
+        self.shared
+            .jobs
+            .send(Job::DeviceOffline(since))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// `{"device_offline_since": ...}` each time it changes: mark the
+    /// current one seen before taking the snapshot, which includes it.
+    pub fn device_offline(&self) -> watch::Receiver<Bytes> {
+        self.shared.device_offline.clone()
     }
 
     /// Waits until every event queued before this call is committed.

@@ -175,6 +175,7 @@ mod tests {
             routes,
             storing: Arc::default(),
             lost: 0,
+            device_offline: watch::channel(bytes::Bytes::new()).0,
         }
     }
 

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::Origin;
+use crate::clock::LocalTime;
 use crate::record::{
     Change, Message, MessageJson, StatusChange, StatusJson, TemperatureJson, TemperatureSample,
 };
@@ -87,6 +88,9 @@ pub struct Snapshot {
     /// The row of the newest sample in the database: a follower that missed
     /// samples reads those after the last row it saw.
     pub temperature_row: i64,
+    /// Since when the device that set the status has been disconnected,
+    /// once that is longer than `device_stale_after`.
+    pub device_offline_since: Option<LocalTime>,
     /// The `/data` JSON, serialised once per change for every reader.
     pub data_json: Bytes,
 }
@@ -113,6 +117,15 @@ struct DataJson<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tempinthist: Vec<TemperatureJson<'a>>,
     version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_offline_since: Option<String>,
+}
+
+/// The message that tells live clients of the device's absence, or that
+/// it is over (`null`).
+pub(super) fn device_offline_json(since: Option<LocalTime>) -> Bytes {
+    let json = serde_json::json!({ "device_offline_since": since.map(|t| t.display()) });
+    Bytes::from(json.to_string())
 }
 
 /// The mutable state the writer owns.
@@ -130,6 +143,7 @@ pub(super) struct Model {
     pub roster: Roster,
     /// The row of the newest sample stored.
     pub temperature_row: i64,
+    pub device_offline_since: Option<LocalTime>,
 }
 
 impl Model {
@@ -161,6 +175,7 @@ impl Model {
                 .map(TemperatureJson::from)
                 .collect(),
             version: jsonver,
+            device_offline_since: self.device_offline_since.map(|t| t.display()),
         };
         Snapshot {
             version: self.seq,
@@ -174,8 +189,19 @@ impl Model {
             message_origin: self.message_origin.clone(),
             roster: self.roster.clone(),
             temperature_row: self.temperature_row,
+            device_offline_since: self.device_offline_since,
             data_json: Bytes::from(serde_json::to_vec(&data).expect("snapshot serialises")),
         }
+    }
+
+    /// Takes the device's absence as the new state; whether it changed.
+    pub fn device_offline(&mut self, since: Option<LocalTime>) -> bool {
+        if self.device_offline_since == since {
+            return false;
+        }
+        self.device_offline_since = since;
+        self.seq += 1;
+        true
     }
 
     /// Applies a change stored at `row` of its table; returns its sequence

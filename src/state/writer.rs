@@ -42,6 +42,8 @@ pub(super) struct Writer {
     pub storing: Arc<Storing>,
     /// Events lost since writes began to fail.
     pub lost: u64,
+    /// Tells live clients of the device's absence.
+    pub device_offline: watch::Sender<Bytes>,
 }
 
 /// What an event came to while its batch was being written.
@@ -76,6 +78,17 @@ impl Writer {
         commit: impl FnOnce(Batch<'_>) -> Result<(), StoreError>,
     ) {
         let started = Instant::now();
+        // The device's absence is not stored: it holds whether the batch
+        // commits or not.
+        let (absences, jobs): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| matches!(job, Job::DeviceOffline(_)));
+        let mut absent = false;
+        for job in absences {
+            if let Job::DeviceOffline(since) = job {
+                absent |= self.model.device_offline(since);
+            }
+        }
         let mut flushes = Vec::new();
         let mut pending = Vec::with_capacity(jobs.len());
         // Message budget comes back when the batch is done, not before.
@@ -105,6 +118,7 @@ impl Writer {
                 let doomed = writing.failed.is_some();
                 match job {
                     Job::Flush(tx) => flushes.push(tx),
+                    Job::DeviceOffline(_) => {}
                     Job::Forget(..) if doomed => {}
                     Job::Forget(hook, ids) => {
                         self.routes.forget(&batch, &hook, &ids, writing.deltas);
@@ -155,6 +169,11 @@ impl Writer {
                     let _ = reply.send(Err(StoreError::NotCommitted(e.clone())));
                 }
             }
+            if absent {
+                self.snapshot
+                    .send_replace(Arc::new(self.model.snapshot(self.jsonver)));
+                self.tell_device_offline();
+            }
             for tx in flushes {
                 let _ = tx.send(());
             }
@@ -176,10 +195,19 @@ impl Writer {
         self.routes.committed(&deltas);
         self.snapshot
             .send_replace(Arc::new(self.model.snapshot(self.jsonver)));
+        if absent {
+            self.tell_device_offline();
+        }
         self.publish(pending);
         for tx in flushes {
             let _ = tx.send(());
         }
+    }
+
+    /// Tells live clients of the device's absence, after the snapshot.
+    fn tell_device_offline(&self) {
+        let json = super::snapshot::device_offline_json(self.model.device_offline_since);
+        self.device_offline.send_replace(json);
     }
 
     /// Counts `events` lost to `e` and keeps its cause for `/healthz`;

@@ -7,7 +7,7 @@ use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::html::{Chrome, HtmlPage, render};
+use super::html::{Chrome, DEFAULT_SPACE, HtmlPage, render};
 use super::{BODY_TIMEOUT, MAX_BODY};
 use crate::report::Report;
 use crate::store::StoreError;
@@ -140,7 +140,10 @@ impl IntoResponse for Error {
             | Error::TooManyRequestsPage(page) => page.with_status(status),
             Error::NotFound => {
                 let words = words::of(Lang::En);
-                let title = words::fill(words.layout.title, &[("page", words.not_found.title)]);
+                let title = words::fill(
+                    words.layout.title,
+                    &[("space", DEFAULT_SPACE), ("page", words.not_found.title)],
+                );
                 not_found_page(Chrome::plain(Lang::En, title))
             }
             Error::FormRejected(rejection) => rejection.into_response(),

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
+use crate::state::Snapshot;
 use crate::words::Lang;
 use crate::words::{self, LayoutWords};
 
@@ -15,9 +16,14 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: https:; connect-src 'self'; object-src 'none'; \
     base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
+/// The name of a space whose configuration names none.
+pub const DEFAULT_SPACE: &str = "BITS";
+
 /// What the shared layout needs.
 pub struct Chrome {
     pub(super) title: String,
+    /// The space's name, at the head of every page.
+    pub(super) space: String,
     pub(super) lang: Lang,
     /// The other language, offered in the header, and the link to this
     /// page in it.
@@ -26,7 +32,8 @@ pub struct Chrome {
     pub(super) words: &'static LayoutWords,
     pub(super) debug: bool,
     pub(super) version: &'static str,
-    pub(super) open: bool,
+    /// The favicon's name: the [`status_class`].
+    pub(super) icon: &'static str,
     pub(super) blind: bool,
 }
 
@@ -34,15 +41,19 @@ impl Chrome {
     /// The layout in `lang`, with `title` as the window's whole title.
     pub fn new(app: &App, lang: Lang, title: impl Into<String>) -> Chrome {
         Chrome {
-            open: app.state.snapshot().is_open(),
+            space: app.config.space_name().to_string(),
+            icon: status_class(&app.state.snapshot()),
             debug: app.config.options.developer_mode,
             ..Chrome::plain(lang, title)
         }
     }
 
-    /// The layout of a page titled `page` after the site's name.
+    /// The layout of a page titled `page` after the space's name.
     pub fn page(app: &App, lang: Lang, page: &str) -> Chrome {
-        let title = words::fill(words::of(lang).layout.title, &[("page", page)]);
+        let title = words::fill(
+            words::of(lang).layout.title,
+            &[("space", app.config.space_name()), ("page", page)],
+        );
         Chrome::new(app, lang, title)
     }
 
@@ -61,8 +72,8 @@ impl Chrome {
         self
     }
 
-    /// The layout where no state is at hand: the room shown closed, no
-    /// developer mode.
+    /// The layout where no state is at hand: the default name, the room
+    /// shown closed, no developer mode.
     pub fn plain(lang: Lang, title: impl Into<String>) -> Chrome {
         let other = match lang {
             Lang::En => Lang::It,
@@ -70,15 +81,26 @@ impl Chrome {
         };
         Chrome {
             title: title.into(),
+            space: DEFAULT_SPACE.to_string(),
             lang,
             other,
             other_href: format!("?lang={}", other.code()),
             words: &words::of(lang).layout,
             debug: false,
             version: env!("CARGO_PKG_VERSION"),
-            open: false,
+            icon: "closed",
             blind: false,
         }
+    }
+}
+
+/// `open`, `closed`, or `unknown` before any status is recorded: the
+/// status's class on the homepage, and the favicon's name.
+pub fn status_class(snapshot: &Snapshot) -> &'static str {
+    match &snapshot.status {
+        None => "unknown",
+        Some(s) if s.value.is_open() => "open",
+        Some(_) => "closed",
     }
 }
 

@@ -1,7 +1,7 @@
 //! Live push: `/ws` (websocket) and `/events` (Server-Sent Events).
 //!
 //! Both send the `/data` snapshot first, then each committed change as it is
-//! broadcast. The broadcast channel is the only queue: a client that falls
+//! broadcast, and `{"device_offline_since": ...}` when that changes. The broadcast channel is the only queue: a client that falls
 //! behind it is resynchronised with a fresh snapshot instead of the changes it
 //! missed, so a slow client costs no memory and never delays the others.
 //! `frame` encodes the websocket frame headers, so a payload is sent as it is.
@@ -24,6 +24,7 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -86,18 +87,23 @@ struct Follower {
     commit: Option<(Changes, usize)>,
     /// The snapshot version the client has; older changes are skipped.
     version: u64,
+    /// The device's absence, told as it changes (not a stored change).
+    device_offline: watch::Receiver<Bytes>,
 }
 
 impl Follower {
     /// Subscribes, then takes the snapshot the client starts from.
     fn start(state: &State) -> (Follower, Bytes) {
         let changes = state.subscribe();
+        let mut device_offline = state.device_offline();
+        device_offline.mark_unchanged();
         let snapshot = state.snapshot();
         let follower = Follower {
             state: state.clone(),
             changes,
             commit: None,
             version: snapshot.version,
+            device_offline,
         };
         (follower, snapshot.data_json.clone())
     }
@@ -115,7 +121,13 @@ impl Follower {
                 }
                 self.commit = None;
             }
-            match self.changes.recv().await {
+            let received = tokio::select! {
+                received = self.changes.recv() => received,
+                Ok(()) = self.device_offline.changed() => {
+                    return Next::Change(self.device_offline.borrow_and_update().clone());
+                }
+            };
+            match received {
                 Ok(commit) => self.commit = Some((commit, 0)),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!("live client missed {missed} commits; sending a snapshot");

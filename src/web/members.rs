@@ -264,6 +264,8 @@ struct ToggleForm {
     /// The member's own visibility (`hidden`, `counted` or `named`): when
     /// given, that is set and the status left alone.
     visibility: Option<String>,
+    /// `/` from the homepage's toggle, to go back there; else `/admin`.
+    next: Option<String>,
     _xsrf: Option<String>,
 }
 
@@ -324,7 +326,11 @@ async fn admin_toggle(
             Shown(&user.name)
         ),
     }
-    Ok(Redirect::to("/admin").into_response())
+    let back = match form.next.as_deref() {
+        Some("/") => "/",
+        _ => "/admin",
+    };
+    Ok(Redirect::to(back).into_response())
 }
 
 #[derive(Template)]

@@ -11,15 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::App;
-use super::auth::MaybeMember;
+use super::auth::{MaybeMember, Xsrf, with_xsrf_cookie};
+use super::client::Client;
 use super::error::{Error, Result, not_found_page};
-use super::html::{Chrome, render};
+use super::html::{Chrome, render, status_class};
 use super::lang::{self, Lang};
 use crate::clock::LocalTime;
 use crate::record::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
-use crate::words::{self, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords};
+use crate::words::{self, AdminWords, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords};
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;
@@ -47,21 +48,36 @@ struct MessageView {
     text: String,
 }
 
+/// What a logged-in member's homepage adds: who, and the status toggle.
+struct MemberBar {
+    user: String,
+    /// The anti-forgery token of the toggle's form.
+    xsrf: String,
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
     chrome: Chrome,
     words: &'static HomeWords,
+    /// The member's words: who is logged in, the toggle.
+    admin: &'static AdminWords,
     open: bool,
+    /// `open`, `closed`, or `unknown` before any status.
+    status_class: &'static str,
     status_text: &'static str,
     /// Since when, by whom: the phrase around its time.
     status_since: Option<(String, Moment, String)>,
+    /// That the device which set the status has been gone too long: the
+    /// phrase around its time.
+    device_offline: Option<(String, Moment, String)>,
     /// The server's local time, from which the script tells how long ago.
     now: String,
     /// How many people are in the room, in words.
     people: String,
     /// The `named` members among them, for a logged-in member only.
     names: Vec<String>,
+    member: Option<MemberBar>,
     sensors: Vec<SensorView>,
     message: Option<MessageView>,
     /// The words for the page script, safe inside a script element.
@@ -72,17 +88,26 @@ struct HomePage {
     names_json: String,
 }
 
-/// The homepage; names of the people present only for a `member`.
-fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bool) -> HomePage {
+/// The homepage; names of the people present and the toggle only for a
+/// `member`.
+fn home_page(
+    app: &App,
+    lang: Lang,
+    snapshot: &Snapshot,
+    blind: bool,
+    member: Option<MemberBar>,
+) -> HomePage {
     let words = &words::of(lang).home;
     let thresholds = &words::THRESHOLDS;
     let names = app.config.options.sensor_names();
     let open = snapshot.is_open();
-    let (title, status_text) = if open {
-        (words.title_open, words.status_open)
-    } else {
-        (words.title_closed, words.status_closed)
+    let status_class = status_class(snapshot);
+    let (title, status_text) = match status_class {
+        "unknown" => (words.title_unknown, words.status_unknown),
+        "open" => (words.title_open, words.status_open),
+        _ => (words.title_closed, words.status_closed),
     };
+    let title = words::fill(title, &[("space", app.config.space_name())]);
     let mut chrome = Chrome::new(app, lang, title);
     chrome.blind = blind;
     let now = app.state.clock().now();
@@ -95,19 +120,25 @@ fn home_page(app: &App, lang: Lang, snapshot: &Snapshot, blind: bool, member: bo
     HomePage {
         chrome,
         words,
+        admin: &words::of(lang).admin,
         open,
+        status_class,
         status_text,
         status_since,
+        device_offline: snapshot
+            .device_offline_since
+            .map(|since| words::device_offline(all, &since, &now)),
         now: now.0.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
         people: words::fill(
             words.people,
             &[("count", &snapshot.roster.counted().to_string())],
         ),
-        names: if member {
+        names: if member.is_some() {
             snapshot.roster.named().into_iter().collect()
         } else {
             Vec::new()
         },
+        member,
         sensors: snapshot
             .sensors
             .values()
@@ -154,37 +185,54 @@ fn by_whom(words: &'static HomeWords, by: ModifiedBy) -> &'static str {
     }
 }
 
-async fn home(AxumState(app): AxumState<App>, lang: Lang, member: MaybeMember) -> Result<Response> {
-    home_for(&app, lang, member, false)
+async fn home(
+    AxumState(app): AxumState<App>,
+    lang: Lang,
+    member: MaybeMember,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response> {
+    home_for(&app, lang, member, &client, &headers, false)
 }
 
 async fn blind(
     AxumState(app): AxumState<App>,
     lang: Lang,
     member: MaybeMember,
+    client: Client,
+    headers: HeaderMap,
 ) -> Result<Response> {
-    home_for(&app, lang, member, true)
+    home_for(&app, lang, member, &client, &headers, true)
 }
 
 fn home_for(
     app: &App,
     lang: Lang,
     MaybeMember(member): MaybeMember,
+    client: &Client,
+    headers: &HeaderMap,
     blind: bool,
 ) -> Result<Response> {
     let snapshot = app.state.snapshot();
-    let page = home_page(app, lang, &snapshot, blind, member.is_some());
+    let Some(user) = member else {
+        let page = home_page(app, lang, &snapshot, blind, None);
+        return Ok(render(StatusCode::OK, &page)?);
+    };
+    let xsrf = Xsrf::from_headers(headers);
+    let bar = MemberBar {
+        user: user.name,
+        xsrf: xsrf.token.clone(),
+    };
+    let page = home_page(app, lang, &snapshot, blind, Some(bar));
     let mut response = render(StatusCode::OK, &page)?;
-    // A member's page may name people: kept out of shared caches and out
-    // of the service worker's copies (the language layer says that every
-    // page varies with the cookie).
-    if member.is_some() {
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-cache"),
-        );
-    }
-    Ok(response)
+    // A member's page names them and may name others: kept out of shared
+    // caches and out of the service worker's copies (the language layer
+    // says that every page varies with the cookie).
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(with_xsrf_cookie(response, &xsrf, client))
 }
 
 struct LogRow {

@@ -79,7 +79,7 @@ pub struct HeatMapWords {
 /// The frame around every page.
 #[derive(Debug, Serialize)]
 pub struct LayoutWords {
-    /// `{page}` after the site's name, in the window's title.
+    /// `{page}` after the `{space}`'s name, in the window's title.
     pub title: &'static str,
     pub nav: &'static str,
     pub history: &'static str,
@@ -223,10 +223,14 @@ pub fn of(lang: Lang) -> &'static Words {
 /// The words of the homepage in one language.
 #[derive(Debug, Serialize)]
 pub struct HomeWords {
+    /// The window's title, after the `{space}`'s name.
     pub title_open: &'static str,
     pub title_closed: &'static str,
+    /// Before any status is recorded, likewise.
+    pub title_unknown: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
+    pub status_unknown: &'static str,
     /// `{time}` of the last change as [`moment`] writes it, `{by}` one of
     /// the two below; a change of today.
     pub since: &'static str,
@@ -235,14 +239,15 @@ pub struct HomeWords {
     pub by_device: &'static str,
     pub by_web: &'static str,
     pub no_status: &'static str,
+    /// `{time}` the device that set the status left, as [`moment`] writes
+    /// it, today.
+    pub device_offline: &'static str,
+    /// The same on an earlier day.
+    pub device_offline_before: &'static str,
     /// Shown until the script starts.
     pub needs_script: &'static str,
     pub connecting: &'static str,
-    /// `{transport}`: one of the three below.
     pub live: &'static str,
-    pub transport_websocket: &'static str,
-    pub transport_events: &'static str,
-    pub transport_polling: &'static str,
     pub offline: &'static str,
     /// `{time}` the page last heard from the server, `{ago}` how long ago.
     pub offline_since: &'static str,
@@ -396,6 +401,26 @@ pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> (Strin
         fill(before, &[("by", by)]),
         Moment::new(&words.times, at, now),
         fill(after, &[("by", by)]),
+    )
+}
+
+/// That the device has been offline `since`, read `now`: the phrase
+/// before its time, the time as [`moment`] writes it, the phrase after.
+pub fn device_offline(
+    words: &Words,
+    since: &LocalTime,
+    now: &LocalTime,
+) -> (String, Moment, String) {
+    let phrase = if since.0.date() == now.0.date() {
+        words.home.device_offline
+    } else {
+        words.home.device_offline_before
+    };
+    let (before, after) = around(phrase, "time");
+    (
+        before.to_string(),
+        Moment::new(&words.times, since, now),
+        after.to_string(),
     )
 }
 

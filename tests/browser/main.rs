@@ -1,13 +1,15 @@
 //! The pages in headless Chromium (Debian's `chromium`, which `make test`
 //! installs when missing), against a real server on port 0: the Chromium
 //! harness here, the pages' tests in the modules (`home`, the homepage live;
-//! `admin`, the devices section of `/admin`; `phone`, every page on a
-//! phone's screen and a desktop's).
+//! `member_home`, what the homepage tells a member; `admin`, the devices
+//! section of `/admin`; `phone`, every page on a phone's screen and a
+//! desktop's).
 
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod home;
+mod member_home;
 mod phone;
 
 use std::path::PathBuf;
@@ -189,9 +191,9 @@ pub(crate) const TEXTS: &str = r##"function (doc) {
       el.getAttribute("alt"), el.hidden].join(" | ");
   };
   var out = [["title", doc.title]];
-  out.push(["favicon", /(open|closed)\.svg/.exec(doc.getElementById("favicon").getAttribute("href"))[1]]);
+  out.push(["favicon", /(open|closed|unknown)\.svg/.exec(doc.getElementById("favicon").getAttribute("href"))[1]]);
   out.push(["status", doc.getElementById("status").className]);
-  ["status-text", "status-since", "temperature-title", "sensors-none", "message-title",
+  ["status-text", "status-since", "device-offline", "temperature-title", "sensors-none", "message-title",
    "message-none", "message-body", "message-text", "message-user", "message-time",
    "forecast-title", "forecast"].forEach(function (id) {
     out.push([id, describe(doc.getElementById(id))]);

@@ -177,6 +177,7 @@ fn snapshot(
         message_origin: Some(message_from),
         roster: Default::default(),
         temperature_row: 0,
+        device_offline_since: None,
         data_json: bytes::Bytes::new(),
     }
 }

@@ -42,6 +42,7 @@ fn rig() -> Rig {
         routes,
         storing: Arc::default(),
         lost: 0,
+        device_offline: tokio::sync::watch::channel(Bytes::new()).0,
     };
     Rig {
         writer,
