@@ -210,7 +210,9 @@
       return;
     }
     svg.removeAttribute("hidden");
-    var W = 600, H = 160, PAD = 28;
+    // One unit a pixel, so the labels read 11 px on a phone as on a desktop.
+    var W = Math.round(svg.getBoundingClientRect().width) || 600, H = 160, PAD = 28;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var values = samples.map(function (t) { return Number(t.value); });
     var min = Math.floor(Math.min.apply(null, values) - 0.5);
     var max = Math.ceil(Math.max.apply(null, values) + 0.5);
@@ -473,5 +475,7 @@
   setInterval(function () { if (live && live.classList.contains("off")) showOffline(); }, 10000);
   // "2 minutes ago" stays true.
   setInterval(renderAll, 30000);
+  // The chart is drawn to its width.
+  window.addEventListener("resize", renderChart);
   connectWebsocket();
 })();

@@ -89,7 +89,8 @@ async fn label_size(page: &Page) -> (f64, String) {
 }
 
 /// Checks `page` (showing `what`) at `width` on a phone: the menu on one
-/// line, nothing overflowing, the heat map's labels large enough.
+/// line, nothing overflowing, the heat map's and the chart's labels
+/// large enough.
 async fn check_phone(page: &Page, what: &str, width: i64) {
     assert_fits(page, &format!("{what} at {width} px"), width, true).await;
     assert_eq!(menu_lines(page).await, "ok", "{what} at {width} px");
@@ -110,6 +111,39 @@ async fn check_phone(page: &Page, what: &str, width: i64) {
         assert!(
             size >= SMALLEST_LABEL,
             "{what} at {width} px: labels of {size:.1} px in {chosen}"
+        );
+    }
+    // The temperature chart is drawn again to its new width.
+    let chart = "document.getElementById('chart')";
+    let drawn = format!("!!({chart} && !{chart}.hasAttribute('hidden'))");
+    if page
+        .evaluate(drawn.as_str())
+        .await
+        .unwrap()
+        .into_value::<bool>()
+        .unwrap()
+    {
+        wait_until(
+            page,
+            "the chart drawn to its width",
+            &format!(
+                "Math.abs({chart}.getBoundingClientRect().width - {chart}.viewBox.baseVal.width) < 2"
+            ),
+        )
+        .await;
+        let size: f64 = text(
+            page,
+            &format!(
+                "String(parseFloat(getComputedStyle({chart}.querySelector('text')).fontSize) \
+                 * {chart}.getBoundingClientRect().width / {chart}.viewBox.baseVal.width)"
+            ),
+        )
+        .await
+        .parse()
+        .unwrap();
+        assert!(
+            size >= SMALLEST_LABEL,
+            "{what} at {width} px: the chart's labels of {size:.1} px"
         );
     }
 }
@@ -187,16 +221,22 @@ async fn every_page_fits_a_phone_in_both_languages() {
         }
     }
 
-    // A long name in the brand: the menu still on one line, the name cut
-    // short rather than past the edge.
-    page.goto(server.url("/?lang=it")).await.unwrap();
+    // A space with a long name in the brand: the menu still on one line,
+    // the name cut short rather than past the edge.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bitsd.toml");
+    std::fs::write(&config, format!("[spaceapi]\nspace = {LONG_NAME:?}\n")).unwrap();
+    let db = dir.path().join("bitsd.db");
+    let config = config.display().to_string();
+    let long = TestServer::start_in(dir, db, &["--config", &config]).await;
+    page.goto(long.url("/?lang=it")).await.unwrap();
     wait_until(&page, "the page", "document.readyState === 'complete'").await;
-    let name = serde_json::to_string(LONG_NAME).unwrap();
-    page.evaluate(format!(
-        "document.querySelector('header.site .brand').textContent = {name}"
-    ))
-    .await
-    .unwrap();
+    let brand = text(
+        &page,
+        "document.querySelector('header.site .brand').textContent",
+    )
+    .await;
+    assert_eq!(brand, LONG_NAME);
     for width in [390, 320] {
         check_phone(&page, "a long name", width).await;
         screenshot(
