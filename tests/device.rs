@@ -28,7 +28,10 @@ async fn status_line_opens_the_room_and_is_logged() {
         .naive_local();
     assert!((rome - stamp).num_seconds().abs() < 60, "{stamp} vs {rome}");
     let html = server.text("/log").await;
-    assert!(html.contains("<td>open</td>"), "{html}");
+    assert!(
+        html.contains("<td>open for under a minute so far</td>"),
+        "{html}"
+    );
 
     server.status_from(&mut device, "0").await;
     let log = server.json("/log?format=json").await;
