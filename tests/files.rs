@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{bitsd_command, stdout_of};
+use common::{bitsd_command, spawn_with_input, stdout_of};
 
 fn usermanage_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_usermanage"));
@@ -25,22 +25,10 @@ fn usermanage_command() -> Command {
 /// given as `BITSD_CONFIG` (as `/etc/bitsd.toml` is found, with no flag),
 /// `stdin` written to it.
 fn run_in(mut command: Command, cwd: &Path, config: &Path, stdin: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = command
-        .current_dir(cwd)
-        .env("BITSD_CONFIG", config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
+    command.current_dir(cwd).env("BITSD_CONFIG", config);
+    spawn_with_input(&mut command, Some(stdin))
+        .wait_with_output()
         .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn usermanage(cwd: &Path, config: &Path, args: &[&str], stdin: &str) -> Output {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::free_port;
-use common::{http_get, root};
+use common::{http_get, root, spawn_with_input};
 
 /// How long one command may take; only a failing one waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -116,26 +116,7 @@ impl Instance {
 
     /// Runs `command` to its end, which must come within [`PATIENCE`].
     fn run(&self, command: &str, stdin: Option<&str>) -> Output {
-        use std::io::Write as _;
-        let mut child = self
-            .bash(command)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
+        let mut child = spawn_with_input(&mut self.bash(command), stdin);
         let started = Instant::now();
         while child.try_wait().unwrap().is_none() {
             if started.elapsed() > PATIENCE {

@@ -2,36 +2,18 @@
 
 mod common;
 
-use chrono::{Datelike, Duration, Utc};
+use chrono::{Datelike, Duration};
 use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 use reqwest::header;
 
 #[tokio::test]
 async fn forecast_from_a_weekly_pattern() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bitsd.db");
-    {
-        // The schema first, then four past Tuesdays open 14:00-16:00 local time.
-        let config = common::test_config(&db, &[]);
-        bitsd::bootstrap(&config).unwrap();
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let today = Utc::now()
-            .with_timezone(&chrono_tz::Europe::Rome)
-            .date_naive();
-        let back = (today.weekday().num_days_from_monday() as i64 - 1).rem_euclid(7);
-        let last_tuesday = today - Duration::days(if back == 0 { 7 } else { back });
-        for week in 0..4 {
-            let day = last_tuesday - Duration::weeks(week);
-            for (time, value) in [("14:00:00.000000", "open"), ("16:00:00.000000", "closed")] {
-                conn.execute(
-                    r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
-                    [format!("{day} {time}"), value.to_string()],
-                )
-                .unwrap();
-            }
-        }
-    }
-    let server = TestServer::start_in(dir, db, &[]).await;
+    // Four past Tuesdays open 14:00-16:00 local time.
+    let today = common::today();
+    let back = (today.weekday().num_days_from_monday() as i64 - 1).rem_euclid(7);
+    let last_tuesday = today - Duration::days(if back == 0 { 7 } else { back });
+    let tuesdays = (0..4).map(|week| last_tuesday - Duration::weeks(week));
+    let server = common::server_with_openings(tuesdays, "14:00:00", "16:00:00").await;
     let response = server.get("/presence").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -92,25 +74,9 @@ async fn no_history_gives_zeros() {
 /// A server on a database holding an opening from 14:00 to 16:00 on
 /// each of the `days` days before today (the server's zone).
 async fn server_with_days_of_history(days: i64) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bitsd.db");
-    let config = common::test_config(&db, &[]);
-    bitsd::bootstrap(&config).unwrap();
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Europe::Rome)
-        .date_naive();
-    for back in 1..=days {
-        let day = today - Duration::days(back);
-        for (time, value) in [("14:00:00.000000", "open"), ("16:00:00.000000", "closed")] {
-            conn.execute(
-                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
-                [format!("{day} {time}"), value.to_string()],
-            )
-            .unwrap();
-        }
-    }
-    TestServer::start_in(dir, db, &[]).await
+    let today = common::today();
+    let days = (1..=days).map(|back| today - Duration::days(back));
+    common::server_with_openings(days, "14:00:00", "16:00:00").await
 }
 
 #[tokio::test]

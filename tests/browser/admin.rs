@@ -24,15 +24,7 @@ async fn the_admin_page_adds_devices_in_a_real_browser() {
     let (mut browser, events, _profile) = launch().await;
 
     let page = open(&browser, &server.url("/login?next=/admin")).await;
-    type_into(&page, "username", "ada").await;
-    type_into(&page, "password", "pw").await;
-    click_first(&page, "form[action='/login'] button").await;
-    wait_until(
-        &page,
-        "the admin page",
-        "document.getElementById('devices')",
-    )
-    .await;
+    log_in_to_admin(&page, "ada", "pw").await;
 
     // Added through the form: the answer shows the code once.
     type_into(&page, "device-name", "door").await;

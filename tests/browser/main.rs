@@ -302,6 +302,15 @@ pub(crate) async fn assert_fits(page: &Page, what: &str, width: i64, mobile: boo
     assert_eq!(outside, "", "{what}: past the edge");
 }
 
+/// Logs `user` in through the login form the page shows (one asked with
+/// `next=/admin`) and waits for `/admin`.
+pub(crate) async fn log_in_to_admin(page: &Page, user: &str, password: &str) {
+    type_into(page, "username", user).await;
+    type_into(page, "password", password).await;
+    click_first(page, "form[action='/login'] button").await;
+    wait_until(page, "the admin page", "document.getElementById('devices')").await;
+}
+
 /// Clicks the first element `selector` matches.
 pub(crate) async fn click_first(page: &Page, selector: &str) {
     let selector = serde_json::to_string(selector).unwrap();

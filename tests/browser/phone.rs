@@ -21,29 +21,15 @@ const PAGES: [(&str, &str); 6] = [
     ("message", "/message"),
 ];
 
-/// A server whose database holds two weeks of openings (14:00 to 18:30 each
-/// day, an opening in progress since 14:00 today), so that the heat map is
-/// drawn and the history has durations.
+/// A server whose database holds two weeks of openings (14:00 to 18:30 on
+/// each of the 14 days before today), so that the heat map is drawn and the
+/// history has durations.
 async fn server_with_history() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bitsd.db");
-    let config = common::test_config(&db, &[]);
-    bitsd::bootstrap(&config).unwrap();
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let today = chrono::Utc::now()
-        .with_timezone(&chrono_tz::Europe::Rome)
-        .date_naive();
-    for back in (1..=14).rev() {
-        let day = today - chrono::Duration::days(back);
-        for (time, value) in [("14:00:00", "open"), ("18:30:00", "closed")] {
-            conn.execute(
-                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
-                [format!("{day} {time}.000000"), value.to_string()],
-            )
-            .unwrap();
-        }
-    }
-    TestServer::start_in(dir, db, &[]).await
+    let today = common::today();
+    let days = (1..=14)
+        .rev()
+        .map(|back| today - chrono::Duration::days(back));
+    common::server_with_openings(days, "14:00:00", "18:30:00").await
 }
 
 /// How the page's menu is laid out: `ok` when its links share one line.
@@ -176,15 +162,7 @@ async fn every_page_fits_a_phone_in_both_languages() {
         if name == "home" {
             // Logged in from here on: /admin and /message need it.
             page.goto(server.url("/login?next=/admin")).await.unwrap();
-            type_into(&page, "username", "ada").await;
-            type_into(&page, "password", "pw").await;
-            click_first(&page, "form[action='/login'] button").await;
-            wait_until(
-                &page,
-                "the admin page",
-                "document.getElementById('devices')",
-            )
-            .await;
+            log_in_to_admin(&page, "ada", "pw").await;
         }
         for lang in ["en", "it"] {
             let what = format!("{path} in {lang}");

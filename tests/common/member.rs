@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use reqwest::header;
 
@@ -30,32 +30,15 @@ pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> st
 
 /// `usermanage` on the database file `db`, `stdin` written to it.
 pub fn usermanage_on(db: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usermanage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_usermanage"));
+    command
         .args(["--config", "/dev/null", "--db"])
         .arg(db)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        let written = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{text}\n").as_bytes());
-        // A command refused before it reads its input may be gone already.
-        if let Err(e) = written {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-    }
-    child.wait_with_output().unwrap()
+        .args(args);
+    let stdin = stdin.map(|text| format!("{text}\n"));
+    super::spawn_with_input(&mut command, stdin.as_deref())
+        .wait_with_output()
+        .unwrap()
 }
 
 /// A browser-like session: keeps cookies by hand, never follows redirects.

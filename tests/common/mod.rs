@@ -29,7 +29,9 @@ mod process;
 pub mod receiver;
 pub mod sqlite;
 #[allow(unused_imports)]
-pub use process::{Spawned, bitsd_command, http_get, installed, rss_kib, stdout_of};
+pub use process::{
+    Spawned, bitsd_command, http_get, installed, rss_kib, spawn_with_input, stdout_of,
+};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -294,6 +296,36 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Today in the tests' time zone (Europe/Rome, as [`test_config`] sets).
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .date_naive()
+}
+
+/// A server on a database holding, on each of `days`, the room opened by
+/// the device at `from` and closed at `to` (`HH:MM:SS`, local time).
+pub async fn server_with_openings(
+    days: impl IntoIterator<Item = chrono::NaiveDate>,
+    from: &str,
+    to: &str,
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bitsd.db");
+    bitsd::bootstrap(&test_config(&db, &[])).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for day in days {
+        for (time, value) in [(from, "open"), (to, "closed")] {
+            conn.execute(
+                r#"INSERT INTO "Status" (timestamp, value, modified_by) VALUES (?1, ?2, 'BITS')"#,
+                [format!("{day} {time}.000000"), value.to_string()],
+            )
+            .unwrap();
+        }
+    }
+    TestServer::start_in(dir, db, &[]).await
 }
 
 /// The configuration of a test server: loopback, port 0, no config file.

@@ -40,6 +40,30 @@ pub fn installed(variable: &str, paths: &[&str], program: &str) -> PathBuf {
         })
 }
 
+/// `command` started with its output piped and `stdin` (when given)
+/// written to its standard input, which is then closed. A command that
+/// exits before reading its input is no failure here.
+pub fn spawn_with_input(command: &mut Command, stdin: Option<&str>) -> Child {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        let written = child.stdin.take().unwrap().write_all(text.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
+    }
+    child
+}
+
 /// The standard output of a command that had to succeed (its standard
 /// error is the failure message otherwise).
 pub fn stdout_of(out: std::process::Output) -> String {
