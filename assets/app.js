@@ -328,9 +328,8 @@
     live.className = "live off";
     live.textContent = lastData
       ? fill(WORDS.offline_since, {
-        // The server's time, as every time on the page.
-        time: new Date(lastData.getTime() - skew).toISOString().slice(11, 19),
-        ago: agoSeconds(Math.floor((Date.now() - lastData.getTime()) / 1000)),
+        // In the server's time, as every time on the page.
+        time: moment(new Date(lastData.getTime() - skew).toISOString().slice(0, 19).replace("T", " ")),
       })
       : WORDS.offline;
     live.dataset.transport = "none";

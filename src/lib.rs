@@ -149,10 +149,14 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
+    // With the roster or MQTT also writing as `BITS`, a status stored
+    // before a restart may not be the device's.
+    let others_write_as_bits = config.options.auto_status || config.options.mqtt_subscribe;
     tracker.spawn(device::watch_absence(
         link.clone(),
         state.clone(),
         Duration::from_secs(config.options.device_stale_after),
+        others_write_as_bits,
         shutdown.clone(),
     ));
     let url = config.spaceapi.as_ref().and_then(|s| s.url.as_deref());

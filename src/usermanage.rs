@@ -197,9 +197,7 @@ pub fn run(cli: Cli) -> Result<String, String> {
 }
 
 /// The database bitsd would use with the same `--config`, `--db`, variables
-/// and file.
-/// The database as bitsd finds it, which must exist: `usermanage` never
-/// creates one.
+/// and file, which must exist: `usermanage` never creates one.
 fn database_path(cli: &Cli) -> Result<PathBuf, String> {
     let mut args = vec!["bitsd".to_string()];
     if let Some(config) = &cli.config {

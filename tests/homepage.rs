@@ -95,6 +95,15 @@ async fn before_any_status_the_homepage_says_none_is_known_not_closed() {
         }
     }
     assert_eq!(server.get("/static/unknown.svg").await.status(), 200);
+    // /admin says the same.
+    add_user(&server, "ada", "pw");
+    let mut member = Session::new(&server);
+    assert_eq!(member.login("ada", "pw", "/admin").await.status(), 303);
+    let admin = member.get("/admin").await.text().await.unwrap();
+    assert_contains(
+        &admin,
+        &["<section class=\"status unknown\">\n  <h2>No status known yet</h2>"],
+    );
 
     let mut device = server.device().await;
     server.status_from(&mut device, "0").await;

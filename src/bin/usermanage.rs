@@ -8,7 +8,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli =
-        Cli::try_parse().unwrap_or_else(|e| bitsd::config::exit_on_cli_error("usermanage", e));
+        Cli::try_parse().unwrap_or_else(|e| bitsd::config::exit_on_cli_error("usermanage", &e));
     match usermanage::run(cli) {
         Ok(message) => {
             if !message.is_empty() {

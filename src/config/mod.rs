@@ -67,8 +67,7 @@ impl Error {
     /// standard error) and exits with [`Error::exit_code`].
     pub fn exit(&self) -> ! {
         match self {
-            Error::Cli(e) if !is_a_mistake(e) => e.exit(),
-            Error::Cli(e) => crate::logging::eprint_line(format_args!("bitsd: {}", one_line(e))),
+            Error::Cli(e) => exit_on_cli_error("bitsd", e),
             Error::Invalid(_) => crate::logging::eprint_line(format_args!("bitsd: {self}")),
         }
         std::process::exit(self.exit_code())
@@ -116,11 +115,11 @@ fn one_line(e: &clap::Error) -> String {
 
 /// Exits as `program` on clap's error `e`: help and the version as clap
 /// prints them, a mistake in one line with status 2.
-pub fn exit_on_cli_error(program: &str, e: clap::Error) -> ! {
-    if !is_a_mistake(&e) {
+pub fn exit_on_cli_error(program: &str, e: &clap::Error) -> ! {
+    if !is_a_mistake(e) {
         e.exit()
     }
-    crate::logging::eprint_line(format_args!("{program}: {}", one_line(&e)));
+    crate::logging::eprint_line(format_args!("{program}: {}", one_line(e)));
     std::process::exit(2)
 }
 
@@ -449,10 +448,9 @@ fn nearest<'a>(key: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a st
         .map(|(_, name)| name)
 }
 
-/// The machine's zone, or UTC when it cannot be told.
 /// `db` when a file is there; otherwise the refusal of [`Config::existing_db`].
 /// `file` is the configuration file read, if any.
-pub fn existing_db<'a>(db: &'a Path, file: Option<&Path>) -> Result<&'a Path, String> {
+fn existing_db<'a>(db: &'a Path, file: Option<&Path>) -> Result<&'a Path, String> {
     if db.exists() {
         return Ok(db);
     }
@@ -468,6 +466,7 @@ pub fn existing_db<'a>(db: &'a Path, file: Option<&Path>) -> Result<&'a Path, St
     ))
 }
 
+/// The machine's zone, or UTC when it cannot be told.
 fn system_timezone() -> Tz {
     if let Ok(tz) = std::env::var("TZ")
         && let Ok(zone) = tz.trim_start_matches(':').parse::<Tz>()

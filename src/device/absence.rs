@@ -10,18 +10,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::DeviceLink;
 use crate::clock::LocalTime;
-use crate::record::ModifiedBy;
+use crate::record::{ModifiedBy, StatusChange};
 use crate::state::{Origin, Snapshot, State};
 use crate::store::DEVICE_USER;
 
 /// Follows the connected devices and the status until `shutdown`, telling
 /// the state when the device that set the status has been disconnected for
 /// `stale_after` (never when it is zero). A device not connected since
-/// bitsd started counts as gone since then.
+/// bitsd started counts as gone since then. With `others_write_as_bits`
+/// (automatic status, MQTT commands), a status stored before the start as
+/// `BITS` is not taken to be the original device's.
 pub async fn watch_absence(
     link: DeviceLink,
     state: State,
     stale_after: Duration,
+    others_write_as_bits: bool,
     shutdown: CancellationToken,
 ) {
     let clock = state.clock();
@@ -34,7 +37,11 @@ pub async fn watch_absence(
     };
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        let (offline, due) = absences.of(status_device(&snapshot), stale_after, Instant::now());
+        let (offline, due) = absences.of(
+            status_device(&snapshot, others_write_as_bits),
+            stale_after,
+            Instant::now(),
+        );
         if offline != snapshot.device_offline_since
             && state.set_device_offline(offline).await.is_err()
         {
@@ -110,22 +117,60 @@ impl Absences {
 /// The name of the device that set the status (`BITS` for the original
 /// one), if a device did. A status loaded at start says only that it came
 /// from bitsd's side and which registered device, if one: the original
-/// device is taken to have set it.
-fn status_device(snapshot: &Snapshot) -> Option<&str> {
-    match &snapshot.status_origin {
+/// device is taken to have set it, unless `others_write_as_bits`.
+fn status_device(snapshot: &Snapshot, others_write_as_bits: bool) -> Option<&str> {
+    let status = snapshot.status.as_ref()?;
+    device_of(
+        snapshot.status_origin.as_ref(),
+        status,
+        others_write_as_bits,
+    )
+}
+
+/// [`status_device`] of `status`, set by `origin` (none when loaded at
+/// start).
+fn device_of<'a>(
+    origin: Option<&'a Origin>,
+    status: &'a StatusChange,
+    others_write_as_bits: bool,
+) -> Option<&'a str> {
+    match origin {
         Some(Origin::Device(name)) => Some(name.as_deref().unwrap_or(DEVICE_USER)),
         Some(_) => None,
-        None => {
-            let status = snapshot.status.as_ref()?;
-            (status.modified_by == ModifiedBy::Bits)
-                .then(|| status.device.as_deref().unwrap_or(DEVICE_USER))
-        }
+        None => match (&status.device, status.modified_by) {
+            (Some(name), _) => Some(name),
+            (None, ModifiedBy::Bits) if !others_write_as_bits => Some(DEVICE_USER),
+            (None, _) => None,
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::StatusValue;
+
+    #[test]
+    fn a_status_loaded_at_start_is_the_device_s_unless_others_write_as_bits() {
+        let stored = |by, device: Option<&str>| StatusChange {
+            timestamp: LocalTime::parse("2026-12-06 17:00:00").unwrap(),
+            value: StatusValue::Open,
+            modified_by: by,
+            device: device.map(Into::into),
+        };
+        let original = stored(ModifiedBy::Bits, None);
+        assert_eq!(device_of(None, &original, false), Some(DEVICE_USER));
+        assert_eq!(device_of(None, &original, true), None, "maybe the roster's");
+        let door = stored(ModifiedBy::Bits, Some("door"));
+        assert_eq!(device_of(None, &door, true), Some("door"));
+        assert_eq!(device_of(None, &stored(ModifiedBy::Web, None), false), None);
+        let device = Origin::Device(Some("door".into()));
+        assert_eq!(device_of(Some(&device), &original, true), Some("door"));
+        assert_eq!(
+            device_of(Some(&Origin::ORIGINAL_DEVICE), &original, true),
+            Some(DEVICE_USER)
+        );
+    }
 
     fn names(list: &[&str]) -> BTreeSet<String> {
         list.iter().map(|n| n.to_string()).collect()

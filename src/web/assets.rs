@@ -40,10 +40,11 @@ pub fn service(app: &App) -> Router {
                 .append_index_html_on_directories(false)
                 .fallback(built_in);
             let root = Arc::new(root);
+            let app = app.clone();
             Router::new()
                 .fallback_service(files)
                 .layer(axum::middleware::from_fn(move |request, next| {
-                    inside(root.clone(), request, next)
+                    inside(app.clone(), root.clone(), request, next)
                 }))
         }
         None => Router::new().fallback_service(built_in),
@@ -104,7 +105,7 @@ async fn built_in(AxumState(app): AxumState<App>, request: Request) -> Response 
 /// followed, lies under `root`; anything else is a 404 like a missing file.
 /// Both are resolved on each request, so a root that is itself a link may
 /// be switched while bitsd runs.
-async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
+async fn inside(app: App, root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     let path = percent_decode_str(request.uri().path()).decode_utf8_lossy();
     let wanted = root.join(path.trim_start_matches('/'));
     let (real_root, real) = tokio::join!(
@@ -114,7 +115,7 @@ async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     match (real_root, real) {
         (Ok(real_root), Ok(real)) if !real.starts_with(&real_root) => {
             tracing::debug!("/static/: {} leads outside assets_path", Shown(&path));
-            Error::NotFound.into_response()
+            pages::not_found_in(&app, request.uri(), request.headers())
         }
         _ => next.run(request).await,
     }

@@ -69,6 +69,8 @@ struct AdminPage {
     user: String,
     xsrf: String,
     open: bool,
+    /// `open`, `closed` or `unknown`, as on the homepage.
+    status_class: &'static str,
     since: Option<Moment>,
     /// People present, hidden members left out.
     present: usize,
@@ -192,6 +194,7 @@ pub(super) async fn admin_answer(
         user: user.name,
         xsrf: xsrf.token.clone(),
         open: snapshot.is_open(),
+        status_class: super::html::status_class(&snapshot),
         since: snapshot
             .status
             .as_ref()

@@ -135,6 +135,8 @@ pub struct AdminWords {
     pub log_out: &'static str,
     pub open: &'static str,
     pub closed: &'static str,
+    /// Before any status is recorded.
+    pub unknown: &'static str,
     /// `{time}` of the last change.
     pub since: &'static str,
     pub open_room: &'static str,
@@ -249,7 +251,7 @@ pub struct HomeWords {
     pub connecting: &'static str,
     pub live: &'static str,
     pub offline: &'static str,
-    /// `{time}` the page last heard from the server, `{ago}` how long ago.
+    /// `{time}` the page last heard from the server, as [`moment`] writes it.
     pub offline_since: &'static str,
     /// `{count}` people in the room, hidden members left out.
     pub people: &'static str,

@@ -3,7 +3,7 @@
 //! hours ago)", "Tue 1 Dec, 18:02 (5 days ago)". The page script
 //! (`assets/app.js`, `moment`) writes the same from the same [`TimeWords`].
 
-use chrono::{Datelike, NaiveDateTime};
+use chrono::{Datelike, NaiveDateTime, Timelike};
 use serde::Serialize;
 
 use super::fill;
@@ -75,12 +75,19 @@ impl Moment {
                 ("time", &at.0.format("%H:%M").to_string()),
             ],
         );
-        let ago = ago(words, (now.0 - at.0).num_seconds());
+        let ago = ago(words, seconds_between(at, now));
         Moment {
             iso: iso(at),
             text: fill(words.moment, &[("time", &time), ("ago", &ago)]),
         }
     }
+}
+
+/// Whole seconds from `at`, taken to the second as the JSON carries it
+/// (and so the script), to `now`.
+fn seconds_between(at: &LocalTime, now: &LocalTime) -> i64 {
+    let at = at.0.with_nanosecond(0).unwrap_or(at.0);
+    (now.0 - at).num_seconds()
 }
 
 /// `at` as `<time datetime>` takes it: a local date and time.
@@ -91,7 +98,7 @@ pub fn iso(at: &LocalTime) -> String {
 /// `at` read `now`: "18:02 (3 hours ago)", or with its date when it is
 /// another day, and its year when another year.
 pub fn moment(words: &TimeWords, at: &LocalTime, now: &LocalTime) -> String {
-    let seconds = (now.0 - at.0).num_seconds();
+    let seconds = seconds_between(at, now);
     fill(
         words.moment,
         &[
