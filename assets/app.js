@@ -51,10 +51,13 @@
     var count = future ? Math.ceil(s / unit) : Math.floor(s / unit);
     if (unit === 60 && count === 60) { unit = 3600; count = 1; }
     if (unit === 3600 && count === 24) { unit = 86400; count = 1; }
-    var names = { 60: "minute", 3600: "hour", 86400: "day" }[unit];
-    var one = future ? TIMES["in_" + names] : TIMES[names + "_ago"];
-    var many = future ? TIMES["in_" + names + "s"] : TIMES[names + "s_ago"];
-    return count === 1 ? one : fill(many, { count: count });
+    // Each word by its name, so that a test finds every one the script reads.
+    var words = {
+      60: future ? [TIMES.in_minute, TIMES.in_minutes] : [TIMES.minute_ago, TIMES.minutes_ago],
+      3600: future ? [TIMES.in_hour, TIMES.in_hours] : [TIMES.hour_ago, TIMES.hours_ago],
+      86400: future ? [TIMES.in_day, TIMES.in_days] : [TIMES.day_ago, TIMES.days_ago],
+    }[unit];
+    return count === 1 ? words[0] : fill(words[1], { count: count });
   }
 
   // The day of a time ("YYYY-MM-DD..."), with its year when not the year

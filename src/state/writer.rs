@@ -118,6 +118,7 @@ impl Writer {
                 let doomed = writing.failed.is_some();
                 match job {
                     Job::Flush(tx) => flushes.push(tx),
+                    // Taken out above, before the batch.
                     Job::DeviceOffline(_) => {}
                     Job::Forget(..) if doomed => {}
                     Job::Forget(hook, ids) => {

@@ -20,7 +20,9 @@ use crate::clock::LocalTime;
 use crate::record::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
-use crate::words::{self, AdminWords, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords};
+use crate::words::{
+    self, AdminWords, AroundTime, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords,
+};
 
 /// Rows of the history per page, and the most a client may ask for.
 const LOG_PAGE: u64 = 20;
@@ -67,10 +69,10 @@ struct HomePage {
     status_class: &'static str,
     status_text: &'static str,
     /// Since when, by whom: the phrase around its time.
-    status_since: Option<(String, Moment, String)>,
+    status_since: Option<AroundTime>,
     /// That the device which set the status has been gone too long: the
     /// phrase around its time.
-    device_offline: Option<(String, Moment, String)>,
+    device_offline: Option<AroundTime>,
     /// The server's local time, from which the script tells how long ago.
     now: String,
     /// How many people are in the room, in words.

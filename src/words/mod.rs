@@ -390,40 +390,50 @@ pub fn script_json(lang: Lang) -> &'static str {
     }
 }
 
-/// "Since" a change `at`, read `now`, set `by` whom: the phrase before
-/// its time, the time as [`moment`] writes it, the phrase after it.
-pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> (String, Moment, String) {
-    let phrase = if at.0.date() == now.0.date() {
-        words.home.since
-    } else {
-        words.home.since_before
-    };
-    let (before, after) = around(phrase, "time");
-    (
-        fill(before, &[("by", by)]),
-        Moment::new(&words.times, at, now),
-        fill(after, &[("by", by)]),
-    )
+/// A phrase around a time that the page marks up: "since ", the time,
+/// ", set by the device".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AroundTime {
+    pub before: String,
+    pub at: Moment,
+    pub after: String,
 }
 
-/// That the device has been offline `since`, read `now`: the phrase
-/// before its time, the time as [`moment`] writes it, the phrase after.
-pub fn device_offline(
-    words: &Words,
-    since: &LocalTime,
-    now: &LocalTime,
-) -> (String, Moment, String) {
-    let phrase = if since.0.date() == now.0.date() {
-        words.home.device_offline
-    } else {
-        words.home.device_offline_before
-    };
-    let (before, after) = around(phrase, "time");
-    (
-        before.to_string(),
-        Moment::new(&words.times, since, now),
-        after.to_string(),
-    )
+impl AroundTime {
+    /// `today`'s phrase for a time `at` of the day of `now`, else
+    /// `earlier`'s, with `{time}` as [`moment`] writes it and `parts`
+    /// filled in around it.
+    fn new(
+        words: &Words,
+        (today, earlier): (&str, &str),
+        at: &LocalTime,
+        now: &LocalTime,
+        parts: &[(&str, &str)],
+    ) -> AroundTime {
+        let phrase = if at.0.date() == now.0.date() {
+            today
+        } else {
+            earlier
+        };
+        let (before, after) = around(phrase, "time");
+        AroundTime {
+            before: fill(before, parts),
+            at: Moment::new(&words.times, at, now),
+            after: fill(after, parts),
+        }
+    }
+}
+
+/// "Since" a change `at`, read `now`, set `by` whom.
+pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> AroundTime {
+    let phrases = (words.home.since, words.home.since_before);
+    AroundTime::new(words, phrases, at, now, &[("by", by)])
+}
+
+/// That the device has been offline `since`, read `now`.
+pub fn device_offline(words: &Words, since: &LocalTime, now: &LocalTime) -> AroundTime {
+    let phrases = (words.home.device_offline, words.home.device_offline_before);
+    AroundTime::new(words, phrases, since, now, &[])
 }
 
 /// The text of `phrase` before and after its part `{name}`, for a part

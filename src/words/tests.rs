@@ -77,8 +77,8 @@ fn a_marked_up_part_splits_its_phrase() {
 
 /// The text of a "since" phrase.
 fn since_text(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> String {
-    let (before, time, after) = since(words, at, now, by);
-    format!("{before}{}{after}", time.text)
+    let AroundTime { before, at, after } = since(words, at, now, by);
+    format!("{before}{}{after}", at.text)
 }
 
 #[test]
