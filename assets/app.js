@@ -127,21 +127,30 @@
   function renderStatus() {
     var s = state.status;
     var open = !!s && s.value === "open";
-    // Before any status: neither open nor closed.
-    var kind = !s ? "unknown" : open ? "open" : "closed";
+    // Before any status: neither open nor closed. A server before the
+    // three states sent `value` alone.
+    var kind = !s ? "unknown" : s.state || (open ? "open" : "closed");
     var box = $("status");
     if (box) box.className = "status " + kind;
     var text = $("status-text");
-    if (text) text.textContent = { open: WORDS.status_open, closed: WORDS.status_closed, unknown: WORDS.status_unknown }[kind];
+    if (text) {
+      text.textContent = {
+        open: WORDS.status_open, members: WORDS.status_members,
+        closed: WORDS.status_closed, unknown: WORDS.status_unknown,
+      }[kind];
+    }
     var since = $("status-since");
     if (since) {
       if (s) renderSince(since, s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device);
       else since.textContent = WORDS.no_status;
     }
-    var title = { open: WORDS.title_open, closed: WORDS.title_closed, unknown: WORDS.title_unknown }[kind];
+    var title = {
+      open: WORDS.title_open, members: WORDS.title_members,
+      closed: WORDS.title_closed, unknown: WORDS.title_unknown,
+    }[kind];
     document.title = fill(title, { space: SPACE });
     var icon = $("favicon");
-    if (icon) icon.href = icon.href.replace(/(open|closed|unknown)\.svg/, kind + ".svg");
+    if (icon) icon.href = icon.href.replace(/(open|members|closed|unknown)\.svg/, kind + ".svg");
     // A member's toggle asks for the other status.
     var wanted = $("toggle-status");
     var button = $("toggle-button");

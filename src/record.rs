@@ -14,16 +14,21 @@ use crate::escape::html_escape;
 /// Whether the room is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusValue {
+    /// Anyone may come.
     Open,
+    /// Open, for members only; old clients see it as closed.
+    Members,
     Closed,
     /// Only found in old data; reads as closed.
     Away,
 }
 
 impl StatusValue {
+    /// The value as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             StatusValue::Open => "open",
+            StatusValue::Members => "members",
             StatusValue::Closed => "closed",
             StatusValue::Away => "away",
         }
@@ -33,13 +38,43 @@ impl StatusValue {
     pub fn from_stored(text: &str) -> StatusValue {
         match text {
             "open" => StatusValue::Open,
+            "members" => StatusValue::Members,
             "away" => StatusValue::Away,
             _ => StatusValue::Closed,
         }
     }
 
+    /// One of the three states as written by a device, a form or MQTT:
+    /// `open`, `members` or `closed`.
+    pub fn from_state(text: &str) -> Option<StatusValue> {
+        match text {
+            "open" => Some(StatusValue::Open),
+            "members" => Some(StatusValue::Members),
+            "closed" => Some(StatusValue::Closed),
+            _ => None,
+        }
+    }
+
+    /// Open to anyone: what `/status`, the forecast and the calendar count.
     pub fn is_open(self) -> bool {
         self == StatusValue::Open
+    }
+
+    /// The value as old clients know it: `open`, or `closed` for members
+    /// only (and `away` as the original wrote it).
+    pub fn legacy_str(self) -> &'static str {
+        match self {
+            StatusValue::Members => "closed",
+            other => other.as_str(),
+        }
+    }
+
+    /// One of the three states: `open`, `members` or `closed`.
+    pub fn state_str(self) -> &'static str {
+        match self {
+            StatusValue::Away => "closed",
+            other => other.as_str(),
+        }
     }
 
     /// The value as the device and `/status` write it: `1` open, `0` otherwise.
@@ -154,7 +189,10 @@ impl Change {
 pub struct StatusJson<'a> {
     pub timestamp: String,
     pub modifiedby: &'static str,
+    /// `open` or `closed`, as old clients know it.
     pub value: &'static str,
+    /// `open`, `members` or `closed`.
+    pub state: &'static str,
     /// Only when a registered device sent it: old clients never see it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<&'a str>,
@@ -165,7 +203,8 @@ impl<'a> From<&'a StatusChange> for StatusJson<'a> {
         StatusJson {
             timestamp: s.timestamp.display(),
             modifiedby: s.modified_by.as_str(),
-            value: s.value.as_str(),
+            value: s.value.legacy_str(),
+            state: s.value.state_str(),
             device: s.device.as_deref(),
         }
     }
@@ -260,7 +299,18 @@ mod tests {
         });
         assert_eq!(
             status.to_json(),
-            r#"{"status":{"timestamp":"2024-03-01 18:30:05","modifiedby":"BITS","value":"open"}}"#
+            r#"{"status":{"timestamp":"2024-03-01 18:30:05","modifiedby":"BITS","value":"open","state":"open"}}"#
+        );
+        // Members only: closed to old clients, the three states to new ones.
+        let members = Change::Status(StatusChange {
+            timestamp: at("2024-03-01 18:31:00"),
+            value: StatusValue::Members,
+            modified_by: ModifiedBy::Web,
+            device: None,
+        });
+        assert_eq!(
+            members.to_json(),
+            r#"{"status":{"timestamp":"2024-03-01 18:31:00","modifiedby":"web","value":"closed","state":"members"}}"#
         );
         let temp = Change::Temperature(TemperatureSample {
             timestamp: at("2024-03-01 18:30:06"),

@@ -7,6 +7,8 @@
 use base64::Engine as _;
 use bytes::{Buf, BytesMut};
 
+use crate::record::StatusValue;
+
 /// Longest line accepted, without its `\n`.
 pub const MAX_LINE: usize = 4096;
 /// Largest sensor number (the original stored it in a 32-bit column).
@@ -19,6 +21,8 @@ pub const MAX_MESSAGE: usize = 1000;
 pub enum Command {
     /// `status 1` / `status 0`: the room is open / closed.
     Status(bool),
+    /// `state open|members|closed`: one of the three states.
+    State(StatusValue),
     /// `temperature <sensor:int> <value:decimal>`: a sample in °C.
     Temperature { sensor: i64, value: f64 },
     /// `message <base64>`: a message from the device.
@@ -56,6 +60,8 @@ pub enum ParseError {
     NotInteger { what: &'static str, value: String },
     #[error("status must be 0 or 1, got `{0}`")]
     BadStatus(String),
+    #[error("state must be open, members or closed, got `{0}`")]
+    BadState(String),
     #[error("temperature `{0}` is not a decimal number")]
     NotDecimal(String),
     #[error("temperature {0} is outside -100..200 °C")]
@@ -98,6 +104,12 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
                 "0" => Ok(Command::Status(false)),
                 other => Err(ParseError::BadStatus(truncate(other))),
             }
+        }
+        "state" => {
+            expect("state", 1)?;
+            StatusValue::from_state(args[0])
+                .map(Command::State)
+                .ok_or_else(|| ParseError::BadState(truncate(args[0])))
         }
         "temperature" => {
             expect("temperature", 2)?;
@@ -292,6 +304,9 @@ mod tests {
         let cases: Vec<(&str, Command)> = vec![
             (longest.as_str(), Command::Message("é".repeat(1000))),
             ("status 1", Command::Status(true)),
+            ("state open", Command::State(StatusValue::Open)),
+            ("state members", Command::State(StatusValue::Members)),
+            ("state closed\r", Command::State(StatusValue::Closed)),
             ("status 0", Command::Status(false)),
             ("status 1\r", Command::Status(true)),
             ("  status   0 ", Command::Status(false)),
@@ -380,6 +395,8 @@ mod tests {
             ),
             (b"status 2", ParseError::BadStatus("2".into())),
             (b"status on", ParseError::BadStatus("on".into())),
+            (b"state away", ParseError::BadState("away".into())),
+            (b"state Open", ParseError::BadState("Open".into())),
             (
                 b"temperature 0",
                 ParseError::Arguments {

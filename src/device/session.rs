@@ -542,6 +542,10 @@ async fn handle_line(
             },
             origin: origin.clone(),
         },
+        Command::State(value) => Event::Status {
+            value,
+            origin: origin.clone(),
+        },
         Command::Temperature { sensor, value } => Event::Temperature {
             sensor,
             value,

@@ -145,6 +145,21 @@ const MIGRATIONS: &[&str] = &[
     // 8: which registered device sent a change (none: the original device,
     // or a person).
     devices::SENDER_MIGRATION,
+    // 9: `members`, open for members only, as a status value. The
+    // original's `Status` allows only open, closed and away: it is made
+    // again without that check, its rows kept.
+    r#"
+    CREATE TABLE bitsd_status_rebuilt (
+        timestamp DATETIME NOT NULL PRIMARY KEY,
+        value VARCHAR(7) NOT NULL,
+        modified_by VARCHAR(4) NOT NULL,
+        device TEXT
+    );
+    INSERT INTO bitsd_status_rebuilt (timestamp, value, modified_by, device)
+        SELECT timestamp, value, modified_by, device FROM "Status";
+    DROP TABLE "Status";
+    ALTER TABLE bitsd_status_rebuilt RENAME TO "Status";
+    "#,
 ];
 
 /// A wiki page as stored.

@@ -94,13 +94,12 @@ impl Chrome {
     }
 }
 
-/// `open`, `closed`, or `unknown` before any status is recorded: the
-/// status's class on the homepage, and the favicon's name.
+/// `open`, `members`, `closed`, or `unknown` before any status is
+/// recorded: the status's class on the homepage, and the favicon's name.
 pub fn status_class(snapshot: &Snapshot) -> &'static str {
     match &snapshot.status {
         None => "unknown",
-        Some(s) if s.value.is_open() => "open",
-        Some(_) => "closed",
+        Some(s) => s.value.state_str(),
     }
 }
 

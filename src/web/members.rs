@@ -300,20 +300,13 @@ async fn admin_toggle(
         return Ok(Redirect::to("/admin").into_response());
     }
     let value = match form.status.as_deref() {
-        Some("open") => StatusValue::Open,
-        Some("closed") => StatusValue::Closed,
-        None => {
-            if app.state.snapshot().is_open() {
-                StatusValue::Closed
-            } else {
-                StatusValue::Open
-            }
-        }
-        Some(other) => {
-            return Err(Error::BadRequest(format!(
-                "status must be open or closed, got {other:?}"
-            )));
-        }
+        None if app.state.snapshot().is_open() => StatusValue::Closed,
+        None => StatusValue::Open,
+        Some(text) => StatusValue::from_state(text).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "status must be open, members or closed, got {text:?}"
+            ))
+        })?,
     };
     let outcome = app
         .state

@@ -107,6 +107,7 @@ fn home_page(
     let (title, status_text) = match status_class {
         "unknown" => (words.title_unknown, words.status_unknown),
         "open" => (words.title_open, words.status_open),
+        "members" => (words.title_members, words.status_members),
         _ => (words.title_closed, words.status_closed),
     };
     let title = words::fill(title, &[("space", app.config.space_name())]);
@@ -408,6 +409,7 @@ fn log_row(
 ) -> LogRow {
     let value = match s.value {
         StatusValue::Open => words.open,
+        StatusValue::Members => words.members,
         StatusValue::Closed => words.closed,
         StatusValue::Away => words.away,
     };

@@ -102,6 +102,8 @@ pub struct LogWords {
     pub by: &'static str,
     pub open: &'static str,
     pub closed: &'static str,
+    /// Open for members only.
+    pub members: &'static str,
     pub away: &'static str,
     pub by_device: &'static str,
     pub by_web: &'static str,
@@ -137,6 +139,10 @@ pub struct AdminWords {
     pub closed: &'static str,
     /// Before any status is recorded.
     pub unknown: &'static str,
+    /// Open for members only.
+    pub members_open: &'static str,
+    /// The button that opens the room for members only.
+    pub members_room: &'static str,
     /// `{time}` of the last change.
     pub since: &'static str,
     pub open_room: &'static str,
@@ -230,9 +236,12 @@ pub struct HomeWords {
     pub title_closed: &'static str,
     /// Before any status is recorded, likewise.
     pub title_unknown: &'static str,
+    /// Open for members only, likewise.
+    pub title_members: &'static str,
     pub status_open: &'static str,
     pub status_closed: &'static str,
     pub status_unknown: &'static str,
+    pub status_members: &'static str,
     /// `{time}` of the last change as [`moment`] writes it, `{by}` one of
     /// the two below; a change of today.
     pub since: &'static str,
