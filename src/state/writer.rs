@@ -441,15 +441,15 @@ fn prepare(
     }
 }
 
-/// A status change, unless the room is already so.
+/// A status change, unless the room is already in that state.
 fn status_change(
     model: &Model,
     value: StatusValue,
     origin: Origin,
     stamper: &mut Stamper,
 ) -> Result<(Change, Origin), &'static str> {
-    let current = model.status.as_ref().map(|s| s.value.is_open());
-    if current == Some(value.is_open()) {
+    let current = model.status.as_ref().map(|s| s.value.state_str());
+    if current == Some(value.state_str()) {
         return Err("the status is already that");
     }
     let change = StatusChange {
