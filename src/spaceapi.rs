@@ -72,6 +72,8 @@ pub fn document(
     state.insert("open".into(), json!(snapshot.is_open()));
     if let Some(status) = &snapshot.status {
         state.insert("lastchange".into(), json!(status.timestamp.unix(tz)));
+        // The three states; `open` is true only for `open`.
+        state.insert("ext_state".into(), json!(status.value.state_str()));
     }
     if let Some(message) = &snapshot.message {
         state.insert("message".into(), json!(message.text));

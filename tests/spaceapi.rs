@@ -290,3 +290,22 @@ async fn a_public_url_is_an_origin() {
         assert!(err.contains("expected an origin"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn members_only_is_not_open_and_is_named_in_ext_state() {
+    let (server, mut device) = TestServer::start_with_device().await;
+    for (line, open, state) in [
+        ("state members", false, "members"),
+        ("state open", true, "open"),
+        ("state closed", false, "closed"),
+    ] {
+        device.send(line).await;
+        server
+            .wait_for_data(state, |d| d["status"]["state"] == state)
+            .await;
+        let doc = server.json("/spaceapi.json").await;
+        assert_valid(&doc);
+        assert_eq!(doc["state"]["open"], open, "{line}");
+        assert_eq!(doc["state"]["ext_state"], state, "{line}");
+    }
+}
