@@ -773,3 +773,53 @@ async fn people_now_present_leaves_hidden_members_out() {
         .until("bits/people_now_present", |m| m.text() == "2")
         .await;
 }
+
+#[tokio::test]
+async fn the_three_states_go_out_on_p_state_and_come_in_on_p_set_state() {
+    let broker = Mosquitto::start();
+    let server = server_on(&broker, &["--mqtt-subscribe"]).await;
+    online(broker.port, "bits").await;
+    let mut follower = Subscriber::connect(broker.port, "bits/#").await;
+    let publisher = Subscriber::connect(broker.port, "unused").await;
+
+    // In: members only over MQTT; out: P/status stays closed, P/state says it.
+    publisher.publish("bits/set/state", "members").await;
+    follower
+        .until("bits/state", |m| m.text() == "members")
+        .await;
+    let data = server
+        .wait_for_data("members only", |d| d["status"]["state"] == "members")
+        .await;
+    assert_eq!(data["status"]["value"], "closed");
+    let mut late = Subscriber::connect(broker.port, "bits/#").await;
+    let state = late.latest(&["bits/status", "bits/state"]).await;
+    assert_eq!(state["bits/status"].text(), "closed");
+    assert_eq!(state["bits/state"].text(), "members");
+    assert!(state["bits/state"].retained);
+
+    // Home Assistant: a sensor with the three options.
+    let topic = "homeassistant/sensor/bitsd_bits/state/config";
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let config = ha.latest(&[topic]).await[topic].json();
+    assert_eq!(config["state_topic"], "bits/state");
+    assert_eq!(config["device_class"], "enum");
+    assert_eq!(
+        config["options"],
+        serde_json::json!(["open", "members", "closed"])
+    );
+
+    // A bad state changes nothing; open does.
+    publisher.publish("bits/set/state", "ajar").await;
+    publisher.publish("bits/set/state", "open").await;
+    // P/status goes out first, then P/state.
+    follower.until("bits/status", |m| m.text() == "open").await;
+    follower.until("bits/state", |m| m.text() == "open").await;
+    let log = server.json("/log?format=json").await;
+    let states: Vec<&str> = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["open", "members"]);
+}

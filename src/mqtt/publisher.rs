@@ -49,6 +49,7 @@ pub struct SpaceApiFacts {
 #[derive(Default)]
 struct Sent {
     status: Option<bool>,
+    state: Option<&'static str>,
     people: Option<usize>,
     data: Bytes,
     spaceapi: String,
@@ -305,7 +306,11 @@ impl Publisher {
         let online = Bytes::from_static(ONLINE.as_bytes());
         session.publish(&self.topics.availability, online)?;
         if let Some(discovery) = &self.discovery {
-            let configs = [discovery.open(&self.topics), discovery.people(&self.topics)];
+            let configs = [
+                discovery.open(&self.topics),
+                discovery.state(&self.topics),
+                discovery.people(&self.topics),
+            ];
             for (topic, config) in configs {
                 session.publish(&topic, config.into())?;
             }
@@ -425,6 +430,13 @@ impl Publisher {
             let value = if open { "open" } else { "closed" };
             session.publish(&self.topics.status, Bytes::from_static(value.as_bytes()))?;
             self.sent.status = Some(open);
+        }
+        let state = snapshot.status.as_ref().map(|s| s.value.state_str());
+        if let Some(state) = state
+            && self.sent.state != Some(state)
+        {
+            session.publish(&self.topics.state, Bytes::from_static(state.as_bytes()))?;
+            self.sent.state = Some(state);
         }
         let people = snapshot.roster.counted();
         if self.sent.people != Some(people) {

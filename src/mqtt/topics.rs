@@ -14,6 +14,8 @@ use crate::state::{Event, Origin};
 pub struct Topics {
     /// `P/status`: `open` or `closed`.
     pub status: String,
+    /// `P/state`: `open`, `members` or `closed`.
+    pub state: String,
     /// `P/message`: the last message's raw text.
     pub message: String,
     /// `P/people_now_present`: the roster's size.
@@ -40,6 +42,7 @@ impl Topics {
         let under = |name: &str| format!("{prefix}/{name}");
         Topics {
             status: under("status"),
+            state: under("state"),
             message: under("message"),
             people: under("people_now_present"),
             data: under("data"),
@@ -80,6 +83,15 @@ impl Topics {
                     "closed" | "0" => StatusValue::Closed,
                     other => return Err(SetError::BadStatus(cut(other))),
                 };
+                Ok(Event::Status {
+                    value,
+                    origin: Origin::Mqtt,
+                })
+            }
+            "state" => {
+                let text = trimmed(payload)?;
+                let value =
+                    StatusValue::from_state(text).ok_or_else(|| SetError::BadState(cut(text)))?;
                 Ok(Event::Status {
                     value,
                     origin: Origin::Mqtt,
@@ -132,7 +144,7 @@ pub const MAX_MQTT_SENSOR: i64 = 255;
 /// Why a message on a `set/` topic was skipped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SetError {
-    #[error("not a topic bitsd reads (status, message, temperature/<sensor>)")]
+    #[error("not a topic bitsd reads (status, state, message, temperature/<sensor>)")]
     UnknownTopic,
     #[error("retained messages are not commands")]
     Retained,
@@ -140,6 +152,8 @@ pub enum SetError {
     NotUtf8,
     #[error("status must be open, closed, 1 or 0, got `{0}`")]
     BadStatus(String),
+    #[error("state must be open, members or closed, got `{0}`")]
+    BadState(String),
     #[error("payload of {0} bytes; a status or a number fits in 256")]
     TooLong(usize),
     #[error("sensor {0} is past {MAX_MQTT_SENSOR}, the highest read over MQTT")]
@@ -240,6 +254,19 @@ impl Discovery {
             "device_class": "door",
         });
         self.config(topics, "binary_sensor", "open", fields)
+    }
+
+    /// The `sensor` of the three states.
+    pub fn state(&self, topics: &Topics) -> (String, Vec<u8>) {
+        let states = [StatusValue::Open, StatusValue::Members, StatusValue::Closed];
+        let fields = json!({
+            "name": "State",
+            "state_topic": topics.state,
+            "device_class": "enum",
+            "options": states.map(StatusValue::state_str),
+            "icon": "mdi:door",
+        });
+        self.config(topics, "sensor", "state", fields)
     }
 
     /// The `sensor` counting the people present.
