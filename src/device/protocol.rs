@@ -7,6 +7,8 @@
 use base64::Engine as _;
 use bytes::{Buf, BytesMut};
 
+use crate::record::sensors::SensorKind;
+
 /// Longest line accepted, without its `\n`.
 pub const MAX_LINE: usize = 4096;
 /// Largest sensor number (the original stored it in a 32-bit column).
@@ -21,6 +23,13 @@ pub enum Command {
     Status(bool),
     /// `temperature <sensor:int> <value:decimal>`: a sample in °C.
     Temperature { sensor: i64, value: f64 },
+    /// `sensor <kind> <id:int> <value:decimal>`: a sample of a sensor beyond
+    /// temperature, within its kind's range (`door_locked`: `0` or `1`).
+    Sensor {
+        kind: SensorKind,
+        sensor: i64,
+        value: f64,
+    },
     /// `message <base64>`: a message from the device.
     Message(String),
     /// `enter <id:int>`: member `id` arrives (keypad).
@@ -62,6 +71,18 @@ pub enum ParseError {
     OutOfRange(String),
     #[error("sensor must lie in 0..={MAX_SENSOR}, got {0}")]
     SensorOutOfRange(i64),
+    #[error(
+        "unknown sensor kind `{0}` (humidity, carbondioxide, power_consumption, barometer, door_locked)"
+    )]
+    UnknownSensorKind(String),
+    #[error("{kind} `{value}` is not a decimal number")]
+    SensorNotDecimal { kind: &'static str, value: String },
+    #[error("{kind} {value} is outside {range}")]
+    SensorValueOutOfRange {
+        kind: &'static str,
+        value: String,
+        range: &'static str,
+    },
     #[error("message is not valid base64")]
     BadBase64,
     #[error("message is not valid UTF-8")]
@@ -104,6 +125,16 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             let sensor = sensor(args[0])?;
             let value = decimal(args[1])?;
             Ok(Command::Temperature { sensor, value })
+        }
+        "sensor" => {
+            expect("sensor", 3)?;
+            let (kind, value) = sensor_value(args[0], args[2])?;
+            let sensor = sensor(args[1])?;
+            Ok(Command::Sensor {
+                kind,
+                sensor,
+                value,
+            })
         }
         "message" => {
             expect("message", 1)?;
@@ -175,19 +206,41 @@ pub fn message_text(text: String) -> Result<String, ParseError> {
 /// A decimal as the device writes it: digits, an optional sign and point,
 /// within -100..200 °C.
 pub fn decimal(text: &str) -> Result<f64, ParseError> {
-    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
-        return Err(ParseError::NotDecimal(truncate(text)));
-    }
-    let value: f64 = text
-        .parse()
-        .map_err(|_| ParseError::NotDecimal(truncate(text)))?;
+    let value = plain_decimal(text).ok_or_else(|| ParseError::NotDecimal(truncate(text)))?;
     if !value.is_finite() || !(-100.0..=200.0).contains(&value) {
         return Err(ParseError::OutOfRange(truncate(text)));
     }
     Ok(value)
+}
+
+/// Digits, an optional sign and point: no exponent, `inf` or `NaN`.
+fn plain_decimal(text: &str) -> Option<f64> {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A sensor's kind and a sample's value as the device writes them, the
+/// value within the kind's range.
+pub fn sensor_value(kind: &str, text: &str) -> Result<(SensorKind, f64), ParseError> {
+    let kind =
+        SensorKind::from_name(kind).ok_or_else(|| ParseError::UnknownSensorKind(truncate(kind)))?;
+    let value = plain_decimal(text).ok_or_else(|| ParseError::SensorNotDecimal {
+        kind: kind.as_str(),
+        value: truncate(text),
+    })?;
+    if !kind.accepts(value) {
+        return Err(ParseError::SensorValueOutOfRange {
+            kind: kind.as_str(),
+            value: truncate(text),
+            range: kind.range_text(),
+        });
+    }
+    Ok((kind, value))
 }
 
 /// Keeps log lines short and escaped whatever the device sends.
@@ -528,5 +581,114 @@ mod tests {
         long.push(b'\n');
         f.extend(&long);
         assert_eq!(f.next_line(), Err(Overlong));
+    }
+
+    #[test]
+    fn sensor_lines() {
+        let sample = |kind, sensor, value| {
+            Ok(Command::Sensor {
+                kind,
+                sensor,
+                value,
+            })
+        };
+        let good = [
+            (
+                "sensor humidity 0 45.5",
+                sample(SensorKind::Humidity, 0, 45.5),
+            ),
+            (
+                "sensor carbondioxide 3 812",
+                sample(SensorKind::CarbonDioxide, 3, 812.0),
+            ),
+            (
+                "sensor power_consumption 1 1000000",
+                sample(SensorKind::PowerConsumption, 1, 1e6),
+            ),
+            (
+                "sensor barometer 0 300",
+                sample(SensorKind::Barometer, 0, 300.0),
+            ),
+            (
+                "sensor door_locked 2 1",
+                sample(SensorKind::DoorLocked, 2, 1.0),
+            ),
+            (
+                "sensor door_locked 2 0\r",
+                sample(SensorKind::DoorLocked, 2, 0.0),
+            ),
+        ];
+        for (line, expected) in good {
+            assert_eq!(parse_line(line.as_bytes()), expected, "{line:?}");
+        }
+        let out = |kind, value: &str, range| ParseError::SensorValueOutOfRange {
+            kind,
+            value: value.into(),
+            range,
+        };
+        let bad = [
+            (
+                "sensor humidity 0 100.5",
+                out("humidity", "100.5", "0..100 %"),
+            ),
+            ("sensor humidity 0 -1", out("humidity", "-1", "0..100 %")),
+            (
+                "sensor carbondioxide 0 100001",
+                out("carbondioxide", "100001", "0..100000 ppm"),
+            ),
+            (
+                "sensor power_consumption 0 -5",
+                out("power_consumption", "-5", "0..1000000 W"),
+            ),
+            (
+                "sensor barometer 0 1200",
+                out("barometer", "1200", "300..1100 hPa"),
+            ),
+            ("sensor door_locked 0 2", out("door_locked", "2", "0 or 1")),
+            (
+                "sensor door_locked 0 0.5",
+                out("door_locked", "0.5", "0 or 1"),
+            ),
+            (
+                "sensor radiation 0 1",
+                ParseError::UnknownSensorKind("radiation".into()),
+            ),
+            (
+                "sensor temperature 0 20",
+                ParseError::UnknownSensorKind("temperature".into()),
+            ),
+            (
+                "sensor humidity 0 wet",
+                ParseError::SensorNotDecimal {
+                    kind: "humidity",
+                    value: "wet".into(),
+                },
+            ),
+            (
+                "sensor humidity 0 NaN",
+                ParseError::SensorNotDecimal {
+                    kind: "humidity",
+                    value: "NaN".into(),
+                },
+            ),
+            ("sensor humidity -1 40", ParseError::SensorOutOfRange(-1)),
+            (
+                "sensor humidity 40",
+                ParseError::Arguments {
+                    command: "sensor",
+                    expected: 3,
+                    got: 2,
+                },
+            ),
+        ];
+        for (line, expected) in bad {
+            assert_eq!(parse_line(line.as_bytes()), Err(expected), "{line:?}");
+        }
+        assert_eq!(
+            parse_line(b"sensor barometer 0 1200")
+                .unwrap_err()
+                .to_string(),
+            "barometer 1200 is outside 300..1100 hPa"
+        );
     }
 }
