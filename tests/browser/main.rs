@@ -3,7 +3,7 @@
 //! harness here, the pages' tests in the modules (`home`, the homepage live;
 //! `member_home`, what the homepage tells a member; `admin`, the devices
 //! section of `/admin`; `phone`, every page on a phone's screen and a
-//! desktop's).
+//! desktop's; `sensors`, the sensors beyond temperature on the homepage).
 
 mod admin;
 #[path = "../common/mod.rs"]
@@ -11,6 +11,7 @@ mod common;
 mod home;
 mod member_home;
 mod phone;
+mod sensors;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -203,6 +204,15 @@ pub(crate) const TEXTS: &str = r##"function (doc) {
     out.push([sensor, describe(li)]);
     [].forEach.call(li.children, function (part) {
       out.push([sensor + " " + (part.className || part.tagName), describe(part)]);
+    });
+  });
+  out.push(["readings-section", String(doc.getElementById("readings-section").hidden)]);
+  out.push(["readings-title", describe(doc.getElementById("readings-title"))]);
+  doc.querySelectorAll("#readings li").forEach(function (li) {
+    var reading = li.dataset.kind + " " + li.dataset.sensor;
+    out.push([reading, describe(li)]);
+    [].forEach.call(li.children, function (part) {
+      out.push([reading + " " + (part.className || part.tagName), describe(part)]);
     });
   });
   return out;
