@@ -17,10 +17,11 @@
   var WORDS = table.words;
   var TIMES = table.times;
   var THRESHOLDS = table.thresholds;
+  var SENSORS = table.sensors;
   var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
   var SPACE = ($("status") && $("status").dataset.space) || "";
 
-  var state = { status: null, tempint: null, message: null, tempinthist: [], device_offline_since: null };
+  var state = { status: null, tempint: null, message: null, tempinthist: [], device_offline_since: null, sensors: {} };
   var lastData = null; // when the page last heard from the server
 
   // A phrase with each {name} replaced by values[name], in one pass.
@@ -210,6 +211,63 @@
     renderChart();
   }
 
+  // The sensors beyond temperature, in the server's order: by kind, then id.
+  var KINDS = ["humidity", "carbondioxide", "power_consumption", "barometer", "door_locked"];
+
+  function readingValue(kind, value) {
+    if (kind === "door_locked") return Number(value) !== 0 ? SENSORS.locked : SENSORS.unlocked;
+    var unit = {
+      humidity: SENSORS.percent,
+      carbondioxide: SENSORS.ppm,
+      power_consumption: SENSORS.watts,
+      barometer: SENSORS.hectopascals,
+    }[kind];
+    return fill(unit, { value: number(value, THRESHOLDS.sensor_decimals) });
+  }
+
+  function renderReadings() {
+    var list = $("readings");
+    if (!list) return;
+    var kindNames = {
+      humidity: SENSORS.humidity,
+      carbondioxide: SENSORS.carbondioxide,
+      power_consumption: SENSORS.power_consumption,
+      barometer: SENSORS.barometer,
+      door_locked: SENSORS.door_locked,
+    };
+    list.textContent = "";
+    var shown = 0;
+    KINDS.forEach(function (kind) {
+      (state.sensors[kind] || []).slice().sort(function (a, b) { return a.sensor - b.sensor; }).forEach(function (s) {
+        var li = document.createElement("li");
+        li.dataset.kind = kind;
+        li.dataset.sensor = s.sensor;
+        var label = document.createElement("span");
+        label.className = "label";
+        var name = Object.prototype.hasOwnProperty.call(NAMES, s.sensor) ? NAMES[s.sensor] : fill(WORDS.sensor, { sensor: s.sensor });
+        label.textContent = fill(SENSORS.label, { kind: kindNames[kind], sensor: name });
+        var value = document.createElement("strong");
+        value.className = "value";
+        value.textContent = readingValue(kind, s.value);
+        li.append(label, " ", value, " ", timeElement(s.timestamp));
+        list.appendChild(li);
+        shown++;
+      });
+    });
+    var section = $("readings-section");
+    if (section) section.hidden = shown === 0;
+  }
+
+  // A live sample: the newest of its kind and id.
+  function applyReading(sample) {
+    var list = (state.sensors[sample.kind] = state.sensors[sample.kind] || []);
+    var kept = { sensor: sample.sensor, value: sample.value, timestamp: sample.timestamp, modifiedby: sample.modifiedby };
+    for (var i = 0; i < list.length; i++) {
+      if (list[i].sensor === sample.sensor) { list[i] = kept; return; }
+    }
+    list.push(kept);
+  }
+
   var COLOURS = ["#0b57d0", "#b35300", "#1b7f3b", "#8e24aa", "#00838f"];
 
   function renderChart() {
@@ -291,6 +349,7 @@
   function renderAll() {
     renderStatus();
     renderSensors();
+    renderReadings();
     renderMessage();
   }
 
@@ -311,6 +370,7 @@
         message: data.message || null,
         tempinthist: data.tempinthist || [],
         device_offline_since: data.device_offline_since || null,
+        sensors: data.sensors || {},
       };
       renderAll();
       return;
@@ -322,6 +382,7 @@
       state.tempinthist.length = Math.min(state.tempinthist.length, THRESHOLDS.history);
       renderSensors();
     }
+    if (data.sensor) { applyReading(data.sensor); renderReadings(); }
     if (data.message) { state.message = data.message; renderMessage(); }
     if ("device_offline_since" in data) { state.device_offline_since = data.device_offline_since; renderDevice(); }
   }
@@ -434,6 +495,8 @@
     log("kept state from", new Date(saved.at));
     skew = saved.skew;
     state = saved.state;
+    // Kept by a script from before the sensors beyond temperature.
+    state.sensors = state.sensors || {};
     lastData = new Date(saved.at);
     renderAll();
   }

@@ -30,6 +30,7 @@ pub struct Metrics {
     device_connected: Family<DeviceLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     device_lines: Family<DeviceLineLabels, Counter<u64, AtomicU64>>,
     events: Family<EventLabels, Counter<u64, AtomicU64>>,
+    sensor_samples: Family<EventLabels, Counter<u64, AtomicU64>>,
     http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     /// Route patterns seen so far, kept so labels need no allocation.
     routes: RwLock<Vec<&'static str>>,
@@ -96,6 +97,12 @@ impl Metrics {
             device_lines.clone(),
         );
         registry.register("events", "Events committed, by kind", events.clone());
+        let sensor_samples = Family::default();
+        registry.register(
+            "sensor_samples",
+            "Samples of sensors beyond temperature committed, by kind (humidity, carbondioxide, power_consumption, barometer, door_locked)",
+            sensor_samples.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered, by route and status",
@@ -202,6 +209,7 @@ impl Metrics {
             device_connected,
             device_lines,
             events,
+            sensor_samples,
             http_requests,
             commit_seconds,
             routes: RwLock::new(Vec::new()),
@@ -221,9 +229,15 @@ impl Metrics {
         self.device_lines.get_or_create(&labels).clone()
     }
 
-    /// Counts a committed event of `kind` (`status`, `tempint`, `message`).
+    /// Counts a committed event of `kind` (`status`, `tempint`, `sensor`,
+    /// `message`).
     pub fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts a committed sample of a sensor of `kind` (`humidity`, ...).
+    pub fn sensor_sample(&self, kind: &'static str) {
+        self.sensor_samples.get_or_create(&[("kind", kind)]).inc();
     }
 
     /// The counter of `hook`'s deliveries that ended in `result`.

@@ -2,6 +2,11 @@
 //! message, the [`Change`] that holds one of them, and their JSON shapes
 //! (protocol version 3); the kinds of change a webhook can follow. The
 //! events that cause changes are the `Event`s of `state`.
+//!
+//! - `sensors`: the sensors beyond temperature (humidity, carbon dioxide,
+//!   power, pressure, a door's lock), a sample of one and its JSON.
+
+pub mod sensors;
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::LocalTime;
 use crate::escape::html_escape;
+use sensors::{SensorJson, SensorSample};
 
 /// Whether the room is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,16 +155,20 @@ pub struct Message {
 pub enum Change {
     Status(StatusChange),
     Temperature(TemperatureSample),
+    /// A sample of a sensor beyond temperature.
+    Sensor(SensorSample),
     Message(Message),
 }
 
 impl Change {
-    /// The kind of change, as hooks follow it.
-    pub fn hook_event(&self) -> HookEvent {
+    /// The kind of change, as hooks follow it; none for those no hook
+    /// follows.
+    pub fn hook_event(&self) -> Option<HookEvent> {
         match self {
-            Change::Status(_) => HookEvent::Status,
-            Change::Message(_) => HookEvent::Message,
-            Change::Temperature(_) => HookEvent::Temperature,
+            Change::Status(_) => Some(HookEvent::Status),
+            Change::Message(_) => Some(HookEvent::Message),
+            Change::Temperature(_) => Some(HookEvent::Temperature),
+            Change::Sensor(_) => None,
         }
     }
 
@@ -167,16 +177,18 @@ impl Change {
         match self {
             Change::Status(_) => "status",
             Change::Temperature(_) => "tempint",
+            Change::Sensor(_) => "sensor",
             Change::Message(_) => "message",
         }
     }
 
-    /// The websocket message: `{"status": {...}}`, `{"tempint": {...}}` or
-    /// `{"message": {...}}`.
+    /// The websocket message: `{"status": {...}}`, `{"tempint": {...}}`,
+    /// `{"sensor": {...}}` or `{"message": {...}}`.
     pub fn to_json(&self) -> String {
         let body = match self {
             Change::Status(s) => serde_json::to_string(&StatusJson::from(s)),
             Change::Temperature(t) => serde_json::to_string(&TemperatureJson::from(t)),
+            Change::Sensor(s) => serde_json::to_string(&SensorJson::live(s)),
             Change::Message(m) => serde_json::to_string(&MessageJson::from(m)),
         }
         .expect("records serialise");

@@ -102,6 +102,7 @@ pub fn document(
     if !temperatures.is_empty() {
         sensors.insert("temperature".into(), Value::Array(temperatures));
     }
+    more_sensors(&mut sensors, names, snapshot, tz);
     // Hidden members are neither counted nor named; only `named` ones are named.
     let present = snapshot.roster.counted();
     let mut people = Map::new();
@@ -114,6 +115,38 @@ pub fn document(
     doc.insert("sensors".into(), Value::Object(sensors));
     doc.insert("ext_bits_version".into(), json!(env!("CARGO_PKG_VERSION")));
     Value::Object(doc)
+}
+
+/// Each kind of sensor beyond temperature, under its own key, with the
+/// schema's unit; `door_locked` as a boolean, without one.
+fn more_sensors(
+    sensors: &mut Map<String, Value>,
+    names: &SensorNames,
+    snapshot: &Snapshot,
+    tz: chrono_tz::Tz,
+) {
+    for ((kind, id), sample) in &snapshot.sensor_samples {
+        let mut entry = Map::new();
+        if kind.is_flag() {
+            entry.insert("value".into(), json!(sample.value != 0.0));
+        } else {
+            entry.insert("value".into(), json!(sample.value));
+        }
+        if let Some(unit) = kind.unit() {
+            entry.insert("unit".into(), json!(unit));
+        }
+        let location = names
+            .get(*id)
+            .map_or_else(|| format!("Sensor {id}"), str::to_string);
+        entry.insert("location".into(), json!(location));
+        entry.insert("lastchange".into(), json!(sample.timestamp.unix(tz)));
+        let list = sensors
+            .entry(kind.as_str())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = list {
+            list.push(Value::Object(entry));
+        }
+    }
 }
 
 fn put(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {

@@ -99,3 +99,76 @@ async fn restarting_keeps_the_state() {
     assert_eq!(server.text("/status").await, "1");
     assert_eq!(server.json("/data").await, before);
 }
+
+#[tokio::test]
+async fn the_original_device_and_clients_keep_working_beside_other_sensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = legacy_database(dir.path());
+    let server = TestServer::start_in(dir, db.clone(), &[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.web_addr()))
+        .await
+        .unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(&common::ws_next_text(&mut ws).await).unwrap();
+    assert!(first.get("sensors").is_none(), "{first}");
+
+    // The original daemon's lines, with samples of other sensors between.
+    let mut device = server.device().await;
+    device
+        .send_all(&[
+            "sensor humidity 0 40",
+            "status 1",
+            "sensor door_locked 0 0",
+            "temperature 1 21.0",
+        ])
+        .await;
+    let mut keys = Vec::new();
+    while keys.len() < 4 {
+        let text = common::ws_next_text(&mut ws).await;
+        let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let object = message.as_object().unwrap();
+        assert_eq!(object.len(), 1, "one change a message: {text}");
+        let (key, body) = object.iter().next().unwrap();
+        let mut fields: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort_unstable();
+        match key.as_str() {
+            // `state` is the one field added to the original's status.
+            "status" => assert_eq!(fields, ["modifiedby", "state", "timestamp", "value"]),
+            "tempint" => assert_eq!(fields, ["modifiedby", "sensor", "timestamp", "value"]),
+            "sensor" => {
+                assert_eq!(
+                    fields,
+                    ["kind", "modifiedby", "sensor", "timestamp", "value"]
+                )
+            }
+            other => panic!("{other}: {text}"),
+        }
+        keys.push(key.clone());
+    }
+    assert_eq!(keys, ["sensor", "status", "sensor", "tempint"]);
+    server.wait_for_status("1").await;
+
+    // What the original client reads of /data is where it was; the
+    // sensors are beside it.
+    let data = server.json("/data").await;
+    assert_eq!(data["tempint"]["value"], 21.0);
+    assert_eq!(data["tempint"]["sensor"], 1);
+    assert_eq!(data["tempinthist"].as_array().unwrap().len(), 4);
+    assert_eq!(data["message"]["user"], "alice");
+    assert_eq!(data["version"], 3);
+    assert_eq!(data["sensors"]["humidity"][0]["value"], 40);
+    let _dir = server.stop().await;
+
+    // The original tables hold only what they held, and the device's.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let temperatures: i64 = value(&conn, r#"SELECT COUNT(*) FROM "Temperature""#);
+    assert_eq!(temperatures, 4);
+    let samples: i64 = value(&conn, "SELECT COUNT(*) FROM bitsd_sensor");
+    assert_eq!(samples, 2);
+    assert_eq!(value::<String>(&conn, "PRAGMA integrity_check"), "ok");
+}

@@ -174,6 +174,70 @@ show_names = true
 }
 
 #[tokio::test]
+async fn every_kind_of_sensor_is_listed_with_the_schemas_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "sensor_names = { 0 = \"Lab\", 2 = \"Front door\" }\n\
+         [spaceapi]\nspace = \"Lab\"\nlat = 45.0\nlon = 9.0\n",
+    );
+    let db = dir.path().join("bitsd.db");
+    let server = TestServer::start_in(dir, db, &["--config", &config]).await;
+    let mut device = server.device().await;
+    device
+        .send_all(&[
+            "temperature 0 21.5",
+            "sensor humidity 0 45.5",
+            "sensor humidity 1 60",
+            "sensor carbondioxide 0 812",
+            "sensor power_consumption 0 1250.5",
+            "sensor barometer 0 1013.25",
+            "sensor door_locked 2 1",
+            "sensor door_locked 3 0",
+        ])
+        .await;
+    server
+        .wait_for_data("the last lock", |d| {
+            d["sensors"]["door_locked"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
+        })
+        .await;
+    let doc = server.json("/spaceapi.json").await;
+    // Valid against 14 and 15 both, with every new field.
+    assert_eq!(doc["api_compatibility"], serde_json::json!(["14", "15"]));
+    assert_valid(&doc);
+    let sensors = &doc["sensors"];
+    let humidity = sensors["humidity"].as_array().unwrap();
+    assert_eq!(humidity.len(), 2);
+    assert_eq!(humidity[0]["value"], 45.5);
+    assert_eq!(humidity[0]["unit"], "%");
+    assert_eq!(humidity[0]["location"], "Lab");
+    assert_eq!(humidity[1]["location"], "Sensor 1");
+    assert!(humidity[0]["lastchange"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(sensors["carbondioxide"][0]["unit"], "ppm");
+    assert_eq!(sensors["carbondioxide"][0]["value"], 812.0);
+    assert_eq!(sensors["power_consumption"][0]["unit"], "W");
+    assert_eq!(sensors["barometer"][0]["unit"], "hPa");
+    assert_eq!(sensors["barometer"][0]["value"], 1013.25);
+    let locks = sensors["door_locked"].as_array().unwrap();
+    assert_eq!(locks[0]["value"], true);
+    assert_eq!(locks[0]["location"], "Front door");
+    assert_eq!(locks[1]["value"], false);
+    assert!(locks[0].get("unit").is_none(), "{}", locks[0]);
+    assert_eq!(sensors["temperature"][0]["location"], "Lab");
+    // The check is not vacuous: a lock as a number, or a pressure in
+    // another unit, fails it.
+    let mut broken = doc.clone();
+    broken["sensors"]["door_locked"][0]["value"] = serde_json::json!(1);
+    assert!(!schema("15").is_valid(&broken));
+    assert!(!schema("14").is_valid(&broken));
+    let mut broken = doc.clone();
+    broken["sensors"]["barometer"][0]["unit"] = serde_json::json!("mbar");
+    assert!(!schema("15").is_valid(&broken));
+}
+
+#[tokio::test]
 async fn names_only_when_allowed_and_latitude_alone_claims_only_15() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "[spaceapi]\nspace = \"Lab\"\nlat = 45.0\n");

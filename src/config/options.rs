@@ -211,7 +211,7 @@ pub struct Options {
     #[arg(long, help_heading = "Pages", default_value = "en")]
     #[arg(value_parser = language, value_name = "LANG")]
     pub default_language: Lang,
-    /// Names of the temperature sensors, e.g. 0=Lab,1=Outside (in the file, a table
+    /// Names of the sensors of every kind by number, e.g. 0=Lab,1=Outside (in the file, a table
     /// such as {0 = "Lab", 1 = "Outside"}) [default: none, "Sensor N"]
     #[arg(long, help_heading = "Pages", value_parser = sensor_names, value_name = TABLE)]
     pub sensor_names: Option<SensorNames>,

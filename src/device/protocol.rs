@@ -8,6 +8,7 @@ use base64::Engine as _;
 use bytes::{Buf, BytesMut};
 
 use crate::record::StatusValue;
+use crate::record::sensors::SensorKind;
 
 /// Longest line accepted, without its `\n`.
 pub const MAX_LINE: usize = 4096;
@@ -25,6 +26,13 @@ pub enum Command {
     State(StatusValue),
     /// `temperature <sensor:int> <value:decimal>`: a sample in °C.
     Temperature { sensor: i64, value: f64 },
+    /// `sensor <kind> <id:int> <value:decimal>`: a sample of a sensor beyond
+    /// temperature, within its kind's range (`door_locked`: `0` or `1`).
+    Sensor {
+        kind: SensorKind,
+        sensor: i64,
+        value: f64,
+    },
     /// `message <base64>`: a message from the device.
     Message(String),
     /// `enter <id:int>`: member `id` arrives (keypad).
@@ -68,6 +76,18 @@ pub enum ParseError {
     OutOfRange(String),
     #[error("sensor must lie in 0..={MAX_SENSOR}, got {0}")]
     SensorOutOfRange(i64),
+    #[error(
+        "unknown sensor kind `{0}` (humidity, carbondioxide, power_consumption, barometer, door_locked)"
+    )]
+    UnknownSensorKind(String),
+    #[error("{kind} `{value}` is not a decimal number")]
+    SensorNotDecimal { kind: &'static str, value: String },
+    #[error("{kind} {value} is outside {range}")]
+    SensorValueOutOfRange {
+        kind: &'static str,
+        value: String,
+        range: &'static str,
+    },
     #[error("message is not valid base64")]
     BadBase64,
     #[error("message is not valid UTF-8")]
@@ -116,6 +136,16 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             let sensor = sensor(args[0])?;
             let value = decimal(args[1])?;
             Ok(Command::Temperature { sensor, value })
+        }
+        "sensor" => {
+            expect("sensor", 3)?;
+            let (kind, value) = sensor_value(args[0], args[2])?;
+            let sensor = sensor(args[1])?;
+            Ok(Command::Sensor {
+                kind,
+                sensor,
+                value,
+            })
         }
         "message" => {
             expect("message", 1)?;
@@ -187,19 +217,41 @@ pub fn message_text(text: String) -> Result<String, ParseError> {
 /// A decimal as the device writes it: digits, an optional sign and point,
 /// within -100..200 °C.
 pub fn decimal(text: &str) -> Result<f64, ParseError> {
-    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
-        return Err(ParseError::NotDecimal(truncate(text)));
-    }
-    let value: f64 = text
-        .parse()
-        .map_err(|_| ParseError::NotDecimal(truncate(text)))?;
+    let value = plain_decimal(text).ok_or_else(|| ParseError::NotDecimal(truncate(text)))?;
     if !value.is_finite() || !(-100.0..=200.0).contains(&value) {
         return Err(ParseError::OutOfRange(truncate(text)));
     }
     Ok(value)
+}
+
+/// Digits, an optional sign and point: no exponent, `inf` or `NaN`.
+fn plain_decimal(text: &str) -> Option<f64> {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A sensor's kind and a sample's value as the device writes them, the
+/// value within the kind's range.
+pub fn sensor_value(kind: &str, text: &str) -> Result<(SensorKind, f64), ParseError> {
+    let kind =
+        SensorKind::from_name(kind).ok_or_else(|| ParseError::UnknownSensorKind(truncate(kind)))?;
+    let value = plain_decimal(text).ok_or_else(|| ParseError::SensorNotDecimal {
+        kind: kind.as_str(),
+        value: truncate(text),
+    })?;
+    if !kind.accepts(value) {
+        return Err(ParseError::SensorValueOutOfRange {
+            kind: kind.as_str(),
+            value: truncate(text),
+            range: kind.range_text(),
+        });
+    }
+    Ok((kind, value))
 }
 
 /// Keeps log lines short and escaped whatever the device sends.
@@ -290,260 +342,4 @@ impl LineFramer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b64(s: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(s)
-    }
-
-    #[test]
-    fn good_lines() {
-        let hello = format!("message {}", b64("ciao <3"));
-        let longest = format!("message {}", b64(&"é".repeat(1000)));
-        let cases: Vec<(&str, Command)> = vec![
-            (longest.as_str(), Command::Message("é".repeat(1000))),
-            ("status 1", Command::Status(true)),
-            ("state open", Command::State(StatusValue::Open)),
-            ("state members", Command::State(StatusValue::Members)),
-            ("state closed\r", Command::State(StatusValue::Closed)),
-            ("status 0", Command::Status(false)),
-            ("status 1\r", Command::Status(true)),
-            ("  status   0 ", Command::Status(false)),
-            (
-                "temperature 0 21.5",
-                Command::Temperature {
-                    sensor: 0,
-                    value: 21.5,
-                },
-            ),
-            (
-                "temperature 3 -7",
-                Command::Temperature {
-                    sensor: 3,
-                    value: -7.0,
-                },
-            ),
-            (
-                "temperature 1 +.5",
-                Command::Temperature {
-                    sensor: 1,
-                    value: 0.5,
-                },
-            ),
-            (
-                "temperature 2 200",
-                Command::Temperature {
-                    sensor: 2,
-                    value: 200.0,
-                },
-            ),
-            (
-                "temperature 2147483647 20",
-                Command::Temperature {
-                    sensor: 2_147_483_647,
-                    value: 20.0,
-                },
-            ),
-            (
-                "temperature 2 -100.0",
-                Command::Temperature {
-                    sensor: 2,
-                    value: -100.0,
-                },
-            ),
-            (&hello, Command::Message("ciao <3".into())),
-            ("enter 42", Command::Enter(42)),
-            ("leave 42", Command::Leave(42)),
-            ("sound 3", Command::Sound(3)),
-            ("auth s3cret", Command::Auth("s3cret".into())),
-        ];
-        for (line, expected) in cases {
-            assert_eq!(parse_line(line.as_bytes()), Ok(expected), "{line:?}");
-        }
-    }
-
-    #[test]
-    fn bad_lines() {
-        let not_utf8 = format!(
-            "message {}",
-            base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe])
-        );
-        let blank = format!("message {}", b64("   "));
-        let long = format!("message {}", b64(&"é".repeat(1001)));
-        let cases: Vec<(&[u8], ParseError)> = vec![
-            (b"", ParseError::Empty),
-            (b"   \r", ParseError::Empty),
-            (b"\xff\xfe", ParseError::NotUtf8),
-            (b"open", ParseError::UnknownCommand("open".into())),
-            (b"STATUS 1", ParseError::UnknownCommand("STATUS".into())),
-            (
-                b"status",
-                ParseError::Arguments {
-                    command: "status",
-                    expected: 1,
-                    got: 0,
-                },
-            ),
-            (
-                b"status 1 2",
-                ParseError::Arguments {
-                    command: "status",
-                    expected: 1,
-                    got: 2,
-                },
-            ),
-            (b"status 2", ParseError::BadStatus("2".into())),
-            (b"status on", ParseError::BadStatus("on".into())),
-            (b"state away", ParseError::BadState("away".into())),
-            (b"state Open", ParseError::BadState("Open".into())),
-            (
-                b"temperature 0",
-                ParseError::Arguments {
-                    command: "temperature",
-                    expected: 2,
-                    got: 1,
-                },
-            ),
-            (
-                b"temperature x 20",
-                ParseError::NotInteger {
-                    what: "sensor",
-                    value: "x".into(),
-                },
-            ),
-            (b"temperature -1 20", ParseError::SensorOutOfRange(-1)),
-            (
-                b"temperature 2147483648 20",
-                ParseError::SensorOutOfRange(2_147_483_648),
-            ),
-            (
-                b"\x1b[2Jopen",
-                ParseError::UnknownCommand("\\u{1b}[2Jopen".into()),
-            ),
-            (b"temperature 0 hot", ParseError::NotDecimal("hot".into())),
-            (b"temperature 0 NaN", ParseError::NotDecimal("NaN".into())),
-            (b"temperature 0 inf", ParseError::NotDecimal("inf".into())),
-            (b"temperature 0 1e2", ParseError::NotDecimal("1e2".into())),
-            (b"temperature 0 .", ParseError::NotDecimal(".".into())),
-            (
-                b"temperature 0 200.1",
-                ParseError::OutOfRange("200.1".into()),
-            ),
-            (b"temperature 0 -273", ParseError::OutOfRange("-273".into())),
-            (
-                b"temperature 99999999999999999999 1",
-                ParseError::NotInteger {
-                    what: "sensor",
-                    value: "99999999999999999999".into(),
-                },
-            ),
-            (b"message !!!", ParseError::BadBase64),
-            (not_utf8.as_bytes(), ParseError::MessageNotUtf8),
-            (blank.as_bytes(), ParseError::EmptyMessage),
-            (long.as_bytes(), ParseError::MessageTooLong(1001)),
-            (
-                b"enter bob",
-                ParseError::NotInteger {
-                    what: "user id",
-                    value: "bob".into(),
-                },
-            ),
-            (
-                b"leave",
-                ParseError::Arguments {
-                    command: "leave",
-                    expected: 1,
-                    got: 0,
-                },
-            ),
-            (
-                b"sound 1.5",
-                ParseError::NotInteger {
-                    what: "sound id",
-                    value: "1.5".into(),
-                },
-            ),
-            (
-                b"auth",
-                ParseError::Arguments {
-                    command: "auth",
-                    expected: 1,
-                    got: 0,
-                },
-            ),
-        ];
-        for (line, expected) in cases {
-            assert_eq!(
-                parse_line(line),
-                Err(expected),
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
-    }
-
-    #[test]
-    fn long_words_are_truncated_in_errors() {
-        let line = "x".repeat(1000);
-        let Err(ParseError::UnknownCommand(word)) = parse_line(line.as_bytes()) else {
-            panic!("expected an unknown command");
-        };
-        assert!(word.len() < 80);
-    }
-
-    #[test]
-    fn lines_to_the_device() {
-        assert_eq!(status_line(true), "status 1");
-        assert_eq!(status_line(false), "status 0");
-        assert_eq!(message_line("ciao"), format!("message {}", b64("ciao")));
-    }
-
-    #[test]
-    fn framing_byte_by_byte() {
-        let mut f = LineFramer::new();
-        let mut lines = Vec::new();
-        for b in b"status 1\ntemperature 0 2\n".iter() {
-            f.extend(&[*b]);
-            while let Some(line) = f.next_line().unwrap() {
-                lines.push(line);
-            }
-        }
-        assert_eq!(lines, vec![&b"status 1"[..], &b"temperature 0 2"[..]]);
-        let mut f = LineFramer::new();
-        for _ in 0..MAX_LINE {
-            f.extend(b"x");
-            assert_eq!(f.next_line(), Ok(None));
-        }
-        f.extend(b"x");
-        assert_eq!(f.next_line(), Err(Overlong));
-    }
-
-    #[test]
-    fn framing_splits_and_bounds() {
-        let mut f = LineFramer::new();
-        f.extend(b"status 1\nstat");
-        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b"status 1"[..]));
-        assert_eq!(f.next_line().unwrap(), None);
-        f.extend(b"us 0\r\n\n");
-        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b"status 0\r"[..]));
-        assert_eq!(f.next_line().unwrap().as_deref(), Some(&b""[..]));
-        assert_eq!(f.pending(), 0);
-
-        let mut f = LineFramer::new();
-        f.extend(&vec![b'a'; MAX_LINE]);
-        assert_eq!(f.next_line(), Ok(None), "exactly the limit is still fine");
-        f.extend(b"\n");
-        assert_eq!(f.next_line().unwrap().map(|l| l.len()), Some(MAX_LINE));
-
-        let mut f = LineFramer::new();
-        f.extend(&vec![b'a'; MAX_LINE + 1]);
-        assert_eq!(f.next_line(), Err(Overlong));
-
-        let mut f = LineFramer::new();
-        let mut long = vec![b'a'; MAX_LINE + 10];
-        long.push(b'\n');
-        f.extend(&long);
-        assert_eq!(f.next_line(), Err(Overlong));
-    }
-}
+mod tests;

@@ -551,6 +551,16 @@ async fn handle_line(
             value,
             device: origin.device().cloned(),
         },
+        Command::Sensor {
+            kind,
+            sensor,
+            value,
+        } => Event::Sensor {
+            kind,
+            sensor,
+            value,
+            device: origin.device().cloned(),
+        },
         Command::Message(text) => Event::Message {
             author: None,
             text,

@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
 use super::session::{Incoming, Session, SessionError, name};
-use super::topics::{Discovery, OFFLINE, ONLINE, Topics, temperature_payload};
+use super::topics::{Discovery, OFFLINE, ONLINE, Topics, sensor_payload, temperature_payload};
 use crate::config::{SensorNames, SpaceApi};
 use crate::metrics::Metrics;
 use crate::record::Change;
+use crate::record::sensors::{SensorKind, SensorSample};
 use crate::spaceapi;
 use crate::state::{Changes, Roster, Snapshot, State};
 use crate::store::{self, StoreError};
@@ -91,6 +92,8 @@ pub struct Publisher {
     sent: Sent,
     /// Sensors whose discovery config went out on this connection.
     announced: HashSet<i64>,
+    /// Likewise for the sensors beyond temperature.
+    announced_sensors: HashSet<(SensorKind, i64)>,
     /// The last change published (or covered by a snapshot published).
     seen: u64,
     /// The row of the last sample published: samples are published once
@@ -123,6 +126,7 @@ impl Publisher {
             store,
             sent: Sent::default(),
             announced: HashSet::new(),
+            announced_sensors: HashSet::new(),
             seen: 0,
             sample_row: 0,
             behind: false,
@@ -300,6 +304,7 @@ impl Publisher {
     fn resync(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), SessionError> {
         self.sent = Sent::default();
         self.announced.clear();
+        self.announced_sensors.clear();
         if self.subscribe {
             session.subscribe(&self.topics.set_filter())?;
         }
@@ -354,6 +359,10 @@ impl Publisher {
             }
         };
         self.behind = false;
+        // The newest of each, which is all the retained topics keep.
+        for sample in snapshot.sensor_samples.values() {
+            self.sensor(session, sample)?;
+        }
         if let Some(m) = snapshot.message.as_ref()
             && snapshot.message_version > self.seen
         {
@@ -367,6 +376,9 @@ impl Publisher {
     fn state_of(&mut self, session: &mut Session, snapshot: &Snapshot) -> Result<(), SessionError> {
         for sample in snapshot.sensors.values() {
             self.temperature(session, sample.sensor, sample.value)?;
+        }
+        for sample in snapshot.sensor_samples.values() {
+            self.sensor(session, sample)?;
         }
         if let Some(m) = &snapshot.message {
             session.publish(&self.topics.message, m.text.clone().into())?;
@@ -389,6 +401,9 @@ impl Publisher {
                 Change::Temperature(t) if published.row > self.sample_row => {
                     self.sample_row = published.row;
                     self.temperature(session, t.sensor, t.value)?
+                }
+                Change::Sensor(sample) if published.seq > self.seen => {
+                    self.sensor(session, sample)?
                 }
                 Change::Message(m) if published.seq > self.seen => {
                     session.publish(&self.topics.message, m.text.clone().into())?
@@ -417,6 +432,21 @@ impl Publisher {
         }
         let topic = self.topics.temperature(sensor);
         session.publish(&topic, temperature_payload(value).into())
+    }
+
+    /// A sample of a sensor beyond temperature, after its discovery config
+    /// when it is new.
+    fn sensor(&mut self, session: &mut Session, sample: &SensorSample) -> Result<(), SessionError> {
+        let key = (sample.kind, sample.sensor);
+        if let Some(discovery) = &self.discovery
+            && !self.announced_sensors.contains(&key)
+        {
+            let (topic, config) = discovery.sensor(&self.topics, sample.kind, sample.sensor);
+            session.publish(&topic, config.into())?;
+            self.announced_sensors.insert(key);
+        }
+        let topic = self.topics.sensor(sample.kind, sample.sensor);
+        session.publish(&topic, sensor_payload(sample).into())
     }
 
     /// Status, people, `/data` and SpaceAPI documents, those that changed.

@@ -7,6 +7,7 @@ use crate::config::SensorNames;
 use crate::device::protocol::{self, ParseError};
 use crate::escape::cut;
 use crate::record::StatusValue;
+use crate::record::sensors::{SensorKind, SensorSample};
 use crate::state::{Event, Origin};
 
 /// The topics under one prefix `P`.
@@ -28,6 +29,8 @@ pub struct Topics {
     pub availability: String,
     /// `P/temperature/`, followed by the sensor number.
     temperature: String,
+    /// `P/sensor/`, followed by a kind and a sensor number.
+    sensor: String,
     /// `P/set/`, followed by what to set.
     set: String,
 }
@@ -49,6 +52,7 @@ impl Topics {
             spaceapi: under("spaceapi"),
             availability: under("availability"),
             temperature: under("temperature/"),
+            sensor: under("sensor/"),
             set: under("set/"),
         }
     }
@@ -56,6 +60,11 @@ impl Topics {
     /// `P/temperature/<sensor>`.
     pub fn temperature(&self, sensor: i64) -> String {
         format!("{}{sensor}", self.temperature)
+    }
+
+    /// `P/sensor/<kind>/<sensor>`.
+    pub fn sensor(&self, kind: SensorKind, sensor: i64) -> String {
+        format!("{}{}/{sensor}", self.sensor, kind.as_str())
     }
 
     /// `P/set/#`, the filter bitsd subscribes to with `mqtt_subscribe`.
@@ -106,6 +115,7 @@ impl Topics {
                     origin: Origin::Mqtt,
                 })
             }
+            other if other.starts_with("sensor/") => sensor_event(other, payload),
             other => {
                 let sensor = other
                     .strip_prefix("temperature/")
@@ -123,6 +133,28 @@ impl Topics {
             }
         }
     }
+}
+
+/// A sample on `sensor/<kind>/<sensor>` (`what`, under `P/set/`).
+fn sensor_event(what: &str, payload: &[u8]) -> Result<Event, SetError> {
+    let rest = what.strip_prefix("sensor/").unwrap_or(what);
+    let (kind, sensor) = rest.split_once('/').ok_or(SetError::UnknownTopic)?;
+    let sensor = protocol::sensor(sensor)?;
+    if sensor > MAX_MQTT_SENSOR {
+        return Err(SetError::SensorTooHigh(sensor));
+    }
+    let (kind, value) = protocol::sensor_value(kind, trimmed(payload)?)?;
+    Ok(Event::Sensor {
+        kind,
+        sensor,
+        value,
+        device: None,
+    })
+}
+
+/// A sample as published: `45.5`, `812`; `1` or `0` for a lock.
+pub fn sensor_payload(sample: &SensorSample) -> String {
+    sample.value.to_string()
 }
 
 /// A short payload without surrounding white space (`mosquitto_pub -l`
@@ -144,7 +176,9 @@ pub const MAX_MQTT_SENSOR: i64 = 255;
 /// Why a message on a `set/` topic was skipped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SetError {
-    #[error("not a topic bitsd reads (status, state, message, temperature/<sensor>)")]
+    #[error(
+        "not a topic bitsd reads (status, state, message, temperature/<sensor>, sensor/<kind>/<sensor>)"
+    )]
     UnknownTopic,
     #[error("retained messages are not commands")]
     Retained,
@@ -295,6 +329,47 @@ impl Discovery {
         });
         self.config(topics, "sensor", &format!("temperature_{sensor}"), fields)
     }
+
+    /// The entity of one sensor beyond temperature: a `sensor` of its
+    /// device class, or for a lock a `binary_sensor` of class `lock`, which
+    /// is on while unlocked.
+    pub fn sensor(&self, topics: &Topics, kind: SensorKind, sensor: i64) -> (String, Vec<u8>) {
+        let (what, class) = match kind {
+            SensorKind::Humidity => ("Humidity", "humidity"),
+            SensorKind::CarbonDioxide => ("Carbon dioxide", "carbon_dioxide"),
+            SensorKind::PowerConsumption => ("Power", "power"),
+            SensorKind::Barometer => ("Air pressure", "atmospheric_pressure"),
+            SensorKind::DoorLocked => ("Lock", "lock"),
+        };
+        let name = match self.names.get(sensor) {
+            Some(name) => format!("{what} {name}"),
+            None => format!("{what} {sensor}"),
+        };
+        let object = format!("{}_{sensor}", kind.as_str());
+        let state_topic = topics.sensor(kind, sensor);
+        match kind.unit() {
+            Some(unit) => {
+                let fields = json!({
+                    "name": name,
+                    "state_topic": state_topic,
+                    "device_class": class,
+                    "unit_of_measurement": unit,
+                    "state_class": "measurement",
+                });
+                self.config(topics, "sensor", &object, fields)
+            }
+            None => {
+                let fields = json!({
+                    "name": name,
+                    "state_topic": state_topic,
+                    "device_class": class,
+                    "payload_on": "0",
+                    "payload_off": "1",
+                });
+                self.config(topics, "binary_sensor", &object, fields)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -427,5 +502,55 @@ mod tests {
         let config: Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(config["unique_id"], "bitsd_club_room_temperature_4");
         assert_eq!(config["unit_of_measurement"], "°C");
+    }
+
+    #[test]
+    fn sensor_topics_read_and_publish_samples_of_each_kind() {
+        let topics = Topics::new("bits");
+        assert_eq!(
+            topics.sensor(SensorKind::DoorLocked, 2),
+            "bits/sensor/door_locked/2"
+        );
+        let event = topics.parse_set("bits/set/sensor/barometer/3", b"1013.25\n", false);
+        assert_eq!(
+            event,
+            Ok(Event::Sensor {
+                kind: SensorKind::Barometer,
+                sensor: 3,
+                value: 1013.25,
+                device: None,
+            })
+        );
+        for (topic, payload) in [
+            ("bits/set/sensor/humidity/0", "101"),
+            ("bits/set/sensor/radiation/0", "1"),
+            ("bits/set/sensor/humidity", "40"),
+            ("bits/set/sensor/humidity/x", "40"),
+            ("bits/set/sensor/humidity/256", "40"),
+            ("bits/set/sensor/door_locked/0", "yes"),
+        ] {
+            let refused = topics.parse_set(topic, payload.as_bytes(), false);
+            assert!(refused.is_err(), "{topic} {payload}: {refused:?}");
+        }
+        let discovery = Discovery::new("homeassistant", "bits", "Lab", None)
+            .with_names(SensorNames([(0, "Front door".to_string())].into()));
+        let (topic, config) = discovery.sensor(&topics, SensorKind::DoorLocked, 0);
+        assert_eq!(
+            topic,
+            "homeassistant/binary_sensor/bitsd_bits/door_locked_0/config"
+        );
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["device_class"], "lock");
+        assert_eq!(config["name"], "Lock Front door");
+        assert_eq!(config["payload_on"], "0", "on means unlocked");
+        let (topic, config) = discovery.sensor(&topics, SensorKind::CarbonDioxide, 1);
+        assert_eq!(
+            topic,
+            "homeassistant/sensor/bitsd_bits/carbondioxide_1/config"
+        );
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["device_class"], "carbon_dioxide");
+        assert_eq!(config["unit_of_measurement"], "ppm");
+        assert_eq!(config["state_topic"], "bits/sensor/carbondioxide/1");
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, wat
 
 use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
+use crate::record::sensors::SensorKind;
 use crate::record::{Change, DeviceName, ModifiedBy, StatusValue};
 use crate::store::{DEVICE_USER, Db, StoreError, User, Visibility};
 
@@ -59,6 +60,14 @@ pub enum Event {
     /// A sample from a sensor of a device (`device`: the registered one
     /// that sent it, if one did).
     Temperature {
+        sensor: i64,
+        value: f64,
+        device: Option<DeviceName>,
+    },
+    /// A sample of a sensor beyond temperature, its value within its
+    /// kind's range (`device`: the registered one that sent it, if one did).
+    Sensor {
+        kind: SensorKind,
         sensor: i64,
         value: f64,
         device: Option<DeviceName>,

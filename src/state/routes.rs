@@ -74,7 +74,9 @@ impl Routes {
 
     /// Whether any hook follows `change`.
     pub fn follows(&self, change: &Change) -> bool {
-        let event = change.hook_event();
+        let Some(event) = change.hook_event() else {
+            return false;
+        };
         self.queues.iter().any(|q| q.route.events.contains(&event))
     }
 
@@ -86,7 +88,9 @@ impl Routes {
         json: &str,
         deltas: &mut Deltas,
     ) -> Result<(), StoreError> {
-        let event = change.hook_event();
+        let Some(event) = change.hook_event() else {
+            return Ok(());
+        };
         let status = match change {
             Change::Status(s) if s.value.is_open() => Some("open"),
             Change::Status(_) => Some("closed"),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Origin;
 use crate::clock::LocalTime;
+use crate::record::sensors::{SensorJson, SensorKind, SensorSample};
 use crate::record::{
     Change, Message, MessageJson, StatusChange, StatusJson, TemperatureJson, TemperatureSample,
 };
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub sensors: BTreeMap<i64, TemperatureSample>,
     /// Up to [`HISTORY_SAMPLES`] samples, newest first.
     pub temperatures: VecDeque<TemperatureSample>,
+    /// Newest sample of each sensor beyond temperature, by kind and id.
+    pub sensor_samples: BTreeMap<(SensorKind, i64), SensorSample>,
     pub message: Option<Message>,
     /// Sequence number of the last message (0 before any).
     pub message_version: u64,
@@ -116,9 +119,26 @@ struct DataJson<'a> {
     message: Option<MessageJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tempinthist: Vec<TemperatureJson<'a>>,
+    /// Left out when there is none, so old clients see what they saw.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sensors: BTreeMap<&'static str, Vec<SensorJson<'a>>>,
     version: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_offline_since: Option<String>,
+}
+
+/// `/data`'s `sensors`: each kind's newest samples, by id.
+fn sensors_json(
+    samples: &BTreeMap<(SensorKind, i64), SensorSample>,
+) -> BTreeMap<&'static str, Vec<SensorJson<'_>>> {
+    let mut by_kind: BTreeMap<&'static str, Vec<SensorJson<'_>>> = BTreeMap::new();
+    for ((kind, _), sample) in samples {
+        by_kind
+            .entry(kind.as_str())
+            .or_default()
+            .push(SensorJson::listed(sample));
+    }
+    by_kind
 }
 
 /// The message that tells live clients of the device's absence, or that
@@ -137,6 +157,7 @@ pub(super) struct Model {
     pub status_origin: Option<Origin>,
     pub sensors: BTreeMap<i64, TemperatureSample>,
     pub temperatures: VecDeque<TemperatureSample>,
+    pub sensor_samples: BTreeMap<(SensorKind, i64), SensorSample>,
     pub message: Option<Message>,
     pub message_seq: u64,
     pub message_origin: Option<Origin>,
@@ -158,6 +179,11 @@ impl Model {
                 .map(|t| (t.sensor, t))
                 .collect(),
             temperatures: latest.temperatures.into(),
+            sensor_samples: db
+                .latest_sensors()?
+                .into_iter()
+                .map(|s| ((s.kind, s.sensor), s))
+                .collect(),
             message: latest.message,
             temperature_row: latest.temperature_row,
             ..Model::default()
@@ -174,6 +200,7 @@ impl Model {
                 .iter()
                 .map(TemperatureJson::from)
                 .collect(),
+            sensors: sensors_json(&self.sensor_samples),
             version: jsonver,
             device_offline_since: self.device_offline_since.map(|t| t.display()),
         };
@@ -184,6 +211,7 @@ impl Model {
             status_origin: self.status_origin.clone(),
             sensors: self.sensors.clone(),
             temperatures: self.temperatures.clone(),
+            sensor_samples: self.sensor_samples.clone(),
             message: self.message.clone(),
             message_version: self.message_seq,
             message_origin: self.message_origin.clone(),
@@ -219,6 +247,9 @@ impl Model {
                 self.sensors.insert(t.sensor, t.clone());
                 self.temperatures.push_front(t.clone());
                 self.temperatures.truncate(HISTORY_SAMPLES);
+            }
+            Change::Sensor(s) => {
+                self.sensor_samples.insert((s.kind, s.sensor), s.clone());
             }
             Change::Message(m) => {
                 self.message = Some(m.clone());

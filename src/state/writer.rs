@@ -17,6 +17,7 @@ use super::{
 };
 use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
+use crate::record::sensors::SensorSample;
 use crate::record::{
     Change, DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
 };
@@ -246,6 +247,9 @@ impl Writer {
             if let Some(stored) = p.stored {
                 let change = stored.change;
                 self.metrics.event(change.kind());
+                if let Change::Sensor(s) = &change {
+                    self.metrics.sensor_sample(s.kind.as_str());
+                }
                 let json = stored.json.unwrap_or_else(|| Bytes::from(change.to_json()));
                 bytes += json.len();
                 if let Change::Message(m) = &change {
@@ -371,6 +375,22 @@ fn prepare(
             value,
             device,
         } => Ok(temperature(sensor, value, device, stamper)),
+        Event::Sensor {
+            kind,
+            sensor,
+            value,
+            device,
+        } => {
+            let sample = SensorSample {
+                timestamp: stamper.next(),
+                kind,
+                sensor,
+                value,
+                modified_by: ModifiedBy::Bits,
+                device: device.clone(),
+            };
+            Ok((Change::Sensor(sample), Origin::Device(device)))
+        }
         Event::Message {
             author,
             text,
@@ -501,6 +521,7 @@ fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, Stor
     match change {
         Change::Status(s) => batch.insert_status(s).map(|()| 0),
         Change::Temperature(t) => batch.insert_temperature(t),
+        Change::Sensor(s) => batch.insert_sensor(s),
         Change::Message(m) => batch
             .insert_message(author_id, m.timestamp, &m.text, m.device.as_deref())
             .map(|()| 0),

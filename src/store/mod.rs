@@ -9,7 +9,8 @@
 //! settings, and the [`Handle`] that everything but the writer uses. `accounts` holds
 //! members, sessions, MAC hashes and visibility, `history` the status
 //! history the calendar reads, `outbox` the webhook deliveries not yet
-//! made, `devices` the registered devices with their claim codes and keys;
+//! made, `devices` the registered devices with their claim codes and keys,
+//! `sensors` the samples of sensors beyond temperature;
 //! `backup` and `check` are `bitsd backup` and `bitsd check`.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ mod devices;
 mod history;
 mod open;
 mod outbox;
+mod sensors;
 
 pub use accounts::{AccountError, Credentials, Person, User, Visibility};
 use accounts::{members, set_visibility, user_by_id};
@@ -145,7 +147,9 @@ const MIGRATIONS: &[&str] = &[
     // 8: which registered device sent a change (none: the original device,
     // or a person).
     devices::SENDER_MIGRATION,
-    // 9: `members`, open for members only, as a status value. The
+    // 9: samples of sensors beyond temperature.
+    sensors::MIGRATION,
+    // 10: `members`, open for members only, as a status value. The
     // original's `Status` allows only open, closed and away: it is made
     // again without that check, its rows kept.
     r#"

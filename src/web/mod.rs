@@ -5,7 +5,8 @@
 //! (headers, metrics, limits, the cached snapshot answers of `cached`),
 //! `places` counts the connections each holds, the router sends the rest to
 //! `api` (widgets and scripts, the forecast kept by `forecast_cache`),
-//! `pages` (HTML), `live` (websocket and SSE), `device_socket` (a
+//! `pages` (HTML; `readings` puts the sensors beyond temperature in
+//! words), `live` (websocket and SSE), `device_socket` (a
 //! device's websocket), `auth` and `members` (logins and forms), `devices`
 //! (the admin page's device forms), `spaceapi`, `feeds` (the calendar and
 //! the badge), `webapp` (the manifest and service worker), `assets`
@@ -31,6 +32,7 @@ mod live;
 mod members;
 mod pages;
 mod places;
+mod readings;
 mod server;
 mod spaceapi;
 mod webapp;

@@ -16,12 +16,14 @@ use super::client::Client;
 use super::error::{Error, Result, not_found_page};
 use super::html::{Chrome, render, status_class};
 use super::lang::{self, Lang};
+use super::readings::{self, ReadingView};
 use crate::clock::LocalTime;
 use crate::record::{ModifiedBy, StatusChange, StatusJson, StatusValue};
 use crate::state::Snapshot;
 use crate::wiki;
 use crate::words::{
-    self, AdminWords, AroundTime, HomeWords, LogWords, Moment, TimeWords, Trend, TrendWords,
+    self, AdminWords, AroundTime, HomeWords, LogWords, Moment, SensorWords, TimeWords, Trend,
+    TrendWords,
 };
 
 /// Rows of the history per page, and the most a client may ask for.
@@ -81,6 +83,9 @@ struct HomePage {
     names: Vec<String>,
     member: Option<MemberBar>,
     sensors: Vec<SensorView>,
+    /// The sensors beyond temperature, and their words.
+    readings: Vec<ReadingView>,
+    sensor_words: &'static SensorWords,
     message: Option<MessageView>,
     /// The words for the page script, safe inside a script element.
     words_json: &'static str,
@@ -159,6 +164,17 @@ fn home_page(
                 trend: words.trend(trend(snapshot, t.sensor)),
             })
             .collect(),
+        readings: readings::readings(
+            &readings::Shown {
+                home: words,
+                sensors: &all.sensors,
+                times,
+                names,
+            },
+            snapshot,
+            &now,
+        ),
+        sensor_words: &all.sensors,
         message: snapshot.message.as_ref().map(|m| MessageView {
             user: m.user.clone(),
             at: Moment::new(times, &m.timestamp, &now),

@@ -61,6 +61,30 @@ pub struct Words {
     pub not_found: NotFoundWords,
     pub heat_map: HeatMapWords,
     pub times: TimeWords,
+    /// The homepage's sensors beyond temperature.
+    pub sensors: SensorWords,
+}
+
+/// The homepage's sensors beyond temperature: what each kind measures, and
+/// its value with its unit.
+#[derive(Debug, Serialize)]
+pub struct SensorWords {
+    pub title: &'static str,
+    /// `{kind}` of sensor and its `{sensor}` name (or [`HomeWords::sensor`]).
+    pub label: &'static str,
+    pub humidity: &'static str,
+    pub carbondioxide: &'static str,
+    pub power_consumption: &'static str,
+    pub barometer: &'static str,
+    pub door_locked: &'static str,
+    /// `{value}` of each unit, with [`Thresholds::sensor_decimals`] decimals.
+    pub percent: &'static str,
+    pub ppm: &'static str,
+    pub watts: &'static str,
+    pub hectopascals: &'static str,
+    /// A door's lock, locked (`1`) or not (`0`).
+    pub locked: &'static str,
+    pub unlocked: &'static str,
 }
 
 /// The forecast's heat map.
@@ -308,12 +332,15 @@ pub struct Thresholds {
     pub decimals: usize,
     /// Samples the page keeps for the chart, as many as `/data` sends.
     pub history: usize,
+    /// Decimals of a sensor's value beyond temperature.
+    pub sensor_decimals: usize,
 }
 
 pub const THRESHOLDS: Thresholds = Thresholds {
     trend_step: 0.05,
     decimals: 1,
     history: HISTORY_SAMPLES,
+    sensor_decimals: 0,
 };
 
 /// Which way a sensor goes.
@@ -339,23 +366,28 @@ impl Thresholds {
     /// it: to the nearest, halves away from zero (Rust's formatting alone
     /// would take the even neighbour of an exact half).
     pub fn fixed(&self, value: f64, point: &str) -> String {
-        let decimals = self.decimals;
-        // JavaScript writes no sign on zero.
-        let value = if value == 0.0 { 0.0 } else { value };
-        let scale = 10f64.powi(decimals as i32);
-        let scaled = value * scale;
-        // Only an exact product can be an exact half.
-        let exact = value.mul_add(scale, -scaled) == 0.0;
-        let text = if exact && (scaled - scaled.trunc()).abs() == 0.5 {
-            format!("{:.decimals$}", scaled.round() / scale)
-        } else {
-            format!("{value:.decimals$}")
-        };
-        if point == "." {
-            text
-        } else {
-            text.replace('.', point)
-        }
+        fixed(value, self.decimals, point)
+    }
+}
+
+/// `value` with `decimals` decimals and `point` between the whole and the
+/// decimals, as the script's `toFixed` writes it (see [`Thresholds::fixed`]).
+pub fn fixed(value: f64, decimals: usize, point: &str) -> String {
+    // JavaScript writes no sign on zero.
+    let value = if value == 0.0 { 0.0 } else { value };
+    let scale = 10f64.powi(decimals as i32);
+    let scaled = value * scale;
+    // Only an exact product can be an exact half.
+    let exact = value.mul_add(scale, -scaled) == 0.0;
+    let text = if exact && (scaled - scaled.trunc()).abs() == 0.5 {
+        format!("{:.decimals$}", scaled.round() / scale)
+    } else {
+        format!("{value:.decimals$}")
+    };
+    if point == "." {
+        text
+    } else {
+        text.replace('.', point)
     }
 }
 
@@ -375,6 +407,7 @@ struct ScriptTable {
     words: &'static HomeWords,
     times: &'static TimeWords,
     thresholds: &'static Thresholds,
+    sensors: &'static SensorWords,
 }
 
 fn table_json(lang: Lang) -> String {
@@ -382,6 +415,7 @@ fn table_json(lang: Lang) -> String {
         words: &of(lang).home,
         times: &of(lang).times,
         thresholds: &THRESHOLDS,
+        sensors: &of(lang).sensors,
     };
     serde_json::to_string(&table)
         .expect("the table serialises")

@@ -161,6 +161,7 @@ fn the_script_reads_only_words_of_the_table() {
         ("WORDS.", "words"),
         ("TIMES.", "times"),
         ("THRESHOLDS.", "thresholds"),
+        ("SENSORS.", "sensors"),
     ] {
         let keys = table[section].as_object().unwrap();
         let used: Vec<&str> = script

@@ -3,7 +3,7 @@
 //! harness here, the pages' tests in the modules (`home`, the homepage live;
 //! `member_home`, what the homepage tells a member; `admin`, the devices
 //! section of `/admin`; `phone`, every page on a phone's screen and a
-//! desktop's).
+//! desktop's; `sensors`, the sensors beyond temperature on the homepage).
 
 mod admin;
 #[path = "../common/mod.rs"]
@@ -11,6 +11,7 @@ mod common;
 mod home;
 mod member_home;
 mod phone;
+mod sensors;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -205,6 +206,15 @@ pub(crate) const TEXTS: &str = r##"function (doc) {
       out.push([sensor + " " + (part.className || part.tagName), describe(part)]);
     });
   });
+  out.push(["readings-section", String(doc.getElementById("readings-section").hidden)]);
+  out.push(["readings-title", describe(doc.getElementById("readings-title"))]);
+  doc.querySelectorAll("#readings li").forEach(function (li) {
+    var reading = li.dataset.kind + " " + li.dataset.sensor;
+    out.push([reading, describe(li)]);
+    [].forEach.call(li.children, function (part) {
+      out.push([reading + " " + (part.className || part.tagName), describe(part)]);
+    });
+  });
   return out;
 }"##;
 
@@ -287,6 +297,8 @@ pub(crate) async fn assert_fits(page: &Page, what: &str, width: i64, mobile: boo
              }
            });
            document.querySelectorAll('main section').forEach(function (section) {
+             // A hidden section takes no room.
+             if (section.getClientRects().length === 0) return;
              var box = section.getBoundingClientRect();
              var right = box.right - parseFloat(getComputedStyle(section).paddingRight) + 0.5;
              section.querySelectorAll('*').forEach(function (el) {

@@ -172,6 +172,7 @@ fn snapshot(
         status_origin: Some(status_from),
         sensors: Default::default(),
         temperatures: Default::default(),
+        sensor_samples: Default::default(),
         message: Some(message),
         message_version: message_at,
         message_origin: Some(message_from),
