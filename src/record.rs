@@ -66,6 +66,11 @@ impl StatusValue {
         self == StatusValue::Open
     }
 
+    /// Open to anyone or to members: the room is in use.
+    pub fn lets_members_in(self) -> bool {
+        matches!(self, StatusValue::Open | StatusValue::Members)
+    }
+
     /// The value as old clients know it: `open`, or `closed` for members
     /// only (and `away` as the original wrote it).
     pub fn legacy_str(self) -> &'static str {

@@ -152,3 +152,32 @@ async fn without_auto_status_the_roster_changes_nothing() {
     automatic.wait_for_status("1").await;
     assert_eq!(server.text("/status").await, "0");
 }
+
+#[tokio::test]
+async fn automatic_status_keeps_members_only_and_closes_it_when_empty() {
+    let server = TestServer::start_with(&AUTO_STATUS_IN_A_SECOND).await;
+    let mut device = server.device().await;
+    device.send("state members").await;
+    server
+        .wait_for_data("members only", |d| d["status"]["state"] == "members")
+        .await;
+    device.send("enter 1").await;
+    server
+        .wait_for_json("/spaceapi.json", "one person present", |doc| {
+            doc["sensors"]["people_now_present"][0]["value"] == 1
+        })
+        .await;
+    // The clock: a server with automatic status, filled later, opens once
+    // the delay has passed for the first one too.
+    let clock = TestServer::start_with(&AUTO_STATUS_IN_A_SECOND).await;
+    let mut clock_device = clock.device().await;
+    clock_device.send("enter 1").await;
+    clock.wait_for_status("1").await;
+    let data = server.json("/data").await;
+    assert_eq!(data["status"]["state"], "members", "not opened to everyone");
+    // Empty, it closes as an open room does.
+    device.send("leave 1").await;
+    server
+        .wait_for_data("closed once empty", |d| d["status"]["state"] == "closed")
+        .await;
+}

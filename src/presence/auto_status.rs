@@ -90,7 +90,9 @@ async fn follow_roster(
     let occupancy_of = |s: &Snapshot| Occupancy {
         // Hidden members too: visibility governs what is shown, not this.
         occupied: s.roster.occupied(),
-        open: s.is_open(),
+        // Members only is open here: it is never opened to everyone by the
+        // roster, and it closes once the room is empty.
+        open: s.status.as_ref().is_some_and(|s| s.value.lets_members_in()),
     };
     let (tx, rx) = tokio::sync::watch::channel(occupancy_of(&state.snapshot()));
     let mut snapshots = state.watch();
