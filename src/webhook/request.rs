@@ -19,6 +19,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub const TEXT_OPEN: &str = "{space} is open since {since}";
 /// ... when it closes.
 pub const TEXT_CLOSED: &str = "{space} is closed since {since}";
+/// ... for a room opened for members only, unless `text_closed` is set
+/// (old hooks keep their words: members only is closed to them).
+pub const TEXT_MEMBERS: &str = "{space} is open for members only since {since}";
 /// ... for a message.
 pub const TEXT_MESSAGE: &str = "{space}, message from {by}: {message}";
 
@@ -195,6 +198,9 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
     let since = timestamp.get(11..16).unwrap_or(&timestamp).to_string();
     let template = match kind.as_str() {
         "status" if field("value") == "open" => hook.text_open.as_deref().unwrap_or(TEXT_OPEN),
+        "status" if field("state") == "members" => {
+            hook.text_closed.as_deref().unwrap_or(TEXT_MEMBERS)
+        }
         "status" => hook.text_closed.as_deref().unwrap_or(TEXT_CLOSED),
         "message" => hook.text_message.as_deref().unwrap_or(TEXT_MESSAGE),
         "tempint" => {
@@ -207,6 +213,7 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
         }
         _ => return Err(BadRecord),
     };
+    let state = field("state");
     let (status, by, message) = match kind.as_str() {
         "status" => {
             let status = if field("value") == "open" {
@@ -225,6 +232,7 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
     Ok(fill(template, |name| match name {
         "space" => Some(&site.space),
         "status" => Some(&status),
+        "state" => Some(&state),
         "since" => Some(&since),
         "by" => Some(&by),
         "message" => Some(&message),
@@ -413,6 +421,26 @@ mod tests {
         assert_eq!(
             body(&slack)["text"],
             "Lab \"42\", message from ada: pizza &lt;3 &amp; {space}"
+        );
+    }
+
+    #[test]
+    fn members_only_has_words_of_its_own_and_a_state() {
+        let mut hook = hook(HookFormat::Slack);
+        let site = site();
+        let members = OPEN.replace(
+            "\"value\":\"open\"",
+            "\"value\":\"closed\",\"state\":\"members\"",
+        );
+        assert!(members.contains("members"), "{members}");
+        assert_eq!(
+            text(&hook, &site, change("status", &members)).unwrap(),
+            "Lab \"42\" is open for members only since 18:30"
+        );
+        hook.text_closed = Some("{space}: {state} ({status})".into());
+        assert_eq!(
+            text(&hook, &site, change("status", &members)).unwrap(),
+            "Lab \"42\": members (closed)"
         );
     }
 
