@@ -274,6 +274,9 @@ mod tests {
             change("2024-01-01 14:00:00", Open),
             change("2024-01-01 15:00:00", Away),
             change("2024-01-01 16:00:00", Open),
+            // Members only ends an opening: the calendar counts `open` only.
+            change("2024-01-01 17:00:00", Members),
+            change("2024-01-01 18:00:00", Open),
         ];
         let before = change("2023-12-31 22:00:00", Open);
         let found = openings(Some(&before), &changes);
@@ -290,6 +293,10 @@ mod tests {
                 },
                 Opening {
                     start: at("2024-01-01 16:00:00"),
+                    end: Some(at("2024-01-01 17:00:00"))
+                },
+                Opening {
+                    start: at("2024-01-01 18:00:00"),
                     end: None
                 },
             ]
