@@ -121,6 +121,9 @@ pub async fn run(
     let clock = Clock::new(config.timezone);
     let state = State::start(db, clock, config.options.jsonver, metrics.clone(), routes)
         .context("cannot load the current state")?;
+    if let Some(status) = &state.snapshot().status {
+        metrics.state(status.value.state_str());
+    }
     let tracker = TaskTracker::new();
     let db = std::path::absolute(&config.db_path).unwrap_or_else(|_| config.db_path.clone());
     tracing::info!("database {}", db.display());

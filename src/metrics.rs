@@ -16,6 +16,8 @@ use std::sync::{LazyLock, RwLock};
 pub static LOG_LINES_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 type EventLabels = [(&'static str, &'static str); 1];
+/// `state="open"` and the like.
+type StateLabels = [(&'static str, &'static str); 1];
 type RequestLabels = ([(&'static str, &'static str); 1], [(&'static str, u16); 1]);
 type HookLabels = [(&'static str, String); 1];
 type DeliveryLabels = (HookLabels, [(&'static str, &'static str); 1]);
@@ -31,6 +33,8 @@ pub struct Metrics {
     device_lines: Family<DeviceLineLabels, Counter<u64, AtomicU64>>,
     events: Family<EventLabels, Counter<u64, AtomicU64>>,
     sensor_samples: Family<EventLabels, Counter<u64, AtomicU64>>,
+    /// 1 for the room's state (`open`, `members` or `closed`), 0 for the others.
+    state: Family<StateLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     /// Route patterns seen so far, kept so labels need no allocation.
     routes: RwLock<Vec<&'static str>>,
@@ -98,6 +102,12 @@ impl Metrics {
         );
         registry.register("events", "Events committed, by kind", events.clone());
         let sensor_samples = Family::default();
+        let state = Family::default();
+        registry.register(
+            "state",
+            "The room's state: 1 for the current one (open, members, closed), 0 for the others",
+            state.clone(),
+        );
         registry.register(
             "sensor_samples",
             "Samples of sensors beyond temperature committed, by kind (humidity, carbondioxide, power_consumption, barometer, door_locked)",
@@ -210,6 +220,7 @@ impl Metrics {
             device_lines,
             events,
             sensor_samples,
+            state,
             http_requests,
             commit_seconds,
             routes: RwLock::new(Vec::new()),
@@ -233,6 +244,14 @@ impl Metrics {
     /// `message`).
     pub fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Says the room is now in `current` (`open`, `members` or `closed`).
+    pub fn state(&self, current: &'static str) {
+        for state in ["open", "members", "closed"] {
+            let gauge = self.state.get_or_create(&[("state", state)]);
+            gauge.set(i64::from(state == current));
+        }
     }
 
     /// Counts a committed sample of a sensor of `kind` (`humidity`, ...).

@@ -137,3 +137,32 @@ async fn an_original_database_takes_members_and_keeps_its_rows() {
         .collect();
     assert_eq!(states, ["members", "closed", "closed", "open"]);
 }
+
+#[tokio::test]
+async fn metrics_say_the_state() {
+    let (server, mut device) = TestServer::start_with_device().await;
+    for state in ["members", "open", "closed"] {
+        device.send(&format!("state {state}")).await;
+        let lines: Vec<String> = ["open", "members", "closed"]
+            .iter()
+            .map(|other| {
+                format!(
+                    "bitsd_state{{state=\"{other}\"}} {}",
+                    u8::from(*other == state)
+                )
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + common::PATIENCE;
+        loop {
+            let metrics = server.text("/metrics").await;
+            if lines.iter().all(|l| metrics.contains(l.as_str())) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{lines:?} in {metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -250,6 +250,9 @@ impl Writer {
                 if let Change::Sensor(s) = &change {
                     self.metrics.sensor_sample(s.kind.as_str());
                 }
+                if let Change::Status(s) = &change {
+                    self.metrics.state(s.value.state_str());
+                }
                 let json = stored.json.unwrap_or_else(|| Bytes::from(change.to_json()));
                 bytes += json.len();
                 if let Change::Message(m) = &change {
