@@ -3,7 +3,8 @@
 //! harness here, the pages' tests in the modules (`home`, the homepage live;
 //! `member_home`, what the homepage tells a member; `admin`, the devices
 //! section of `/admin`; `phone`, every page on a phone's screen and a
-//! desktop's; `sensors`, the sensors beyond temperature on the homepage).
+//! desktop's; `sensors`, the sensors beyond temperature on the homepage;
+//! `states`, the three states on the homepage, `/admin` and `/log`).
 
 mod admin;
 #[path = "../common/mod.rs"]
@@ -12,6 +13,7 @@ mod home;
 mod member_home;
 mod phone;
 mod sensors;
+mod states;
 
 use std::path::PathBuf;
 use std::time::Duration;
