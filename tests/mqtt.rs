@@ -814,12 +814,5 @@ async fn the_three_states_go_out_on_p_state_and_come_in_on_p_set_state() {
     // P/status goes out first, then P/state.
     follower.until("bits/status", |m| m.text() == "open").await;
     follower.until("bits/state", |m| m.text() == "open").await;
-    let log = server.json("/log?format=json").await;
-    let states: Vec<&str> = log["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["open", "members"]);
+    assert_eq!(server.logged_states(20).await, ["open", "members"]);
 }

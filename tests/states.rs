@@ -128,14 +128,10 @@ async fn an_original_database_takes_members_and_keeps_its_rows() {
         sqlite::column(&conn, r#"SELECT value FROM "Status" ORDER BY timestamp"#);
     assert_eq!(values, ["open", "closed", "away", "members"]);
     // The original's rows read as they did.
-    let log = server.json("/log?format=json&limit=10").await;
-    let states: Vec<&str> = log["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["members", "closed", "closed", "open"]);
+    assert_eq!(
+        server.logged_states(10).await,
+        ["members", "closed", "closed", "open"]
+    );
 }
 
 #[tokio::test]

@@ -189,6 +189,18 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 
+    /// The `state` of each row of `/log?format=json` with `limit`, newest
+    /// first.
+    pub async fn logged_states(&self, limit: u32) -> Vec<String> {
+        let log = self.json(&format!("/log?format=json&limit={limit}")).await;
+        log["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");
