@@ -211,3 +211,28 @@ async fn bad_sensor_lines_are_skipped_with_the_reason_and_nothing_is_stored() {
         [("humidity".into(), 4, 40.0, "BITS".into(), true)]
     );
 }
+
+#[tokio::test]
+async fn bitsd_check_counts_the_samples_of_every_kind() {
+    let (server, mut device) = TestServer::start_with_device().await;
+    device
+        .send_all(&["sensor humidity 0 45.5", "sensor carbondioxide 1 800"])
+        .await;
+    server
+        .wait_for_data("both samples", |d| {
+            d["sensors"]["humidity"].is_array() && d["sensors"]["carbondioxide"].is_array()
+        })
+        .await;
+    let out = common::bitsd_command()
+        .args(["--config", "/dev/null", "--db"])
+        .arg(&server.db)
+        .arg("check")
+        .output()
+        .unwrap();
+    let said = common::stdout_of(out);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("other sensor samples: "))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(line.starts_with("other sensor samples: 2, "), "{line}");
+}

@@ -139,6 +139,8 @@ pub struct Inventory {
     pub schema: Schema,
     pub status_changes: Span,
     pub samples: Span,
+    /// Samples of the sensors beyond temperature (SPEC 19).
+    pub sensor_samples: Span,
     pub messages: Span,
     pub users: Option<u64>,
     pub pages: Option<u64>,
@@ -150,7 +152,12 @@ pub struct Inventory {
 impl Inventory {
     /// The first and last timestamp of any event.
     pub fn history(&self) -> Option<(LocalTime, LocalTime)> {
-        let spans = [&self.status_changes, &self.samples, &self.messages];
+        let spans = [
+            &self.status_changes,
+            &self.samples,
+            &self.sensor_samples,
+            &self.messages,
+        ];
         let first = spans.iter().filter_map(|s| s.first).min()?;
         let last = spans.iter().filter_map(|s| s.last).max()?;
         Some((first, last))
@@ -174,6 +181,7 @@ impl fmt::Display for Inventory {
         writeln!(f, "integrity: ok")?;
         writeln!(f, "status changes: {}", self.status_changes)?;
         writeln!(f, "temperature samples: {}", self.samples)?;
+        writeln!(f, "other sensor samples: {}", self.sensor_samples)?;
         writeln!(f, "messages: {}", self.messages)?;
         writeln!(f, "users: {}", count(self.users))?;
         writeln!(f, "pages: {}", count(self.pages))?;
@@ -211,6 +219,7 @@ pub fn check(path: &Path) -> Result<Inventory, MaintenanceError> {
         schema,
         status_changes: span(&conn, &tables, "Status")?,
         samples: span(&conn, &tables, "Temperature")?,
+        sensor_samples: span(&conn, &tables, "bitsd_sensor")?,
         messages: span(&conn, &tables, "Message")?,
         users: count("User")?,
         pages: count("Pages")?,
