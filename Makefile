@@ -59,8 +59,12 @@ lint:
 # The browser tests drive Debian's Chromium (no browser download); the
 # install test checks the unit with systemd-analyze and renders the man pages;
 # the proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf;
-# the MQTT tests start Debian's mosquitto.
+# the MQTT tests start Debian's mosquitto; the README's first screen runs
+# curl.
 test-deps:
+	@command -v curl >/dev/null 2>&1 \
+		|| (echo "installing Debian's curl for the README's first screen" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 		|| (echo "installing Debian's chromium for the browser tests" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
