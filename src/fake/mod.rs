@@ -186,10 +186,14 @@ async fn prove(link: &mut Link, proof: &mut Proof) -> anyhow::Result<()> {
     }
 }
 
-/// The simulated room: two sensors drifting, openings, messages.
+/// The simulated room: two thermometers, a hygrometer and a CO2 meter
+/// drifting, openings (some for members only) with the door's lock,
+/// messages.
 struct Room {
     open: bool,
     temperatures: [f64; 2],
+    humidity: f64,
+    carbon_dioxide: f64,
     rounds: u32,
 }
 
@@ -198,6 +202,8 @@ impl Room {
         Room {
             open: true,
             temperatures: [21.0, 19.5],
+            humidity: 45.0,
+            carbon_dioxide: 600.0,
             rounds: 0,
         }
     }
@@ -213,9 +219,32 @@ impl Room {
             *t += (target - *t) * 0.02 + rng.random_range(-0.15..0.15);
             lines.push(format!("temperature {sensor} {:.2}", t));
         }
+        // People breathe: CO2 climbs while the room is in use, and the air
+        // is a little damper.
+        let (co2, damp) = if self.open {
+            (1100.0, 50.0)
+        } else {
+            (450.0, 42.0)
+        };
+        self.carbon_dioxide += (co2 - self.carbon_dioxide) * 0.05 + rng.random_range(-10.0..10.0);
+        self.humidity += (damp - self.humidity) * 0.03 + rng.random_range(-0.3..0.3);
+        lines.push(format!(
+            "sensor humidity 0 {:.1}",
+            self.humidity.clamp(0.0, 100.0)
+        ));
+        lines.push(format!(
+            "sensor carbondioxide 0 {:.0}",
+            self.carbon_dioxide.max(0.0)
+        ));
         if self.rounds % 20 == 0 && rng.random_bool(0.5) {
             self.open = !self.open;
-            lines.push(protocol::status_line(self.open));
+            // One opening in four is for members only.
+            if self.open && rng.random_bool(0.25) {
+                lines.push("state members".to_string());
+            } else {
+                lines.push(protocol::status_line(self.open));
+            }
+            lines.push(format!("sensor door_locked 0 {}", u8::from(!self.open)));
         }
         if self.rounds % 15 == 0 {
             let text = MESSAGES[rng.random_range(0..MESSAGES.len())];
@@ -315,15 +344,17 @@ mod tests {
         let mut room = Room::new();
         let mut saw_status = false;
         let mut saw_message = false;
+        let mut saw_sensor = false;
         for _ in 0..200 {
             for line in room.step() {
                 let parsed = protocol::parse_line(line.as_bytes());
                 assert!(parsed.is_ok(), "{line}: {parsed:?}");
-                saw_status |= line.starts_with("status");
+                saw_status |= line.starts_with("status") || line.starts_with("state");
                 saw_message |= line.starts_with("message");
+                saw_sensor |= line.starts_with("sensor humidity");
             }
         }
-        assert!(saw_message);
+        assert!(saw_message && saw_sensor);
         assert!(
             saw_status,
             "200 rounds flip the status at least once (p = 1 - 2^-10)"
