@@ -18,6 +18,7 @@
   var TIMES = table.times;
   var THRESHOLDS = table.thresholds;
   var SENSORS = table.sensors;
+  var CLOSING_SOON = table.closing_soon_minutes;
   var NAMES = ($("sensor-names") && parse($("sensor-names").textContent)) || {};
   var SPACE = ($("status") && $("status").dataset.space) || "";
 
@@ -144,6 +145,19 @@
     if (since) {
       if (s) renderSince(since, s.timestamp, s.modifiedby === "web" ? WORDS.by_web : WORDS.by_device);
       else since.textContent = WORDS.no_status;
+    }
+    // "Open until 22:30", "Closing soon, at 22:30" in its last minutes.
+    var until = $("status-until");
+    if (until) {
+      var at = s && (kind === "open" || kind === "members") ? s.until : null;
+      until.hidden = !at;
+      if (at) {
+        var left = (millis(at) - (Date.now() - skew)) / 60000;
+        until.textContent = fill(left < CLOSING_SOON ? WORDS.closing_soon : WORDS.open_until,
+          { time: String(at).slice(11, 16) });
+      } else {
+        until.textContent = "";
+      }
     }
     var title = {
       open: WORDS.title_open, members: WORDS.title_members,

@@ -43,6 +43,7 @@ fn main() {
                     },
                     modified_by: ModifiedBy::Bits,
                     device: None,
+                    until: None,
                 })
                 .unwrap();
             changes += 1;

@@ -260,6 +260,7 @@ mod tests {
             value,
             modified_by: ModifiedBy::Bits,
             device: None,
+            until: None,
         }
     }
 

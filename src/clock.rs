@@ -34,6 +34,17 @@ impl LocalTime {
         self.0.format(STORED).to_string()
     }
 
+    /// The next `time` of day after this one: today's, or tomorrow's when
+    /// today's is not later.
+    pub fn next_at(&self, time: chrono::NaiveTime) -> LocalTime {
+        let today = self.0.date().and_time(time);
+        if today > self.0 {
+            LocalTime(today)
+        } else {
+            LocalTime(today + chrono::Duration::days(1))
+        }
+    }
+
     /// The text shown to clients.
     pub fn display(&self) -> String {
         self.0.format(DISPLAY).to_string()

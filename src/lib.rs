@@ -244,6 +244,10 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    {
+        let (config, state, shutdown) = (config.clone(), state.clone(), shutdown.clone());
+        tracker.spawn(async move { presence::run_close_forgotten(&config, state, shutdown).await });
+    }
 
     // Listeners bound, database open, state loaded: `/data` answers.
     systemd::notify(systemd::READY);

@@ -131,6 +131,9 @@ pub struct StatusChange {
     /// The registered device that sent it; none for the original device
     /// and everyone else.
     pub device: Option<DeviceName>,
+    /// Until when the room stays open, as a member or the device said;
+    /// the next status change clears it.
+    pub until: Option<LocalTime>,
 }
 
 /// A row of `Temperature`.
@@ -159,6 +162,9 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Status(StatusChange),
+    /// The current status with a new "open until" (or none): the same row,
+    /// told to clients as a status.
+    Until(StatusChange),
     Temperature(TemperatureSample),
     /// A sample of a sensor beyond temperature.
     Sensor(SensorSample),
@@ -173,14 +179,14 @@ impl Change {
             Change::Status(_) => Some(HookEvent::Status),
             Change::Message(_) => Some(HookEvent::Message),
             Change::Temperature(_) => Some(HookEvent::Temperature),
-            Change::Sensor(_) => None,
+            Change::Until(_) | Change::Sensor(_) => None,
         }
     }
 
     /// The kind, as used in JSON keys and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Change::Status(_) => "status",
+            Change::Status(_) | Change::Until(_) => "status",
             Change::Temperature(_) => "tempint",
             Change::Sensor(_) => "sensor",
             Change::Message(_) => "message",
@@ -191,7 +197,7 @@ impl Change {
     /// `{"sensor": {...}}` or `{"message": {...}}`.
     pub fn to_json(&self) -> String {
         let body = match self {
-            Change::Status(s) => serde_json::to_string(&StatusJson::from(s)),
+            Change::Status(s) | Change::Until(s) => serde_json::to_string(&StatusJson::from(s)),
             Change::Temperature(t) => serde_json::to_string(&TemperatureJson::from(t)),
             Change::Sensor(s) => serde_json::to_string(&SensorJson::live(s)),
             Change::Message(m) => serde_json::to_string(&MessageJson::from(m)),
@@ -210,6 +216,9 @@ pub struct StatusJson<'a> {
     pub value: &'static str,
     /// `open`, `members` or `closed`.
     pub state: &'static str,
+    /// Until when the room stays open, when somebody said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Only when a registered device sent it: old clients never see it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<&'a str>,
@@ -222,6 +231,7 @@ impl<'a> From<&'a StatusChange> for StatusJson<'a> {
             modifiedby: s.modified_by.as_str(),
             value: s.value.legacy_str(),
             state: s.value.state_str(),
+            until: s.until.map(|u| u.display()),
             device: s.device.as_deref(),
         }
     }
@@ -313,6 +323,7 @@ mod tests {
             value: StatusValue::Open,
             modified_by: ModifiedBy::Bits,
             device: None,
+            until: None,
         });
         assert_eq!(
             status.to_json(),
@@ -324,6 +335,7 @@ mod tests {
             value: StatusValue::Members,
             modified_by: ModifiedBy::Web,
             device: None,
+            until: None,
         });
         assert_eq!(
             members.to_json(),

@@ -74,6 +74,9 @@ pub fn document(
         state.insert("lastchange".into(), json!(status.timestamp.unix(tz)));
         // The three states; `open` is true only for `open`.
         state.insert("ext_state".into(), json!(status.value.state_str()));
+        if let Some(until) = status.until.filter(|_| status.value.lets_members_in()) {
+            state.insert("ext_until".into(), json!(until.unix(tz)));
+        }
     }
     if let Some(message) = &snapshot.message {
         state.insert("message".into(), json!(message.text));

@@ -196,6 +196,10 @@ pub struct Options {
     #[arg(long, help_heading = "Presence", default_value = "900")]
     #[arg(value_parser = number(0..=u64::MAX))]
     pub auto_close_after: u64,
+    /// Minutes past the time the room was to stay open until after which bitsd closes it itself (0 = never)
+    #[arg(long, help_heading = "Presence", default_value = "60")]
+    #[arg(value_parser = number(0..=10_080u64), value_name = "MINUTES")]
+    pub close_after_until: u64,
     /// Weeks of status history the forecast averages over
     #[arg(long, help_heading = "Presence", default_value = "8", value_parser = number(1..=520u32))]
     pub forecast_weeks: u32,

@@ -157,6 +157,7 @@ mod tests {
             value: StatusValue::Open,
             modified_by: by,
             device: device.map(Into::into),
+            until: None,
         };
         let original = stored(ModifiedBy::Bits, None);
         assert_eq!(device_of(None, &original, false), Some(DEVICE_USER));

@@ -412,7 +412,7 @@ fn line_for(published: &Published) -> Option<String> {
     match &*published.change {
         Change::Status(s) => Some(protocol::status_line(s.value.is_open())),
         Change::Message(m) => Some(protocol::message_line(&m.text)),
-        Change::Temperature(_) | Change::Sensor(_) => None,
+        Change::Until(_) | Change::Temperature(_) | Change::Sensor(_) => None,
     }
 }
 

@@ -24,6 +24,9 @@ pub enum Command {
     Status(bool),
     /// `state open|members|closed`: one of the three states.
     State(StatusValue),
+    /// `until HH:MM`: the room stays open until then (the next such time);
+    /// `until -`: no longer said.
+    Until(Option<chrono::NaiveTime>),
     /// `temperature <sensor:int> <value:decimal>`: a sample in °C.
     Temperature { sensor: i64, value: f64 },
     /// `sensor <kind> <id:int> <value:decimal>`: a sample of a sensor beyond
@@ -70,6 +73,8 @@ pub enum ParseError {
     BadStatus(String),
     #[error("state must be open, members or closed, got `{0}`")]
     BadState(String),
+    #[error("until must be a time HH:MM or -, got `{0}`")]
+    BadUntil(String),
     #[error("temperature `{0}` is not a decimal number")]
     NotDecimal(String),
     #[error("temperature {0} is outside -100..200 °C")]
@@ -131,6 +136,10 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
                 .map(Command::State)
                 .ok_or_else(|| ParseError::BadState(truncate(args[0])))
         }
+        "until" => {
+            expect("until", 1)?;
+            until(args[0]).map(Command::Until)
+        }
         "temperature" => {
             expect("temperature", 2)?;
             let sensor = sensor(args[0])?;
@@ -191,6 +200,19 @@ fn integer(what: &'static str, text: &str) -> Result<i64, ParseError> {
         what,
         value: truncate(text),
     })
+}
+
+/// A time of day `HH:MM` (24 hours), or `-` for none.
+pub fn until(text: &str) -> Result<Option<chrono::NaiveTime>, ParseError> {
+    if text == "-" {
+        return Ok(None);
+    }
+    let well_formed = text.len() == 5 && text.as_bytes()[2] == b':';
+    well_formed
+        .then(|| chrono::NaiveTime::parse_from_str(text, "%H:%M").ok())
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| ParseError::BadUntil(truncate(text)))
 }
 
 /// A sensor number as the device writes it, in `0..=MAX_SENSOR`.

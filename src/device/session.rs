@@ -546,6 +546,10 @@ async fn handle_line(
             value,
             origin: origin.clone(),
         },
+        Command::Until(at) => Event::Until {
+            at,
+            origin: origin.clone(),
+        },
         Command::Temperature { sensor, value } => Event::Temperature {
             sensor,
             value,

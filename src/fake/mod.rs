@@ -305,6 +305,7 @@ pub fn history(config: &Config, days: u32) -> anyhow::Result<Written> {
                     value,
                     modified_by: ModifiedBy::Bits,
                     device: None,
+                    until: None,
                 })?;
                 written.status_changes += 1;
             }

@@ -57,6 +57,15 @@ const CHUNK_BYTES: usize = 64 << 10;
 pub enum Event {
     /// Open or close the room.
     Status { value: StatusValue, origin: Origin },
+    /// Until when the room stays open: the next time `at` of day (none:
+    /// not said). Only while the room is open or open for members.
+    Until {
+        at: Option<chrono::NaiveTime>,
+        origin: Origin,
+    },
+    /// Close the room left open well past its "until": only while the
+    /// status `set` then is still the current one.
+    CloseForgotten { set: LocalTime },
     /// A sample from a sensor of a device (`device`: the registered one
     /// that sent it, if one did).
     Temperature {

@@ -242,6 +242,8 @@ impl Model {
                 self.status_seq = self.seq;
                 self.status_origin = Some(origin);
             }
+            // The same status, told again with its new "until".
+            Change::Until(s) => self.status = Some(s.clone()),
             Change::Temperature(t) => {
                 self.temperature_row = row;
                 self.sensors.insert(t.sensor, t.clone());

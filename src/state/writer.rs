@@ -373,6 +373,13 @@ fn prepare(
     let mut author_id = device_user.id;
     let decided = match event {
         Event::Status { value, origin } => status_change(model, value, origin, stamper),
+        Event::Until { at, origin } => until_change(model, at, origin, stamper.clock.now()),
+        Event::CloseForgotten { set } => match &model.status {
+            Some(s) if s.timestamp == set && s.value.lets_members_in() && s.until.is_some() => {
+                status_change(model, StatusValue::Closed, Origin::Automation, stamper)
+            }
+            _ => Err("the status changed meanwhile"),
+        },
         Event::Temperature {
             sensor,
             value,
@@ -480,8 +487,31 @@ fn status_change(
         value,
         modified_by: origin.modified_by(),
         device: origin.device().cloned(),
+        until: None,
     };
     Ok((Change::Status(change), origin))
+}
+
+/// The current status with `at` as its "open until", unless the room is
+/// closed or it is so already.
+fn until_change(
+    model: &Model,
+    at: Option<chrono::NaiveTime>,
+    origin: Origin,
+    now: LocalTime,
+) -> Result<(Change, Origin), &'static str> {
+    let Some(status) = model.status.as_ref().filter(|s| s.value.lets_members_in()) else {
+        return Err("the room is closed");
+    };
+    let until = at.map(|time| now.next_at(time));
+    if status.until == until {
+        return Err("the room is open until then already");
+    }
+    let change = StatusChange {
+        until,
+        ..status.clone()
+    };
+    Ok((Change::Until(change), origin))
 }
 
 fn temperature(
@@ -523,6 +553,7 @@ fn message(
 fn store(batch: &Batch<'_>, change: &Change, author_id: i64) -> Result<i64, StoreError> {
     match change {
         Change::Status(s) => batch.insert_status(s).map(|()| 0),
+        Change::Until(s) => batch.set_until(s.until).map(|()| 0),
         Change::Temperature(t) => batch.insert_temperature(t),
         Change::Sensor(s) => batch.insert_sensor(s),
         Change::Message(m) => batch

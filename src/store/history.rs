@@ -16,7 +16,7 @@ impl Db {
         limit: usize,
     ) -> Result<(Option<StatusChange>, Vec<StatusChange>), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device FROM "Status"
+            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                WHERE timestamp >= ?1 ORDER BY timestamp DESC LIMIT ?2"#,
         )?;
         let mut changes = stmt
@@ -28,7 +28,7 @@ impl Db {
         let before = self
             .conn
             .prepare_cached(
-                r#"SELECT timestamp, value, modified_by, device FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                    WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
             )?
             .query_row([first.stored()], status_row)
@@ -42,7 +42,7 @@ impl Db {
     pub fn status_end(&self, after: LocalTime) -> Result<Option<StatusChange>, StoreError> {
         self.conn
             .prepare_cached(
-                r#"SELECT timestamp, value, modified_by, device FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                    WHERE timestamp > ?1 AND value <> 'open' ORDER BY timestamp LIMIT 1"#,
             )?
             .query_row([after.stored()], status_row)

@@ -164,6 +164,10 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE "Status";
     ALTER TABLE bitsd_status_rebuilt RENAME TO "Status";
     "#,
+    // 11: until when the room stays open, as a member or the device said.
+    r#"
+    ALTER TABLE "Status" ADD COLUMN until TEXT;
+    "#,
 ];
 
 /// A wiki page as stored.
@@ -268,7 +272,7 @@ impl Db {
         let status = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by, device FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                    ORDER BY timestamp DESC LIMIT 1"#,
                 [],
                 status_row,
@@ -359,7 +363,7 @@ impl Db {
     /// Status changes, newest first.
     pub fn status_log(&self, offset: u64, limit: u64) -> Result<Vec<StatusChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device FROM "Status"
+            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#,
         )?;
         stmt.query_map(
@@ -390,7 +394,7 @@ impl Db {
         let before = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by, device FROM "Status"
+                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                    WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
                 [&from_text],
                 status_row,
@@ -399,7 +403,7 @@ impl Db {
             .transpose()?
             .map(|s| s.value);
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device FROM "Status"
+            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
                WHERE timestamp >= ?1 ORDER BY timestamp"#,
         )?;
         let changes = stmt
@@ -477,17 +481,29 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// Says until when the room stays open, on the newest status change.
+    pub fn set_until(&self, until: Option<LocalTime>) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                r#"UPDATE "Status" SET until = ?1
+                   WHERE timestamp = (SELECT MAX(timestamp) FROM "Status")"#,
+            )?
+            .execute(params![until.map(|u| u.stored())])?;
+        Ok(())
+    }
+
     pub fn insert_status(&self, s: &StatusChange) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                r#"INSERT INTO "Status" (timestamp, value, modified_by, device)
-                   VALUES (?1, ?2, ?3, ?4)"#,
+                r#"INSERT INTO "Status" (timestamp, value, modified_by, device, until)
+                   VALUES (?1, ?2, ?3, ?4, ?5)"#,
             )?
             .execute(params![
                 s.timestamp.stored(),
                 s.value.as_str(),
                 s.modified_by.as_str(),
-                s.device.as_deref()
+                s.device.as_deref(),
+                s.until.map(|u| u.stored())
             ])?;
         Ok(())
     }
@@ -566,6 +582,12 @@ fn status_row(r: &rusqlite::Row<'_>) -> RowResult<StatusChange> {
         value: StatusValue::from_stored(&value),
         modified_by: ModifiedBy::from_stored(&by),
         device: device_column(r, 3),
+        // A time that does not read is as good as none.
+        until: r
+            .get::<_, Option<String>>(4)
+            .ok()
+            .flatten()
+            .and_then(|t| LocalTime::parse(&t)),
     }))
 }
 

@@ -71,6 +71,8 @@ struct AdminPage {
     open: bool,
     /// `open`, `closed` or `unknown`, as on the homepage.
     status_class: &'static str,
+    /// `HH:MM` the room stays open until, as somebody said; empty for none.
+    until: String,
     since: Option<Moment>,
     /// People present, hidden members left out.
     present: usize,
@@ -195,6 +197,12 @@ pub(super) async fn admin_answer(
         xsrf: xsrf.token.clone(),
         open: snapshot.is_open(),
         status_class: super::html::status_class(&snapshot),
+        until: snapshot
+            .status
+            .as_ref()
+            .and_then(|s| s.until)
+            .map(|u| u.0.format("%H:%M").to_string())
+            .unwrap_or_default(),
         since: snapshot
             .status
             .as_ref()
@@ -267,6 +275,9 @@ struct ToggleForm {
     /// The member's own visibility (`hidden`, `counted` or `named`): when
     /// given, that is set and the status left alone.
     visibility: Option<String>,
+    /// Until when the room stays open (`HH:MM`, empty: no longer said):
+    /// when given, that is set and the status left alone.
+    until: Option<String>,
     /// `/` from the homepage's toggle, to go back there; else `/admin`.
     next: Option<String>,
     _xsrf: Option<String>,
@@ -283,6 +294,25 @@ async fn admin_toggle(
     Member(user): Member,
     Guarded(form): Guarded<ToggleForm>,
 ) -> Result<Response> {
+    if let Some(until) = form.until {
+        let text = until.trim();
+        let at = match text {
+            "" => None,
+            text => crate::device::protocol::until(text)
+                .map_err(|e| Error::BadRequest(e.to_string()))?,
+        };
+        let event = Event::Until {
+            at,
+            origin: Origin::Web,
+        };
+        match app.state.apply(event).await? {
+            Outcome::Applied => tracing::info!("{} set until {}", Shown(&user.name), Shown(text)),
+            Outcome::Ignored(why) => {
+                return Err(Error::BadRequest(format!("cannot say until when: {why}")));
+            }
+        }
+        return Ok(Redirect::to("/admin").into_response());
+    }
     if let Some(visibility) = form.visibility {
         let visibility = Visibility::parse(visibility.trim()).map_err(Error::BadRequest)?;
         let event = Event::Visibility {

@@ -72,6 +72,8 @@ struct HomePage {
     status_text: &'static str,
     /// Since when, by whom: the phrase around its time.
     status_since: Option<AroundTime>,
+    /// Until when the room stays open, when somebody said.
+    status_until: Option<String>,
     /// That the device which set the status has been gone too long: the
     /// phrase around its time.
     device_offline: Option<AroundTime>,
@@ -133,6 +135,12 @@ fn home_page(
         status_class,
         status_text,
         status_since,
+        status_until: snapshot
+            .status
+            .as_ref()
+            .filter(|s| s.value.lets_members_in())
+            .and_then(|s| s.until)
+            .map(|until| words::until(words, &until, &now)),
         device_offline: snapshot
             .device_offline_since
             .map(|since| words::device_offline(all, &since, &now)),

@@ -167,6 +167,9 @@ pub struct AdminWords {
     pub members_open: &'static str,
     /// The button that opens the room for members only.
     pub members_room: &'static str,
+    /// The field of the time the room stays open until, and its button.
+    pub until_label: &'static str,
+    pub until_set: &'static str,
     /// `{time}` of the last change.
     pub since: &'static str,
     pub open_room: &'static str,
@@ -266,6 +269,10 @@ pub struct HomeWords {
     pub status_closed: &'static str,
     pub status_unknown: &'static str,
     pub status_members: &'static str,
+    /// `{time}` (`HH:MM`) until which the room stays open, as somebody said.
+    pub open_until: &'static str,
+    /// The same in its last [`CLOSING_SOON`] minutes.
+    pub closing_soon: &'static str,
     /// `{time}` of the last change as [`moment`] writes it, `{by}` one of
     /// the two below; a change of today.
     pub since: &'static str,
@@ -408,6 +415,8 @@ struct ScriptTable {
     times: &'static TimeWords,
     thresholds: &'static Thresholds,
     sensors: &'static SensorWords,
+    /// [`CLOSING_SOON`].
+    closing_soon_minutes: i64,
 }
 
 fn table_json(lang: Lang) -> String {
@@ -416,6 +425,7 @@ fn table_json(lang: Lang) -> String {
         times: &of(lang).times,
         thresholds: &THRESHOLDS,
         sensors: &of(lang).sensors,
+        closing_soon_minutes: CLOSING_SOON,
     };
     serde_json::to_string(&table)
         .expect("the table serialises")
@@ -471,6 +481,23 @@ impl AroundTime {
 pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> AroundTime {
     let phrases = (words.home.since, words.home.since_before);
     AroundTime::new(words, phrases, at, now, &[("by", by)])
+}
+
+/// Minutes before the time the room was to stay open until in which the
+/// homepage says it is closing soon.
+pub const CLOSING_SOON: i64 = 15;
+
+/// Until when the room stays open (`until`), read `now`: "Open until
+/// 22:30", or in the last [`CLOSING_SOON`] minutes (and past them) "Closing
+/// soon, at 22:30".
+pub fn until(words: &HomeWords, until: &LocalTime, now: &LocalTime) -> String {
+    let soon = (until.0 - now.0).num_minutes() < CLOSING_SOON;
+    let phrase = if soon {
+        words.closing_soon
+    } else {
+        words.open_until
+    };
+    fill(phrase, &[("time", &until.0.format("%H:%M").to_string())])
 }
 
 /// That the device has been offline `since`, read `now`.

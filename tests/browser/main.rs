@@ -196,7 +196,7 @@ pub(crate) const TEXTS: &str = r##"function (doc) {
   var out = [["title", doc.title]];
   out.push(["favicon", /(open|members|closed|unknown)\.svg/.exec(doc.getElementById("favicon").getAttribute("href"))[1]]);
   out.push(["status", doc.getElementById("status").className]);
-  ["status-text", "status-since", "device-offline", "temperature-title", "sensors-none", "message-title",
+  ["status-text", "status-since", "status-until", "device-offline", "temperature-title", "sensors-none", "message-title",
    "message-none", "message-body", "message-text", "message-user", "message-time",
    "forecast-title", "forecast"].forEach(function (id) {
     out.push([id, describe(doc.getElementById(id))]);

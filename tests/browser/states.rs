@@ -78,6 +78,24 @@ async fn the_three_states_in_a_real_browser() {
     device.send("state members").await;
     wait_for_state(&home, "members only, live", &MEMBERS_EN).await;
     wait_for_state(&italian, "members only in Italian, live", &MEMBERS_IT).await;
+    // Open until two hours from now, said by the device: live, as the
+    // server writes it.
+    let until = (chrono::Utc::now().with_timezone(&chrono_tz::Europe::Rome)
+        + chrono::Duration::hours(2))
+    .format("%H:%M")
+    .to_string();
+    device.send(&format!("until {until}")).await;
+    for page in [&home, &italian] {
+        wait_until(
+            page,
+            "the time the room stays open until, live",
+            &format!(
+                "!document.getElementById('status-until').hidden && \
+                 document.getElementById('status-until').textContent.indexOf('{until}') >= 0"
+            ),
+        )
+        .await;
+    }
     assert_agrees_with(&home, &server, "/?lang=en", "members only").await;
     assert_agrees_with(&italian, &server, "/?lang=it", "members only, in Italian").await;
     for (page, lang) in [(&home, "en"), (&italian, "it")] {

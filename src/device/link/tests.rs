@@ -21,6 +21,7 @@ fn status(open: bool) -> Change {
         },
         modified_by: ModifiedBy::Bits,
         device: None,
+        until: None,
     })
 }
 

@@ -16,6 +16,11 @@ fn good_lines() {
         ("status 1", Command::Status(true)),
         ("state open", Command::State(StatusValue::Open)),
         ("state members", Command::State(StatusValue::Members)),
+        (
+            "until 22:30",
+            Command::Until(chrono::NaiveTime::from_hms_opt(22, 30, 0)),
+        ),
+        ("until -", Command::Until(None)),
         ("state closed\r", Command::State(StatusValue::Closed)),
         ("status 0", Command::Status(false)),
         ("status 1\r", Command::Status(true)),
@@ -106,6 +111,9 @@ fn bad_lines() {
         (b"status 2", ParseError::BadStatus("2".into())),
         (b"status on", ParseError::BadStatus("on".into())),
         (b"state away", ParseError::BadState("away".into())),
+        (b"until 24:00", ParseError::BadUntil("24:00".into())),
+        (b"until 9:30", ParseError::BadUntil("9:30".into())),
+        (b"until 22:30:00", ParseError::BadUntil("22:30:00".into())),
         (b"state Open", ParseError::BadState("Open".into())),
         (
             b"temperature 0",
