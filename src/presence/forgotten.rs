@@ -73,7 +73,7 @@ fn promise_of(snapshot: &Snapshot) -> Option<Promise> {
     })
 }
 
-/// [`close_forgotten`] for `state`, with `close_after_until` from `config`
+/// `close_forgotten` for `state`, with `close_after_until` from `config`
 /// (never when it is zero).
 pub async fn run_close_forgotten(config: &Config, state: State, shutdown: CancellationToken) {
     let minutes = config.options.close_after_until;
