@@ -815,4 +815,18 @@ async fn the_three_states_go_out_on_p_state_and_come_in_on_p_set_state() {
     follower.until("bits/status", |m| m.text() == "open").await;
     follower.until("bits/state", |m| m.text() == "open").await;
     assert_eq!(server.logged_states(20).await, ["open", "members"]);
+
+    // Until when: in on P/set/until, out on P/until (`-` for none).
+    let until = (chrono::Utc::now().with_timezone(&chrono_tz::Europe::Rome)
+        + chrono::Duration::hours(2))
+    .format("%H:%M")
+    .to_string();
+    publisher.publish("bits/set/until", until.as_str()).await;
+    follower.until("bits/until", |m| m.text() == until).await;
+    let data = server
+        .wait_for_data("until", |d| d["status"]["until"].is_string())
+        .await;
+    assert!(data["status"]["until"].as_str().unwrap().contains(&until));
+    publisher.publish("bits/set/until", "-").await;
+    follower.until("bits/until", |m| m.text() == "-").await;
 }

@@ -51,6 +51,7 @@ pub struct SpaceApiFacts {
 struct Sent {
     status: Option<bool>,
     state: Option<&'static str>,
+    until: Option<String>,
     people: Option<usize>,
     data: Bytes,
     spaceapi: String,
@@ -467,6 +468,15 @@ impl Publisher {
         {
             session.publish(&self.topics.state, Bytes::from_static(state.as_bytes()))?;
             self.sent.state = Some(state);
+        }
+        let until = snapshot.status.as_ref().map(|s| match s.until {
+            Some(u) if s.value.lets_members_in() => u.0.format("%H:%M").to_string(),
+            _ => "-".to_string(),
+        });
+        if until.is_some() && self.sent.until != until {
+            let payload = until.clone().unwrap_or_default();
+            session.publish(&self.topics.until, payload.into())?;
+            self.sent.until = until;
         }
         let people = snapshot.roster.counted();
         if self.sent.people != Some(people) {

@@ -17,6 +17,8 @@ pub struct Topics {
     pub status: String,
     /// `P/state`: `open`, `members` or `closed`.
     pub state: String,
+    /// `P/until`: `HH:MM` the room stays open until, or `-` for none.
+    pub until: String,
     /// `P/message`: the last message's raw text.
     pub message: String,
     /// `P/people_now_present`: the roster's size.
@@ -46,6 +48,7 @@ impl Topics {
         Topics {
             status: under("status"),
             state: under("state"),
+            until: under("until"),
             message: under("message"),
             people: under("people_now_present"),
             data: under("data"),
@@ -103,6 +106,13 @@ impl Topics {
                     StatusValue::from_state(text).ok_or_else(|| SetError::BadState(cut(text)))?;
                 Ok(Event::Status {
                     value,
+                    origin: Origin::Mqtt,
+                })
+            }
+            "until" => {
+                let at = protocol::until(trimmed(payload)?)?;
+                Ok(Event::Until {
+                    at,
                     origin: Origin::Mqtt,
                 })
             }
@@ -177,7 +187,7 @@ pub const MAX_MQTT_SENSOR: i64 = 255;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SetError {
     #[error(
-        "not a topic bitsd reads (status, state, message, temperature/<sensor>, sensor/<kind>/<sensor>)"
+        "not a topic bitsd reads (status, state, until, message, temperature/<sensor>, sensor/<kind>/<sensor>)"
     )]
     UnknownTopic,
     #[error("retained messages are not commands")]
