@@ -332,24 +332,7 @@ fn with_tls_port(dir: &Path, db: &Path) -> (Spawned, SocketAddr, PathBuf) {
         ],
         "info",
     );
-    let deadline = Instant::now() + PATIENCE;
-    let port = loop {
-        let found = server
-            .log_lines("control TLS listening on ")
-            .iter()
-            .find_map(|l| {
-                l.split("control TLS listening on ")
-                    .nth(1)?
-                    .trim()
-                    .parse()
-                    .ok()
-            });
-        if let Some(port) = found {
-            break port;
-        }
-        assert!(Instant::now() < deadline, "no TLS port in the log");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let port = server.logged_address("control TLS listening on ", PATIENCE);
     (server, port, cert)
 }
 

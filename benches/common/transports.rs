@@ -70,24 +70,7 @@ impl Club {
                 &key_arg,
             ],
         );
-        let started = Instant::now();
-        let tls = loop {
-            let found = bitsd
-                .log_lines("control TLS listening on ")
-                .iter()
-                .find_map(|l| {
-                    l.split("control TLS listening on ")
-                        .nth(1)?
-                        .trim()
-                        .parse()
-                        .ok()
-                });
-            if let Some(tls) = found {
-                break tls;
-            }
-            assert!(started.elapsed() < DEADLINE, "no TLS port in the log");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let tls = bitsd.logged_address("control TLS listening on ", DEADLINE);
         let mut roots = rustls::RootCertStore::empty();
         roots.add(made.cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());

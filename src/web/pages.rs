@@ -106,7 +106,8 @@ fn home_page(
     blind: bool,
     member: Option<MemberBar>,
 ) -> HomePage {
-    let words = &words::of(lang).home;
+    let all = words::of(lang);
+    let words = &all.home;
     let thresholds = &words::THRESHOLDS;
     let names = app.config.options.sensor_names();
     let open = snapshot.is_open();
@@ -121,7 +122,6 @@ fn home_page(
     let mut chrome = Chrome::new(app, lang, title);
     chrome.blind = blind;
     let now = app.state.clock().now();
-    let all = words::of(lang);
     let times = &all.times;
     let status_since = snapshot
         .status
@@ -130,7 +130,7 @@ fn home_page(
     HomePage {
         chrome,
         words,
-        admin: &words::of(lang).admin,
+        admin: &all.admin,
         open,
         status_class,
         status_text,

@@ -68,17 +68,9 @@ impl Moment {
 
     /// `at` as read `now`, with its date even when it is today.
     pub fn dated(words: &TimeWords, at: &LocalTime, now: &LocalTime) -> Moment {
-        let time = fill(
-            words.dated,
-            &[
-                ("date", &date(words, &at.0, &now.0)),
-                ("time", &at.0.format("%H:%M").to_string()),
-            ],
-        );
-        let ago = ago(words, seconds_between(at, now));
         Moment {
             iso: iso(at),
-            text: fill(words.moment, &[("time", &time), ("ago", &ago)]),
+            text: with_ago(words, &dated_time(words, &at.0, &now.0), at, now),
         }
     }
 }
@@ -98,22 +90,23 @@ pub fn iso(at: &LocalTime) -> String {
 /// `at` read `now`: "18:02 (3 hours ago)", or with its date when it is
 /// another day, and its year when another year.
 pub fn moment(words: &TimeWords, at: &LocalTime, now: &LocalTime) -> String {
-    let seconds = seconds_between(at, now);
-    fill(
-        words.moment,
-        &[
-            ("time", &time_of(words, &at.0, &now.0)),
-            ("ago", &ago(words, seconds)),
-        ],
-    )
+    let time = if at.0.date() == now.0.date() {
+        at.0.format("%H:%M").to_string()
+    } else {
+        dated_time(words, &at.0, &now.0)
+    };
+    with_ago(words, &time, at, now)
 }
 
-/// The time of day of `at`, with its date unless it is the day of `now`.
-fn time_of(words: &TimeWords, at: &NaiveDateTime, now: &NaiveDateTime) -> String {
+/// `time`, the text of `at`, followed by how long before `now` it was.
+fn with_ago(words: &TimeWords, time: &str, at: &LocalTime, now: &LocalTime) -> String {
+    let ago = ago(words, seconds_between(at, now));
+    fill(words.moment, &[("time", time), ("ago", &ago)])
+}
+
+/// The date and time of day of `at`: "Tue 1 Dec, 18:02".
+fn dated_time(words: &TimeWords, at: &NaiveDateTime, now: &NaiveDateTime) -> String {
     let time = at.format("%H:%M").to_string();
-    if at.date() == now.date() {
-        return time;
-    }
     fill(
         words.dated,
         &[("date", &date(words, at, now)), ("time", &time)],

@@ -155,6 +155,23 @@ impl Spawned {
         }
     }
 
+    /// The address a log line names after `marker` (`"control TLS
+    /// listening on "`), waiting up to `patience` for the line.
+    pub fn logged_address(&self, marker: &str, patience: Duration) -> SocketAddr {
+        let started = Instant::now();
+        loop {
+            let found = self
+                .log_lines(marker)
+                .iter()
+                .find_map(|l| l.split(marker).nth(1)?.trim().parse().ok());
+            if let Some(address) = found {
+                return address;
+            }
+            assert!(started.elapsed() < patience, "no {marker:?} in the log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines (after the start) that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let log = self.log.lock().unwrap();
