@@ -44,6 +44,7 @@ fn main() {
                     modified_by: ModifiedBy::Bits,
                     device: None,
                     until: None,
+                    person: None,
                 })
                 .unwrap();
             changes += 1;

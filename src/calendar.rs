@@ -20,11 +20,14 @@ pub const AHEAD_DAYS: i64 = 7;
 pub const PROBABLE: f64 = 0.5;
 
 /// One opening: from the change that opened the room to the one that
-/// closed it, or still going on (`end` unset).
+/// closed it, or still going on (`end` unset), perhaps until a time
+/// somebody said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opening {
     pub start: LocalTime,
     pub end: Option<LocalTime>,
+    /// Until when an opening still going on stays open, as said.
+    pub until: Option<LocalTime>,
 }
 
 /// The openings among `changes` (oldest first), with `before` the change
@@ -40,6 +43,7 @@ pub fn openings(before: Option<&StatusChange>, changes: &[StatusChange]) -> Vec<
                 found.push(Opening {
                     start,
                     end: Some(change.timestamp),
+                    until: None,
                 });
                 started = None;
             }
@@ -47,7 +51,13 @@ pub fn openings(before: Option<&StatusChange>, changes: &[StatusChange]) -> Vec<
         }
     }
     if let Some(start) = started {
-        found.push(Opening { start, end: None });
+        // The newest change says until when, if anybody did.
+        let until = changes.last().or(before).and_then(|c| c.until);
+        found.push(Opening {
+            start,
+            end: None,
+            until,
+        });
     }
     found
 }
@@ -130,7 +140,14 @@ impl Feed<'_> {
         let open = escape_text(&format!("{} open", self.space));
         for opening in self.openings {
             let start = utc(opening.start, self.tz);
-            let end = opening.end.map_or(self.now, |e| utc(e, self.tz)).max(start);
+            // Going on: until the time said, or for now until this request.
+            let end = match opening.end {
+                Some(end) => utc(end, self.tz),
+                None => opening
+                    .until
+                    .map_or(self.now, |u| utc(u, self.tz).max(self.now)),
+            }
+            .max(start);
             out.event(&Event {
                 uid: &format!("open-{}-{slug}@bitsd", stamp(start)),
                 stamp: end,
@@ -261,6 +278,7 @@ mod tests {
             modified_by: ModifiedBy::Bits,
             device: None,
             until: None,
+            person: None,
         }
     }
 
@@ -277,7 +295,11 @@ mod tests {
             change("2024-01-01 16:00:00", Open),
             // Members only ends an opening: the calendar counts `open` only.
             change("2024-01-01 17:00:00", Members),
-            change("2024-01-01 18:00:00", Open),
+            // Still open, until 22:30 as somebody said.
+            StatusChange {
+                until: Some(at("2024-01-01 22:30:00")),
+                ..change("2024-01-01 18:00:00", Open)
+            },
         ];
         let before = change("2023-12-31 22:00:00", Open);
         let found = openings(Some(&before), &changes);
@@ -286,19 +308,23 @@ mod tests {
             [
                 Opening {
                     start: at("2023-12-31 22:00:00"),
-                    end: Some(at("2024-01-01 12:00:00"))
+                    end: Some(at("2024-01-01 12:00:00")),
+                    until: None
                 },
                 Opening {
                     start: at("2024-01-01 14:00:00"),
-                    end: Some(at("2024-01-01 15:00:00"))
+                    end: Some(at("2024-01-01 15:00:00")),
+                    until: None
                 },
                 Opening {
                     start: at("2024-01-01 16:00:00"),
-                    end: Some(at("2024-01-01 17:00:00"))
+                    end: Some(at("2024-01-01 17:00:00")),
+                    until: None
                 },
                 Opening {
                     start: at("2024-01-01 18:00:00"),
-                    end: None
+                    end: None,
+                    until: Some(at("2024-01-01 22:30:00"))
                 },
             ]
         );
@@ -372,6 +398,7 @@ mod tests {
         let openings = [Opening {
             start: at("2024-10-27 01:30:00"),
             end: Some(at("2024-10-27 03:30:00")),
+            until: None,
         }];
         let now = "2024-11-01T00:00:00Z".parse().unwrap();
         let feed = Feed {
@@ -400,5 +427,33 @@ mod tests {
             "{unfolded}"
         );
         assert!(unfolded.contains("UID:open-20241026T233000Z-laboratorio-n-c-d-di-prova-con-virgole-e-barre-lunghissimo@bitsd\r\n"), "{unfolded}");
+    }
+
+    #[test]
+    fn an_opening_going_on_ends_when_it_was_said_to_or_now() {
+        let render = |until: Option<&str>, now: &str| {
+            let openings = [Opening {
+                start: at("2024-11-01 18:00:00"),
+                end: None,
+                until: until.map(at),
+            }];
+            let now = now.parse().unwrap();
+            Feed {
+                space: "Lab",
+                tz: chrono_tz::UTC,
+                now,
+                openings: &openings,
+                probable: &[],
+                forecast_made: now,
+            }
+            .render()
+        };
+        let said = render(Some("2024-11-01 22:30:00"), "2024-11-01T20:00:00Z");
+        assert!(said.contains("DTEND:20241101T223000Z\r\n"), "{said}");
+        // Past the time said and still open: it lasts until now.
+        let past = render(Some("2024-11-01 22:30:00"), "2024-11-01T23:10:00Z");
+        assert!(past.contains("DTEND:20241101T231000Z\r\n"), "{past}");
+        let unsaid = render(None, "2024-11-01T20:00:00Z");
+        assert!(unsaid.contains("DTEND:20241101T200000Z\r\n"), "{unsaid}");
     }
 }

@@ -119,8 +119,16 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let routes = webhook::routes(&config.webhooks);
     let clock = Clock::new(config.timezone);
-    let state = State::start(db, clock, config.options.jsonver, metrics.clone(), routes)
-        .context("cannot load the current state")?;
+    let show_names = config.show_names();
+    let state = State::start(
+        db,
+        clock,
+        config.options.jsonver,
+        show_names,
+        metrics.clone(),
+        routes,
+    )
+    .context("cannot load the current state")?;
     if let Some(status) = &state.snapshot().status {
         metrics.state(status.value.state_str());
     }

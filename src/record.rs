@@ -134,6 +134,19 @@ pub struct StatusChange {
     /// Until when the room stays open, as a member or the device said;
     /// the next status change clears it.
     pub until: Option<LocalTime>,
+    /// The member who changed it, from `/admin` or by entering on the
+    /// keypad; none for the device and everyone else.
+    pub person: Option<Opener>,
+}
+
+/// The member who changed the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opener {
+    pub id: i64,
+    pub name: String,
+    /// Whether the member lets themselves be named (`named`): only then is
+    /// the name shown, to members, and to everyone with `show_names`.
+    pub named: bool,
 }
 
 /// A row of `Temperature`.
@@ -176,10 +189,11 @@ impl Change {
     /// follows.
     pub fn hook_event(&self) -> Option<HookEvent> {
         match self {
-            Change::Status(_) => Some(HookEvent::Status),
+            // A new "until" is news to a status hook: `{until}` says it.
+            Change::Status(_) | Change::Until(_) => Some(HookEvent::Status),
             Change::Message(_) => Some(HookEvent::Message),
             Change::Temperature(_) => Some(HookEvent::Temperature),
-            Change::Until(_) | Change::Sensor(_) => None,
+            Change::Sensor(_) => None,
         }
     }
 
@@ -194,10 +208,13 @@ impl Change {
     }
 
     /// The websocket message: `{"status": {...}}`, `{"tempint": {...}}`,
-    /// `{"sensor": {...}}` or `{"message": {...}}`.
-    pub fn to_json(&self) -> String {
+    /// `{"sensor": {...}}` or `{"message": {...}}`; a status names its
+    /// person with `show_names` (see [`StatusJson::new`]).
+    pub fn to_json(&self, show_names: bool) -> String {
         let body = match self {
-            Change::Status(s) | Change::Until(s) => serde_json::to_string(&StatusJson::from(s)),
+            Change::Status(s) | Change::Until(s) => {
+                serde_json::to_string(&StatusJson::new(s, show_names))
+            }
             Change::Temperature(t) => serde_json::to_string(&TemperatureJson::from(t)),
             Change::Sensor(s) => serde_json::to_string(&SensorJson::live(s)),
             Change::Message(m) => serde_json::to_string(&MessageJson::from(m)),
@@ -222,10 +239,16 @@ pub struct StatusJson<'a> {
     /// Only when a registered device sent it: old clients never see it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<&'a str>,
+    /// The member who changed it, when they are `named` and the space
+    /// shows names (`show_names`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<&'a str>,
 }
 
-impl<'a> From<&'a StatusChange> for StatusJson<'a> {
-    fn from(s: &'a StatusChange) -> Self {
+impl<'a> StatusJson<'a> {
+    /// `s` as clients see it: its person named only when `show_names` is
+    /// on and the member is `named`.
+    pub fn new(s: &'a StatusChange, show_names: bool) -> Self {
         StatusJson {
             timestamp: s.timestamp.display(),
             modifiedby: s.modified_by.as_str(),
@@ -233,7 +256,19 @@ impl<'a> From<&'a StatusChange> for StatusJson<'a> {
             state: s.value.state_str(),
             until: s.until.map(|u| u.display()),
             device: s.device.as_deref(),
+            person: s.public_person(show_names),
         }
+    }
+}
+
+impl StatusChange {
+    /// The name of who changed it, as everyone may see it: only a `named`
+    /// member's, and only with `show_names`.
+    pub fn public_person(&self, show_names: bool) -> Option<&str> {
+        self.person
+            .as_ref()
+            .filter(|p| show_names && p.named)
+            .map(|p| p.name.as_str())
     }
 }
 
@@ -324,23 +359,36 @@ mod tests {
             modified_by: ModifiedBy::Bits,
             device: None,
             until: None,
+            person: None,
         });
         assert_eq!(
-            status.to_json(),
+            status.to_json(true),
             r#"{"status":{"timestamp":"2024-03-01 18:30:05","modifiedby":"BITS","value":"open","state":"open"}}"#
         );
         // Members only: closed to old clients, the three states to new ones.
-        let members = Change::Status(StatusChange {
+        // Its person is named only with `show_names`, and only if `named`.
+        let mut members = StatusChange {
             timestamp: at("2024-03-01 18:31:00"),
             value: StatusValue::Members,
             modified_by: ModifiedBy::Web,
             device: None,
             until: None,
-        });
+            person: Some(Opener {
+                id: 3,
+                name: "ada".into(),
+                named: true,
+            }),
+        };
         assert_eq!(
-            members.to_json(),
+            Change::Status(members.clone()).to_json(false),
             r#"{"status":{"timestamp":"2024-03-01 18:31:00","modifiedby":"web","value":"closed","state":"members"}}"#
         );
+        assert_eq!(
+            Change::Status(members.clone()).to_json(true),
+            r#"{"status":{"timestamp":"2024-03-01 18:31:00","modifiedby":"web","value":"closed","state":"members","person":"ada"}}"#
+        );
+        members.person.as_mut().unwrap().named = false;
+        assert!(!Change::Status(members).to_json(true).contains("ada"));
         let temp = Change::Temperature(TemperatureSample {
             timestamp: at("2024-03-01 18:30:06"),
             sensor: 0,
@@ -348,7 +396,7 @@ mod tests {
             modified_by: ModifiedBy::Bits,
             device: None,
         });
-        let v: serde_json::Value = serde_json::from_str(&temp.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&temp.to_json(true)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"tempint": {"timestamp": "2024-03-01 18:30:06", "value": 21.5,
@@ -360,7 +408,7 @@ mod tests {
             text: "see you <3 & \"bye\" 'x'".into(),
             device: None,
         });
-        let v: serde_json::Value = serde_json::from_str(&message.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&message.to_json(true)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"message": {"user": "&lt;b&gt;o&#39;neil", "timestamp": "2024-03-01 18:30:07",

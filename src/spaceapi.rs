@@ -77,6 +77,9 @@ pub fn document(
         if let Some(until) = status.until.filter(|_| status.value.lets_members_in()) {
             state.insert("ext_until".into(), json!(until.unix(tz)));
         }
+        if let Some(person) = status.public_person(facts.show_names) {
+            state.insert("trigger_person".into(), json!(person));
+        }
     }
     if let Some(message) = &snapshot.message {
         state.insert("message".into(), json!(message.text));

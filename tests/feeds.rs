@@ -216,6 +216,28 @@ async fn an_opening_in_progress_ends_at_the_request() {
 }
 
 #[tokio::test]
+async fn an_opening_said_to_last_until_a_time_ends_then() {
+    let started = Utc::now() - Duration::hours(1);
+    let server = server_with(&[(local(started), "open")], &[]).await;
+    // Two hours from now, to the minute, as the device says it.
+    let until = (Utc::now() + Duration::hours(2))
+        .with_timezone(&Rome)
+        .naive_local();
+    let mut device = server.device().await;
+    device.send(&format!("until {}", until.format("%H:%M"))).await;
+    server
+        .wait_for_data("until", |d| d["status"]["until"].is_string())
+        .await;
+    let (_, events) = feed(&server, "/openings.ics").await;
+    let opening: Vec<&Event> = events.iter().filter(|e| !e.tentative()).collect();
+    assert_eq!(opening.len(), 1, "{events:?}");
+    assert_eq!(
+        opening[0].get("DTEND"),
+        rome_utc(&until.format("%Y-%m-%d %H:%M:00").to_string())
+    );
+}
+
+#[tokio::test]
 async fn the_coming_week_has_tentative_runs_from_the_forecast() {
     // The four weekdays before tomorrow's own, open 14:00-16:00 local time.
     let today = Utc::now().with_timezone(&Rome).date_naive();

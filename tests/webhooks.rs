@@ -335,6 +335,46 @@ async fn a_flapping_door_sends_only_its_final_state() {
     no_more_than(&receiver, 3, Duration::from_millis(300)).await;
 }
 
+#[tokio::test]
+async fn a_chat_hears_until_when_the_room_stays_open() {
+    let receiver = Receiver::start().await;
+    let hooks = format!(
+        "[[webhook]]\nname = \"now\"\nformat = \"slack\"\nurl = \"{}\"\n\n\
+         [[webhook]]\nname = \"calm\"\nformat = \"slack\"\nurl = \"{}\"\ndebounce = 1\n",
+        receiver.url("/now"),
+        receiver.url("/calm"),
+    );
+    let (server, _dir) = server(&hooks).await;
+    let mut device = server.device().await;
+    device.send_all(&["state open", "until 23:59"]).await;
+    let data = server
+        .wait_for_data("until", |d| d["status"]["until"].is_string())
+        .await;
+    let since = &data["status"]["timestamp"].as_str().unwrap()[11..16];
+    let requests = receiver.wait_for(3).await;
+    let texts = |path: &str| -> Vec<String> {
+        requests
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.json()["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // At once: the opening, then the time it lasts until.
+    assert_eq!(
+        texts("/now"),
+        [
+            format!("Lab 42 is open since {since}"),
+            format!("Lab 42 is open since {since}, until 23:59")
+        ]
+    );
+    // Debounced: only what stayed.
+    assert_eq!(
+        texts("/calm"),
+        [format!("Lab 42 is open since {since}, until 23:59")]
+    );
+    no_more_than(&receiver, 3, Duration::from_millis(300)).await;
+}
+
 /// The outbox rows of `db`: (delivery id, event), oldest first.
 fn outbox(db: &Path) -> Vec<(String, String)> {
     let conn = rusqlite::Connection::open(db).unwrap();

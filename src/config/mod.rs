@@ -189,6 +189,12 @@ impl Config {
         self.spaceapi.as_ref().map_or("BITS", SpaceApi::name)
     }
 
+    /// Whether `named` members are named to everyone (`[spaceapi]
+    /// show_names`).
+    pub fn show_names(&self) -> bool {
+        self.spaceapi.as_ref().is_some_and(|s| s.show_names)
+    }
+
     /// The database of a command that works on an existing one (a member,
     /// a device, a backup): its path, or, when there is no file there, the
     /// one-line refusal naming the absolute path tried and how to point

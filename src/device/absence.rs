@@ -158,6 +158,7 @@ mod tests {
             modified_by: by,
             device: device.map(Into::into),
             until: None,
+            person: None,
         };
         let original = stored(ModifiedBy::Bits, None);
         assert_eq!(device_of(None, &original, false), Some(DEVICE_USER));

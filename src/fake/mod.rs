@@ -306,6 +306,7 @@ pub fn history(config: &Config, days: u32) -> anyhow::Result<Written> {
                     modified_by: ModifiedBy::Bits,
                     device: None,
                     until: None,
+                    person: None,
                 })?;
                 written.status_changes += 1;
             }

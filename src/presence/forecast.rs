@@ -134,6 +134,7 @@ mod tests {
             modified_by: ModifiedBy::Bits,
             device: None,
             until: None,
+            person: None,
         }
     }
 

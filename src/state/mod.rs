@@ -57,6 +57,9 @@ const CHUNK_BYTES: usize = 64 << 10;
 pub enum Event {
     /// Open or close the room.
     Status { value: StatusValue, origin: Origin },
+    /// A member (by id) opens or closes the room from `/admin`
+    /// (`Origin::Web`): the change records who.
+    MemberStatus { value: StatusValue, member: i64 },
     /// Until when the room stays open: the next time `at` of day (none:
     /// not said). Only while the room is open or open for members.
     Until {
@@ -222,15 +225,19 @@ pub struct State {
 impl State {
     /// Loads the current state from `db` and starts the writer thread;
     /// each stored change gets an outbox row for each of `routes` that
-    /// follows it.
+    /// follows it. With `show_names`, a status names its `named` member.
     pub fn start(
         mut db: Db,
         clock: Clock,
         jsonver: u32,
+        show_names: bool,
         metrics: Arc<Metrics>,
         routes: Vec<Route>,
     ) -> Result<State, StoreError> {
-        let model = Model::load(&db)?;
+        let model = Model {
+            show_names,
+            ..Model::load(&db)?
+        };
         let routes = Routes::load(&mut db, routes, &metrics)?;
         let device_user = db
             .user_by_name(DEVICE_USER)?

@@ -91,9 +91,13 @@ impl Routes {
         let Some(event) = change.hook_event() else {
             return Ok(());
         };
+        // What a status delivery says, for the debounce: another delivery
+        // saying the same is not sent again.
         let status = match change {
-            Change::Status(s) if s.value.is_open() => Some("open"),
-            Change::Status(_) => Some("closed"),
+            Change::Status(s) | Change::Until(s) => Some(match s.until {
+                Some(until) => format!("{} until {}", s.value.state_str(), until.stored()),
+                None => s.value.state_str().to_string(),
+            }),
             _ => None,
         };
         let created = unix_time();
@@ -107,7 +111,7 @@ impl Routes {
                 &delivery,
                 event.as_str(),
                 json,
-                status,
+                status.as_deref(),
                 created,
             )?;
             *delta += 1;

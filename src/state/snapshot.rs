@@ -165,6 +165,12 @@ pub(super) struct Model {
     /// The row of the newest sample stored.
     pub temperature_row: i64,
     pub device_offline_since: Option<LocalTime>,
+    /// The members in by keypad, in the order they entered: the first
+    /// one still in opened the room when the automation opens it.
+    pub keypad_order: Vec<i64>,
+    /// Whether a status names its `named` member to everyone (`[spaceapi]
+    /// show_names`).
+    pub show_names: bool,
 }
 
 impl Model {
@@ -192,7 +198,10 @@ impl Model {
 
     pub fn snapshot(&self, jsonver: u32) -> Snapshot {
         let data = DataJson {
-            status: self.status.as_ref().map(StatusJson::from),
+            status: self
+                .status
+                .as_ref()
+                .map(|s| StatusJson::new(s, self.show_names)),
             tempint: self.temperatures.front().map(TemperatureJson::from),
             message: self.message.as_ref().map(MessageJson::from),
             tempinthist: self
@@ -242,8 +251,12 @@ impl Model {
                 self.status_seq = self.seq;
                 self.status_origin = Some(origin);
             }
-            // The same status, told again with its new "until".
-            Change::Until(s) => self.status = Some(s.clone()),
+            // The same status, told again with its new "until": news to
+            // whoever follows the status (webhooks among them).
+            Change::Until(s) => {
+                self.status = Some(s.clone());
+                self.status_seq = self.seq;
+            }
             Change::Temperature(t) => {
                 self.temperature_row = row;
                 self.sensors.insert(t.sensor, t.clone());

@@ -19,7 +19,7 @@ use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
 use crate::record::sensors::SensorSample;
 use crate::record::{
-    Change, DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
+    Change, DeviceName, Message, ModifiedBy, Opener, StatusChange, StatusValue, TemperatureSample,
 };
 use crate::report::Report;
 use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
@@ -253,7 +253,7 @@ impl Writer {
                 if let Change::Status(s) = &change {
                     self.metrics.state(s.value.state_str());
                 }
-                let json = stored.json.unwrap_or_else(|| Bytes::from(change.to_json()));
+                let json = stored.json.unwrap_or_else(|| Bytes::from(change.to_json(self.model.show_names)));
                 bytes += json.len();
                 if let Change::Message(m) = &change {
                     bytes += m.text.len();
@@ -372,11 +372,32 @@ fn prepare(
     let batch = writing.batch;
     let mut author_id = device_user.id;
     let decided = match event {
-        Event::Status { value, origin } => status_change(model, value, origin, stamper),
+        Event::Status { value, origin } => {
+            // The automation opens the room for whoever entered first.
+            let person = match (&origin, value) {
+                (Origin::Automation, StatusValue::Open) => model
+                    .keypad_order
+                    .iter()
+                    .find_map(|id| Some((*id, model.roster.keypad.get(id)?)))
+                    .map(|(id, p)| opener(id, p)),
+                _ => None,
+            };
+            status_change(model, value, origin, person, stamper)
+        }
+        Event::MemberStatus { value, member } => {
+            let person = match batch.members([member]) {
+                Ok(found) => found.get(&member).map(|p| opener(member, p)),
+                Err(e) => {
+                    tracing::error!("status: looking up member {member}: {}", Report(&e));
+                    None
+                }
+            };
+            status_change(model, value, Origin::Web, person, stamper)
+        }
         Event::Until { at, origin } => until_change(model, at, origin, stamper.clock.now()),
         Event::CloseForgotten { set } => match &model.status {
             Some(s) if s.timestamp == set && s.value.lets_members_in() && s.until.is_some() => {
-                status_change(model, StatusValue::Closed, Origin::Automation, stamper)
+                status_change(model, StatusValue::Closed, Origin::Automation, None, stamper)
             }
             _ => Err("the status changed meanwhile"),
         },
@@ -410,16 +431,17 @@ fn prepare(
             Ok(message(author, text, origin, device_user, stamper))
         }
         Event::Enter(id) => {
-            return (
-                None,
-                roster_change(batch, &mut model.roster, |r| enter(batch, r, id)),
-            );
+            let outcome = roster_change(batch, &mut model.roster, |r| enter(batch, r, id));
+            if outcome == Outcome::Applied && !model.keypad_order.contains(&id) {
+                model.keypad_order.push(id);
+            }
+            return (None, outcome);
         }
         Event::Leave(id) => {
-            return (
-                None,
-                roster_change(batch, &mut model.roster, |r| leave(r, id)),
-            );
+            let outcome = roster_change(batch, &mut model.roster, |r| leave(r, id));
+            let keypad = &model.roster.keypad;
+            model.keypad_order.retain(|id| keypad.contains_key(id));
+            return (None, outcome);
         }
         Event::MacRoster(ids) => {
             return (
@@ -431,12 +453,20 @@ fn prepare(
             );
         }
         Event::Visibility { member, visibility } => {
-            return (
-                None,
-                roster_change(batch, &mut model.roster, |_| {
-                    set_visibility(writing, member, visibility)
-                }),
-            );
+            let outcome = roster_change(batch, &mut model.roster, |_| {
+                set_visibility(writing, member, visibility)
+            });
+            // Whether the status names them follows at once: `/data` and
+            // the pages change with it.
+            if outcome == Outcome::Applied
+                && let Some(person) = model.status.as_mut().and_then(|s| s.person.as_mut())
+                && person.id == member
+            {
+                person.named = visibility == Visibility::Named;
+                model.seq += 1;
+                model.status_seq = model.seq;
+            }
+            return (None, outcome);
         }
     };
     let (change, origin) = match decided {
@@ -448,7 +478,7 @@ fn prepare(
             writing.tally.written += 1;
             // Serialised once, for the outbox and for the stream.
             let json = writing.routes.follows(&change).then(|| {
-                let json = change.to_json();
+                let json = change.to_json(model.show_names);
                 if let Err(e) = writing.routes.record(batch, &change, &json, writing.deltas) {
                     writing.failed.get_or_insert(e);
                 }
@@ -476,6 +506,7 @@ fn status_change(
     model: &Model,
     value: StatusValue,
     origin: Origin,
+    person: Option<Opener>,
     stamper: &mut Stamper,
 ) -> Result<(Change, Origin), &'static str> {
     let current = model.status.as_ref().map(|s| s.value.state_str());
@@ -488,8 +519,18 @@ fn status_change(
         modified_by: origin.modified_by(),
         device: origin.device().cloned(),
         until: None,
+        person,
     };
     Ok((Change::Status(change), origin))
+}
+
+/// Member `id`, as a status change records them.
+fn opener(id: i64, person: &Person) -> Opener {
+    Opener {
+        id,
+        name: person.name.clone(),
+        named: person.visibility == Visibility::Named,
+    }
 }
 
 /// The current status with `at` as its "open until", unless the room is

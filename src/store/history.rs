@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Db, StoreError, status_row};
+use super::{Db, StoreError, status_row, status_select};
 use crate::clock::LocalTime;
 use crate::record::StatusChange;
 
@@ -16,8 +16,9 @@ impl Db {
         limit: usize,
     ) -> Result<(Option<StatusChange>, Vec<StatusChange>), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-               WHERE timestamp >= ?1 ORDER BY timestamp DESC LIMIT ?2"#,
+            concat!(
+               status_select!(),
+               r#" WHERE timestamp >= ?1 ORDER BY timestamp DESC LIMIT ?2"#),
         )?;
         let mut changes = stmt
             .query_map(params![from.stored(), limit as i64], status_row)?
@@ -28,8 +29,9 @@ impl Db {
         let before = self
             .conn
             .prepare_cached(
-                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-                   WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
+                concat!(
+                   status_select!(),
+                   r#" WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#),
             )?
             .query_row([first.stored()], status_row)
             .optional()?
@@ -42,8 +44,9 @@ impl Db {
     pub fn status_end(&self, after: LocalTime) -> Result<Option<StatusChange>, StoreError> {
         self.conn
             .prepare_cached(
-                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-                   WHERE timestamp > ?1 AND value <> 'open' ORDER BY timestamp LIMIT 1"#,
+                concat!(
+                   status_select!(),
+                   r#" WHERE timestamp > ?1 AND value <> 'open' ORDER BY timestamp LIMIT 1"#),
             )?
             .query_row([after.stored()], status_row)
             .optional()?

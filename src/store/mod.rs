@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
 use crate::record::{
-    DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
+    DeviceName, Message, ModifiedBy, Opener, StatusChange, StatusValue, TemperatureSample,
 };
 
 mod accounts;
@@ -168,7 +168,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE "Status" ADD COLUMN until TEXT;
     "#,
+    // 12: the member who changed the status, from `/admin` or the keypad.
+    r#"
+    ALTER TABLE "Status" ADD COLUMN person INTEGER;
+    "#,
 ];
+
+/// The start of a query for `Status` rows as [`status_row`] reads them:
+/// each with its person's name and visibility (none once the member is
+/// deleted).
+macro_rules! status_select {
+    () => {
+        r#"SELECT "Status".timestamp, "Status".value, "Status".modified_by, "Status".device,
+                  "Status".until, "User".userid, "User".name, bitsd_member.visibility
+           FROM "Status"
+           LEFT JOIN "User" ON "User".userid = "Status".person
+           LEFT JOIN bitsd_member ON bitsd_member.userid = "Status".person"#
+    };
+}
+pub(crate) use status_select;
 
 /// A wiki page as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,8 +290,9 @@ impl Db {
         let status = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-                   ORDER BY timestamp DESC LIMIT 1"#,
+                concat!(
+                   status_select!(),
+                   r#" ORDER BY timestamp DESC LIMIT 1"#),
                 [],
                 status_row,
             )
@@ -363,8 +382,9 @@ impl Db {
     /// Status changes, newest first.
     pub fn status_log(&self, offset: u64, limit: u64) -> Result<Vec<StatusChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-               ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#,
+            concat!(
+               status_select!(),
+               r#" ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#),
         )?;
         stmt.query_map(
             [
@@ -394,8 +414,9 @@ impl Db {
         let before = self
             .conn
             .query_row(
-                r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-                   WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#,
+                concat!(
+                   status_select!(),
+                   r#" WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#),
                 [&from_text],
                 status_row,
             )
@@ -403,8 +424,9 @@ impl Db {
             .transpose()?
             .map(|s| s.value);
         let mut stmt = self.conn.prepare_cached(
-            r#"SELECT timestamp, value, modified_by, device, until FROM "Status"
-               WHERE timestamp >= ?1 ORDER BY timestamp"#,
+            concat!(
+               status_select!(),
+               r#" WHERE timestamp >= ?1 ORDER BY timestamp"#),
         )?;
         let changes = stmt
             .query_map([&from_text], status_row)?
@@ -495,15 +517,16 @@ impl Batch<'_> {
     pub fn insert_status(&self, s: &StatusChange) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                r#"INSERT INTO "Status" (timestamp, value, modified_by, device, until)
-                   VALUES (?1, ?2, ?3, ?4, ?5)"#,
+                r#"INSERT INTO "Status" (timestamp, value, modified_by, device, until, person)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
             )?
             .execute(params![
                 s.timestamp.stored(),
                 s.value.as_str(),
                 s.modified_by.as_str(),
                 s.device.as_deref(),
-                s.until.map(|u| u.stored())
+                s.until.map(|u| u.stored()),
+                s.person.as_ref().map(|p| p.id)
             ])?;
         Ok(())
     }
@@ -588,7 +611,21 @@ fn status_row(r: &rusqlite::Row<'_>) -> RowResult<StatusChange> {
             .ok()
             .flatten()
             .and_then(|t| LocalTime::parse(&t)),
+        person: person_columns(r, 5),
     }))
+}
+
+/// The person of a status row from `at` on: id, name and visibility (a
+/// member without a visibility row is `counted`).
+fn person_columns(r: &rusqlite::Row<'_>, at: usize) -> Option<Opener> {
+    let id = r.get::<_, Option<i64>>(at).ok().flatten()?;
+    let name = r.get::<_, Option<String>>(at + 1).ok().flatten()?;
+    let visibility = r.get::<_, Option<String>>(at + 2).ok().flatten();
+    Some(Opener {
+        id,
+        name,
+        named: visibility.as_deref() == Some(Visibility::Named.as_str()),
+    })
 }
 
 /// The `device` column at `at`: a name, or none (also for a value that is

@@ -37,7 +37,8 @@ pub struct OutboxRow {
     pub event: String,
     /// The change's JSON, `{"status": {...}}` and the like.
     pub record: String,
-    /// `open` or `closed` for a status change.
+    /// What a status delivery says (`open`, `members`, `closed`, each perhaps
+    /// followed by `until <time>`); none for other events.
     pub status: Option<String>,
     /// Unix seconds when the change was written.
     pub created: f64,

@@ -74,6 +74,8 @@ struct AdminPage {
     /// `HH:MM` the room stays open until, as somebody said; empty for none.
     until: String,
     since: Option<Moment>,
+    /// The `named` member who made the last status change.
+    set_by: Option<String>,
     /// People present, hidden members left out.
     present: usize,
     /// The names of the `named` ones among them.
@@ -207,6 +209,12 @@ pub(super) async fn admin_answer(
             .status
             .as_ref()
             .map(|s| Moment::new(&all.times, &s.timestamp, &now_local)),
+        set_by: snapshot
+            .status
+            .as_ref()
+            .and_then(|s| s.person.as_ref())
+            .filter(|p| p.named)
+            .map(|p| p.name.clone()),
         present: snapshot.roster.counted(),
         roster: snapshot.roster.named().into_iter().collect(),
         visibility: visibility.as_str(),
@@ -340,9 +348,9 @@ async fn admin_toggle(
     };
     let outcome = app
         .state
-        .apply(Event::Status {
+        .apply(Event::MemberStatus {
             value,
-            origin: Origin::Web,
+            member: user.id,
         })
         .await?;
     match outcome {

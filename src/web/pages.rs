@@ -352,7 +352,11 @@ async fn log(
         })
         .await?;
     if q.json {
-        let log: Vec<StatusJson> = rows.iter().map(StatusJson::from).collect();
+        let show_names = app.config.show_names();
+        let log: Vec<StatusJson> = rows
+            .iter()
+            .map(|s| StatusJson::new(s, show_names))
+            .collect();
         return Ok(axum::Json(serde_json::json!({ "log": log })).into_response());
     }
     let link = |offset: u64| format!("/log?offset={offset}&limit={}", q.limit);

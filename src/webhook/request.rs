@@ -22,6 +22,11 @@ pub const TEXT_CLOSED: &str = "{space} is closed since {since}";
 /// ... for a room opened for members only, unless `text_closed` is set
 /// (old hooks keep their words: members only is closed to them).
 pub const TEXT_MEMBERS: &str = "{space} is open for members only since {since}";
+/// ... for an opening with a time somebody said it lasts until.
+pub const TEXT_OPEN_UNTIL: &str = "{space} is open since {since}, until {until}";
+/// ... and open for members only, with such a time.
+pub const TEXT_MEMBERS_UNTIL: &str =
+    "{space} is open for members only since {since}, until {until}";
 /// ... for a message.
 pub const TEXT_MESSAGE: &str = "{space}, message from {by}: {message}";
 
@@ -193,14 +198,21 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     };
-    let timestamp = field("timestamp");
     // `2024-03-01 18:30:05` shows as `18:30`.
-    let since = timestamp.get(11..16).unwrap_or(&timestamp).to_string();
+    let clock = |name: &str| {
+        let time = field(name);
+        time.get(11..16).unwrap_or(&time).to_string()
+    };
+    let since = clock("timestamp");
+    let until = clock("until");
+    let (open, members) = if until.is_empty() {
+        (TEXT_OPEN, TEXT_MEMBERS)
+    } else {
+        (TEXT_OPEN_UNTIL, TEXT_MEMBERS_UNTIL)
+    };
     let template = match kind.as_str() {
-        "status" if field("value") == "open" => hook.text_open.as_deref().unwrap_or(TEXT_OPEN),
-        "status" if field("state") == "members" => {
-            hook.text_closed.as_deref().unwrap_or(TEXT_MEMBERS)
-        }
+        "status" if field("value") == "open" => hook.text_open.as_deref().unwrap_or(open),
+        "status" if field("state") == "members" => hook.text_closed.as_deref().unwrap_or(members),
         "status" => hook.text_closed.as_deref().unwrap_or(TEXT_CLOSED),
         "message" => hook.text_message.as_deref().unwrap_or(TEXT_MESSAGE),
         "tempint" => {
@@ -234,6 +246,7 @@ pub fn text(hook: &Webhook, site: &Site, subject: Subject<'_>) -> Result<String,
         "status" => Some(&status),
         "state" => Some(&state),
         "since" => Some(&since),
+        "until" => Some(&until),
         "by" => Some(&by),
         "message" => Some(&message),
         "url" => Some(&site.url),
@@ -441,6 +454,36 @@ mod tests {
         assert_eq!(
             text(&hook, &site, change("status", &members)).unwrap(),
             "Lab \"42\": members (closed)"
+        );
+    }
+
+    #[test]
+    fn an_until_is_said_when_there_is_one() {
+        let mut hook = hook(HookFormat::Slack);
+        let site = site();
+        let until = OPEN.replace(
+            "\"value\":\"open\"",
+            "\"value\":\"open\",\"state\":\"open\",\"until\":\"2026-03-01 22:30:00\"",
+        );
+        assert_eq!(
+            text(&hook, &site, change("status", &until)).unwrap(),
+            "Lab \"42\" is open since 18:30, until 22:30"
+        );
+        let members = until.replace("\"state\":\"open\"", "\"state\":\"members\"");
+        let members = members.replacen("\"value\":\"open\"", "\"value\":\"closed\"", 1);
+        assert_eq!(
+            text(&hook, &site, change("status", &members)).unwrap(),
+            "Lab \"42\" is open for members only since 18:30, until 22:30"
+        );
+        // A template of the club's own: `{until}` is empty when none was said.
+        hook.text_open = Some("{space} open ({until})".into());
+        assert_eq!(
+            text(&hook, &site, change("status", &until)).unwrap(),
+            "Lab \"42\" open (22:30)"
+        );
+        assert_eq!(
+            text(&hook, &site, change("status", OPEN)).unwrap(),
+            "Lab \"42\" open ()"
         );
     }
 

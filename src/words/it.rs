@@ -107,6 +107,7 @@ pub const WORDS: Words = Words {
         until_label: "Aperta fino alle",
         until_set: "Imposta",
         since: "dal {time}",
+        set_by: "Impostato da {person}",
         open_room: "Apri la sede",
         close_room: "Chiudi la sede",
         present: "In sede ora",

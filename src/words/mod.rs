@@ -172,6 +172,8 @@ pub struct AdminWords {
     pub until_set: &'static str,
     /// `{time}` of the last change.
     pub since: &'static str,
+    /// `{person}`, the `named` member who made the last change.
+    pub set_by: &'static str,
     pub open_room: &'static str,
     pub close_room: &'static str,
     pub present: &'static str,

@@ -22,6 +22,7 @@ fn status(open: bool) -> Change {
         modified_by: ModifiedBy::Bits,
         device: None,
         until: None,
+        person: None,
     })
 }
 
@@ -294,6 +295,7 @@ async fn the_attached_device_hears_what_others_did_in_order() {
         db,
         Clock::new(chrono_tz::UTC),
         3,
+        false,
         metrics.clone(),
         Vec::new(),
     )
