@@ -15,13 +15,17 @@
 //! 5. on a third, fresh bitsd with its TLS port on: the flood over plain TCP
 //!    (the original device, and a registered one), TLS and the `/device`
 //!    websocket (registered devices), and over four registered devices at
-//!    once, rounds interleaved.
+//!    once, rounds interleaved;
+//! 6. the other sensors: on a fresh bitsd, floods of mixed kinds
+//!    (temperature, humidity, CO2, power) against temperature only, rounds
+//!    interleaved; and `wrk` on `/data` of a bitsd with five more kinds of
+//!    four sensors each against one seeded as before, side by side.
 //!
 //! Settings come from the environment: BENCH_CLIENTS (10000), BENCH_EVENTS
 //! (20), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (10), BENCH_FLOOD (1000000),
 //! BENCH_HISTORY_DAYS (365), and BENCH_PHASES
-//! (`wrk,flood,fanout,idle,transports`: the phases to run, e.g. `wrk`
-//! alone).
+//! (`wrk,flood,fanout,idle,transports,sensors`: the phases to run, e.g.
+//! `wrk` alone).
 //! Every wait is bounded; the run stops by itself.
 
 use std::io::Write;
@@ -65,7 +69,7 @@ fn main() {
         flood: setting("BENCH_FLOOD", 1_000_000),
         history_days: setting("BENCH_HISTORY_DAYS", 365),
         phases: std::env::var("BENCH_PHASES")
-            .unwrap_or_else(|_| "wrk,flood,fanout,idle,transports".into()),
+            .unwrap_or_else(|_| "wrk,flood,fanout,idle,transports,sensors".into()),
     };
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     println!("# bitsd load run");
@@ -80,9 +84,19 @@ fn main() {
 }
 
 async fn run(settings: Settings) {
-    if settings.phases.split(',').all(|p| p.trim() == "transports") {
-        // No history and no seeded bitsd for the transports alone.
-        transports_phase(&settings).await;
+    let fresh_only = ["transports", "sensors"];
+    if settings
+        .phases
+        .split(',')
+        .all(|p| fresh_only.contains(&p.trim()))
+    {
+        // No history and no seeded bitsd for these alone.
+        if settings.runs("transports") {
+            transports_phase(&settings).await;
+        }
+        if settings.runs("sensors") {
+            sensors_phase(&settings).await;
+        }
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -129,6 +143,9 @@ async fn run(settings: Settings) {
     }
     if settings.runs("transports") {
         transports_phase(&settings).await;
+    }
+    if settings.runs("sensors") {
+        sensors_phase(&settings).await;
     }
 }
 
@@ -523,4 +540,162 @@ async fn transports_phase(settings: &Settings) {
 /// The durable samples a second of each flood.
 fn rates(floods: &[transports::Flood]) -> Vec<f64> {
     floods.iter().map(|f| f.durable_per_second()).collect()
+}
+
+/// Floods of mixed kinds against temperature only on one fresh bitsd, then
+/// `/data` with and without five more kinds of four sensors each.
+async fn sensors_phase(settings: &Settings) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bitsd = start_bitsd(dir.path(), &[]);
+    let db = dir.path().join("bench.db");
+    let stored = || {
+        let conn = rusqlite::Connection::open(&db).expect("bench database");
+        let count = |table: &str| -> u64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| n as u64)
+        };
+        count("\"Temperature\"") + count("bitsd_sensor")
+    };
+    let n = settings.flood;
+    let setups = [
+        "temperature only",
+        "mixed: temperature, humidity, CO2, power",
+    ];
+    println!(
+        "## The device flood with mixed kinds ({n} samples a flood, {} interleaved rounds, median)\n",
+        settings.rounds
+    );
+    // Per setup: (durable samples/s, bitsd CPU µs a sample, all stored, RSS after).
+    let mut runs: Vec<Vec<(f64, f64, bool, u64)>> = vec![Vec::new(); setups.len()];
+    let mut peak = 0;
+    for round in 0..settings.rounds {
+        for k in 0..setups.len() {
+            let setup = (round + k) % setups.len();
+            let (rows, cpu) = (stored(), common::cpu_ms(bitsd.child.id()));
+            let flood = match setup {
+                0 => common::flood(&bitsd, n).await,
+                _ => common::flood_of(&bitsd, n, common::mixed_line).await,
+            };
+            let Some(flood) = flood else {
+                println!("- round {round}, {}: did not complete", setups[setup]);
+                continue;
+            };
+            let cpu = (common::cpu_ms(bitsd.child.id()) - cpu) * 1000.0 / flood.samples as f64;
+            let all = stored() - rows == flood.samples as u64;
+            peak = peak.max(flood.rss_peak);
+            println!(
+                "- round {round}, {}: {:.0} samples/s, bitsd CPU {cpu:.2} µs a sample, all stored: {all}, RSS {} KiB after",
+                setups[setup],
+                flood.durable_per_second(),
+                flood.rss_after
+            );
+            runs[setup].push((flood.durable_per_second(), cpu, all, flood.rss_after));
+        }
+    }
+    println!();
+    println!(
+        "| setup | durable samples/s | runs | share of temperature only | bitsd CPU a sample | all stored | RSS after |"
+    );
+    println!("|---|---:|---|---:|---:|---|---:|");
+    let mut medians = Vec::new();
+    for (setup, runs) in setups.iter().zip(&runs) {
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        let m = median(&mut rates);
+        medians.push(m);
+        let cpu = median(&mut runs.iter().map(|r| r.1).collect::<Vec<_>>());
+        println!(
+            "| {setup} | {m:.0} | {} | {:.2} | {cpu:.2} µs | {} | {} KiB |",
+            shown.join(", "),
+            m / medians[0],
+            runs.iter().all(|r| r.2),
+            runs.last().map_or(0, |r| r.3),
+        );
+    }
+    println!("\n- bitsd peak RSS over the floods: {peak} KiB\n");
+    drop(bitsd);
+    data_with_sensors(settings).await;
+    let _ = std::io::stdout().flush();
+}
+
+/// `wrk` on `/data` of a seeded bitsd and of one with five more kinds of
+/// four sensors each, rounds interleaved.
+async fn data_with_sensors(settings: &Settings) {
+    if Command::new("wrk").arg("-v").output().is_err() {
+        println!("wrk is not installed (Debian package `wrk`); `/data` with sensors skipped.\n");
+        return;
+    }
+    let (plain_dir, more_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let plain = start_bitsd(plain_dir.path(), &[]);
+    seed(&plain).await;
+    let more = start_bitsd(more_dir.path(), &[]);
+    seed(&more).await;
+    let kinds = [
+        ("humidity", "45.5"),
+        ("carbondioxide", "812"),
+        ("power_consumption", "1234.5"),
+        ("barometer", "1013.2"),
+        ("door_locked", "1"),
+    ];
+    let mut lines = String::new();
+    for (kind, value) in kinds {
+        for id in 0..4 {
+            lines.push_str(&format!("sensor {kind} {id} {value}\n"));
+        }
+    }
+    let mut device = common::device(&more).await;
+    use tokio::io::AsyncWriteExt as _;
+    device.write_all(lines.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let body = |text: String| text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let more_body = loop {
+        let data = body(http_get(more.web, "/data").await);
+        if data.matches("\"sensor\"").count() >= 121 {
+            break data;
+        }
+        assert!(started.elapsed() < common::DEADLINE, "sensors not seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let plain_body = body(http_get(plain.web, "/data").await);
+    let targets = [
+        ("`/data` as seeded", format!("http://{}/data", plain.web)),
+        (
+            "`/data` with 5 more kinds of 4 sensors",
+            format!("http://{}/data", more.web),
+        ),
+    ];
+    let mut results = vec![Vec::new(); targets.len()];
+    for round in 0..settings.rounds {
+        for k in 0..targets.len() {
+            let i = (round + k) % targets.len();
+            let (url, seconds) = (targets[i].1.clone(), settings.wrk_seconds);
+            if let Ok(Some((rps, _))) =
+                tokio::task::spawn_blocking(move || wrk(&url, seconds)).await
+            {
+                results[i].push(rps);
+            }
+        }
+    }
+    println!(
+        "## `/data` with more sensors (`wrk -t2 -c100 -d{}s`, {} interleaved rounds, median)\n",
+        settings.wrk_seconds, settings.rounds
+    );
+    println!("| target | body | req/s | runs | share of `/data` as seeded |");
+    println!("|---|---:|---:|---|---:|");
+    let base = median(&mut results[0].clone());
+    for ((name, _), (runs, size)) in targets
+        .iter()
+        .zip(results.iter_mut().zip([plain_body.len(), more_body.len()]))
+    {
+        let shown: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        let m = median(runs);
+        println!(
+            "| {name} | {size} bytes | {m:.0} | {} | {:.2} |",
+            shown.join(", "),
+            m / base
+        );
+    }
+    println!();
 }

@@ -224,7 +224,9 @@ async fn an_opening_said_to_last_until_a_time_ends_then() {
         .with_timezone(&Rome)
         .naive_local();
     let mut device = server.device().await;
-    device.send(&format!("until {}", until.format("%H:%M"))).await;
+    device
+        .send(&format!("until {}", until.format("%H:%M")))
+        .await;
     server
         .wait_for_data("until", |d| d["status"]["until"].is_string())
         .await;

@@ -807,6 +807,11 @@ async fn the_three_states_go_out_on_p_state_and_come_in_on_p_set_state() {
         config["options"],
         serde_json::json!(["open", "members", "closed"])
     );
+    // And one of the time it stays open until, unknown when none was said.
+    let topic = "homeassistant/sensor/bitsd_bits/until/config";
+    let config = ha.latest(&[topic]).await[topic].json();
+    assert_eq!(config["state_topic"], "bits/until");
+    assert_eq!(config["name"], "Open until");
 
     // A bad state changes nothing; open does.
     publisher.publish("bits/set/state", "ajar").await;

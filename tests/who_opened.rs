@@ -129,7 +129,9 @@ async fn the_first_one_in_by_keypad_opened_the_room() {
     assert_eq!(data["status"]["person"], "bob", "{data}");
     assert_eq!(data["status"]["modifiedby"], "BITS");
     // Closing when the room empties is nobody's doing.
-    device.send_all(&[&format!("leave {bob}"), &format!("leave {ada}")]).await;
+    device
+        .send_all(&[&format!("leave {bob}"), &format!("leave {ada}")])
+        .await;
     let data = server
         .wait_for_data("closed by the automation", |d| {
             d["status"]["state"] == "closed"

@@ -258,6 +258,29 @@ impl PeakRss {
 /// Sends `count` flood lines and a marker on the device port; `None` if the
 /// marker did not reach a websocket client in time.
 pub async fn flood(bitsd: &Spawned, count: usize) -> Option<Flood> {
+    flood_of(bitsd, count, flood_line).await
+}
+
+/// The `i`th line of a flood of mixed kinds: temperature, humidity, CO2 and
+/// power in turn, each on four sensors, the values within each kind's range.
+pub fn mixed_line(i: usize) -> String {
+    let (sensor, k) = ((i / 4) % 4, i / 16);
+    match i % 4 {
+        0 => format!("temperature {sensor} {}.{:04}\n", k / 10_000, k % 10_000),
+        1 => format!("sensor humidity {sensor} {}.{}\n", 30 + k % 40, k % 10),
+        2 => format!("sensor carbondioxide {sensor} {}\n", 400 + k % 2000),
+        _ => format!("sensor power_consumption {sensor} {}.5\n", k % 5000),
+    }
+}
+
+/// Sends `count` lines made by `line` and a temperature marker on the
+/// device port; `None` if the marker did not reach a websocket client in
+/// time.
+pub async fn flood_of(
+    bitsd: &Spawned,
+    count: usize,
+    line: impl Fn(usize) -> String,
+) -> Option<Flood> {
     let mut watcher = ws_connect(bitsd.web).await.expect("watcher connects");
     watcher.next().await;
     let before = bitsd.rss_kib();
@@ -266,7 +289,7 @@ pub async fn flood(bitsd: &Spawned, count: usize) -> Option<Flood> {
     let mut dev = device(bitsd).await;
     let mut payload = String::with_capacity(count * 28);
     for i in 0..count {
-        payload.push_str(&flood_line(i));
+        payload.push_str(&line(i));
     }
     payload.push_str(&format!("temperature {FLOOD_END} 20.0\n"));
     let started = Instant::now();

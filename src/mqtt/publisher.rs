@@ -315,6 +315,7 @@ impl Publisher {
             let configs = [
                 discovery.open(&self.topics),
                 discovery.state(&self.topics),
+                discovery.until(&self.topics),
                 discovery.people(&self.topics),
             ];
             for (topic, config) in configs {

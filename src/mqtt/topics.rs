@@ -313,6 +313,18 @@ impl Discovery {
         self.config(topics, "sensor", "state", fields)
     }
 
+    /// The `sensor` of the time the room stays open until: `HH:MM`, or
+    /// unknown when none was said.
+    pub fn until(&self, topics: &Topics) -> (String, Vec<u8>) {
+        let fields = json!({
+            "name": "Open until",
+            "state_topic": topics.until,
+            "value_template": "{{ None if value == '-' else value }}",
+            "icon": "mdi:clock-end",
+        });
+        self.config(topics, "sensor", "until", fields)
+    }
+
     /// The `sensor` counting the people present.
     pub fn people(&self, topics: &Topics) -> (String, Vec<u8>) {
         let fields = json!({

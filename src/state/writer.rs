@@ -2,6 +2,9 @@
 //! snapshot, then the stream of committed changes. A batch that cannot be
 //! written changes nothing but the count of events not stored and the
 //! cause `/healthz` shows.
+//!
+//! `status` decides what a status event changes: the state, its "until"
+//! and who set it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 
+use self::status::{status_change, until_change};
 use super::routes::{Deltas, Routes};
 use super::snapshot::{Model, Roster};
 use super::{
@@ -18,9 +22,7 @@ use super::{
 use crate::clock::{Clock, LocalTime};
 use crate::metrics::Metrics;
 use crate::record::sensors::SensorSample;
-use crate::record::{
-    Change, DeviceName, Message, ModifiedBy, Opener, StatusChange, StatusValue, TemperatureSample,
-};
+use crate::record::{Change, DeviceName, Message, ModifiedBy, StatusValue, TemperatureSample};
 use crate::report::Report;
 use crate::store::{Batch, Db, Person, StoreError, User, Visibility};
 
@@ -253,7 +255,9 @@ impl Writer {
                 if let Change::Status(s) = &change {
                     self.metrics.state(s.value.state_str());
                 }
-                let json = stored.json.unwrap_or_else(|| Bytes::from(change.to_json(self.model.show_names)));
+                let json = stored
+                    .json
+                    .unwrap_or_else(|| Bytes::from(change.to_json(self.model.show_names)));
                 bytes += json.len();
                 if let Change::Message(m) = &change {
                     bytes += m.text.len();
@@ -373,31 +377,23 @@ fn prepare(
     let mut author_id = device_user.id;
     let decided = match event {
         Event::Status { value, origin } => {
-            // The automation opens the room for whoever entered first.
-            let person = match (&origin, value) {
-                (Origin::Automation, StatusValue::Open) => model
-                    .keypad_order
-                    .iter()
-                    .find_map(|id| Some((*id, model.roster.keypad.get(id)?)))
-                    .map(|(id, p)| opener(id, p)),
-                _ => None,
-            };
+            let person = status::automation_opener(model, value, &origin);
             status_change(model, value, origin, person, stamper)
         }
         Event::MemberStatus { value, member } => {
-            let person = match batch.members([member]) {
-                Ok(found) => found.get(&member).map(|p| opener(member, p)),
-                Err(e) => {
-                    tracing::error!("status: looking up member {member}: {}", Report(&e));
-                    None
-                }
-            };
+            let person = status::member(batch, member);
             status_change(model, value, Origin::Web, person, stamper)
         }
         Event::Until { at, origin } => until_change(model, at, origin, stamper.clock.now()),
         Event::CloseForgotten { set } => match &model.status {
             Some(s) if s.timestamp == set && s.value.lets_members_in() && s.until.is_some() => {
-                status_change(model, StatusValue::Closed, Origin::Automation, None, stamper)
+                status_change(
+                    model,
+                    StatusValue::Closed,
+                    Origin::Automation,
+                    None,
+                    stamper,
+                )
             }
             _ => Err("the status changed meanwhile"),
         },
@@ -499,60 +495,6 @@ fn prepare(
             (None, Outcome::Ignored("not stored"))
         }
     }
-}
-
-/// A status change, unless the room is already in that state.
-fn status_change(
-    model: &Model,
-    value: StatusValue,
-    origin: Origin,
-    person: Option<Opener>,
-    stamper: &mut Stamper,
-) -> Result<(Change, Origin), &'static str> {
-    let current = model.status.as_ref().map(|s| s.value.state_str());
-    if current == Some(value.state_str()) {
-        return Err("the status is already that");
-    }
-    let change = StatusChange {
-        timestamp: stamper.next(),
-        value,
-        modified_by: origin.modified_by(),
-        device: origin.device().cloned(),
-        until: None,
-        person,
-    };
-    Ok((Change::Status(change), origin))
-}
-
-/// Member `id`, as a status change records them.
-fn opener(id: i64, person: &Person) -> Opener {
-    Opener {
-        id,
-        name: person.name.clone(),
-        named: person.visibility == Visibility::Named,
-    }
-}
-
-/// The current status with `at` as its "open until", unless the room is
-/// closed or it is so already.
-fn until_change(
-    model: &Model,
-    at: Option<chrono::NaiveTime>,
-    origin: Origin,
-    now: LocalTime,
-) -> Result<(Change, Origin), &'static str> {
-    let Some(status) = model.status.as_ref().filter(|s| s.value.lets_members_in()) else {
-        return Err("the room is closed");
-    };
-    let until = at.map(|time| now.next_at(time));
-    if status.until == until {
-        return Err("the room is open until then already");
-    }
-    let change = StatusChange {
-        until,
-        ..status.clone()
-    };
-    Ok((Change::Until(change), origin))
 }
 
 fn temperature(
@@ -708,5 +650,6 @@ impl Stamper {
     }
 }
 
+mod status;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! the migrations, the statuses, messages, temperatures, pages and
 //! settings, and the [`Handle`] that everything but the writer uses. `accounts` holds
 //! members, sessions, MAC hashes and visibility, `history` the status
-//! history the calendar reads, `outbox` the webhook deliveries not yet
+//! rows as read (with who set them) and the history the calendar reads, `outbox` the webhook deliveries not yet
 //! made, `devices` the registered devices with their claim codes and keys,
 //! `sensors` the samples of sensors beyond temperature;
 //! `backup` and `check` are `bitsd backup` and `bitsd check`.
@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::clock::LocalTime;
 use crate::record::{
-    DeviceName, Message, ModifiedBy, Opener, StatusChange, StatusValue, TemperatureSample,
+    DeviceName, Message, ModifiedBy, StatusChange, StatusValue, TemperatureSample,
 };
 
 mod accounts;
@@ -41,6 +41,7 @@ pub use check::{Inventory, MaintenanceError, Schema, Span, check};
 pub use devices::{
     Claimed, Device, DeviceError, MAX_DEVICES, MAX_NAME, NewCode, check_device_name, secret_hash,
 };
+use history::{status_row, status_select};
 use open::{directory_of, why_not_open};
 pub use outbox::{OUTBOX_BATCH, OutboxRow};
 
@@ -174,20 +175,6 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The start of a query for `Status` rows as [`status_row`] reads them:
-/// each with its person's name and visibility (none once the member is
-/// deleted).
-macro_rules! status_select {
-    () => {
-        r#"SELECT "Status".timestamp, "Status".value, "Status".modified_by, "Status".device,
-                  "Status".until, "User".userid, "User".name, bitsd_member.visibility
-           FROM "Status"
-           LEFT JOIN "User" ON "User".userid = "Status".person
-           LEFT JOIN bitsd_member ON bitsd_member.userid = "Status".person"#
-    };
-}
-pub(crate) use status_select;
-
 /// A wiki page as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -290,9 +277,7 @@ impl Db {
         let status = self
             .conn
             .query_row(
-                concat!(
-                   status_select!(),
-                   r#" ORDER BY timestamp DESC LIMIT 1"#),
+                concat!(status_select!(), r#" ORDER BY timestamp DESC LIMIT 1"#),
                 [],
                 status_row,
             )
@@ -381,11 +366,10 @@ impl Db {
 
     /// Status changes, newest first.
     pub fn status_log(&self, offset: u64, limit: u64) -> Result<Vec<StatusChange>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            concat!(
-               status_select!(),
-               r#" ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#),
-        )?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            status_select!(),
+            r#" ORDER BY timestamp DESC LIMIT ?1 OFFSET ?2"#
+        ))?;
         stmt.query_map(
             [
                 limit.min(i64::MAX as u64) as i64,
@@ -415,19 +399,19 @@ impl Db {
             .conn
             .query_row(
                 concat!(
-                   status_select!(),
-                   r#" WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#),
+                    status_select!(),
+                    r#" WHERE timestamp < ?1 ORDER BY timestamp DESC LIMIT 1"#
+                ),
                 [&from_text],
                 status_row,
             )
             .optional()?
             .transpose()?
             .map(|s| s.value);
-        let mut stmt = self.conn.prepare_cached(
-            concat!(
-               status_select!(),
-               r#" WHERE timestamp >= ?1 ORDER BY timestamp"#),
-        )?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            status_select!(),
+            r#" WHERE timestamp >= ?1 ORDER BY timestamp"#
+        ))?;
         let changes = stmt
             .query_map([&from_text], status_row)?
             .map(|r| r?)
@@ -595,38 +579,6 @@ fn parse_time(text: String, table: &'static str) -> Result<LocalTime, StoreError
 }
 
 type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
-
-fn status_row(r: &rusqlite::Row<'_>) -> RowResult<StatusChange> {
-    let ts: String = r.get(0)?;
-    let value: String = r.get(1)?;
-    let by: String = r.get(2)?;
-    Ok(parse_time(ts, "Status").map(|timestamp| StatusChange {
-        timestamp,
-        value: StatusValue::from_stored(&value),
-        modified_by: ModifiedBy::from_stored(&by),
-        device: device_column(r, 3),
-        // A time that does not read is as good as none.
-        until: r
-            .get::<_, Option<String>>(4)
-            .ok()
-            .flatten()
-            .and_then(|t| LocalTime::parse(&t)),
-        person: person_columns(r, 5),
-    }))
-}
-
-/// The person of a status row from `at` on: id, name and visibility (a
-/// member without a visibility row is `counted`).
-fn person_columns(r: &rusqlite::Row<'_>, at: usize) -> Option<Opener> {
-    let id = r.get::<_, Option<i64>>(at).ok().flatten()?;
-    let name = r.get::<_, Option<String>>(at + 1).ok().flatten()?;
-    let visibility = r.get::<_, Option<String>>(at + 2).ok().flatten();
-    Some(Opener {
-        id,
-        name,
-        named: visibility.as_deref() == Some(Visibility::Named.as_str()),
-    })
-}
 
 /// The `device` column at `at`: a name, or none (also for a value that is
 /// not text, which bitsd never writes).

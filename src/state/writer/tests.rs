@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::record::StatusChange;
 use crate::record::StatusValue::{Closed, Open};
 use crate::state::HISTORY_SAMPLES;
 use crate::store::DEVICE_USER;
