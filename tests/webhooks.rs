@@ -230,6 +230,79 @@ url = "{base}/slack/hook"
 }
 
 #[tokio::test]
+async fn ntfy_and_gotify_get_what_their_servers_read() {
+    let receiver = Receiver::start().await;
+    let base = receiver.url("");
+    let hooks = format!(
+        r#"
+[[webhook]]
+name = "phones"
+format = "ntfy"
+url = "{base}/ntfy/"
+topic = "lab door"
+token = "ntok"
+events = ["status", "message"]
+
+[[webhook]]
+name = "g"
+format = "gotify"
+url = "{base}/gotify"
+token = "gtok"
+"#
+    );
+    let (server, _dir) = server(&hooks).await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    let requests = receiver.wait_for(2).await;
+    let since = &server.json("/data").await["status"]["timestamp"]
+        .as_str()
+        .unwrap()[11..16]
+        .to_string();
+    let text = format!("Lab 42 is open since {since}");
+    let by_path = |requests: &[Recorded], path: &str| {
+        let found = requests.iter().rfind(|r| r.path == path).cloned();
+        found.unwrap_or_else(|| panic!("no request to {path}: {requests:?}"))
+    };
+
+    let ntfy = by_path(&requests, "/ntfy/lab%20door");
+    assert_eq!(ntfy.method, "POST");
+    assert_eq!(String::from_utf8_lossy(&ntfy.body), text);
+    assert_eq!(
+        ntfy.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(ntfy.header("title"), Some("Lab 42"));
+    assert_eq!(ntfy.header("tags"), Some("green_circle"));
+    assert_eq!(ntfy.header("click"), Some("https://lab.example"));
+    assert_eq!(ntfy.header("authorization"), Some("Bearer ntok"));
+
+    let gotify = by_path(&requests, "/gotify/message");
+    assert_eq!(gotify.method, "POST");
+    assert_eq!(gotify.header("x-gotify-key"), Some("gtok"));
+    assert_eq!(gotify.header("content-type"), Some("application/json"));
+    assert_eq!(
+        gotify.json(),
+        serde_json::json!({"title": "Lab 42", "message": text, "priority": 5})
+    );
+
+    // Closed, then a message: each with its own tag.
+    device.send("status 0").await;
+    device.send_message("pizza at eight").await;
+    let requests = receiver.wait_for(5).await;
+    let tags: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/ntfy/"))
+        .map(|r| r.header("tags").unwrap())
+        .collect();
+    assert_eq!(tags, ["green_circle", "red_circle", "speech_balloon"]);
+    assert_eq!(
+        String::from_utf8_lossy(&by_path(&requests, "/ntfy/lab%20door").body),
+        "Lab 42, message from BITS: pizza at eight"
+    );
+    no_more_than(&receiver, 5, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn failures_are_retried_with_the_same_id_honouring_retry_after() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(503), Reply::RetryAfter(429, "2")]);

@@ -134,6 +134,32 @@ pub fn build(
             });
             (Method::Post, hook.base_url().to_string(), body.to_string())
         }
+        HookFormat::Ntfy => {
+            let topic = utf8_percent_encode(hook.topic.as_deref().unwrap_or_default(), SEGMENT);
+            headers[0] = ("content-type", "text/plain; charset=utf-8".to_string());
+            headers.push(("title", header_text(&site.space)));
+            headers.push(("tags", tag(subject).to_string()));
+            if !site.url.is_empty() {
+                headers.push(("click", header_text(&site.url)));
+            }
+            if !token.is_empty() {
+                headers.push(("authorization", format!("Bearer {token}")));
+            }
+            (
+                Method::Post,
+                format!("{base}/{topic}"),
+                text(hook, site, subject)?,
+            )
+        }
+        HookFormat::Gotify => {
+            headers.push(("x-gotify-key", token.to_string()));
+            let body = json!({
+                "title": site.space,
+                "message": text(hook, site, subject)?,
+                "priority": 5,
+            });
+            (Method::Post, format!("{base}/message"), body.to_string())
+        }
         HookFormat::Slack => {
             // Slack reads `<!channel>` and `<@U123>` as mentions and `&`
             // as the start of an escape.
@@ -151,6 +177,41 @@ pub fn build(
         headers,
         body: body.into_bytes(),
     })
+}
+
+/// The emoji tag ntfy shows before a delivery's title: a circle of the
+/// state's colour, a speech balloon for a message.
+fn tag(subject: Subject<'_>) -> &'static str {
+    let Subject::Change { record, .. } = subject else {
+        return "white_check_mark";
+    };
+    let record: Value = serde_json::from_str(record).unwrap_or_default();
+    if let Some(status) = record.get("status") {
+        // `state` is there since members only; older rows have `value`.
+        let state = status.get("state").or_else(|| status.get("value"));
+        return match state.and_then(Value::as_str) {
+            Some("open") => "green_circle",
+            Some("members") => "purple_circle",
+            _ => "red_circle",
+        };
+    }
+    if record.get("message").is_some() {
+        "speech_balloon"
+    } else {
+        "thermometer"
+    }
+}
+
+/// `text` as a header value: as it is when it is printable ASCII, else as
+/// an RFC 2047 encoded word (which ntfy reads), so no byte is lost or
+/// refused.
+fn header_text(text: &str) -> String {
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return text.to_string();
+    }
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    format!("=?UTF-8?B?{encoded}?=")
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
@@ -305,6 +366,7 @@ mod tests {
             token: Some("tok".into()),
             room: Some("!room:example.org".into()),
             chat_id: Some(ChatId::Number(-100)),
+            topic: Some("door".into()),
         }
     }
 
@@ -434,6 +496,31 @@ mod tests {
         assert_eq!(
             body(&slack)["text"],
             "Lab \"42\", message from ada: pizza &lt;3 &amp; {space}"
+        );
+
+        // ntfy: the text as the body, the rest in headers; a title that is
+        // not plain ASCII as an encoded word.
+        let ntfy = build(&hook(HookFormat::Ntfy), &site, ID, open).unwrap();
+        assert_eq!(ntfy.url, "https://example.org/base/door");
+        assert_eq!(ntfy.body, b"Lab \"42\" is open since 18:30");
+        assert_eq!(header(&ntfy, "title"), Some("Lab \"42\""));
+        assert_eq!(header(&ntfy, "tags"), Some("green_circle"));
+        assert_eq!(header(&ntfy, "authorization"), Some("Bearer tok"));
+        let caffè = Site::new("Caffè 42", None);
+        let ntfy = build(&hook(HookFormat::Ntfy), &caffè, ID, Subject::Test).unwrap();
+        assert_eq!(header(&ntfy, "title"), Some("=?UTF-8?B?Q2FmZsOoIDQy?="));
+        assert_eq!(header(&ntfy, "click"), None, "no url, no click");
+        let mut anonymous = hook(HookFormat::Ntfy);
+        anonymous.token = None;
+        let ntfy = build(&anonymous, &site, ID, open).unwrap();
+        assert_eq!(header(&ntfy, "authorization"), None);
+
+        let gotify = build(&hook(HookFormat::Gotify), &site, ID, open).unwrap();
+        assert_eq!(gotify.url, "https://example.org/base/message");
+        assert_eq!(header(&gotify, "x-gotify-key"), Some("tok"));
+        assert_eq!(
+            body(&gotify),
+            json!({"title": "Lab \"42\"", "message": "Lab \"42\" is open since 18:30", "priority": 5})
         );
     }
 

@@ -24,6 +24,10 @@ pub enum HookFormat {
     Mastodon,
     Discord,
     Slack,
+    /// A topic of an ntfy server.
+    Ntfy,
+    /// A Gotify server's application.
+    Gotify,
 }
 
 impl HookFormat {
@@ -35,6 +39,8 @@ impl HookFormat {
             HookFormat::Mastodon => "mastodon",
             HookFormat::Discord => "discord",
             HookFormat::Slack => "slack",
+            HookFormat::Ntfy => "ntfy",
+            HookFormat::Gotify => "gotify",
         }
     }
 }
@@ -59,8 +65,11 @@ pub struct Webhook {
     pub text_open: Option<String>,
     pub text_closed: Option<String>,
     pub text_message: Option<String>,
-    /// Access token (`matrix`, `mastodon`) or bot token (`telegram`).
+    /// Access token (`matrix`, `mastodon`, `ntfy`), bot token (`telegram`)
+    /// or application token (`gotify`).
     pub token: Option<String>,
+    /// The ntfy topic.
+    pub topic: Option<String>,
     /// Matrix room id, `!abc:example.org`.
     pub room: Option<String>,
     /// Telegram chat: a number, or `@channel`.
@@ -91,6 +100,7 @@ impl fmt::Debug for Webhook {
             .field("token", &self.token.as_ref().map(|_| "..."))
             .field("room", &self.room)
             .field("chat_id", &self.chat_id)
+            .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +164,8 @@ impl Webhook {
                 ("token", self.token.is_some()),
                 ("chat_id", self.chat_id.is_some()),
             ],
-            HookFormat::Mastodon => &[("token", self.token.is_some())],
+            HookFormat::Mastodon | HookFormat::Gotify => &[("token", self.token.is_some())],
+            HookFormat::Ntfy => &[("topic", self.topic.is_some())],
             HookFormat::Json | HookFormat::Discord | HookFormat::Slack => &[],
         };
         if let Some((key, _)) = needs.iter().find(|(_, given)| !given) {

@@ -67,6 +67,10 @@ async fn wait_for_admin(page: &Page, class: &str, heading: &str) {
 async fn the_three_states_in_a_real_browser() {
     let server = TestServer::start().await;
     common::member::add_user(&server, "ada", "pw");
+    // Named: members see that she set the status.
+    let named =
+        common::member::usermanage(&server, &["modify", "ada", "--visibility", "named"], None);
+    assert!(named.status.success(), "{named:?}");
     let (mut browser, events, _profile) = launch().await;
 
     // The device says members only: both homepages follow, live.
@@ -144,12 +148,40 @@ async fn the_three_states_in_a_real_browser() {
     );
     wait_for_state(&home, "members only from /admin, live", &MEMBERS_EN).await;
     assert_agrees_with(&home, &server, "/?lang=en", "members only from /admin").await;
+    assert_eq!(
+        text(
+            &admin,
+            "document.getElementById('status-set-by').textContent"
+        )
+        .await,
+        "Set by ada"
+    );
+    // Until when, from /admin's time field: the page comes back with it.
+    type_into(&admin, "until", &until).await;
+    click_first(&admin, "form.until button").await;
+    wait_until(
+        &admin,
+        "/admin with its until",
+        &format!(
+            "document.getElementById('devices') && \
+             document.getElementById('until').getAttribute('value') === '{until}'"
+        ),
+    )
+    .await;
     screenshot(&admin, "states-admin-en-390.png", 390, 844, true).await;
     assert_fits(&admin, "/admin members only, phone", 390, true).await;
     screenshot(&admin, "states-admin-en-1280.png", 1280, 900, false).await;
     assert_fits(&admin, "/admin members only, desktop", 1280, false).await;
     admin.goto(server.url("/admin?lang=it")).await.unwrap();
     wait_for_admin(&admin, "members", "Aperta solo ai soci").await;
+    assert_eq!(
+        text(
+            &admin,
+            "document.getElementById('status-set-by').textContent"
+        )
+        .await,
+        "Impostato da ada"
+    );
     assert_eq!(
         text(&admin, ADMIN_BUTTONS).await,
         "open: Apri la sede, closed: Chiudi la sede"
