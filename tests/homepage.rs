@@ -15,12 +15,7 @@ use common::{Device, TestServer, assert_contains, ws_next_text};
 
 /// A server whose configuration file holds `text`.
 async fn server_configured(text: &str) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bitsd.toml");
-    std::fs::write(&config, text).unwrap();
-    let db = dir.path().join("bitsd.db");
-    let config = config.display().to_string();
-    TestServer::start_in(dir, db, &["--config", &config]).await
+    TestServer::start_configured(text, &[]).await
 }
 
 /// The `<title>` and the header's brand of `page`.

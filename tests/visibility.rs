@@ -4,7 +4,9 @@
 mod common;
 
 use common::legacy::legacy_database;
-use common::member::{Session, add_user, location, logged_in_member, usermanage};
+use common::member::{
+    Session, add_member as member, add_user, location, logged_in_member, usermanage,
+};
 use common::{AUTO_STATUS_IN_A_SECOND, TestServer};
 
 const NAMED: &str = "nina-named";
@@ -14,36 +16,14 @@ const HIDDEN: &str = "hugo-hidden";
 /// A server with `[spaceapi]` given by `spaceapi` and MAC updates allowed
 /// once a second.
 async fn server_with(spaceapi: &str, extra: &[&str]) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bitsd.toml");
-    std::fs::write(&config, format!("[spaceapi]\n{spaceapi}")).unwrap();
-    let config = config.display().to_string();
-    let db = dir.path().join("bitsd.db");
     let mut args = vec![
-        "--config",
-        &config,
         "--mac-update-password",
         "router-token",
         "--mac-update-interval",
         "1",
     ];
     args.extend_from_slice(extra);
-    TestServer::start_in(dir, db, &args).await
-}
-
-/// Adds `name` with password `pw` and visibility `visibility`; their id.
-fn member(server: &TestServer, name: &str, visibility: &str) -> i64 {
-    add_user(server, name, "pw");
-    let out = usermanage(server, &["modify", name, "--visibility", visibility], None);
-    assert!(out.status.success(), "{out:?}");
-    rusqlite::Connection::open(&server.db)
-        .unwrap()
-        .query_row(
-            r#"SELECT userid FROM "User" WHERE name = ?1"#,
-            [name],
-            |r| r.get(0),
-        )
-        .unwrap()
+    TestServer::start_configured(&format!("[spaceapi]\n{spaceapi}"), &args).await
 }
 
 async fn mac_update(server: &TestServer, from: &str, macs: &[String]) -> u16 {

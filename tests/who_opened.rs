@@ -5,34 +5,13 @@
 
 mod common;
 
-use common::member::{Session, add_user, usermanage};
+use common::member::{Session, add_member as member};
 use common::{AUTO_STATUS_IN_A_SECOND, TestServer, assert_contains};
 
 /// A server whose `[spaceapi]` table holds `spaceapi`.
 async fn server_with(spaceapi: &str, extra: &[&str]) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bitsd.toml");
-    std::fs::write(&config, format!("[spaceapi]\nspace = \"Lab\"\n{spaceapi}")).unwrap();
-    let config = config.display().to_string();
-    let db = dir.path().join("bitsd.db");
-    let mut args = vec!["--config", config.as_str()];
-    args.extend_from_slice(extra);
-    TestServer::start_in(dir, db, &args).await
-}
-
-/// Adds member `name` (password `pw`) with `visibility`; their id.
-fn member(server: &TestServer, name: &str, visibility: &str) -> i64 {
-    add_user(server, name, "pw");
-    let out = usermanage(server, &["modify", name, "--visibility", visibility], None);
-    assert!(out.status.success(), "{out:?}");
-    rusqlite::Connection::open(&server.db)
-        .unwrap()
-        .query_row(
-            r#"SELECT userid FROM "User" WHERE name = ?1"#,
-            [name],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let text = format!("[spaceapi]\nspace = \"Lab\"\n{spaceapi}");
+    TestServer::start_configured(&text, extra).await
 }
 
 async fn logged_in<'a>(server: &'a TestServer, name: &str) -> Session<'a> {

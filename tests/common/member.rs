@@ -24,6 +24,21 @@ pub fn add_user_to(db: &Path, name: &str, password: &str) {
     );
 }
 
+/// Adds member `name` (password `pw`) with `visibility`; their id.
+pub fn add_member(server: &TestServer, name: &str, visibility: &str) -> i64 {
+    add_user(server, name, "pw");
+    let out = usermanage(server, &["modify", name, "--visibility", visibility], None);
+    assert!(out.status.success(), "{out:?}");
+    rusqlite::Connection::open(&server.db)
+        .unwrap()
+        .query_row(
+            r#"SELECT userid FROM "User" WHERE name = ?1"#,
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 pub fn usermanage(server: &TestServer, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     usermanage_on(&server.db, args, stdin)
 }

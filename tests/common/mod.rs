@@ -115,6 +115,19 @@ impl TestServer {
     }
 
     /// A server on the database `db` inside `dir` (which it keeps alive).
+    /// A server reading a configuration file that holds `text`, with the
+    /// options `extra`.
+    pub async fn start_configured(text: &str, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bitsd.toml");
+        std::fs::write(&config, text).unwrap();
+        let config = config.display().to_string();
+        let db = dir.path().join("bitsd.db");
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(extra);
+        TestServer::start_in(dir, db, &args).await
+    }
+
     pub async fn start_in(dir: tempfile::TempDir, db: PathBuf, extra: &[&str]) -> TestServer {
         let config = test_config(&db, extra);
         bitsd::bootstrap(&config).expect("bootstrap");
