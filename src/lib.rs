@@ -28,6 +28,8 @@
 //!   panic) when they cannot be written.
 //! - `mqtt`: the state on an MQTT broker's retained topics, Home Assistant
 //!   discovery, and `set/` topics read as device commands.
+//! - `push`: Web Push, its VAPID key pair and the subscriptions browsers
+//!   send.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings, its heat map, and the automatic
@@ -64,6 +66,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod net;
 pub mod presence;
+pub mod push;
 pub mod record;
 pub mod registry;
 pub mod report;
@@ -114,6 +117,7 @@ pub async fn run(
     // The database, the state loaded from it, and what the parts share.
     let mut db = open_db(&config).await?;
     let secret = auth::cookie_secret(config.options.cookie_secret.as_deref(), &mut db)?;
+    let vapid = Arc::new(push::Vapid::load(&mut db)?);
     let store = store::Handle::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let metrics = Arc::new(metrics::Metrics::new());
@@ -226,6 +230,7 @@ pub async fn run(
         metrics,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        vapid,
     };
     let app = web::App::new(parts, &secret);
     let web = tokio::spawn(web::serve(listeners.web, app));

@@ -19,7 +19,7 @@ use crate::words::Lang;
 
 use super::values::{
     Allowlist, MqttUrl, SensorNames, address, allowlist, db_uri, language, mode, mqtt_url, number,
-    path, public_url, sensor_names, switch, text, timezone, topic,
+    path, public_url, push_contact, sensor_names, switch, text, timezone, topic,
 };
 
 /// Command line of the `bitsd` binary.
@@ -239,6 +239,20 @@ pub struct Options {
     /// as the device's own lines (with mqtt_url; restrict them with the broker's ACL)
     #[arg(long, help_heading = "Integrations", default_value = "false")]
     pub mqtt_subscribe: bool,
+
+    /// Who push services may contact about bitsd's notifications (VAPID sub),
+    /// mailto:... or https://... [default: the [spaceapi] email, else public_url,
+    /// else the origin a subscription came from]
+    #[arg(long, help_heading = "Integrations", value_parser = push_contact, value_name = "URI")]
+    pub push_contact: Option<String>,
+    /// Minutes the room must have been closed for its opening to be pushed
+    #[arg(long, help_heading = "Integrations", default_value = "30")]
+    #[arg(value_parser = number(0..=10_080u64), value_name = "MINUTES")]
+    pub push_quiet: u64,
+    /// Accept push endpoints over http:// and on loopback, private or
+    /// link-local addresses (a push service on the club's own network, tests)
+    #[arg(long, help_heading = "Integrations", default_value = "false")]
+    pub push_allow_local: bool,
 
     /// One access-log line per HTTP request
     #[arg(long, help_heading = "Operation", default_value = "true")]

@@ -94,6 +94,17 @@ pub fn public_url(text: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{authority}"))
 }
 
+/// A VAPID contact: a `mailto:` address or an `https:` URL (RFC 8292).
+pub fn push_contact(text: &str) -> Result<String, String> {
+    let fine = (text.starts_with("mailto:") && text.len() > "mailto:".len())
+        || url::Url::parse(text).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+    if fine && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_string())
+    } else {
+        Err("expected mailto:someone@example.org or an https:// URL".into())
+    }
+}
+
 /// An MQTT topic prefix: levels separated by `/`, no wildcards.
 pub fn topic(text: &str) -> Result<String, String> {
     if text.is_empty() || text.starts_with('/') || text.ends_with('/') {

@@ -236,7 +236,7 @@ impl Room {
             "sensor carbondioxide 0 {:.0}",
             self.carbon_dioxide.max(0.0)
         ));
-        if self.rounds % 20 == 0 && rng.random_bool(0.5) {
+        if self.rounds.is_multiple_of(20) && rng.random_bool(0.5) {
             self.open = !self.open;
             // One opening in four is for members only.
             if self.open && rng.random_bool(0.25) {
@@ -246,7 +246,7 @@ impl Room {
             }
             lines.push(format!("sensor door_locked 0 {}", u8::from(!self.open)));
         }
-        if self.rounds % 15 == 0 {
+        if self.rounds.is_multiple_of(15) {
             let text = MESSAGES[rng.random_range(0..MESSAGES.len())];
             lines.push(protocol::message_line(text));
         }

@@ -10,7 +10,8 @@
 //! members, sessions, MAC hashes and visibility, `history` the status
 //! rows as read (with who set them) and the history the calendar reads, `outbox` the webhook deliveries not yet
 //! made, `devices` the registered devices with their claim codes and keys,
-//! `sensors` the samples of sensors beyond temperature;
+//! `sensors` the samples of sensors beyond temperature, `push` the Web
+//! Push subscriptions;
 //! `backup` and `check` are `bitsd backup` and `bitsd check`.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ mod devices;
 mod history;
 mod open;
 mod outbox;
+mod push;
 mod sensors;
 
 pub use accounts::{AccountError, Credentials, Person, User, Visibility};
@@ -44,6 +46,7 @@ pub use devices::{
 use history::{status_row, status_select};
 use open::{directory_of, why_not_open};
 pub use outbox::{OUTBOX_BATCH, OutboxRow};
+pub use push::{Subscribed, SubscriptionRow};
 
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";
@@ -69,6 +72,9 @@ pub enum StoreError {
     /// the batch shares the one cause).
     #[error("database: not committed")]
     NotCommitted(#[source] Arc<StoreError>),
+    /// A setting bitsd wrote cannot be read back.
+    #[error("database: the setting {0} is not what bitsd writes")]
+    BadSetting(&'static str),
 }
 
 /// The schema, one entry per version. Tables are created only when missing,
@@ -173,6 +179,8 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE "Status" ADD COLUMN person INTEGER;
     "#,
+    // 13: Web Push subscriptions.
+    push::MIGRATION,
 ];
 
 /// A wiki page as stored.

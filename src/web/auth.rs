@@ -62,6 +62,8 @@ pub struct Throttles {
     pub mac_wrong: RateLimiter<Option<AddressKey>>,
     /// Messages per member (by user id): five within ten seconds.
     pub messages: RateLimiter<i64>,
+    /// New push subscriptions: five an hour.
+    pub push_subscriptions: RateLimiter<Option<AddressKey>>,
     /// Logins with each known-browser cookie (by its nonce), cleared by a
     /// right password, so that wrong ones are held to [`KNOWN_WRONG`].
     pub known_attempts: RateLimiter<String>,

@@ -63,6 +63,13 @@ pub enum Error {
     /// Too many requests; the text says what the limit is.
     #[error("{0}")]
     TooManyRequests(String),
+    /// A body of another type than the one the path reads; the text names
+    /// the type expected.
+    #[error("{0}")]
+    MediaType(String),
+    /// Everything there is room for is taken; the text says what.
+    #[error("{0}")]
+    Full(String),
     /// A form shown again with the limit it ran into.
     #[error("too many attempts")]
     TooManyRequestsPage(HtmlPage),
@@ -99,6 +106,7 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::FormRejected(rejection) => rejection.status(),
             Error::WebsocketVersion => StatusCode::UPGRADE_REQUIRED,
             Error::TooManyRequests(_)
@@ -107,7 +115,9 @@ impl Error {
             Error::Store(_) | Error::Template(_) | Error::Panicked(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Error::Unavailable(_) | Error::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::TooManyStreams | Error::Full(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -131,7 +141,7 @@ impl IntoResponse for Error {
         let status = self.status_code();
         let closes = self.closes_connection();
         // A refused stream is a limit at work, logged where it is counted.
-        if status.is_server_error() && !matches!(self, Error::TooManyStreams) {
+        if status.is_server_error() && !matches!(self, Error::TooManyStreams | Error::Full(_)) {
             tracing::error!("{status}: {}", Report(&self));
         }
         let mut response = match self {
@@ -158,7 +168,9 @@ impl IntoResponse for Error {
             | Error::ForgeryToken
             | Error::MethodNotAllowed
             | Error::DeviceKey
-            | Error::TooManyRequests(_) => (status, format!("{status}: {self}\n")).into_response(),
+            | Error::TooManyRequests(_)
+            | Error::MediaType(_)
+            | Error::Full(_) => (status, format!("{status}: {self}\n")).into_response(),
             Error::BodyUnreadable(_)
             | Error::BodyTimeout
             | Error::BodyTooLarge

@@ -9,7 +9,8 @@
 //! words), `live` (websocket and SSE), `device_socket` (a
 //! device's websocket), `auth` and `members` (logins and forms), `devices`
 //! (the admin page's device forms), `spaceapi`, `feeds` (the calendar and
-//! the badge), `webapp` (the manifest and service worker), `assets`
+//! the badge), `push` (Web Push's key and subscriptions), `webapp` (the
+//! manifest and service worker), `assets`
 //! (`/static/`); `html` holds the layout's data and the page headers,
 //! `lang` picks a page's language, `client` tells who is asking, `error`
 //! maps failures to codes.
@@ -32,6 +33,7 @@ mod live;
 mod members;
 mod pages;
 mod places;
+mod push;
 mod readings;
 mod server;
 mod spaceapi;
@@ -92,6 +94,8 @@ pub struct Parts {
     pub shutdown: CancellationToken,
     /// Where live connections are tracked, so shutdown waits for them.
     pub tracker: TaskTracker,
+    /// The VAPID key pair of Web Push.
+    pub vapid: Arc<crate::push::Vapid>,
 }
 
 impl App {
@@ -106,6 +110,7 @@ impl App {
             metrics,
             shutdown,
             tracker,
+            vapid,
         } = parts;
         let options = &config.options;
         let streams =
@@ -127,6 +132,7 @@ impl App {
             passwords: crate::auth::PasswordChecks::start(),
             forecast: ForecastCache::default(),
             calendars: tokio::sync::Semaphore::new(CALENDARS_AT_ONCE),
+            vapid,
             config,
         }))
     }
@@ -174,6 +180,8 @@ pub struct Shared {
     /// Calendars rendered at once: each reads up to 20,000 status changes
     /// and writes megabytes at most; more requests wait their turn.
     calendars: tokio::sync::Semaphore,
+    /// The VAPID key pair of Web Push.
+    vapid: Arc<crate::push::Vapid>,
 }
 
 /// Log lines strangers can cause, each kind let through ten in a row, then
@@ -204,6 +212,7 @@ fn router(app: App) -> Router {
         .merge(devices::router())
         .merge(spaceapi::router())
         .merge(feeds::router())
+        .merge(push::router())
         .merge(pages::router())
         .merge(webapp::router())
         .nest_service("/static", assets::service(&app))
@@ -260,15 +269,16 @@ async fn body_in_time(request: Request, next: Next) -> Response {
     }
 }
 
-/// Refuses a `POST` whose `Origin` names another site: a browser says
-/// where a form came from, whatever cookies the other site planted.
+/// Refuses a `POST` or `DELETE` whose `Origin` names another site: a
+/// browser says where a form or a script's request came from, whatever
+/// cookies the other site planted.
 async fn same_origin_posts(
     AxumState(app): AxumState<App>,
     client: Client,
     request: Request,
     next: Next,
 ) -> Response {
-    if request.method() == Method::POST
+    if matches!(*request.method(), Method::POST | Method::DELETE)
         && let Some(origin) = request.headers().get(header::ORIGIN)
     {
         let trust = client::Trust::of(&app.config.options);
@@ -277,7 +287,8 @@ async fn same_origin_posts(
         if !client::same_origin(origin, &own) {
             if let Some(held) = app.quiet.forms.pass() {
                 tracing::warn!(
-                    "POST {} from {} refused: Origin {} is not {}{held}",
+                    "{} {} from {} refused: Origin {} is not {}{held}",
+                    request.method(),
                     Shown(request.uri().path()),
                     client.label(),
                     Shown(origin),

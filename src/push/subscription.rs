@@ -1,0 +1,331 @@
+//! A push subscription as a browser sends it, checked whole before anything
+//! is stored: an endpoint bitsd may call, keys that encrypt, topics it
+//! knows.
+
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use crate::words::Lang;
+
+/// Longest endpoint URL accepted, in bytes.
+pub const MAX_ENDPOINT: usize = 1024;
+
+/// What a subscriber may ask to be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// The room opens (after `push_quiet` minutes closed).
+    Open,
+    /// A new message.
+    Message,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::Open, Topic::Message];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Open => "open",
+            Topic::Message => "message",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// A subscription, checked: what bitsd keeps of a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub endpoint: String,
+    /// The browser's P-256 public key, 65 bytes uncompressed, base64url.
+    pub p256dh: String,
+    /// The browser's 16-byte authentication secret, base64url.
+    pub auth: String,
+    /// Sorted, each once, at least one.
+    pub topics: Vec<Topic>,
+    pub lang: Lang,
+}
+
+/// `POST /push/subscriptions`, as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub subscription: Keyed,
+    pub topics: Vec<String>,
+    pub lang: Option<String>,
+}
+
+/// The browser's `PushSubscription.toJSON()`; `expirationTime` is read and
+/// ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Keyed {
+    pub endpoint: String,
+    pub keys: Keys,
+    #[serde(default)]
+    pub expiration_time: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Keys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// `DELETE /push/subscriptions`, as JSON.
+#[derive(Debug, Deserialize)]
+pub struct Unsubscribe {
+    pub endpoint: String,
+}
+
+impl Request {
+    /// The subscription, or what is wrong with it in one sentence.
+    /// `allow_local` lets `http://` and loopback, private and link-local
+    /// hosts through.
+    pub fn check(self, allow_local: bool) -> Result<Subscription, String> {
+        let endpoint = check_endpoint(&self.subscription.endpoint, allow_local)?;
+        let p256dh = key_bytes("p256dh", &self.subscription.keys.p256dh, 65)?;
+        if web_push_native::p256::PublicKey::from_sec1_bytes(&p256dh).is_err() {
+            return Err("keys.p256dh: not a point of the P-256 curve".into());
+        }
+        let auth = key_bytes("auth", &self.subscription.keys.auth, 16)?;
+        let mut topics = Vec::new();
+        for text in &self.topics {
+            let topic = Topic::parse(text).ok_or_else(|| {
+                format!(
+                    "topics: unknown topic {}; known: open, message",
+                    quoted(text)
+                )
+            })?;
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        if topics.is_empty() {
+            return Err("topics: expected at least one of open, message".into());
+        }
+        topics.sort();
+        let lang = match self.lang.as_deref() {
+            None => Lang::default(),
+            Some(code) => Lang::from_code(code)
+                .ok_or_else(|| format!("lang: expected en or it, got {}", quoted(code)))?,
+        };
+        Ok(Subscription {
+            endpoint,
+            p256dh: URL_SAFE_NO_PAD.encode(p256dh),
+            auth: URL_SAFE_NO_PAD.encode(auth),
+            topics,
+            lang,
+        })
+    }
+}
+
+/// The endpoint as given, if bitsd may call it.
+pub fn check_endpoint(endpoint: &str, allow_local: bool) -> Result<String, String> {
+    if endpoint.len() > MAX_ENDPOINT {
+        return Err(format!(
+            "subscription.endpoint: longer than {MAX_ENDPOINT} bytes"
+        ));
+    }
+    let url =
+        url::Url::parse(endpoint).map_err(|_| "subscription.endpoint: not a URL".to_string())?;
+    let scheme_fine = url.scheme() == "https" || (allow_local && url.scheme() == "http");
+    if !scheme_fine {
+        return Err("subscription.endpoint: expected an https:// URL".into());
+    }
+    let local = match url.host() {
+        None => return Err("subscription.endpoint: no host".into()),
+        Some(url::Host::Ipv4(ip)) => is_local(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_local(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    };
+    if local && !allow_local {
+        return Err(
+            "subscription.endpoint: a loopback, private or link-local address is not a push service"
+                .into(),
+        );
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("subscription.endpoint: no user or password in the URL".into());
+    }
+    Ok(endpoint.to_string())
+}
+
+/// Whether bitsd must not call `ip` unless told it may: loopback, private,
+/// link-local, shared (carrier-grade NAT), unspecified, multicast or
+/// broadcast; IPv4 inside IPv6 read as IPv4.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7, unique local; fe80::/10, link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// What a client sent, quoted for an error message: its first 40
+/// characters.
+fn quoted(text: &str) -> String {
+    let short: String = text.chars().take(40).collect();
+    format!("{short:?}")
+}
+
+/// `text` as base64url (padded or not) of exactly `len` bytes.
+fn key_bytes(name: &str, text: &str, len: usize) -> Result<Vec<u8>, String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| format!("keys.{name}: not base64url"))?;
+    if bytes.len() != len {
+        return Err(format!(
+            "keys.{name}: expected {len} bytes, got {}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real P-256 point, as a browser sends it.
+    const P256DH: &str =
+        "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY";
+    const AUTH: &str = "_ordMnz7uTCmrpBTeUV4Bw";
+
+    fn request(endpoint: &str, p256dh: &str, auth: &str, topics: &[&str]) -> Request {
+        Request {
+            subscription: Keyed {
+                endpoint: endpoint.into(),
+                keys: Keys {
+                    p256dh: p256dh.into(),
+                    auth: auth.into(),
+                },
+                expiration_time: None,
+            },
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            lang: Some("it".into()),
+        }
+    }
+
+    #[test]
+    fn a_browsers_subscription_is_taken() {
+        let push = "https://fcm.googleapis.com/fcm/send/abc:def";
+        let taken = request(push, P256DH, AUTH, &["message", "open", "open"])
+            .check(false)
+            .unwrap();
+        assert_eq!(taken.topics, [Topic::Open, Topic::Message]);
+        assert_eq!(taken.lang, Lang::It);
+        assert_eq!(taken.p256dh, P256DH);
+        // Padding is read too.
+        let padded = format!("{AUTH}==");
+        assert!(
+            request(push, P256DH, &padded, &["open"])
+                .check(false)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn each_fault_is_named() {
+        let push = "https://push.example/x";
+        let cases = [
+            (
+                request("http://push.example/x", P256DH, AUTH, &["open"]),
+                "https://",
+            ),
+            (
+                request("https://127.0.0.1/x", P256DH, AUTH, &["open"]),
+                "loopback",
+            ),
+            (
+                request("https://10.1.2.3/x", P256DH, AUTH, &["open"]),
+                "private",
+            ),
+            (
+                request("https://[fe80::1]/x", P256DH, AUTH, &["open"]),
+                "link-local",
+            ),
+            (
+                request("https://[::ffff:192.168.0.1]/x", P256DH, AUTH, &["open"]),
+                "private",
+            ),
+            (
+                request("https://push.localhost/x", P256DH, AUTH, &["open"]),
+                "loopback",
+            ),
+            (
+                request("https://u:p@push.example/x", P256DH, AUTH, &["open"]),
+                "password",
+            ),
+            (
+                request(
+                    &format!("https://push.example/{}", "a".repeat(1024)),
+                    P256DH,
+                    AUTH,
+                    &["open"],
+                ),
+                "1024 bytes",
+            ),
+            (request("not a url", P256DH, AUTH, &["open"]), "not a URL"),
+            (
+                request(push, &P256DH[..40], AUTH, &["open"]),
+                "keys.p256dh: expected 65 bytes",
+            ),
+            (
+                request(push, &format!("BA{}", &P256DH[2..]), AUTH, &["open"]),
+                "P-256",
+            ),
+            (
+                request(push, P256DH, "!!", &["open"]),
+                "keys.auth: not base64url",
+            ),
+            (
+                request(push, P256DH, &AUTH[..8], &["open"]),
+                "keys.auth: expected 16 bytes",
+            ),
+            (request(push, P256DH, AUTH, &["close"]), "unknown topic"),
+            (request(push, P256DH, AUTH, &[]), "at least one"),
+        ];
+        for (request, says) in cases {
+            let why = request.check(false).unwrap_err();
+            assert!(why.contains(says), "{why:?} does not say {says:?}");
+        }
+        let mut unknown_lang = request(push, P256DH, AUTH, &["open"]);
+        unknown_lang.lang = Some("fr".into());
+        assert!(unknown_lang.check(false).unwrap_err().contains("lang"));
+    }
+
+    #[test]
+    fn local_endpoints_only_when_allowed() {
+        let local = request("http://127.0.0.1:8080/push/1", P256DH, AUTH, &["open"]);
+        assert!(local.check(true).is_ok());
+        assert!(is_local("100.64.0.1".parse().unwrap()));
+        assert!(is_local("fd00::1".parse().unwrap()));
+        assert!(!is_local("8.8.8.8".parse().unwrap()));
+        assert!(!is_local("2a00:1450::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,122 @@
+//! Web Push's way in (SPEC 20): `GET /push/key` gives bitsd's VAPID public
+//! key; `POST /push/subscriptions` stores a browser's subscription and
+//! `DELETE /push/subscriptions` removes it. No login; JSON only, so
+//! another site's page cannot send one without a preflight, which bitsd
+//! does not answer, and an `Origin` of another site is refused in front.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+
+use super::client::Client;
+use super::{App, Error};
+use crate::clock::unix_time;
+use crate::limits::{AddressKey, Rate};
+use crate::push::MAX_SUBSCRIPTIONS;
+use crate::push::subscription::{Request, Unsubscribe};
+use crate::store::Subscribed;
+
+/// New subscriptions from one address: five, then one an hour.
+pub const NEW_SUBSCRIPTIONS: Rate = Rate {
+    burst: 5,
+    every: Duration::from_secs(3600),
+};
+
+pub fn router() -> Router<App> {
+    Router::new().route("/push/key", get(key)).route(
+        "/push/subscriptions",
+        axum::routing::post(subscribe).delete(unsubscribe),
+    )
+}
+
+/// `{"publicKey": "<base64url of the 65-byte point>"}`.
+async fn key(AxumState(app): AxumState<App>) -> Response {
+    let body = serde_json::json!({ "publicKey": app.vapid.public_key() });
+    axum::Json(body).into_response()
+}
+
+/// Stores a subscription: 201 for a new endpoint, 200 for one already
+/// there (its topics and keys replaced).
+async fn subscribe(
+    AxumState(app): AxumState<App>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let request: Request = json(
+        &headers,
+        &body,
+        r#"{"subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}, "topics": ["open", "message"], "lang": "en"}"#,
+    )?;
+    let subscription = request
+        .check(app.config.options.push_allow_local)
+        .map_err(Error::BadRequest)?;
+    let endpoint = subscription.endpoint.clone();
+    let known = app
+        .store
+        .run(move |db| db.push_subscribed(&endpoint))
+        .await?;
+    if !known {
+        let address = client.ip.map(AddressKey::from);
+        if app
+            .throttles
+            .push_subscriptions
+            .try_take(address, NEW_SUBSCRIPTIONS)
+            .is_err()
+        {
+            return Err(Error::TooManyRequests(
+                "at most 5 new push subscriptions an hour from one address".into(),
+            ));
+        }
+    }
+    let now = unix_time() as i64;
+    let stored = app
+        .store
+        .run(move |db| db.push_subscribe(&subscription, MAX_SUBSCRIPTIONS, now))
+        .await?;
+    match stored {
+        Subscribed::Created => Ok(StatusCode::CREATED.into_response()),
+        Subscribed::Replaced => Ok(StatusCode::OK.into_response()),
+        Subscribed::Full => Err(Error::Full(format!(
+            "{MAX_SUBSCRIPTIONS} push subscriptions are kept already"
+        ))),
+    }
+}
+
+/// Removes a subscription: 204, also when there was none.
+async fn unsubscribe(
+    AxumState(app): AxumState<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let Unsubscribe { endpoint } = json(&headers, &body, r#"{"endpoint": "https://..."}"#)?;
+    app.store
+        .run(move |db| db.push_unsubscribe(&endpoint))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `body` read as JSON of type `T`, sent as `application/json`; the error
+/// shows `shape`.
+fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8], shape: &str) -> Result<T, Error> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media.as_deref() != Some("application/json") {
+        return Err(Error::MediaType(
+            "expected a body of Content-Type: application/json".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's words name the field and the position.
+        Error::BadRequest(format!("expected JSON of the shape {shape}: {e}"))
+    })
+}

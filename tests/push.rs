@@ -1,0 +1,272 @@
+//! Web Push's way in (SPEC 20) over real HTTP: the VAPID key kept across
+//! restarts, subscriptions stored, replaced and removed, and every check
+//! and limit a stranger meets.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{TestServer, client_from};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
+
+/// A browser's subscription: a fresh P-256 key and auth secret.
+fn subscription(endpoint: &str, topics: &[&str]) -> Value {
+    let key = ES256KeyPair::generate();
+    let p256dh = URL_SAFE_NO_PAD.encode(key.public_key().public_key().to_bytes_uncompressed());
+    let auth = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+    json!({
+        "subscription": {"endpoint": endpoint, "expirationTime": null,
+                         "keys": {"p256dh": p256dh, "auth": auth}},
+        "topics": topics,
+        "lang": "it",
+    })
+}
+
+/// Sends `body` as JSON with `method` from `client`; the status and text.
+async fn send(
+    server: &TestServer,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    body: &Value,
+) -> (StatusCode, String) {
+    let r = client
+        .request(method, server.url("/push/subscriptions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn subscribe(server: &TestServer, from: &str, body: &Value) -> (StatusCode, String) {
+    send(server, &client_from(from), reqwest::Method::POST, body).await
+}
+
+/// The stored subscriptions: (endpoint, topics, lang).
+fn stored(server: &TestServer) -> Vec<(String, String, String)> {
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT endpoint, topics, lang FROM bitsd_push_subscription ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_public_key_is_a_p256_point_kept_across_restarts() {
+    let server = TestServer::start().await;
+    let r = server.get("/push/key").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let key: Value = r.json().await.unwrap();
+    let key = key["publicKey"].as_str().unwrap().to_string();
+    let point = URL_SAFE_NO_PAD.decode(&key).unwrap();
+    assert_eq!(point.len(), 65);
+    assert_eq!(point[0], 4, "uncompressed");
+    assert!(web_push_native::p256::PublicKey::from_sec1_bytes(&point).is_ok());
+
+    let db = server.db.clone();
+    let dir = server.stop().await;
+    let again = TestServer::start_in(dir, db, &[]).await;
+    let after: Value = again.json("/push/key").await;
+    assert_eq!(after["publicKey"], key.as_str());
+}
+
+#[tokio::test]
+async fn a_subscription_is_stored_replaced_and_removed() {
+    let server = TestServer::start().await;
+    let endpoint = "https://push.example.net/send/abc";
+    let (status, _) = subscribe(&server, "127.0.0.2", &subscription(endpoint, &["open"])).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        stored(&server),
+        [(endpoint.into(), "open".into(), "it".into())]
+    );
+
+    // The same endpoint again: its topics replaced, still one.
+    let both = subscription(endpoint, &["message", "open"]);
+    let (status, _) = subscribe(&server, "127.0.0.2", &both).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        stored(&server),
+        [(endpoint.into(), "open,message".into(), "it".into())]
+    );
+
+    let client = client_from("127.0.0.2");
+    let gone = json!({ "endpoint": endpoint });
+    let (status, _) = send(&server, &client, reqwest::Method::DELETE, &gone).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(stored(&server).is_empty());
+    let (status, _) = send(&server, &client, reqwest::Method::DELETE, &gone).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "already gone is gone");
+}
+
+#[tokio::test]
+async fn bad_subscriptions_get_a_400_that_says_what() {
+    let server = TestServer::start().await;
+    let good = subscription("https://push.example.net/x", &["open"]);
+    let mut cases: Vec<(Value, &str)> = vec![
+        (
+            subscription("http://push.example.net/x", &["open"]),
+            "https://",
+        ),
+        (
+            subscription("https://127.0.0.1:9/x", &["open"]),
+            "loopback, private or link-local",
+        ),
+        (
+            subscription("https://192.168.1.10/x", &["open"]),
+            "loopback, private or link-local",
+        ),
+        (
+            subscription("https://[fe80::1]/x", &["open"]),
+            "loopback, private or link-local",
+        ),
+        (
+            subscription("https://localhost/x", &["open"]),
+            "loopback, private or link-local",
+        ),
+        (
+            subscription(
+                &format!("https://push.example.net/{}", "a".repeat(1100)),
+                &["open"],
+            ),
+            "longer than 1024 bytes",
+        ),
+        (
+            subscription("https://push.example.net/x", &["close"]),
+            "unknown topic",
+        ),
+        (
+            json!({"subscription": {"endpoint": "https://push.example.net/x"}}),
+            "expected JSON of the shape",
+        ),
+    ];
+    let mut short = good.clone();
+    short["subscription"]["keys"]["p256dh"] = json!("BAAA");
+    cases.push((short, "keys.p256dh: expected 65 bytes"));
+    let mut off_curve = good.clone();
+    off_curve["subscription"]["keys"]["p256dh"] = json!(URL_SAFE_NO_PAD.encode([4u8; 65]));
+    cases.push((off_curve, "not a point of the P-256 curve"));
+    let mut auth = good.clone();
+    auth["subscription"]["keys"]["auth"] = json!(URL_SAFE_NO_PAD.encode([1u8; 15]));
+    cases.push((auth, "keys.auth: expected 16 bytes"));
+    for (body, says) in cases {
+        let (status, text) = subscribe(&server, "127.0.0.3", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert!(text.contains(says), "{text:?} does not say {says:?}");
+    }
+    // Not JSON, or not said to be.
+    let client = client_from("127.0.0.3");
+    let r = client
+        .post(server.url("/push/subscriptions"))
+        .header("content-type", "text/plain")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(r.text().await.unwrap().contains("application/json"));
+    let r = client
+        .post(server.url("/push/subscriptions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(stored(&server).is_empty());
+}
+
+#[tokio::test]
+async fn another_sites_page_cannot_subscribe_or_unsubscribe() {
+    let server = TestServer::start().await;
+    let endpoint = "https://push.example.net/mine";
+    let body = subscription(endpoint, &["open"]);
+    let client = client_from("127.0.0.4");
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+        let r = client
+            .request(method.clone(), server.url("/push/subscriptions"))
+            .header("origin", "https://evil.example")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method}");
+    }
+    assert!(stored(&server).is_empty());
+    // Its preflight gets no permission.
+    let r = client
+        .request(reqwest::Method::OPTIONS, server.url("/push/subscriptions"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    // Its own page may.
+    let own = format!("http://{}", server.web_addr());
+    let r = client
+        .post(server.url("/push/subscriptions"))
+        .header("origin", own)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn five_new_subscriptions_an_hour_from_one_address_and_ten_thousand_in_all() {
+    let server = TestServer::start().await;
+    let endpoint = |i: usize| format!("https://push.example.net/e/{i}");
+    for i in 0..5 {
+        let (status, text) =
+            subscribe(&server, "127.0.0.5", &subscription(&endpoint(i), &["open"])).await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+    }
+    let (status, text) =
+        subscribe(&server, "127.0.0.5", &subscription(&endpoint(5), &["open"])).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(text.contains("5 new push subscriptions an hour"), "{text}");
+    // Changing one already there is no new subscription.
+    let (status, _) = subscribe(
+        &server,
+        "127.0.0.5",
+        &subscription(&endpoint(0), &["message"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Another address has its own five.
+    let (status, _) = subscribe(&server, "127.0.0.6", &subscription(&endpoint(5), &["open"])).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Filled up to 10,000: the next new one is refused, a known one is not.
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 6 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
+         INSERT INTO bitsd_push_subscription (endpoint, p256dh, auth, topics, lang, created)
+         SELECT 'https://push.example.net/e/' || i, 'k', 'a', 'open', 'en', 0 FROM n",
+    )
+    .unwrap();
+    assert_eq!(stored(&server).len(), 10_000);
+    let (status, text) = subscribe(
+        &server,
+        "127.0.0.7",
+        &subscription(&endpoint(10_000), &["open"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("10000 push subscriptions"), "{text}");
+    let (status, _) = subscribe(&server, "127.0.0.7", &subscription(&endpoint(1), &["open"])).await;
+    assert_eq!(status, StatusCode::OK);
+}
