@@ -117,7 +117,7 @@ pub async fn run(
     // The database, the state loaded from it, and what the parts share.
     let mut db = open_db(&config).await?;
     let secret = auth::cookie_secret(config.options.cookie_secret.as_deref(), &mut db)?;
-    let vapid = Arc::new(push::Vapid::load(&mut db)?);
+    let push = Arc::new(push::Push::new(push::Vapid::load(&mut db)?));
     let store = store::Handle::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let metrics = Arc::new(metrics::Metrics::new());
@@ -129,6 +129,7 @@ pub async fn run(
         clock,
         config.options.jsonver,
         show_names,
+        Duration::from_secs(config.options.push_quiet * 60),
         metrics.clone(),
         routes,
     )
@@ -186,6 +187,25 @@ pub async fn run(
         &tracker,
     )
     .context("cannot start the webhooks")?;
+    let contact = config.options.push_contact.clone().or_else(|| {
+        let email = config.spaceapi.as_ref().and_then(|s| s.email.as_deref());
+        email
+            .map(|e| format!("mailto:{e}"))
+            .or_else(|| config.options.public_url.clone())
+    });
+    let settings = push::deliver::Settings {
+        space: config.space_name().to_string(),
+        contact,
+        allow_local: config.options.push_allow_local,
+    };
+    tracker.spawn(push::deliver::run(
+        push.clone(),
+        settings,
+        state.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
         net::Address::Unix(_) => None,
@@ -230,7 +250,7 @@ pub async fn run(
         metrics,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
-        vapid,
+        push: push.clone(),
     };
     let app = web::App::new(parts, &secret);
     let web = tokio::spawn(web::serve(listeners.web, app));

@@ -1,6 +1,6 @@
 //! What keeps one client from taking what belongs to everyone: rate limits
 //! and connections per address (client-chosen text in log lines is
-//! `escape`'s).
+//! `escape`'s), and the addresses a stranger may not make bitsd call.
 //!
 //! Every table here is bounded in entries, and every key in bytes, so a
 //! stranger who varies addresses or names grows nothing without bound.
@@ -313,6 +313,34 @@ impl Drop for AddressHold {
         release(&mut open.by_address, self.key);
         if let Some(block) = self.key.block() {
             release(&mut open.by_block, block);
+        }
+    }
+}
+
+/// Whether bitsd must not call `ip` unless told it may: loopback, private,
+/// link-local, shared (carrier-grade NAT), unspecified, multicast or
+/// broadcast; IPv4 inside IPv6 read as IPv4.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7, unique local; fe80::/10, link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub events_not_stored: Counter,
     webhook_deliveries: Family<DeliveryLabels, Counter<u64, AtomicU64>>,
     webhook_queue: Family<HookLabels, Gauge>,
+    push_subscriptions: Family<EventLabels, Gauge>,
+    push_deliveries: Family<EventLabels, Counter<u64, AtomicU64>>,
     /// MQTT: whether bitsd is connected to the broker, messages it
     /// published, and `set/` messages it read, by result.
     pub mqtt_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -176,6 +178,18 @@ impl Metrics {
             "Webhook deliveries by hook and result (delivered, retried, failed, superseded)",
             webhook_deliveries.clone(),
         );
+        let push_subscriptions = Family::default();
+        registry.register(
+            "push_subscriptions",
+            "Web Push subscriptions, by topic",
+            push_subscriptions.clone(),
+        );
+        let push_deliveries = Family::default();
+        registry.register(
+            "push_deliveries",
+            "Web Push deliveries by result (delivered, retried, failed, gone)",
+            push_deliveries.clone(),
+        );
         let webhook_queue = Family::default();
         registry.register(
             "webhook_queue",
@@ -204,6 +218,8 @@ impl Metrics {
             registry,
             webhook_deliveries,
             webhook_queue,
+            push_subscriptions,
+            push_deliveries,
             mqtt_connected,
             mqtt_published,
             mqtt_received,
@@ -260,6 +276,20 @@ impl Metrics {
     }
 
     /// The counter of `hook`'s deliveries that ended in `result`.
+    /// The gauge of subscriptions to `topic`.
+    pub fn push_subscriptions(&self, topic: &'static str) -> Gauge {
+        self.push_subscriptions
+            .get_or_create(&[("topic", topic)])
+            .clone()
+    }
+
+    /// The counter of push deliveries that came to `result`.
+    pub fn push_deliveries(&self, result: &'static str) -> Counter {
+        self.push_deliveries
+            .get_or_create(&[("result", result)])
+            .clone()
+    }
+
     pub fn webhook_deliveries(&self, hook: &str, result: &'static str) -> Counter {
         let labels = ([("hook", hook.to_string())], [("result", result)]);
         self.webhook_deliveries.get_or_create(&labels).clone()

@@ -5,7 +5,9 @@
 //!
 //! - `sensors`: the sensors beyond temperature (humidity, carbon dioxide,
 //!   power, pressure, a door's lock), a sample of one and its JSON.
+//! - `push`: a Web Push subscription and its topics.
 
+pub mod push;
 pub mod sensors;
 
 use std::fmt;

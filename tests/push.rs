@@ -1,11 +1,13 @@
-//! Web Push's way in (SPEC 20) over real HTTP: the VAPID key kept across
-//! restarts, subscriptions stored, replaced and removed, and every check
-//! and limit a stranger meets.
+//! Web Push (SPEC 20) over real HTTP: the VAPID key kept across restarts,
+//! subscriptions stored, replaced and removed, every check and limit a
+//! stranger meets, and deliveries to a local push service that checks the
+//! signature and decrypts as a real one and a browser would.
 
 mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::push_service::PushService;
 use common::{TestServer, client_from};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -254,8 +256,10 @@ async fn five_new_subscriptions_an_hour_from_one_address_and_ten_thousand_in_all
     let conn = rusqlite::Connection::open(&server.db).unwrap();
     conn.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 6 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
-         INSERT INTO bitsd_push_subscription (endpoint, p256dh, auth, topics, lang, created)
-         SELECT 'https://push.example.net/e/' || i, 'k', 'a', 'open', 'en', 0 FROM n",
+         INSERT INTO bitsd_push_subscription
+             (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
+         SELECT 'https://push.example.net/e/' || i, 'k', 'a', 'open', 'en', 0, 'http://b', 0
+         FROM n",
     )
     .unwrap();
     assert_eq!(stored(&server).len(), 10_000);
@@ -269,4 +273,147 @@ async fn five_new_subscriptions_an_hour_from_one_address_and_ten_thousand_in_all
     assert!(text.contains("10000 push subscriptions"), "{text}");
     let (status, _) = subscribe(&server, "127.0.0.7", &subscription(&endpoint(1), &["open"])).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A server that may push to the local push service, with browsers
+/// subscribed from addresses of their own: (name, topics, lang).
+async fn subscribed(
+    extra: &[&str],
+    browsers: &[(&str, &[&str], &str)],
+) -> (TestServer, PushService) {
+    let mut args = vec!["--push-allow-local"];
+    args.extend_from_slice(extra);
+    let server = TestServer::start_configured("[spaceapi]\nspace = \"Lab\"\n", &args).await;
+    let service = PushService::start().await;
+    let key: Value = server.json("/push/key").await;
+    service.trust(key["publicKey"].as_str().unwrap());
+    for (i, (name, topics, lang)) in browsers.iter().enumerate() {
+        let body = service.subscription(name, topics, lang);
+        let (status, text) = subscribe(&server, &format!("127.0.1.{}", i + 1), &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+    }
+    (server, service)
+}
+
+#[tokio::test]
+async fn an_opening_and_a_message_reach_their_subscribers_encrypted_and_signed() {
+    let (server, service) = subscribed(
+        &[],
+        &[
+            ("ada", &["open"], "en"),
+            ("bea", &["open", "message"], "it"),
+            ("cai", &["message"], "en"),
+        ],
+    )
+    .await;
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    service.wait_for(2).await;
+    let since = &server.json("/data").await["status"]["timestamp"]
+        .as_str()
+        .unwrap()[11..16]
+        .to_string();
+    let ada = &service.to("ada")[0];
+    assert_eq!(ada.payload["title"], "Lab is open");
+    assert_eq!(ada.payload["body"], format!("Opened at {since}"));
+    assert_eq!(ada.payload["tag"], "status");
+    assert_eq!(ada.payload["url"], "/");
+    assert!(ada.payload["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(ada.header("urgency"), Some("high"));
+    assert_eq!(ada.header("topic"), Some("status"));
+    assert_eq!(ada.header("ttl"), Some("3600"));
+    assert_eq!(service.to("bea")[0].payload["title"], "Lab è aperta");
+    assert!(service.to("cai").is_empty());
+
+    device.send_message("pizza & <b>beer</b>").await;
+    service.wait_for(4).await;
+    let bea = &service.to("bea")[1];
+    assert_eq!(bea.payload["title"], "Lab");
+    assert_eq!(
+        bea.payload["body"],
+        "messaggio da BITS: pizza & <b>beer</b>"
+    );
+    assert_eq!(bea.payload["tag"], "message");
+    assert_eq!(bea.header("urgency"), Some("normal"));
+    assert_eq!(bea.header("topic"), Some("message"));
+    assert_eq!(
+        service.to("cai")[0].payload["body"],
+        "message from BITS: pizza & <b>beer</b>"
+    );
+    assert_eq!(service.to("ada").len(), 1);
+    assert!(service.refused().is_empty(), "{:?}", service.refused());
+    assert_eq!(
+        server
+            .metric("bitsd_push_deliveries_total{result=\"delivered\"}")
+            .await,
+        4.0
+    );
+    assert_eq!(
+        server
+            .metric("bitsd_push_subscriptions{topic=\"open\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        server
+            .metric("bitsd_push_subscriptions{topic=\"message\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_door_that_flaps_sends_one_opening() {
+    let (server, service) = subscribed(&[], &[("ada", &["open", "message"], "en")]).await;
+    let mut device = server.device().await;
+    device
+        .send_all(&["status 1", "status 0", "status 1", "status 0", "status 1"])
+        .await;
+    server.wait_for_status("1").await;
+    // A message after the flapping comes after the one opening.
+    device.send_message("done").await;
+    let delivered = service.wait_for(2).await;
+    let tags: Vec<&str> = delivered
+        .iter()
+        .map(|d| d.payload["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["status", "message"]);
+}
+
+#[tokio::test]
+async fn a_push_service_that_fails_is_tried_again_and_one_that_says_gone_loses_the_subscription() {
+    let (server, service) = subscribed(
+        &["--push-quiet", "0"],
+        &[
+            ("ada", &["open", "message"], "en"),
+            ("bob", &["open"], "en"),
+        ],
+    )
+    .await;
+    service.script("ada", &[503, 429]);
+    service.script("bob", &[410]);
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send_message("after").await;
+    // Ada's service fails twice, then takes both, in order.
+    let delivered = service.wait_for(2).await;
+    let tags: Vec<&str> = delivered
+        .iter()
+        .map(|d| d.payload["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["status", "message"]);
+    assert_eq!(
+        server
+            .metric("bitsd_push_deliveries_total{result=\"retried\"}")
+            .await,
+        2.0
+    );
+    // Bob's is gone: so is his subscription.
+    assert_eq!(stored(&server).len(), 1);
+    assert_eq!(
+        server
+            .metric("bitsd_push_deliveries_total{result=\"gone\"}")
+            .await,
+        1.0
+    );
 }

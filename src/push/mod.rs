@@ -1,8 +1,11 @@
 //! Web Push (SPEC 20): bitsd's VAPID key pair, and the subscriptions of
 //! browsers that asked to be told when the room opens or a message comes.
 //!
-//! `subscription` checks what a browser sends before anything is stored.
+//! `subscription` checks what a browser sends before anything is stored;
+//! the writer stores each event to push in its own transaction (`store`'s
+//! `push`), and `deliver` sends them to every subscriber of their topic.
 
+pub mod deliver;
 pub mod subscription;
 
 use base64::Engine as _;
@@ -18,6 +21,27 @@ const KEY_SETTING: &str = "vapid_private_key";
 
 /// Most subscriptions kept in all.
 pub const MAX_SUBSCRIPTIONS: u64 = 10_000;
+
+/// Web Push as the web and the delivery share it.
+pub struct Push {
+    pub vapid: Vapid,
+    /// Wakes the delivery when subscriptions change.
+    changed: tokio::sync::Notify,
+}
+
+impl Push {
+    pub fn new(vapid: Vapid) -> Push {
+        Push {
+            vapid,
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Tells the delivery that subscriptions were added or removed.
+    pub fn subscriptions_changed(&self) {
+        self.changed.notify_one();
+    }
+}
 
 /// bitsd's VAPID key pair (RFC 8292), made on first start and kept in the
 /// database so subscriptions outlive restarts.

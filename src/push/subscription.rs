@@ -8,47 +8,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
+pub use crate::limits::is_local;
+pub use crate::record::push::{Subscription, Topic};
 use crate::words::Lang;
 
 /// Longest endpoint URL accepted, in bytes.
 pub const MAX_ENDPOINT: usize = 1024;
-
-/// What a subscriber may ask to be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Topic {
-    /// The room opens (after `push_quiet` minutes closed).
-    Open,
-    /// A new message.
-    Message,
-}
-
-impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::Open, Topic::Message];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Topic::Open => "open",
-            Topic::Message => "message",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.as_str() == text)
-    }
-}
-
-/// A subscription, checked: what bitsd keeps of a subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
-    pub endpoint: String,
-    /// The browser's P-256 public key, 65 bytes uncompressed, base64url.
-    pub p256dh: String,
-    /// The browser's 16-byte authentication secret, base64url.
-    pub auth: String,
-    /// Sorted, each once, at least one.
-    pub topics: Vec<Topic>,
-    pub lang: Lang,
-}
 
 /// `POST /push/subscriptions`, as JSON.
 #[derive(Debug, Deserialize)]
@@ -119,7 +84,7 @@ impl Request {
             p256dh: URL_SAFE_NO_PAD.encode(p256dh),
             auth: URL_SAFE_NO_PAD.encode(auth),
             topics,
-            lang,
+            lang: lang.code().to_string(),
         })
     }
 }
@@ -156,34 +121,6 @@ pub fn check_endpoint(endpoint: &str, allow_local: bool) -> Result<String, Strin
         return Err("subscription.endpoint: no user or password in the URL".into());
     }
     Ok(endpoint.to_string())
-}
-
-/// Whether bitsd must not call `ip` unless told it may: loopback, private,
-/// link-local, shared (carrier-grade NAT), unspecified, multicast or
-/// broadcast; IPv4 inside IPv6 read as IPv4.
-pub fn is_local(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7, unique local; fe80::/10, link-local.
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 /// What a client sent, quoted for an error message: its first 40
@@ -238,7 +175,7 @@ mod tests {
             .check(false)
             .unwrap();
         assert_eq!(taken.topics, [Topic::Open, Topic::Message]);
-        assert_eq!(taken.lang, Lang::It);
+        assert_eq!(taken.lang, "it");
         assert_eq!(taken.p256dh, P256DH);
         // Padding is read too.
         let padded = format!("{AUTH}==");

@@ -3,6 +3,8 @@
 //! follows its kind, in the change's own transaction, so a delivery
 //! exists exactly when its change does. Hooks remove their rows
 //! through the writer too, and the writer counts what each has pending.
+//! A message, and an opening after `push_quiet`, likewise get one row for
+//! Web Push (`store::push`), whatever the number of subscribers.
 
 use std::sync::Arc;
 
@@ -10,7 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::unix_time;
 use crate::metrics::Metrics;
-use crate::record::{Change, HookEvent};
+use crate::record::push::Topic;
+use crate::record::{Change, HookEvent, StatusChange};
 use crate::report::Report;
 use crate::store::{Batch, Db, StoreError};
 
@@ -31,6 +34,9 @@ struct Queue {
 /// Every route, with what it has pending.
 pub(super) struct Routes {
     queues: Vec<Queue>,
+    /// Seconds the room must have been other than open for its opening
+    /// to be pushed (`push_quiet`).
+    pub push_quiet: i64,
 }
 
 /// Rows added (or removed, negative) per route by a batch not yet committed.
@@ -64,7 +70,10 @@ impl Routes {
                 }
             })
             .collect();
-        Ok(Routes { queues })
+        Ok(Routes {
+            queues,
+            push_quiet: 0,
+        })
     }
 
     /// A batch's count of changes per route, all zero.
@@ -117,6 +126,32 @@ impl Routes {
             *delta += 1;
         }
         Ok(())
+    }
+
+    /// Writes the push event of `change` (whose JSON is `json`), if it is
+    /// one: a message, or the room opening after [`Routes::push_quiet`]
+    /// seconds of not being open (`before` is the status it follows).
+    pub fn record_push(
+        &self,
+        batch: &Batch<'_>,
+        change: &Change,
+        before: Option<&StatusChange>,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        let topic = match change {
+            Change::Message(_) => Topic::Message,
+            Change::Status(s) if s.value.is_open() => {
+                let quiet = before.is_none_or(|b| {
+                    (s.timestamp.0 - b.timestamp.0).num_seconds() >= self.push_quiet
+                });
+                if !quiet {
+                    return Ok(());
+                }
+                Topic::Open
+            }
+            _ => return Ok(()),
+        };
+        batch.insert_push_event(topic, json, unix_time())
     }
 
     /// Removes rows `ids` of `hook`.

@@ -472,10 +472,20 @@ fn prepare(
     match store(batch, &change, author_id) {
         Ok(row) => {
             writing.tally.written += 1;
-            // Serialised once, for the outbox and for the stream.
-            let json = writing.routes.follows(&change).then(|| {
+            // Serialised once, for the outboxes and for the stream.
+            let follows = writing.routes.follows(&change);
+            let pushed = matches!(change, Change::Status(_) | Change::Message(_));
+            let json = (follows || pushed).then(|| {
                 let json = change.to_json(model.show_names);
-                if let Err(e) = writing.routes.record(batch, &change, &json, writing.deltas) {
+                let mut recorded = Ok(());
+                if follows {
+                    recorded = writing.routes.record(batch, &change, &json, writing.deltas);
+                }
+                if pushed && recorded.is_ok() {
+                    let before = model.status.as_ref();
+                    recorded = writing.routes.record_push(batch, &change, before, &json);
+                }
+                if let Err(e) = recorded {
                     writing.failed.get_or_insert(e);
                 }
                 Bytes::from(json)

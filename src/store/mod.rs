@@ -46,7 +46,7 @@ pub use devices::{
 use history::{status_row, status_select};
 use open::{directory_of, why_not_open};
 pub use outbox::{OUTBOX_BATCH, OutboxRow};
-pub use push::{Subscribed, SubscriptionRow};
+pub use push::{Pending, PushEvent, Subscribed, SubscriptionRow};
 
 /// Name of the device user; device messages are stored under it.
 pub const DEVICE_USER: &str = "BITS";

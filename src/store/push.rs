@@ -1,12 +1,14 @@
-//! Web Push subscriptions, in `bitsd_push_subscription`: an endpoint, the
-//! browser's two keys, its topics and language; nothing else about the
-//! subscriber.
+//! Web Push, in two tables: `bitsd_push_subscription` holds each
+//! subscriber's endpoint, the browser's two keys, its topics and language
+//! (nothing else about the subscriber), with the origin it subscribed on and
+//! the last push event handled for it; `bitsd_push_event` is the outbox the
+//! writer fills in the change's own transaction, one row per event pushed,
+//! kept a day.
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Db, StoreError};
-use crate::push::{Subscription, Topic};
-use crate::words::Lang;
+use super::{Batch, Db, StoreError};
+use crate::record::push::{Subscription, Topic};
 
 /// Schema version 13.
 pub(super) const MIGRATION: &str = r#"
@@ -17,9 +19,37 @@ pub(super) const MIGRATION: &str = r#"
         auth TEXT NOT NULL,
         topics TEXT NOT NULL,
         lang TEXT NOT NULL,
-        created INTEGER NOT NULL
+        created INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        delivered INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS bitsd_push_event (
+        id INTEGER NOT NULL PRIMARY KEY,
+        topic TEXT NOT NULL,
+        record TEXT NOT NULL,
+        created REAL NOT NULL
     );
 "#;
+
+/// An event to push, as the writer stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushEvent {
+    pub id: i64,
+    pub topic: Topic,
+    /// The change's JSON, `{"status": {...}}` or `{"message": {...}}`.
+    pub record: String,
+    /// Unix seconds.
+    pub created: f64,
+}
+
+/// A subscription with pushes to make: what it is, where it subscribed,
+/// and the last event handled for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub row: SubscriptionRow,
+    pub origin: String,
+    pub delivered: i64,
+}
 
 /// What became of a subscription sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +70,23 @@ pub struct SubscriptionRow {
     pub subscription: Subscription,
 }
 
+impl Batch<'_> {
+    /// Writes an event to push to the subscribers of `topic`.
+    pub fn insert_push_event(
+        &self,
+        topic: Topic,
+        record: &str,
+        created: f64,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO bitsd_push_event (topic, record, created) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![topic.as_str(), record, created])?;
+        Ok(())
+    }
+}
+
 impl Db {
     /// Whether `endpoint` is subscribed.
     pub fn push_subscribed(&self, endpoint: &str) -> Result<bool, StoreError> {
@@ -57,6 +104,7 @@ impl Db {
     pub fn push_subscribe(
         &mut self,
         s: &Subscription,
+        origin: &str,
         limit: u64,
         now: i64,
     ) -> Result<Subscribed, StoreError> {
@@ -66,7 +114,7 @@ impl Db {
         let replaced = tx.execute(
             "UPDATE bitsd_push_subscription SET p256dh = ?2, auth = ?3, topics = ?4, lang = ?5
              WHERE endpoint = ?1",
-            params![s.endpoint, s.p256dh, s.auth, topics, s.lang.code()],
+            params![s.endpoint, s.p256dh, s.auth, topics, s.lang.as_str()],
         )?;
         let outcome = if replaced > 0 {
             Subscribed::Replaced
@@ -78,10 +126,21 @@ impl Db {
             if count as u64 >= limit {
                 return Ok(Subscribed::Full);
             }
+            // It hears of what happens from now on.
             tx.execute(
-                "INSERT INTO bitsd_push_subscription (endpoint, p256dh, auth, topics, lang, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![s.endpoint, s.p256dh, s.auth, topics, s.lang.code(), now],
+                "INSERT INTO bitsd_push_subscription
+                     (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                         (SELECT COALESCE(MAX(id), 0) FROM bitsd_push_event))",
+                params![
+                    s.endpoint,
+                    s.p256dh,
+                    s.auth,
+                    topics,
+                    s.lang.as_str(),
+                    now,
+                    origin
+                ],
             )?;
             Subscribed::Created
         };
@@ -98,34 +157,92 @@ impl Db {
             > 0)
     }
 
-    /// The subscriptions to `topic`, by id.
-    pub fn push_subscriptions(&self, topic: Topic) -> Result<Vec<SubscriptionRow>, StoreError> {
+    /// The subscriptions with events after the last one handled for them,
+    /// by id.
+    pub fn push_pending(&self) -> Result<Vec<Pending>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, endpoint, p256dh, auth, topics, lang FROM bitsd_push_subscription
+            "SELECT id, endpoint, p256dh, auth, topics, lang, origin, delivered
+             FROM bitsd_push_subscription
+             WHERE delivered < (SELECT COALESCE(MAX(id), 0) FROM bitsd_push_event)
              ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             let topics: String = r.get(4)?;
-            let lang: String = r.get(5)?;
-            Ok(SubscriptionRow {
-                id: r.get(0)?,
-                subscription: Subscription {
-                    endpoint: r.get(1)?,
-                    p256dh: r.get(2)?,
-                    auth: r.get(3)?,
-                    topics: topics.split(',').filter_map(Topic::parse).collect(),
-                    lang: Lang::from_code(&lang).unwrap_or_default(),
+            Ok(Pending {
+                row: SubscriptionRow {
+                    id: r.get(0)?,
+                    subscription: Subscription {
+                        endpoint: r.get(1)?,
+                        p256dh: r.get(2)?,
+                        auth: r.get(3)?,
+                        topics: topics.split(',').filter_map(Topic::parse).collect(),
+                        lang: r.get(5)?,
+                    },
                 },
+                origin: r.get(6)?,
+                delivered: r.get(7)?,
             })
         })?;
-        let mut found = Vec::new();
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The events after `after`, oldest first.
+    pub fn push_events_after(&self, after: i64) -> Result<Vec<PushEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, topic, record, created FROM bitsd_push_event WHERE id > ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([after], |r| {
+            let topic: String = r.get(1)?;
+            Ok((r.get(0)?, topic, r.get(2)?, r.get(3)?))
+        })?;
+        let mut events = Vec::new();
         for row in rows {
-            let row = row?;
-            if row.subscription.topics.contains(&topic) {
-                found.push(row);
+            let (id, topic, record, created) = row?;
+            // A topic bitsd does not know is no event of its own.
+            if let Some(topic) = Topic::parse(&topic) {
+                events.push(PushEvent {
+                    id,
+                    topic,
+                    record,
+                    created,
+                });
             }
         }
-        Ok(found)
+        Ok(events)
+    }
+
+    /// Records, in one transaction, the last event handled for each
+    /// subscription (by id), and removes the subscriptions `gone`; events
+    /// older than `before` (unix seconds) that every subscription has
+    /// handled are removed too.
+    pub fn push_handled(
+        &mut self,
+        handled: &[(i64, i64)],
+        gone: &[i64],
+        before: f64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut set = tx.prepare_cached(
+                "UPDATE bitsd_push_subscription SET delivered = MAX(delivered, ?2) WHERE id = ?1",
+            )?;
+            for (id, event) in handled {
+                set.execute([id, event])?;
+            }
+            let mut delete =
+                tx.prepare_cached("DELETE FROM bitsd_push_subscription WHERE id = ?1")?;
+            for id in gone {
+                delete.execute([id])?;
+            }
+            tx.execute(
+                "DELETE FROM bitsd_push_event WHERE created < ?1
+                 AND id <= (SELECT COALESCE(MIN(delivered), (SELECT MAX(id) FROM bitsd_push_event))
+                            FROM bitsd_push_subscription)",
+                [before],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The number of subscriptions to each topic.

@@ -94,8 +94,8 @@ pub struct Parts {
     pub shutdown: CancellationToken,
     /// Where live connections are tracked, so shutdown waits for them.
     pub tracker: TaskTracker,
-    /// The VAPID key pair of Web Push.
-    pub vapid: Arc<crate::push::Vapid>,
+    /// Web Push: its key pair, and the delivery to wake.
+    pub push: Arc<crate::push::Push>,
 }
 
 impl App {
@@ -110,7 +110,7 @@ impl App {
             metrics,
             shutdown,
             tracker,
-            vapid,
+            push,
         } = parts;
         let options = &config.options;
         let streams =
@@ -132,7 +132,7 @@ impl App {
             passwords: crate::auth::PasswordChecks::start(),
             forecast: ForecastCache::default(),
             calendars: tokio::sync::Semaphore::new(CALENDARS_AT_ONCE),
-            vapid,
+            push,
             config,
         }))
     }
@@ -180,8 +180,8 @@ pub struct Shared {
     /// Calendars rendered at once: each reads up to 20,000 status changes
     /// and writes megabytes at most; more requests wait their turn.
     calendars: tokio::sync::Semaphore,
-    /// The VAPID key pair of Web Push.
-    vapid: Arc<crate::push::Vapid>,
+    /// Web Push: its key pair, and the delivery to wake.
+    push: Arc<crate::push::Push>,
 }
 
 /// Log lines strangers can cause, each kind let through ten in a row, then

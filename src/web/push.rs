@@ -37,7 +37,7 @@ pub fn router() -> Router<App> {
 
 /// `{"publicKey": "<base64url of the 65-byte point>"}`.
 async fn key(AxumState(app): AxumState<App>) -> Response {
-    let body = serde_json::json!({ "publicKey": app.vapid.public_key() });
+    let body = serde_json::json!({ "publicKey": app.push.vapid.public_key() });
     axum::Json(body).into_response()
 }
 
@@ -49,6 +49,7 @@ async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
+    let origin = super::client::public_origin(&app.config.options, &headers, &client);
     let request: Request = json(
         &headers,
         &body,
@@ -78,8 +79,9 @@ async fn subscribe(
     let now = unix_time() as i64;
     let stored = app
         .store
-        .run(move |db| db.push_subscribe(&subscription, MAX_SUBSCRIPTIONS, now))
+        .run(move |db| db.push_subscribe(&subscription, &origin, MAX_SUBSCRIPTIONS, now))
         .await?;
+    app.push.subscriptions_changed();
     match stored {
         Subscribed::Created => Ok(StatusCode::CREATED.into_response()),
         Subscribed::Replaced => Ok(StatusCode::OK.into_response()),
@@ -99,6 +101,7 @@ async fn unsubscribe(
     app.store
         .run(move |db| db.push_unsubscribe(&endpoint))
         .await?;
+    app.push.subscriptions_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

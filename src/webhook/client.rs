@@ -58,13 +58,31 @@ pub struct Client {
 impl Client {
     /// A client trusting the system's certificate authorities.
     pub fn new() -> Result<Client, SendError> {
-        let http = reqwest::Client::builder()
+        Self::builder()
+            .build()
+            .map(|http| Client { http })
+            .map_err(SendError::Client)
+    }
+
+    /// A client for addresses strangers chose (push endpoints): a name that
+    /// resolves only to loopback, private or link-local addresses is not
+    /// called, unless `allow_local`.
+    pub fn public_only(allow_local: bool) -> Result<Client, SendError> {
+        let mut builder = Self::builder();
+        if !allow_local {
+            builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+        }
+        builder
+            .build()
+            .map(|http| Client { http })
+            .map_err(SendError::Client)
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .user_agent(concat!("bitsd/", env!("CARGO_PKG_VERSION")))
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(SendError::Client)?;
-        Ok(Client { http })
     }
 
     /// Sends `request` and reads the start of the answer.
@@ -103,6 +121,26 @@ impl Client {
             status,
             retry_after,
             first_line: crate::escape::cut(first.unwrap_or_default()),
+        })
+    }
+}
+
+/// Resolves names as the system does, keeping only the addresses bitsd may
+/// call for a stranger (see [`crate::limits::is_local`]).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> =
+                found.filter(|a| !crate::limits::is_local(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
         })
     }
 }

@@ -209,4 +209,9 @@ pub const WORDS: Words = Words {
         locked: "Locked",
         unlocked: "Unlocked",
     },
+    push: PushWords {
+        open_title: "{space} is open",
+        open_body: "Opened at {time}",
+        message_body: "message from {user}: {text}",
+    },
 };

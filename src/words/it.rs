@@ -212,4 +212,9 @@ pub const WORDS: Words = Words {
         locked: "Chiusa a chiave",
         unlocked: "Aperta",
     },
+    push: PushWords {
+        open_title: "{space} è aperta",
+        open_body: "Aperta alle {time}",
+        message_body: "messaggio da {user}: {text}",
+    },
 };

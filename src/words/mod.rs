@@ -63,6 +63,20 @@ pub struct Words {
     pub times: TimeWords,
     /// The homepage's sensors beyond temperature.
     pub sensors: SensorWords,
+    /// The notifications pushed to phones.
+    pub push: PushWords,
+}
+
+/// What a push notification says, in the subscriber's language.
+#[derive(Debug, Serialize)]
+pub struct PushWords {
+    /// The title when the room opens: `{space}`.
+    pub open_title: &'static str,
+    /// Its body: `{time}` it opened.
+    pub open_body: &'static str,
+    /// The body of a message: its `{user}` and `{text}`; the title is the
+    /// space's name.
+    pub message_body: &'static str,
 }
 
 /// The homepage's sensors beyond temperature: what each kind measures, and

@@ -5,6 +5,8 @@
 //! - `member`: usermanage, and a browser session that keeps its cookies.
 //! - `mosquitto`: a real MQTT broker and a subscriber.
 //! - `process`: the `bitsd` binary as a child process.
+//! - `push_service`: a browser's push service and the browsers behind it,
+//!   checking signatures and decrypting as real ones do.
 //! - `receiver`: a webhook receiver that records what it is sent.
 //! - `sqlite`: what a test reads back from a database file.
 #![allow(dead_code)]
@@ -26,6 +28,7 @@ pub mod legacy;
 pub mod member;
 pub mod mosquitto;
 mod process;
+pub mod push_service;
 pub mod receiver;
 pub mod sqlite;
 #[allow(unused_imports)]

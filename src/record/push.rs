@@ -1,0 +1,40 @@
+//! Web Push subscriptions as stored: what a subscriber may ask to be told,
+//! and what bitsd keeps of them.
+
+/// What a subscriber may ask to be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// The room opens (after `push_quiet` minutes closed).
+    Open,
+    /// A new message.
+    Message,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::Open, Topic::Message];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Open => "open",
+            Topic::Message => "message",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// A subscription, checked: what bitsd keeps of a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub endpoint: String,
+    /// The browser's P-256 public key, 65 bytes uncompressed, base64url.
+    pub p256dh: String,
+    /// The browser's 16-byte authentication secret, base64url.
+    pub auth: String,
+    /// Sorted, each once, at least one.
+    pub topics: Vec<Topic>,
+    /// `en` or `it`.
+    pub lang: String,
+}
