@@ -28,7 +28,7 @@ VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET = $(shell rustc -vV | sed -n 's/^host: //p')
 DIST = bitsd-$(VERSION)-$(TARGET)
 
-.PHONY: run fake fake-history test build lint bench bench-abuse bench-integrations test-deps install uninstall dist
+.PHONY: run fake fake-history test build lint bench bench-abuse bench-integrations bench-push test-deps install uninstall dist
 
 build:
 	$(CARGO) build --release
@@ -89,6 +89,7 @@ bench: test-deps
 	$(CARGO) bench --bench startup
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench integrations
+	$(CARGO) bench --bench push
 	$(CARGO) bench --bench abuse
 
 # What strangers can take (see BENCHMARKS.md): logins, failed logins,
@@ -99,6 +100,10 @@ bench-abuse:
 # MQTT and webhooks on and off, side by side (needs mosquitto: make test-deps).
 bench-integrations: test-deps
 	$(CARGO) bench --bench integrations
+
+# Web Push to 10,000 subscribers of a local push service (see BENCHMARKS.md).
+bench-push:
+	$(CARGO) bench --bench push
 
 # The man pages and completions are written by the binary being installed
 # (`bitsd install-files`, from its own command-line definitions), then

@@ -36,6 +36,10 @@ const AT_ONCE: usize = 64;
 const TTL: u64 = 3600;
 /// How long the VAPID signature is valid.
 const VAPID_VALID: Duration = Duration::from_secs(12 * 3600);
+/// How long a signature is used again for the same push service and
+/// contact: well inside its validity, and one signature serves every
+/// subscriber of a push service.
+const VAPID_REUSE: Duration = Duration::from_secs(3600);
 /// Wait before reading the database again after it failed.
 const READ_RETRY: Duration = Duration::from_secs(5);
 
@@ -95,6 +99,7 @@ pub async fn run(
         settings,
         client,
         counts,
+        signed: Default::default(),
     });
     let mut watch = state.watch();
     // Subscriptions waiting to be tried again: when, and after how many
@@ -222,6 +227,9 @@ struct Sender {
     settings: Settings,
     client: Client,
     counts: Counts,
+    /// The `Authorization` made for each (push service origin, contact),
+    /// and when.
+    signed: std::sync::Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
 impl Sender {
@@ -346,11 +354,20 @@ impl Sender {
 
     /// `vapid t=<JWT>, k=<public key>` for `endpoint`: the JWT's audience
     /// is the endpoint's origin (its port too), its subject `contact`.
+    /// Made again after [`VAPID_REUSE`].
     fn vapid(&self, endpoint: &str, contact: &str) -> Result<String, String> {
         let url = url::Url::parse(endpoint).map_err(|_| "its endpoint is no URL")?;
         let audience = url.origin().ascii_serialization();
+        let key = (audience, contact.to_string());
+        let now = Instant::now();
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((header, at)) = signed.get(&key)
+            && now.duration_since(*at) < VAPID_REUSE
+        {
+            return Ok(header.clone());
+        }
         let claims = Claims::create(JwtDuration::from_secs(VAPID_VALID.as_secs()))
-            .with_audience(audience)
+            .with_audience(&key.0)
             .with_subject(contact);
         let token = self
             .push
@@ -358,10 +375,11 @@ impl Sender {
             .pair()
             .sign(claims)
             .map_err(|e| format!("cannot sign: {e}"))?;
-        Ok(format!(
-            "vapid t={token}, k={}",
-            self.push.vapid.public_key()
-        ))
+        let header = format!("vapid t={token}, k={}", self.push.vapid.public_key());
+        // Push services of subscribers come and go: the old ones are dropped.
+        signed.retain(|_, (_, at)| now.duration_since(*at) < VAPID_REUSE);
+        signed.insert(key, (header.clone(), now));
+        Ok(header)
     }
 }
 
