@@ -182,7 +182,9 @@ async fn run(subscribers: usize, rounds: usize) {
     }
     let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
     println!();
-    println!("| subscribers | to the last delivery (median) | runs (ms) | bitsd CPU a message | RSS before | peak | after | wrong messages |");
+    println!(
+        "| subscribers | to the last delivery (median) | runs (ms) | bitsd CPU a message | RSS before | peak | after | wrong messages |"
+    );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     println!(
         "| {subscribers} | {:.0} ms | {} | {:.1} µs | {before_first} KiB | {peak_all} KiB | {after_last} KiB | {} |",

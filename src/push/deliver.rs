@@ -172,19 +172,20 @@ pub async fn run(
                 }
             }
         }
-        if !handled.is_empty() || !gone.is_empty() {
-            let before = unix_time() - retry::GIVE_UP_AFTER.as_secs_f64();
-            let written = store
-                .run(move |db| db.push_handled(&handled, &gone, before))
-                .await;
-            if let Err(e) = written {
-                // Sent again later: at least once.
-                tracing::error!("push: cannot record what was sent: {}", Report(&e));
-            }
-            // What was handled may have left more to send.
-            if !stopped {
-                continue;
-            }
+        // Also when nothing was sent: events older than a day go, whether
+        // anybody subscribed or not.
+        let progressed = !handled.is_empty() || !gone.is_empty();
+        let before = unix_time() - retry::GIVE_UP_AFTER.as_secs_f64();
+        let written = store
+            .run(move |db| db.push_handled(&handled, &gone, before))
+            .await;
+        if let Err(e) = written {
+            // Sent again later: at least once.
+            tracing::error!("push: cannot record what was sent: {}", Report(&e));
+        }
+        // What was handled may have left more to send.
+        if progressed && !stopped {
+            continue;
         }
         if stopped {
             return;

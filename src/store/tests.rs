@@ -165,3 +165,49 @@ fn pages_upsert_reports_changes() {
     assert!(db.put_page(&changed).unwrap());
     assert_eq!(db.page("info").unwrap(), Some(changed));
 }
+
+#[test]
+fn push_events_are_kept_a_day_and_until_every_subscriber_had_them() {
+    use crate::record::push::{Subscription, Topic};
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    let event = |db: &mut Db, created: f64| {
+        let batch = db.batch().unwrap();
+        batch.insert_push_event(Topic::Open, "{}", created).unwrap();
+        batch.commit().unwrap();
+    };
+    let ids = |db: &Db| -> Vec<i64> {
+        db.push_events_after(0)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    // Nobody subscribed: what is older than the cut goes.
+    event(&mut db, 100.0);
+    event(&mut db, 200.0);
+    db.push_handled(&[], &[], 150.0).unwrap();
+    assert_eq!(ids(&db), [2]);
+    // A subscriber hears from now on; what it has not had stays.
+    let s = Subscription {
+        endpoint: "https://push.example/1".into(),
+        p256dh: "k".into(),
+        auth: "a".into(),
+        topics: vec![Topic::Open],
+        lang: "en".into(),
+    };
+    assert_eq!(
+        db.push_subscribe(&s, "https://b.example", 10, 0).unwrap(),
+        Subscribed::Created
+    );
+    event(&mut db, 300.0);
+    let pending = db.push_pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].delivered, 2, "not the events before it");
+    db.push_handled(&[], &[], 1000.0).unwrap();
+    assert_eq!(ids(&db), [3], "the old one it never needed goes");
+    db.push_handled(&[(pending[0].row.id, 3)], &[], 1000.0)
+        .unwrap();
+    assert!(ids(&db).is_empty());
+    assert!(db.push_pending().unwrap().is_empty());
+}
