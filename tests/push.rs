@@ -409,11 +409,76 @@ async fn a_push_service_that_fails_is_tried_again_and_one_that_says_gone_loses_t
         2.0
     );
     // Bob's is gone: so is his subscription.
-    assert_eq!(stored(&server).len(), 1);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while stored(&server).len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            stored(&server)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         server
             .metric("bitsd_push_deliveries_total{result=\"gone\"}")
             .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_push_service_that_hangs_holds_up_nobody_else() {
+    let receiver = common::receiver::Receiver::start().await;
+    let hook = format!(
+        "[[webhook]]\nname = \"chat\"\nformat = \"slack\"\nurl = \"{}\"\n",
+        receiver.url("/hook")
+    );
+    let service = PushService::start().await;
+    let stuck = PushService::start().await;
+    let server = TestServer::start_configured(&hook, &["--push-allow-local"]).await;
+    let key: Value = server.json("/push/key").await;
+    service.trust(key["publicKey"].as_str().unwrap());
+    // Many subscribers behind a push service that never answers, subscribed
+    // first; one behind a healthy one.
+    for i in 0..100 {
+        let name = format!("stuck{i}");
+        stuck.hang(&name);
+        let body = stuck.subscription(&name, &["open", "message"], "en");
+        let from = format!("127.0.2.{}", i / 5 + 1);
+        let (status, _) = subscribe(&server, &from, &body).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let body = service.subscription("ada", &["open", "message"], "en");
+    let (status, _) = subscribe(&server, "127.0.3.1", &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    // Committed and shown at once; the chat and Ada hear of it while the
+    // hung requests are still open.
+    server.wait_for_status("1").await;
+    receiver.wait_for(1).await;
+    service.wait_for(1).await;
+    stuck.wait_for_arrivals(16).await;
+    // A message while they still hang reaches Ada too.
+    device.send_message("still here").await;
+    let delivered = service.wait_for(2).await;
+    assert_eq!(delivered[1].payload["tag"], "message");
+    assert_eq!(stuck.arrived(), 16, "16 at a time for one push service");
+}
+
+#[tokio::test]
+async fn what_was_not_delivered_before_a_restart_is_delivered_after() {
+    let (server, service) = subscribed(&[], &[("ada", &["open"], "en")]).await;
+    service.script("ada", &[503]);
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    service.wait_for_arrivals(1).await;
+    assert!(service.delivered().is_empty());
+    // Stopped before the next try; started again on the same database.
+    let db = server.db.clone();
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, db, &["--push-allow-local"]).await;
+    let delivered = service.wait_for(1).await;
+    assert_eq!(delivered[0].payload["tag"], "status");
+    assert_eq!(server.text("/status").await, "1");
 }

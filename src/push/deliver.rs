@@ -62,8 +62,11 @@ struct Counts {
 }
 
 /// The end of one subscription's turn.
+#[derive(Debug)]
 struct Turn {
     id: i64,
+    /// Whether its push service answered at all.
+    answered: bool,
     /// The last event handled (delivered, refused for good, or too old).
     handled: Option<i64>,
     /// 404 or 410: the subscription is no more.
@@ -72,7 +75,26 @@ struct Turn {
     retry: Option<(Instant, u32)>,
 }
 
+impl Turn {
+    /// A turn that came to nothing.
+    fn unfinished(id: i64) -> Turn {
+        Turn {
+            id,
+            answered: false,
+            handled: None,
+            gone: false,
+            retry: None,
+        }
+    }
+}
+
 /// Delivers pushes until `shutdown`.
+///
+/// One loop schedules every subscription's turn: at most [`AT_ONCE`] at
+/// once and [`PER_SERVICE`] per push service, services that answered
+/// lately first, so a push service that hangs holds only its own places.
+/// What each turn handled is written in batches; new events are read as
+/// soon as they are stored, while other turns are still under way.
 pub async fn run(
     push: Arc<Push>,
     settings: Settings,
@@ -102,124 +124,250 @@ pub async fn run(
         signed: Default::default(),
     });
     let mut watch = state.watch();
-    // Subscriptions waiting to be tried again: when, and after how many
-    // failures.
-    let mut backoff: HashMap<i64, (Instant, u32)> = HashMap::new();
+    let mut plan = Plan::default();
+    let mut turns: JoinSet<Turn> = JoinSet::new();
+    // The subscription of each turn's task.
+    let mut tasks: HashMap<tokio::task::Id, i64> = HashMap::new();
+    let mut read = true;
     loop {
-        let seen = relevant(&watch.borrow_and_update());
-        let counted = store.run(|db| db.push_counts()).await;
-        if let Ok(counts) = counted {
-            for (topic, n) in counts {
-                metrics.push_subscriptions(topic.as_str()).set(n as i64);
-            }
-        }
-        let read = store
-            .run(|db| {
-                let pending = db.push_pending()?;
-                let first = pending.iter().map(|p| p.delivered).min().unwrap_or(0);
-                Ok((pending, db.push_events_after(first)?))
-            })
-            .await;
-        let (pending, events) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!("push: cannot read what to send: {}", Report(&e));
-                if !pause(&shutdown, READ_RETRY).await {
-                    return;
+        if read {
+            read = false;
+            let seen = relevant(&watch.borrow_and_update());
+            if let Ok(counted) = store.run(|db| db.push_counts()).await {
+                for (topic, n) in counted {
+                    metrics.push_subscriptions(topic.as_str()).set(n as i64);
                 }
-                continue;
             }
-        };
-        let now = Instant::now();
-        let due: Vec<Pending> = pending
-            .into_iter()
-            .filter(|p| backoff.get(&p.row.id).is_none_or(|(at, _)| *at <= now))
-            .collect();
-        let events = Arc::new(events);
-        let mut turns = JoinSet::new();
-        let mut handled = Vec::new();
-        let mut gone = Vec::new();
-        let mut queue = due.into_iter();
-        let mut stopped = false;
-        loop {
-            while turns.len() < AT_ONCE
-                && let Some(pending) = queue.next()
-            {
-                let failures = backoff.get(&pending.row.id).map_or(0, |(_, n)| *n);
-                let (sender, events) = (sender.clone(), events.clone());
-                turns.spawn(async move { sender.turn(pending, &events, failures).await });
-            }
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => { stopped = true; None }
-                next = turns.join_next() => next,
-            };
-            let Some(turn) = next else { break };
-            let Ok(turn) = turn else { continue };
-            if let Some(event) = turn.handled {
-                handled.push((turn.id, event));
-            }
-            if turn.gone {
-                gone.push(turn.id);
-                backoff.remove(&turn.id);
-            } else {
-                match turn.retry {
-                    Some(retry) => {
-                        backoff.insert(turn.id, retry);
-                    }
-                    None => {
-                        backoff.remove(&turn.id);
-                    }
+            let found = store
+                .run(|db| {
+                    let pending = db.push_pending()?;
+                    let first = pending.iter().map(|p| p.delivered).min().unwrap_or(0);
+                    Ok((pending, db.push_events_after(first)?))
+                })
+                .await;
+            match found {
+                Ok((pending, events)) => plan.take(pending, Arc::new(events), seen),
+                Err(e) => {
+                    tracing::error!("push: cannot read what to send: {}", Report(&e));
+                    plan.read_again = Some(Instant::now() + READ_RETRY);
                 }
             }
         }
-        // Also when nothing was sent: events older than a day go, whether
-        // anybody subscribed or not.
-        let progressed = !handled.is_empty() || !gone.is_empty();
-        let before = unix_time() - retry::GIVE_UP_AFTER.as_secs_f64();
-        let written = store
-            .run(move |db| db.push_handled(&handled, &gone, before))
-            .await;
-        if let Err(e) = written {
-            // Sent again later: at least once.
-            tracing::error!("push: cannot record what was sent: {}", Report(&e));
+        while turns.len() < AT_ONCE
+            && let Some((pending, events, failures)) = plan.next()
+        {
+            let (sender, id) = (sender.clone(), pending.row.id);
+            let task = turns.spawn(async move { sender.turn(pending, &events, failures).await });
+            tasks.insert(task.id(), id);
         }
-        // What was handled may have left more to send.
-        if progressed && !stopped {
-            continue;
+        let unwritten = !plan.written.is_empty() || !plan.gone.is_empty();
+        if plan.written.len() >= FLUSH_EVERY || (turns.is_empty() && unwritten) {
+            flush(&store, &mut plan).await;
         }
-        if stopped {
-            return;
-        }
-        let retry_at = backoff.values().map(|(at, _)| *at).min();
-        let due = async {
-            match retry_at {
+        let due = plan.next_due();
+        let wake = async {
+            match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = push.changed.notified() => {}
-            _ = due => {}
-            changed = watch.wait_for(|s| relevant(s) != seen) => {
-                if changed.is_err() {
-                    return;
-                }
+        let seen = plan.seen;
+        let woke = tokio::select! {
+            _ = shutdown.cancelled() => Woke::Stop,
+            Some(done) = turns.join_next_with_id(), if !turns.is_empty() => {
+                let (task, turn) = match done {
+                    Ok((task, turn)) => (task, Some(turn)),
+                    Err(e) => (e.id(), None),
+                };
+                Woke::Turn(tasks.remove(&task), turn)
             }
+            _ = push.changed.notified() => Woke::Read,
+            _ = wake => Woke::Read,
+            changed = watch.wait_for(|s| relevant(s) != seen) => match changed {
+                Ok(_) => Woke::Read,
+                Err(_) => Woke::Stop,
+            },
+        };
+        match woke {
+            Woke::Stop => {
+                // What is under way is sent again after the restart.
+                turns.abort_all();
+                flush(&store, &mut plan).await;
+                return;
+            }
+            // More may have come for it meanwhile.
+            Woke::Turn(_, Some(turn)) => read |= plan.done(turn),
+            // A turn that panicked: its subscription is tried again.
+            Woke::Turn(Some(id), None) => {
+                plan.done(Turn::unfinished(id));
+                read = true;
+            }
+            Woke::Turn(None, None) => {}
+            Woke::Read => read = true,
         }
     }
+}
+
+/// What the loop woke up for.
+enum Woke {
+    Stop,
+    /// A turn ended: its subscription, and what it came to unless it
+    /// panicked.
+    Turn(Option<i64>, Option<Turn>),
+    Read,
+}
+
+/// Subscriptions handled at most before their progress is written.
+const FLUSH_EVERY: usize = 1000;
+/// Turns under way at once for one push service (by origin).
+const PER_SERVICE: usize = 16;
+
+/// The schedule: subscriptions waiting for a turn, by push service, and
+/// what their turns came to.
+#[derive(Default)]
+struct Plan {
+    /// Subscriptions waiting, by push service origin, each with the events
+    /// read for it.
+    waiting: HashMap<String, std::collections::VecDeque<(Pending, Arc<Vec<PushEvent>>)>>,
+    /// Turns under way per push service.
+    under_way: HashMap<String, usize>,
+    /// Subscriptions waiting or under way, with their push service.
+    busy: HashMap<i64, String>,
+    /// Push services that answered lately (any answer), so served first.
+    answering: std::collections::HashSet<String>,
+    /// Subscriptions failing: when to try again, after how many failures.
+    backoff: HashMap<i64, (Instant, u32)>,
+    /// The last event handled per subscription, not yet written.
+    written: HashMap<i64, i64>,
+    /// Subscriptions gone (404 or 410), not yet removed.
+    gone: Vec<i64>,
+    /// When to read again after the database failed.
+    read_again: Option<Instant>,
+    /// The state's version at the last read.
+    seen: u64,
+}
+
+impl Plan {
+    /// Takes the subscriptions with events to send, but those waiting,
+    /// under way or failing.
+    fn take(&mut self, pending: Vec<Pending>, events: Arc<Vec<PushEvent>>, seen: u64) {
+        self.seen = seen;
+        self.read_again = None;
+        let now = Instant::now();
+        for mut p in pending {
+            let id = p.row.id;
+            let failing = self.backoff.get(&id).is_some_and(|(at, _)| *at > now);
+            if failing || self.busy.contains_key(&id) || self.gone.contains(&id) {
+                continue;
+            }
+            if let Some(&done) = self.written.get(&id) {
+                p.delivered = p.delivered.max(done);
+            }
+            if events.last().is_none_or(|e| e.id <= p.delivered) {
+                continue;
+            }
+            let service = origin(&p.row.subscription.endpoint);
+            self.busy.insert(id, service.clone());
+            self.waiting
+                .entry(service)
+                .or_default()
+                .push_back((p, events.clone()));
+        }
+    }
+
+    /// The next turn to start: from a push service with a place free,
+    /// those that answered lately first.
+    fn next(&mut self) -> Option<(Pending, Arc<Vec<PushEvent>>, u32)> {
+        let free = |service: &String, plan: &Plan| {
+            plan.under_way.get(service).copied().unwrap_or(0) < PER_SERVICE
+        };
+        let service = self
+            .waiting
+            .keys()
+            .filter(|s| free(s, self))
+            .min_by_key(|s| !self.answering.contains(*s))?
+            .clone();
+        let queue = self.waiting.get_mut(&service)?;
+        let (pending, events) = queue.pop_front()?;
+        if queue.is_empty() {
+            self.waiting.remove(&service);
+        }
+        *self.under_way.entry(service).or_default() += 1;
+        let failures = self.backoff.get(&pending.row.id).map_or(0, |(_, n)| *n);
+        Some((pending, events, failures))
+    }
+
+    /// Takes what a turn came to; whether anything was handled.
+    fn done(&mut self, turn: Turn) -> bool {
+        if let Some(service) = self.busy.remove(&turn.id) {
+            if let Some(n) = self.under_way.get_mut(&service) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.under_way.remove(&service);
+                }
+            }
+            if turn.answered {
+                self.answering.insert(service);
+            } else {
+                self.answering.remove(&service);
+            }
+        }
+        if let Some(event) = turn.handled {
+            self.written.insert(turn.id, event);
+        }
+        if turn.gone {
+            self.gone.push(turn.id);
+        }
+        match turn.retry {
+            Some(retry) if !turn.gone => {
+                self.backoff.insert(turn.id, retry);
+            }
+            _ => {
+                self.backoff.remove(&turn.id);
+            }
+        }
+        turn.handled.is_some()
+    }
+
+    /// When something is due: a subscription to try again, or a read.
+    fn next_due(&self) -> Option<Instant> {
+        let retry = self.backoff.values().map(|(at, _)| *at).min();
+        match (retry, self.read_again) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Writes what was handled and removes the subscriptions gone; events
+/// older than a day go too, whether anybody subscribed or not.
+async fn flush(store: &store::Handle, plan: &mut Plan) {
+    let handled: Vec<(i64, i64)> = plan.written.iter().map(|(s, e)| (*s, *e)).collect();
+    let gone = plan.gone.clone();
+    let before = unix_time() - retry::GIVE_UP_AFTER.as_secs_f64();
+    match store
+        .run(move |db| db.push_handled(&handled, &gone, before))
+        .await
+    {
+        Ok(()) => {
+            plan.written.clear();
+            plan.gone.clear();
+        }
+        // Kept, and written with the next ones: at least once.
+        Err(e) => tracing::error!("push: cannot record what was sent: {}", Report(&e)),
+    }
+}
+
+/// The push service of `endpoint`: its origin.
+fn origin(endpoint: &str) -> String {
+    url::Url::parse(endpoint)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
 }
 
 /// What moves when an event to push may have been stored.
 fn relevant(snapshot: &Snapshot) -> u64 {
     snapshot.status_version + snapshot.message_version
-}
-
-async fn pause(shutdown: &CancellationToken, wait: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
-    }
 }
 
 /// Sends pushes; shared by the turns.
@@ -237,12 +385,7 @@ impl Sender {
     /// Sends `pending` its events in order, until one needs trying again.
     async fn turn(&self, pending: Pending, events: &[PushEvent], failures: u32) -> Turn {
         let id = pending.row.id;
-        let mut turn = Turn {
-            id,
-            handled: None,
-            gone: false,
-            retry: None,
-        };
+        let mut turn = Turn::unfinished(id);
         let subscription = &pending.row.subscription;
         let mine = events
             .iter()
@@ -262,6 +405,7 @@ impl Sender {
                 }
             };
             let sent = self.client.send(&request).await;
+            turn.answered |= sent.is_ok();
             let retry_after = match &sent {
                 Ok(answer) if matches!(answer.status, 404 | 410) => {
                     self.counts.gone.inc();

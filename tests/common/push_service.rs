@@ -55,6 +55,10 @@ struct Shared {
     refused: Mutex<Vec<String>>,
     /// Answers scripted per subscriber, used in order before taking.
     script: Mutex<HashMap<String, VecDeque<u16>>>,
+    /// Subscribers whose requests are never answered.
+    hanging: Mutex<Vec<String>>,
+    /// Requests that arrived, answered or not.
+    arrived: std::sync::atomic::AtomicUsize,
 }
 
 pub struct PushService {
@@ -124,6 +128,31 @@ impl PushService {
             .extend(statuses);
     }
 
+    /// Never answers `name`'s requests: a push service that hangs.
+    pub fn hang(&self, name: &str) {
+        self.shared.hanging.lock().unwrap().push(name.to_string());
+    }
+
+    /// Requests that arrived, answered or not.
+    pub fn arrived(&self) -> usize {
+        self.shared
+            .arrived
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` requests arrived, answered or not.
+    pub async fn wait_for_arrivals(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.arrived() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} request(s), expected {n}",
+                self.arrived()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn delivered(&self) -> Vec<Delivered> {
         self.shared.delivered.lock().unwrap().clone()
     }
@@ -171,6 +200,12 @@ async fn take(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    shared
+        .arrived
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if shared.hanging.lock().unwrap().contains(&name) {
+        std::future::pending::<()>().await;
+    }
     let scripted = shared
         .script
         .lock()
