@@ -222,13 +222,16 @@ const FLUSH_EVERY: usize = 1000;
 /// Turns under way at once for one push service (by origin).
 const PER_SERVICE: usize = 16;
 
+/// A subscription waiting for its turn, with the events read for it.
+type Waiting = (Pending, Arc<Vec<PushEvent>>);
+
 /// The schedule: subscriptions waiting for a turn, by push service, and
 /// what their turns came to.
 #[derive(Default)]
 struct Plan {
     /// Subscriptions waiting, by push service origin, each with the events
     /// read for it.
-    waiting: HashMap<String, std::collections::VecDeque<(Pending, Arc<Vec<PushEvent>>)>>,
+    waiting: HashMap<String, std::collections::VecDeque<Waiting>>,
     /// Turns under way per push service.
     under_way: HashMap<String, usize>,
     /// Subscriptions waiting or under way, with their push service.
