@@ -31,7 +31,7 @@ use crate::webhook::retry::{self, Verdict};
 use crate::words::{self, Lang};
 
 /// Subscriptions served at once.
-const AT_ONCE: usize = 64;
+const AT_ONCE: usize = 128;
 /// How long a push service keeps a message for an offline browser.
 const TTL: u64 = 3600;
 /// How long the VAPID signature is valid.
@@ -220,7 +220,7 @@ enum Woke {
 /// Subscriptions handled at most before their progress is written.
 const FLUSH_EVERY: usize = 1000;
 /// Turns under way at once for one push service (by origin).
-const PER_SERVICE: usize = 16;
+const PER_SERVICE: usize = 64;
 
 /// A subscription waiting for its turn, with the events read for it.
 type Waiting = (Pending, Arc<Vec<PushEvent>>);
