@@ -195,8 +195,7 @@ pub async fn run(
                 flush(&store, &mut plan).await;
                 return;
             }
-            // More may have come for it meanwhile.
-            Woke::Turn(_, Some(turn)) => read |= plan.done(turn),
+            Woke::Turn(_, Some(turn)) => plan.done(turn),
             // A turn that panicked: its subscription is tried again.
             Woke::Turn(Some(id), None) => {
                 plan.done(Turn::unfinished(id));
@@ -222,20 +221,23 @@ const FLUSH_EVERY: usize = 1000;
 /// Turns under way at once for one push service (by origin).
 const PER_SERVICE: usize = 64;
 
-/// A subscription waiting for its turn, with the events read for it.
-type Waiting = (Pending, Arc<Vec<PushEvent>>);
-
 /// The schedule: subscriptions waiting for a turn, by push service, and
 /// what their turns came to.
 #[derive(Default)]
 struct Plan {
-    /// Subscriptions waiting, by push service origin, each with the events
-    /// read for it.
-    waiting: HashMap<String, std::collections::VecDeque<Waiting>>,
-    /// Turns under way per push service.
+    /// The events of the last read: every subscription's turn takes those
+    /// after the last one it handled.
+    latest: Arc<Vec<PushEvent>>,
+    /// Subscriptions waiting, by push service origin.
+    waiting: HashMap<String, std::collections::VecDeque<Pending>>,
+    /// The ids of those waiting.
+    queued: std::collections::HashSet<i64>,
+    /// Turns under way, by subscription, and how many per push service.
+    running: HashMap<i64, Pending>,
     under_way: HashMap<String, usize>,
-    /// Subscriptions waiting or under way, with their push service.
-    busy: HashMap<i64, String>,
+    /// Subscriptions whose turn was under way when events were read: they
+    /// wait again once it ends.
+    stale: std::collections::HashSet<i64>,
     /// Push services that answered lately (any answer), so served first.
     answering: std::collections::HashSet<String>,
     /// Subscriptions failing: when to try again, after how many failures.
@@ -251,31 +253,39 @@ struct Plan {
 }
 
 impl Plan {
-    /// Takes the subscriptions with events to send, but those waiting,
-    /// under way or failing.
+    /// Takes the events read and the subscriptions with events to send:
+    /// those waiting already will send the new ones too, those under way
+    /// wait again once their turn ends, those failing wait for their time.
     fn take(&mut self, pending: Vec<Pending>, events: Arc<Vec<PushEvent>>, seen: u64) {
         self.seen = seen;
         self.read_again = None;
+        self.latest = events;
         let now = Instant::now();
-        for mut p in pending {
+        for p in pending {
             let id = p.row.id;
+            if self.running.contains_key(&id) {
+                self.stale.insert(id);
+                continue;
+            }
             let failing = self.backoff.get(&id).is_some_and(|(at, _)| *at > now);
-            if failing || self.busy.contains_key(&id) || self.gone.contains(&id) {
+            if failing || self.queued.contains(&id) || self.gone.contains(&id) {
                 continue;
             }
-            if let Some(&done) = self.written.get(&id) {
-                p.delivered = p.delivered.max(done);
-            }
-            if events.last().is_none_or(|e| e.id <= p.delivered) {
-                continue;
-            }
-            let service = origin(&p.row.subscription.endpoint);
-            self.busy.insert(id, service.clone());
-            self.waiting
-                .entry(service)
-                .or_default()
-                .push_back((p, events.clone()));
+            self.queue(p);
         }
+    }
+
+    /// Puts `p` in its push service's queue if it has events to send.
+    fn queue(&mut self, mut p: Pending) {
+        if let Some(&done) = self.written.get(&p.row.id) {
+            p.delivered = p.delivered.max(done);
+        }
+        if self.latest.last().is_none_or(|e| e.id <= p.delivered) {
+            return;
+        }
+        self.queued.insert(p.row.id);
+        let service = origin(&p.row.subscription.endpoint);
+        self.waiting.entry(service).or_default().push_back(p);
     }
 
     /// The next turn to start: from a push service with a place free,
@@ -291,45 +301,56 @@ impl Plan {
             .min_by_key(|s| !self.answering.contains(*s))?
             .clone();
         let queue = self.waiting.get_mut(&service)?;
-        let (pending, events) = queue.pop_front()?;
+        let pending = queue.pop_front()?;
         if queue.is_empty() {
             self.waiting.remove(&service);
         }
         *self.under_way.entry(service).or_default() += 1;
-        let failures = self.backoff.get(&pending.row.id).map_or(0, |(_, n)| *n);
-        Some((pending, events, failures))
+        let id = pending.row.id;
+        self.queued.remove(&id);
+        self.running.insert(id, pending.clone());
+        let failures = self.backoff.get(&id).map_or(0, |(_, n)| *n);
+        Some((pending, self.latest.clone(), failures))
     }
 
-    /// Takes what a turn came to; whether anything was handled.
-    fn done(&mut self, turn: Turn) -> bool {
-        if let Some(service) = self.busy.remove(&turn.id) {
-            if let Some(n) = self.under_way.get_mut(&service) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.under_way.remove(&service);
-                }
+    /// Takes what a turn came to.
+    fn done(&mut self, turn: Turn) {
+        let Some(pending) = self.running.remove(&turn.id) else {
+            return;
+        };
+        let service = origin(&pending.row.subscription.endpoint);
+        if let Some(n) = self.under_way.get_mut(&service) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.under_way.remove(&service);
             }
-            if turn.answered {
-                self.answering.insert(service);
-            } else {
-                self.answering.remove(&service);
-            }
+        }
+        if turn.answered {
+            self.answering.insert(service);
+        } else {
+            self.answering.remove(&service);
         }
         if let Some(event) = turn.handled {
             self.written.insert(turn.id, event);
         }
+        let stale = self.stale.remove(&turn.id);
         if turn.gone {
             self.gone.push(turn.id);
+            self.backoff.remove(&turn.id);
+            return;
         }
         match turn.retry {
-            Some(retry) if !turn.gone => {
+            Some(retry) => {
                 self.backoff.insert(turn.id, retry);
             }
-            _ => {
+            None => {
                 self.backoff.remove(&turn.id);
+                // Events came while it was under way.
+                if stale {
+                    self.queue(pending);
+                }
             }
         }
-        turn.handled.is_some()
     }
 
     /// When something is due: a subscription to try again, or a read.
