@@ -260,6 +260,9 @@ impl Plan {
         self.seen = seen;
         self.read_again = None;
         self.latest = events;
+        // A subscription removed meanwhile is tried again no more.
+        let ids: std::collections::HashSet<i64> = pending.iter().map(|p| p.row.id).collect();
+        self.backoff.retain(|id, _| ids.contains(id));
         let now = Instant::now();
         for p in pending {
             let id = p.row.id;
