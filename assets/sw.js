@@ -1,10 +1,11 @@
 // bitsd service worker: keeps the homepage, its files and the last /data,
 // so that a phone without network still shows the last state (the page
 // script says how old it is). The network comes first, always: a kept copy
-// is used only when the network fails.
+// is used only when the network fails. It also shows bitsd's push messages
+// as notifications, and a click on one brings up the homepage.
 "use strict";
 
-var KEPT = "bitsd-kept-1";
+var KEPT = "bitsd-kept-2";
 
 // The homepage, the state, the forecast picture, the manifest and the
 // static files; never a form, a member's page or an event stream.
@@ -49,5 +50,70 @@ self.addEventListener("fetch", function (event) {
       headers.set("X-Bits-Kept", "1");
       return new Response(hit.body, { status: hit.status, statusText: hit.statusText, headers: headers });
     });
+  }));
+});
+
+// ---- notifications ------------------------------------------------------
+
+var ICON = "/static/icon-192.png";
+
+// The space's name, from the manifest (kept, for a phone offline), for a
+// message that says nothing readable.
+function spaceName() {
+  var manifest = new Request("/manifest.webmanifest");
+  return fetch(manifest).catch(function () {
+    return caches.match(manifest, { ignoreVary: true });
+  }).then(function (response) {
+    if (!response || !response.ok) throw new Error("no manifest");
+    return response.json();
+  }).then(function (app) {
+    return app.name || self.location.host;
+  }).catch(function () {
+    return self.location.host;
+  });
+}
+
+// bitsd sends JSON: {"title", "body", "url", "tag", "timestamp"}, already in
+// the subscriber's language; anything else is shown as it came, under the
+// space's name.
+function readPush(data) {
+  var text = data ? data.text() : "";
+  var message = null;
+  try { message = JSON.parse(text); } catch (e) { /* not JSON */ }
+  if (message && typeof message === "object") return message;
+  return { body: text.slice(0, 200) };
+}
+
+self.addEventListener("push", function (event) {
+  var message = readPush(event.data);
+  var title = typeof message.title === "string" && message.title ? Promise.resolve(message.title) : spaceName();
+  event.waitUntil(title.then(function (title) {
+    var options = {
+      body: typeof message.body === "string" ? message.body : "",
+      icon: ICON,
+      tag: typeof message.tag === "string" && message.tag ? message.tag : "bitsd",
+      // A newer status or message replaces the older and still alerts.
+      renotify: true,
+      data: { url: typeof message.url === "string" && message.url ? message.url : "/" },
+    };
+    if (typeof message.timestamp === "number") options.timestamp = message.timestamp;
+    return self.registration.showNotification(title, options);
+  }));
+});
+
+// A click closes the notification and brings up a window of its page
+// (the homepage): one already open, else a new one.
+self.addEventListener("notificationclick", function (event) {
+  event.notification.close();
+  var data = event.notification.data || {};
+  var target = new URL(data.url || "/", self.location.origin);
+  // Only this site's pages.
+  if (target.origin !== self.location.origin) target = new URL("/", self.location.origin);
+  event.waitUntil(self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(function (windows) {
+    var open = windows.filter(function (client) {
+      return new URL(client.url).pathname === target.pathname;
+    })[0];
+    if (open && "focus" in open) return open.focus();
+    return self.clients.openWindow(target.href);
   }));
 });

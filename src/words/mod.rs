@@ -336,6 +336,38 @@ pub struct HomeWords {
     pub blind_palette: &'static str,
     pub standard_colours: &'static str,
     pub blind_page: &'static str,
+    /// The notifications control: its title, what one may be told of,
+    /// and its buttons (to subscribe; to send a new choice once
+    /// subscribed; to unsubscribe).
+    pub notify_title: &'static str,
+    pub notify_open: &'static str,
+    pub notify_message: &'static str,
+    pub notify_button: &'static str,
+    pub notify_save: &'static str,
+    pub notify_stop: &'static str,
+    /// What this browser is told of: nothing; the room opening, new
+    /// messages, both; something this page does not know.
+    pub notify_off: &'static str,
+    pub notify_on_open: &'static str,
+    pub notify_on_message: &'static str,
+    pub notify_on_both: &'static str,
+    pub notify_on: &'static str,
+    /// While the browser, its push service and bitsd answer.
+    pub notify_busy: &'static str,
+    /// Why it cannot be done: nothing ticked, notifications blocked or
+    /// not allowed, a browser that needs the page on the home screen
+    /// first (iPhone, iPad), a page not served over HTTPS, a browser
+    /// without push, its push service out of reach, bitsd out of reach.
+    pub notify_none_chosen: &'static str,
+    pub notify_denied: &'static str,
+    pub notify_dismissed: &'static str,
+    pub notify_home_screen: &'static str,
+    pub notify_insecure: &'static str,
+    pub notify_unsupported: &'static str,
+    pub notify_unreachable: &'static str,
+    pub notify_offline: &'static str,
+    /// bitsd said no, for `{reason}` (its own words, in English).
+    pub notify_refused: &'static str,
 }
 
 /// How a trend is shown: an arrow, and words for screen readers.

@@ -154,32 +154,51 @@ fn trends_past_the_step() {
 }
 
 #[test]
-fn the_script_reads_only_words_of_the_table() {
+fn the_scripts_read_only_words_of_the_table() {
     let table: serde_json::Value = serde_json::from_str(script_json(Lang::It)).unwrap();
-    let script = include_str!("../../assets/app.js");
-    for (prefix, section) in [
-        ("WORDS.", "words"),
-        ("TIMES.", "times"),
-        ("THRESHOLDS.", "thresholds"),
-        ("SENSORS.", "sensors"),
-    ] {
-        let keys = table[section].as_object().unwrap();
-        let used: Vec<&str> = script
-            .match_indices(prefix)
-            .filter(|(at, _)| {
-                !script[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            })
-            .map(|(at, _)| {
-                let name = &script[at + prefix.len()..];
-                let end = name
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(name.len());
-                &name[..end]
-            })
-            .collect();
-        assert!(!used.is_empty(), "app.js reads no {section}");
-        for name in used {
-            assert!(keys.contains_key(name), "app.js reads {prefix}{name}");
+    let scripts = [
+        ("app.js", include_str!("../../assets/app.js")),
+        ("notify.js", include_str!("../../assets/notify.js")),
+    ];
+    for (file, script) in scripts {
+        for (prefix, section) in [
+            ("WORDS.", "words"),
+            ("TIMES.", "times"),
+            ("THRESHOLDS.", "thresholds"),
+            ("SENSORS.", "sensors"),
+        ] {
+            let keys = table[section].as_object().unwrap();
+            let used: Vec<&str> = script
+                .match_indices(prefix)
+                .filter(|(at, _)| {
+                    !script[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                })
+                .map(|(at, _)| {
+                    let name = &script[at + prefix.len()..];
+                    let end = name
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(name.len());
+                    &name[..end]
+                })
+                .collect();
+            if file == "app.js" {
+                assert!(!used.is_empty(), "app.js reads no {section}");
+            }
+            for name in used {
+                assert!(keys.contains_key(name), "{file} reads {prefix}{name}");
+            }
+        }
+    }
+    // Every word of the notifications control is shown, by the page or
+    // its script.
+    let page = include_str!("../../templates/home.html");
+    for key in table["words"].as_object().unwrap().keys() {
+        if key.starts_with("notify_") {
+            assert!(
+                scripts[1].1.contains(&format!("WORDS.{key}"))
+                    || page.contains(&format!("words.{key} ")),
+                "{key} is never shown"
+            );
         }
     }
     assert!(!script_json(Lang::En).contains('<'));

@@ -4,13 +4,16 @@
 //! `member_home`, what the homepage tells a member; `admin`, the devices
 //! section of `/admin`; `phone`, every page on a phone's screen and a
 //! desktop's; `sensors`, the sensors beyond temperature on the homepage;
-//! `states`, the three states on the homepage, `/admin` and `/log`).
+//! `states`, the three states on the homepage, `/admin` and `/log`;
+//! `notify`, the "Notify me" control and the service worker's
+//! notifications).
 
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod home;
 mod member_home;
+mod notify;
 mod phone;
 mod sensors;
 mod states;
@@ -89,12 +92,28 @@ pub(crate) async fn wait_until(page: &Page, what: &str, expression: &str) {
     );
 }
 
+/// Evaluates `promise` (a JS expression giving a promise) until what it
+/// gives is true.
+pub(crate) async fn wait_until_resolved(page: &Page, what: &str, promise: &str) {
+    let expression = format!("({promise}).then(function (v) {{ return !!v; }})");
+    assert!(
+        evaluates_true(page, &expression).await,
+        "timed out waiting for {what}: {promise}"
+    );
+}
+
 /// Whether `expression` became true within [`BROWSER_PATIENCE`].
 pub(crate) async fn became_true(page: &Page, expression: &str) -> bool {
+    evaluates_true(page, &format!("!!({expression})")).await
+}
+
+/// Whether `js`, evaluated again and again, gave `true` within
+/// [`BROWSER_PATIENCE`].
+async fn evaluates_true(page: &Page, js: &str) -> bool {
     let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
     loop {
         let value: bool = page
-            .evaluate(format!("!!({expression})"))
+            .evaluate(js)
             .await
             .ok()
             .and_then(|v| v.into_value().ok())
