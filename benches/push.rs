@@ -15,7 +15,6 @@
 //! Settings: BENCH_SUBSCRIBERS (10000), BENCH_ROUNDS (5).
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -88,15 +87,7 @@ async fn run(subscribers: usize, rounds: usize) {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bench.db");
-    let bootstrap = Command::new(env!("CARGO_BIN_EXE_bitsd"))
-        .args(["--config", "/dev/null", "--db"])
-        .arg(&db)
-        .arg("bootstrap")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("bootstrap");
-    assert!(bootstrap.success());
+    common::bootstrap(&db);
     // The API takes 5 new subscriptions an hour from one address: the run
     // writes them as the API would have.
     let conn = rusqlite::Connection::open(&db).expect("bench database");

@@ -48,14 +48,7 @@ async fn subscribe(server: &TestServer, from: &str, body: &Value) -> (StatusCode
 
 /// The stored subscriptions: (endpoint, topics, lang).
 fn stored(server: &TestServer) -> Vec<(String, String, String)> {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT endpoint, topics, lang FROM bitsd_push_subscription ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    common::sqlite::push_subscriptions(&server.db)
 }
 
 #[tokio::test]
@@ -275,6 +268,14 @@ async fn five_new_subscriptions_an_hour_from_one_address_and_ten_thousand_in_all
     assert_eq!(status, StatusCode::OK);
 }
 
+/// The tags of `delivered`, in order.
+fn tags(delivered: &[common::push_service::Delivered]) -> Vec<&str> {
+    delivered
+        .iter()
+        .map(|d| d.payload["tag"].as_str().unwrap())
+        .collect()
+}
+
 /// A server that may push to the local push service, with browsers
 /// subscribed from addresses of their own: (name, topics, lang).
 async fn subscribed(
@@ -373,10 +374,7 @@ async fn a_door_that_flaps_sends_one_opening() {
     // A message after the flapping comes after the one opening.
     device.send_message("done").await;
     let delivered = service.wait_for(2).await;
-    let tags: Vec<&str> = delivered
-        .iter()
-        .map(|d| d.payload["tag"].as_str().unwrap())
-        .collect();
+    let tags = tags(&delivered);
     assert_eq!(tags, ["status", "message"]);
 }
 
@@ -397,10 +395,7 @@ async fn a_push_service_that_fails_is_tried_again_and_one_that_says_gone_loses_t
     device.send_message("after").await;
     // Ada's service fails twice, then takes both, in order.
     let delivered = service.wait_for(2).await;
-    let tags: Vec<&str> = delivered
-        .iter()
-        .map(|d| d.payload["tag"].as_str().unwrap())
-        .collect();
+    let tags = tags(&delivered);
     assert_eq!(tags, ["status", "message"]);
     assert_eq!(
         server

@@ -37,15 +37,7 @@ pub fn setting(name: &str, default: usize) -> usize {
 /// `extra` options.
 pub fn start_bitsd(dir: &std::path::Path, extra: &[&str]) -> Spawned {
     let db = dir.join("bench.db");
-    let status = Command::new(env!("CARGO_BIN_EXE_bitsd"))
-        .args(["--config", "/dev/null", "--db"])
-        .arg(&db)
-        .arg("bootstrap")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("bootstrap");
-    assert!(status.success());
+    bootstrap(&db);
     // Every client of a run comes from 127.0.0.1.
     let mut args = vec![
         "--timezone",
@@ -55,6 +47,19 @@ pub fn start_bitsd(dir: &std::path::Path, extra: &[&str]) -> Spawned {
     ];
     args.extend(extra);
     Spawned::start_with(&db, &args, "warn,bitsd=info")
+}
+
+/// Prepares the database at `db` with `bitsd bootstrap`.
+pub fn bootstrap(db: &std::path::Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_bitsd"))
+        .args(["--config", "/dev/null", "--db"])
+        .arg(db)
+        .arg("bootstrap")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("bootstrap");
+    assert!(status.success());
 }
 
 /// CPU time (user + system) a process has used, in milliseconds.

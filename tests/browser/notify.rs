@@ -122,14 +122,7 @@ async fn run_clock_ahead(page: &Page, millis: f64) {
 
 /// The subscriptions bitsd keeps: (endpoint, topics, lang).
 fn stored(server: &TestServer) -> Vec<(String, String, String)> {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT endpoint, topics, lang FROM bitsd_push_subscription ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    common::sqlite::push_subscriptions(&server.db)
 }
 
 /// How many subscriptions bitsd keeps.

@@ -19,3 +19,16 @@ pub fn column<T: FromSql, C: FromIterator<T>>(conn: &Connection, sql: &str) -> C
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// The push subscriptions of the database at `db`: (endpoint, topics,
+/// lang), oldest first.
+pub fn push_subscriptions(db: &std::path::Path) -> Vec<(String, String, String)> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT endpoint, topics, lang FROM bitsd_push_subscription ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
