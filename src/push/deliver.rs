@@ -90,8 +90,8 @@ impl Turn {
 
 /// Delivers pushes until `shutdown`.
 ///
-/// One loop schedules every subscription's turn: at most [`AT_ONCE`] at
-/// once and [`PER_SERVICE`] per push service, services that answered
+/// One loop schedules every subscription's turn: at most `AT_ONCE` at
+/// once and `PER_SERVICE` per push service, services that answered
 /// lately first, so a push service that hangs holds only its own places.
 /// What each turn handled is written in batches; new events are read as
 /// soon as they are stored, while other turns are still under way.
