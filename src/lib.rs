@@ -117,19 +117,22 @@ pub async fn run(
     // The database, the state loaded from it, and what the parts share.
     let mut db = open_db(&config).await?;
     let secret = auth::cookie_secret(config.options.cookie_secret.as_deref(), &mut db)?;
-    let push = Arc::new(push::Push::new(push::Vapid::load(&mut db)?));
     let store = store::Handle::open(&config.db_path)
         .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let routes = webhook::routes(&config.webhooks);
     let clock = Clock::new(config.timezone);
     let show_names = config.show_names();
+    let push = Arc::new(push::Push::new(push::Vapid::load(&mut db)?));
     let state = State::start(
         db,
         clock,
         config.options.jsonver,
         show_names,
-        Duration::from_secs(config.options.push_quiet * 60),
+        (
+            Duration::from_secs(config.options.push_quiet * 60),
+            push.subscribers.clone(),
+        ),
         metrics.clone(),
         routes,
     )

@@ -40,6 +40,9 @@ const VAPID_VALID: Duration = Duration::from_secs(12 * 3600);
 /// contact: well inside its validity, and one signature serves every
 /// subscriber of a push service.
 const VAPID_REUSE: Duration = Duration::from_secs(3600);
+/// Most events read at once: a subscriber far behind gets them a batch
+/// at a time, and memory stays bounded whatever is queued.
+const EVENTS_READ: usize = 256;
 /// Wait before reading the database again after it failed.
 const READ_RETRY: Duration = Duration::from_secs(5);
 
@@ -136,17 +139,23 @@ pub async fn run(
             if let Ok(counted) = store.run(|db| db.push_counts()).await {
                 for (topic, n) in counted {
                     metrics.push_subscriptions(topic.as_str()).set(n as i64);
+                    push.subscribers.set(topic, n);
                 }
             }
             let found = store
                 .run(|db| {
                     let pending = db.push_pending()?;
-                    let first = pending.iter().map(|p| p.delivered).min().unwrap_or(0);
-                    Ok((pending, db.push_events_after(first)?))
+                    let Some(first) = pending.iter().map(|p| p.delivered).min() else {
+                        return Ok((pending, Vec::new()));
+                    };
+                    Ok((pending, db.push_events_after(first, EVENTS_READ)?))
                 })
                 .await;
             match found {
-                Ok((pending, events)) => plan.take(pending, Arc::new(events), seen),
+                Ok((pending, events)) => {
+                    plan.more = events.len() == EVENTS_READ;
+                    plan.take(pending, Arc::new(events), seen);
+                }
                 Err(e) => {
                     tracing::error!("push: cannot read what to send: {}", Report(&e));
                     plan.read_again = Some(Instant::now() + READ_RETRY);
@@ -163,6 +172,12 @@ pub async fn run(
         let unwritten = !plan.written.is_empty() || !plan.gone.is_empty();
         if plan.written.len() >= FLUSH_EVERY || (turns.is_empty() && unwritten) {
             flush(&store, &mut plan).await;
+        }
+        // A batch of events sent to everyone: the next batch.
+        if turns.is_empty() && plan.waiting.is_empty() && plan.more {
+            plan.more = false;
+            read = true;
+            continue;
         }
         let due = plan.next_due();
         let wake = async {
@@ -250,6 +265,8 @@ struct Plan {
     read_again: Option<Instant>,
     /// The state's version at the last read.
     seen: u64,
+    /// Whether the last read stopped at `EVENTS_READ` events.
+    more: bool,
 }
 
 impl Plan {

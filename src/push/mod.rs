@@ -8,6 +8,8 @@
 pub mod deliver;
 pub mod subscription;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
@@ -22,9 +24,11 @@ const KEY_SETTING: &str = "vapid_private_key";
 /// Most subscriptions kept in all.
 pub const MAX_SUBSCRIPTIONS: u64 = 10_000;
 
-/// Web Push as the web and the delivery share it.
+/// Web Push as the web, the delivery and the writer share it.
 pub struct Push {
     pub vapid: Vapid,
+    /// How many subscribe to each topic, for the writer.
+    pub subscribers: Arc<crate::record::push::Subscribers>,
     /// Wakes the delivery when subscriptions change.
     changed: tokio::sync::Notify,
 }
@@ -33,6 +37,7 @@ impl Push {
     pub fn new(vapid: Vapid) -> Push {
         Push {
             vapid,
+            subscribers: Arc::default(),
             changed: tokio::sync::Notify::new(),
         }
     }

@@ -38,3 +38,29 @@ pub struct Subscription {
     /// `en` or `it`.
     pub lang: String,
 }
+
+/// How many subscribe to each topic, as the push delivery last counted:
+/// the writer stores no event nobody would be sent.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    open: std::sync::atomic::AtomicU64,
+    message: std::sync::atomic::AtomicU64,
+}
+
+impl Subscribers {
+    fn of(&self, topic: Topic) -> &std::sync::atomic::AtomicU64 {
+        match topic {
+            Topic::Open => &self.open,
+            Topic::Message => &self.message,
+        }
+    }
+
+    pub fn set(&self, topic: Topic, n: u64) {
+        self.of(topic)
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn any(&self, topic: Topic) -> bool {
+        self.of(topic).load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}

@@ -225,14 +225,14 @@ pub struct State {
 impl State {
     /// Loads the current state from `db` and starts the writer thread;
     /// each stored change gets an outbox row for each of `routes` that
-    /// follows it, and each message and opening after `push_quiet` closed
-    /// a push event. With `show_names`, a status names its `named` member.
+    /// follows it, and each message and opening after `push.0` closed a
+    /// push event, while somebody subscribes to its topic (`push.1`). With `show_names`, a status names its `named` member.
     pub fn start(
         mut db: Db,
         clock: Clock,
         jsonver: u32,
         show_names: bool,
-        push_quiet: std::time::Duration,
+        push: (std::time::Duration, Arc<crate::record::push::Subscribers>),
         metrics: Arc<Metrics>,
         routes: Vec<Route>,
     ) -> Result<State, StoreError> {
@@ -241,7 +241,8 @@ impl State {
             ..Model::load(&db)?
         };
         let mut routes = Routes::load(&mut db, routes, &metrics)?;
-        routes.push_quiet = push_quiet.as_secs() as i64;
+        routes.push_quiet = push.0.as_secs() as i64;
+        routes.subscribers = push.1;
         let device_user = db
             .user_by_name(DEVICE_USER)?
             .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::unix_time;
 use crate::metrics::Metrics;
-use crate::record::push::Topic;
+use crate::record::push::{Subscribers, Topic};
 use crate::record::{Change, HookEvent, StatusChange};
 use crate::report::Report;
 use crate::store::{Batch, Db, StoreError};
@@ -37,6 +37,9 @@ pub(super) struct Routes {
     /// Seconds the room must have been other than open for its opening
     /// to be pushed (`push_quiet`).
     pub push_quiet: i64,
+    /// Who subscribes to what: events of a topic nobody subscribes to are
+    /// not stored.
+    pub subscribers: Arc<Subscribers>,
 }
 
 /// Rows added (or removed, negative) per route by a batch not yet committed.
@@ -73,6 +76,7 @@ impl Routes {
         Ok(Routes {
             queues,
             push_quiet: 0,
+            subscribers: Arc::default(),
         })
     }
 
@@ -128,6 +132,16 @@ impl Routes {
         Ok(())
     }
 
+    /// Whether `change` may be pushed: a status or a message, while somebody
+    /// subscribes to its topic.
+    pub fn pushes(&self, change: &Change) -> bool {
+        match change {
+            Change::Status(_) => self.subscribers.any(Topic::Open),
+            Change::Message(_) => self.subscribers.any(Topic::Message),
+            _ => false,
+        }
+    }
+
     /// Writes the push event of `change` (whose JSON is `json`), if it is
     /// one: a message, or the room opening after [`Routes::push_quiet`]
     /// seconds of not being open (`before` is the status it follows).
@@ -151,6 +165,9 @@ impl Routes {
             }
             _ => return Ok(()),
         };
+        if !self.subscribers.any(topic) {
+            return Ok(());
+        }
         batch.insert_push_event(topic, json, unix_time())
     }
 

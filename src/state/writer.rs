@@ -474,7 +474,7 @@ fn prepare(
             writing.tally.written += 1;
             // Serialised once, for the outboxes and for the stream.
             let follows = writing.routes.follows(&change);
-            let pushed = matches!(change, Change::Status(_) | Change::Message(_));
+            let pushed = writing.routes.pushes(&change);
             let json = (follows || pushed).then(|| {
                 let json = change.to_json(model.show_names);
                 let mut recorded = Ok(());

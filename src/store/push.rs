@@ -24,7 +24,7 @@ pub(super) const MIGRATION: &str = r#"
         delivered INTEGER NOT NULL
     );
     CREATE TABLE IF NOT EXISTS bitsd_push_event (
-        id INTEGER NOT NULL PRIMARY KEY,
+        id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
         topic TEXT NOT NULL,
         record TEXT NOT NULL,
         created REAL NOT NULL
@@ -126,12 +126,14 @@ impl Db {
             if count as u64 >= limit {
                 return Ok(Subscribed::Full);
             }
-            // It hears of what happens from now on.
+            // It hears of what happens from now on: event ids are never
+            // used again, so the last one given is where it starts.
             tx.execute(
                 "INSERT INTO bitsd_push_subscription
                      (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                         (SELECT COALESCE(MAX(id), 0) FROM bitsd_push_event))",
+                         (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence
+                          WHERE name = 'bitsd_push_event'))",
                 params![
                     s.endpoint,
                     s.p256dh,
@@ -186,12 +188,17 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The events after `after`, oldest first.
-    pub fn push_events_after(&self, after: i64) -> Result<Vec<PushEvent>, StoreError> {
+    /// The first `limit` events after `after`, oldest first.
+    pub fn push_events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<PushEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topic, record, created FROM bitsd_push_event WHERE id > ?1 ORDER BY id",
+            "SELECT id, topic, record, created FROM bitsd_push_event WHERE id > ?1
+             ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt.query_map([after], |r| {
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
             let topic: String = r.get(1)?;
             Ok((r.get(0)?, topic, r.get(2)?, r.get(3)?))
         })?;
@@ -212,9 +219,10 @@ impl Db {
     }
 
     /// Records, in one transaction, the last event handled for each
-    /// subscription (by id), and removes the subscriptions `gone`; events
-    /// older than `before` (unix seconds) that every subscription has
-    /// handled are removed too.
+    /// subscription (by id), and removes the subscriptions `gone`; the
+    /// events every subscription has handled are removed too (a new one
+    /// hears only of later events), as are those older than `before` (unix
+    /// seconds), given up by then.
     pub fn push_handled(
         &mut self,
         handled: &[(i64, i64)],
@@ -236,8 +244,8 @@ impl Db {
             }
             tx.execute(
                 "DELETE FROM bitsd_push_event WHERE created < ?1
-                 AND id <= (SELECT COALESCE(MIN(delivered), (SELECT MAX(id) FROM bitsd_push_event))
-                            FROM bitsd_push_subscription)",
+                 OR id <= (SELECT COALESCE(MIN(delivered), (SELECT MAX(id) FROM bitsd_push_event))
+                           FROM bitsd_push_subscription)",
                 [before],
             )?;
         }

@@ -167,7 +167,7 @@ fn pages_upsert_reports_changes() {
 }
 
 #[test]
-fn push_events_are_kept_a_day_and_until_every_subscriber_had_them() {
+fn push_events_are_kept_until_every_subscriber_had_them_or_a_day() {
     use crate::record::push::{Subscription, Topic};
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
@@ -177,18 +177,18 @@ fn push_events_are_kept_a_day_and_until_every_subscriber_had_them() {
         batch.commit().unwrap();
     };
     let ids = |db: &Db| -> Vec<i64> {
-        db.push_events_after(0)
+        db.push_events_after(0, 100)
             .unwrap()
             .iter()
             .map(|e| e.id)
             .collect()
     };
-    // Nobody subscribed: what is older than the cut goes.
+    // Nobody subscribed: nobody needs them.
     event(&mut db, 100.0);
     event(&mut db, 200.0);
-    db.push_handled(&[], &[], 150.0).unwrap();
-    assert_eq!(ids(&db), [2]);
-    // A subscriber hears from now on; what it has not had stays.
+    db.push_handled(&[], &[], 0.0).unwrap();
+    assert!(ids(&db).is_empty());
+    // A subscriber hears from now on; ids are never given again.
     let s = Subscription {
         endpoint: "https://push.example/1".into(),
         p256dh: "k".into(),
@@ -201,13 +201,17 @@ fn push_events_are_kept_a_day_and_until_every_subscriber_had_them() {
         Subscribed::Created
     );
     event(&mut db, 300.0);
+    event(&mut db, 400.0);
     let pending = db.push_pending().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].delivered, 2, "not the events before it");
-    db.push_handled(&[], &[], 1000.0).unwrap();
-    assert_eq!(ids(&db), [3], "the old one it never needed goes");
-    db.push_handled(&[(pending[0].row.id, 3)], &[], 1000.0)
+    assert_eq!(ids(&db), [3, 4]);
+    db.push_handled(&[], &[], 0.0).unwrap();
+    assert_eq!(ids(&db), [3, 4], "kept for the one who has not had them");
+    db.push_handled(&[(pending[0].row.id, 3)], &[], 350.0)
         .unwrap();
-    assert!(ids(&db).is_empty());
-    assert!(db.push_pending().unwrap().is_empty());
+    assert_eq!(ids(&db), [4]);
+    db.push_handled(&[], &[], 1000.0).unwrap();
+    assert!(ids(&db).is_empty(), "given up after a day");
+    assert_eq!(db.push_events_after(0, 1).unwrap().len(), 0);
 }

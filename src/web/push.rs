@@ -18,8 +18,8 @@ use super::client::Client;
 use super::{App, Error};
 use crate::clock::unix_time;
 use crate::limits::{AddressKey, Rate};
-use crate::push::MAX_SUBSCRIPTIONS;
 use crate::push::subscription::{Request, Unsubscribe};
+use crate::push::{MAX_SUBSCRIPTIONS, Topic};
 use crate::store::Subscribed;
 
 /// New subscriptions from one address: five, then one an hour.
@@ -79,9 +79,12 @@ async fn subscribe(
     let now = unix_time() as i64;
     let stored = app
         .store
-        .run(move |db| db.push_subscribe(&subscription, &origin, MAX_SUBSCRIPTIONS, now))
+        .run(move |db| {
+            let stored = db.push_subscribe(&subscription, &origin, MAX_SUBSCRIPTIONS, now)?;
+            Ok((stored, db.push_counts()?))
+        })
         .await?;
-    app.push.subscriptions_changed();
+    let stored = counted(&app, stored);
     match stored {
         Subscribed::Created => Ok(StatusCode::CREATED.into_response()),
         Subscribed::Replaced => Ok(StatusCode::OK.into_response()),
@@ -98,11 +101,22 @@ async fn unsubscribe(
     body: Bytes,
 ) -> Result<Response, Error> {
     let Unsubscribe { endpoint } = json(&headers, &body, r#"{"endpoint": "https://..."}"#)?;
-    app.store
-        .run(move |db| db.push_unsubscribe(&endpoint))
+    let removed = app
+        .store
+        .run(move |db| Ok((db.push_unsubscribe(&endpoint)?, db.push_counts()?)))
         .await?;
-    app.push.subscriptions_changed();
+    counted(&app, removed);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Takes the subscriptions counted with a change, so the writer stores
+/// the next event for a subscriber already answered; wakes the delivery.
+fn counted<T>(app: &App, (outcome, counts): (T, Vec<(Topic, u64)>)) -> T {
+    for (topic, n) in counts {
+        app.push.subscribers.set(topic, n);
+    }
+    app.push.subscriptions_changed();
+    outcome
 }
 
 /// `body` read as JSON of type `T`, sent as `application/json`; the error

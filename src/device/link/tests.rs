@@ -296,7 +296,7 @@ async fn the_attached_device_hears_what_others_did_in_order() {
         Clock::new(chrono_tz::UTC),
         3,
         false,
-        std::time::Duration::ZERO,
+        (std::time::Duration::ZERO, Arc::default()),
         metrics.clone(),
         Vec::new(),
     )
