@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::process::Spawned;
-use common::{DEADLINE, Flood, cores, flood_place, median, memory, setting, start_bitsd};
+use common::{DEADLINE, Flood, flood_place, median, setting, start_bitsd};
 
 #[path = "../tests/common/mosquitto.rs"]
 mod mosquitto;
@@ -33,20 +33,9 @@ mod mosquitto;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("integrations run: run it with `make bench-integrations`");
+    let Some(runtime) = common::start_run("integrations", "bench-integrations") else {
         return;
-    }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    println!("# bitsd integrations run");
-    println!();
-    println!("- machine: {} cores, {}", cores(), memory());
-    println!("- file descriptor limit of the generator: {limit}");
-    println!();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    };
     runtime.block_on(run());
 }
 

@@ -26,23 +26,12 @@ use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256
 
 mod common;
 use common::process::Spawned;
-use common::{DEADLINE, PeakRss, cores, cpu_ms, median, memory, setting};
+use common::{DEADLINE, PeakRss, cpu_ms, median, setting};
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("push run: run it with `make bench-push`");
+    let Some(runtime) = common::start_run("push", "bench-push") else {
         return;
-    }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    println!("# bitsd push run");
-    println!();
-    println!("- machine: {} cores, {}", cores(), memory());
-    println!("- file descriptor limit of the generator: {limit}");
-    println!();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    };
     runtime.block_on(run(
         setting("BENCH_SUBSCRIBERS", 10_000),
         setting("BENCH_ROUNDS", 5),

@@ -49,6 +49,28 @@ pub fn start_bitsd(dir: &std::path::Path, extra: &[&str]) -> Spawned {
     Spawned::start_with(&db, &args, "warn,bitsd=info")
 }
 
+/// The start of a run named `name` (`make target` runs it): outside
+/// `cargo bench` none (a load run is no test); else the file descriptor
+/// limit raised, the machine printed, and a runtime.
+pub fn start_run(name: &str, target: &str) -> Option<tokio::runtime::Runtime> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("{name} run: run it with `make {target}`");
+        return None;
+    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    println!("# bitsd {name} run");
+    println!();
+    println!("- machine: {} cores, {}", cores(), memory());
+    println!("- file descriptor limit of the generator: {limit}");
+    println!();
+    Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+    )
+}
+
 /// Prepares the database at `db` with `bitsd bootstrap`.
 pub fn bootstrap(db: &std::path::Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_bitsd"))
