@@ -28,7 +28,7 @@ VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET = $(shell rustc -vV | sed -n 's/^host: //p')
 DIST = bitsd-$(VERSION)-$(TARGET)
 
-.PHONY: run fake fake-history test build lint bench bench-abuse bench-integrations bench-push test-deps install uninstall dist
+.PHONY: run fake fake-history test build lint bench bench-abuse bench-integrations bench-push bench-fanout test-deps install uninstall dist
 
 build:
 	$(CARGO) build --release
@@ -90,6 +90,7 @@ bench: test-deps
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench integrations
 	$(CARGO) bench --bench push
+	$(CARGO) bench --bench fanout
 	$(CARGO) bench --bench abuse
 
 # What strangers can take (see BENCHMARKS.md): logins, failed logins,
@@ -104,6 +105,11 @@ bench-integrations: test-deps
 # Web Push to 10,000 subscribers of a local push service (see BENCHMARKS.md).
 bench-push:
 	$(CARGO) bench --bench push
+
+# One event to 10,000 websocket clients: against the fan-out floor of
+# ../shared/bench, and during a Web Push storm (see BENCHMARKS.md).
+bench-fanout:
+	$(CARGO) bench --bench fanout
 
 # The man pages and completions are written by the binary being installed
 # (`bitsd install-files`, from its own command-line definitions), then

@@ -206,7 +206,7 @@ async fn fanout_phase() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for setup in [Setup::Without, Setup::With, Setup::Without, Setup::With] {
         let rig = rig(setup, BOTH_HOOKS).await;
-        let f = common::fanout(&rig.bitsd, clients, events).await;
+        let f = common::fanout::fanout(&rig.bitsd, clients, events).await;
         println!(
             "| {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms |",
             setup.name(),

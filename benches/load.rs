@@ -357,7 +357,7 @@ async fn flood_phase(bitsd: &Spawned, settings: &Settings) {
 }
 
 async fn fanout_phase(bitsd: &Spawned, settings: &Settings) {
-    let f = common::fanout(bitsd, settings.clients, settings.events).await;
+    let f = common::fanout::fanout(bitsd, settings.clients, settings.events).await;
     println!("## {} websocket clients\n", f.clients);
     println!(
         "- connected: {} (failed {}) in {:.2} s: {:.0} clients/s, each with its snapshot",

@@ -1,6 +1,7 @@
 //! What the load runs share: the release bitsd as a child, the device, raw
-//! websocket clients, and the flood and fan-out measurements; `transports`
-//! floods over each device transport.
+//! websocket clients and the flood measurement; `fanout` measures events
+//! reaching many websocket clients, `transports` floods over each device
+//! transport.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -11,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+pub mod fanout;
 #[path = "../../tests/common/process.rs"]
 pub mod process;
+pub mod push;
 pub mod transports;
 use process::{Spawned, rss_kib};
 
@@ -38,11 +40,13 @@ pub fn setting(name: &str, default: usize) -> usize {
 pub fn start_bitsd(dir: &std::path::Path, extra: &[&str]) -> Spawned {
     let db = dir.join("bench.db");
     bootstrap(&db);
-    // Every client of a run comes from 127.0.0.1.
+    // Every client of a run comes from 127.0.0.1, and holds a stream.
     let mut args = vec![
         "--timezone",
         "UTC",
         "--web-max-connections-per-address",
+        "100000",
+        "--web-max-streams",
         "100000",
     ];
     args.extend(extra);
@@ -189,23 +193,6 @@ pub async fn ws_connect(
     Some(ws)
 }
 
-/// Header and payload length of the unmasked frame at the start of `bytes`,
-/// once the header is complete.
-fn frame_header(bytes: &[u8]) -> Option<(usize, usize)> {
-    let second = *bytes.get(1)? & 0x7f;
-    match second {
-        126 => Some((
-            4,
-            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
-        )),
-        127 => Some((
-            10,
-            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
-        )),
-        n => Some((2, n as usize)),
-    }
-}
-
 /// The sensor id in a `tempint` message, if any.
 pub fn sensor_of(text: &str) -> Option<u64> {
     let rest = text.split("\"sensor\":").nth(1)?;
@@ -345,155 +332,4 @@ pub async fn flood_of(
         rss_peak,
         rss_after: bitsd.rss_kib(),
     })
-}
-
-/// What `n` websocket clients and events sent to them came to.
-pub struct Fanout {
-    pub clients: usize,
-    pub connected: usize,
-    pub failed: usize,
-    pub connect_time: Duration,
-    pub rss_before: u64,
-    pub rss_idle: u64,
-    /// Medians over the events, in ms: first client, p50, p99, last client.
-    pub first: f64,
-    pub p50: f64,
-    pub p99: f64,
-    pub last: f64,
-    /// Per event, the time until every client had it (ms), sorted.
-    pub alls: Vec<f64>,
-    pub incomplete: usize,
-    pub server_cpu_ms: f64,
-    pub generator_cpu_ms: f64,
-}
-
-/// Connects `clients` websocket clients, then sends `events` temperature
-/// samples one every 200 ms and measures when each client has each one.
-pub async fn fanout(bitsd: &Spawned, clients: usize, events: usize) -> Fanout {
-    let n = clients;
-    let rss_before = bitsd.rss_kib();
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(u64, Instant)>();
-    let (ready_tx, mut ready) = mpsc::unbounded_channel::<bool>();
-    let gate = Arc::new(Semaphore::new(256));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (gate, arrivals_tx, ready_tx, addr) = (
-            gate.clone(),
-            arrivals_tx.clone(),
-            ready_tx.clone(),
-            bitsd.web,
-        );
-        tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.unwrap();
-            let Some(mut ws) = ws_connect(addr).await else {
-                let _ = ready_tx.send(false);
-                return;
-            };
-            let first = ws.next().await;
-            drop(permit);
-            let _ = ready_tx.send(matches!(first, Some(Ok(Message::Text(_)))));
-            // From here on the client parses the frames itself (server frames
-            // are unmasked) and only looks for event markers, which keeps the
-            // generator's CPU use small: it shares the machine with bitsd.
-            let mut stream = ws.into_inner();
-            let mut buf: Vec<u8> = Vec::with_capacity(4096);
-            let mut chunk = [0u8; 4096];
-            loop {
-                use tokio::io::AsyncReadExt;
-                let n = match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let at = Instant::now();
-                buf.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                while let Some((header, len)) = frame_header(&buf[start..]) {
-                    if buf.len() - start < header + len {
-                        break;
-                    }
-                    let payload = &buf[start + header..start + header + len];
-                    if let Some(sensor) = sensor_of(&String::from_utf8_lossy(payload))
-                        && sensor >= FANOUT_BASE
-                    {
-                        let _ = arrivals_tx.send((sensor - FANOUT_BASE, at));
-                    }
-                    start += header + len;
-                }
-                buf.drain(..start);
-            }
-        }));
-    }
-    drop(arrivals_tx);
-    let mut connected = 0;
-    let mut failed = 0;
-    while connected + failed < n {
-        match tokio::time::timeout(DEADLINE, ready.recv()).await {
-            Ok(Some(true)) => connected += 1,
-            Ok(Some(false)) => failed += 1,
-            _ => break,
-        }
-    }
-    let connect_time = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_idle = bitsd.rss_kib();
-
-    let mut dev = device(bitsd).await;
-    let (server_cpu, generator_cpu) = (cpu_ms(bitsd.child.id()), cpu_ms(std::process::id()));
-    let mut firsts = Vec::new();
-    let mut p50s = Vec::new();
-    let mut p99s = Vec::new();
-    let mut alls = Vec::new();
-    let mut incomplete = 0;
-    for event in 0..events as u64 {
-        let line = format!("temperature {} 20.0\n", FANOUT_BASE + event);
-        let t0 = Instant::now();
-        dev.write_all(line.as_bytes()).await.unwrap();
-        let mut latencies = Vec::with_capacity(connected);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while latencies.len() < connected {
-            match tokio::time::timeout_at(deadline, arrivals.recv()).await {
-                Ok(Some((e, at))) if e == event => {
-                    latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0)
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        if latencies.len() < connected {
-            incomplete += 1;
-        }
-        latencies.sort_by(|a, b| a.total_cmp(b));
-        let pick =
-            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-        if !latencies.is_empty() {
-            firsts.push(latencies[0]);
-            p50s.push(pick(0.5));
-            p99s.push(pick(0.99));
-            alls.push(*latencies.last().unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let server_cpu_ms = cpu_ms(bitsd.child.id()) - server_cpu;
-    let generator_cpu_ms = cpu_ms(std::process::id()) - generator_cpu;
-    for task in tasks {
-        task.abort();
-    }
-    alls.sort_by(|a, b| a.total_cmp(b));
-    Fanout {
-        clients: n,
-        connected,
-        failed,
-        connect_time,
-        rss_before,
-        rss_idle,
-        first: median(&mut firsts),
-        p50: median(&mut p50s),
-        p99: median(&mut p99s),
-        last: median(&mut alls.clone()),
-        alls,
-        incomplete,
-        server_cpu_ms,
-        generator_cpu_ms,
-    }
 }

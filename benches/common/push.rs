@@ -1,0 +1,101 @@
+//! A push service on this machine for the push runs: every subscription
+//! of a run is one browser's, and the service counts what it is sent.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
+
+/// The browser behind every subscription: one key pair, one secret.
+pub struct Browser {
+    pub secret: web_push_native::p256::SecretKey,
+    pub auth: web_push_native::Auth,
+    pub p256dh: String,
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        let pair = ES256KeyPair::generate();
+        let secret = web_push_native::p256::SecretKey::from_slice(&pair.to_bytes()).unwrap();
+        let public = pair.public_key().public_key().to_bytes_uncompressed();
+        Browser {
+            secret,
+            auth: web_push_native::Auth::clone_from_slice(&rand::random::<[u8; 16]>()),
+            p256dh: URL_SAFE_NO_PAD.encode(public),
+        }
+    }
+}
+
+/// What the push service counted.
+#[derive(Default)]
+pub struct Counts {
+    pub taken: AtomicUsize,
+    /// Microseconds since the run's start when the last message arrived.
+    pub last_us: AtomicU64,
+    /// Messages whose body did not decrypt to the expected title.
+    pub wrong: AtomicUsize,
+}
+
+/// The push service: takes every `POST /push/<n>` with 201, decrypting the
+/// first body of each round (one in `every`) to check it.
+pub async fn push_service(
+    browser: Arc<Browser>,
+    counts: Arc<Counts>,
+    epoch: Instant,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/push/{n}",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (browser, counts) = (browser.clone(), counts.clone());
+            async move {
+                let n = counts.taken.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .last_us
+                    .fetch_max(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    let plain =
+                        web_push_native::decrypt(body.to_vec(), &browser.secret, &browser.auth);
+                    let title = plain
+                        .ok()
+                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+                        .and_then(|v| v["title"].as_str().map(str::to_string));
+                    if title.as_deref() != Some("BITS is open") {
+                        counts.wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                axum::http::StatusCode::CREATED
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// Writes `n` subscriptions of `open` by `browser`, each a distinct
+/// endpoint on `service`, to the database at `db` before bitsd starts: the
+/// API takes 5 new subscriptions an hour from one address.
+pub fn subscribe(db: &Path, n: usize, service: SocketAddr, browser: &Browser) {
+    let conn = rusqlite::Connection::open(db).expect("bench database");
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+     INSERT INTO bitsd_push_subscription
+         (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
+     SELECT ?2 || i, ?3, ?4, 'open', 'en', 0, 'http://127.0.0.1', 0 FROM n",
+        rusqlite::params![
+            n as i64,
+            format!("http://{service}/push/"),
+            browser.p256dh,
+            URL_SAFE_NO_PAD.encode(browser.auth),
+        ],
+    )
+    .expect("subscriptions");
+}
