@@ -201,14 +201,16 @@ pub async fn run(
         contact,
         allow_local: config.options.push_allow_local,
     };
-    tracker.spawn(push::deliver::run(
+    push::deliver::start(
         push.clone(),
         settings,
         state.clone(),
         store.clone(),
         metrics.clone(),
         shutdown.clone(),
-    ));
+        &tracker,
+    )
+    .context("cannot start the push delivery")?;
     let web_port = match listeners.web.address()? {
         net::Address::Tcp(address) => Some(address.port()),
         net::Address::Unix(_) => None,

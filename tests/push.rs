@@ -477,3 +477,41 @@ async fn what_was_not_delivered_before_a_restart_is_delivered_after() {
     assert_eq!(delivered[0].payload["tag"], "status");
     assert_eq!(server.text("/status").await, "1");
 }
+
+/// A storm of pushes is bound by encryption: the delivery's threads run at
+/// nice 10 and every other thread of bitsd at 0, so the web, the devices
+/// and the websocket fan-out go first.
+#[tokio::test]
+async fn the_delivery_runs_below_the_rest_of_bitsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let bitsd = common::Spawned::start(&dir.path().join("bits.db"));
+    // Answering: every part has started.
+    assert!(common::http_get(bitsd.web, "/status").ends_with("\r\n\r\n0"));
+    let threads = threads_of(bitsd.child.id());
+    let (push, others): (Vec<_>, Vec<_>) =
+        threads.iter().partition(|(name, _)| name == "bitsd-push");
+    assert!(push.len() >= 2, "a runtime of its own: {threads:?}");
+    assert!(push.iter().all(|(_, nice)| *nice == 10), "{threads:?}");
+    assert!(others.iter().any(|(name, _)| name == "bitsd-writer"));
+    assert!(others.iter().all(|(_, nice)| *nice == 0), "{threads:?}");
+}
+
+/// The name and nice value of each thread of process `pid`.
+fn threads_of(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .map(|task| {
+            let path = task.unwrap().path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap();
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // Fields after the name in parentheses; nice is field 19.
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            (name.trim().to_string(), fields[16].parse().unwrap())
+        })
+        .collect()
+}

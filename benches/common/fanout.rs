@@ -114,9 +114,10 @@ impl Drop for Clients {
 
 /// Reads frames (a server's are unmasked) and tells the arrival of each
 /// that carries a marker: a status frame's [`OPEN`] or [`CLOSED`], or a
-/// temperature sample's sensor id from [`FANOUT_BASE`] on. Parsing here
-/// rather than in the websocket library keeps the generator's CPU use
-/// small: it shares the machine with the server.
+/// temperature sample's sensor id from [`FANOUT_BASE`] on; answers pings,
+/// as a browser does. Parsing here rather than in the websocket library
+/// keeps the generator's CPU use small: it shares the machine with the
+/// server.
 async fn read_markers(
     mut stream: tokio::net::TcpStream,
     arrivals: mpsc::UnboundedSender<(u64, Instant)>,
@@ -131,19 +132,31 @@ async fn read_markers(
         let at = Instant::now();
         buf.extend_from_slice(&chunk[..n]);
         let mut start = 0;
+        let mut pings = 0;
         while let Some((header, len)) = frame_header(&buf[start..]) {
             if buf.len() - start < header + len {
                 break;
             }
             let payload = &buf[start + header..start + header + len];
-            if let Some(marker) = marker_of(&String::from_utf8_lossy(payload)) {
+            if buf[start] & 0x0f == PING {
+                pings += 1;
+            } else if let Some(marker) = marker_of(&String::from_utf8_lossy(payload)) {
                 let _ = arrivals.send((marker, at));
             }
             start += header + len;
         }
         buf.drain(..start);
+        for _ in 0..pings {
+            // A final pong with no payload, masked with a zero key.
+            if stream.write_all(&[0x8a, 0x80, 0, 0, 0, 0]).await.is_err() {
+                return;
+            }
+        }
     }
 }
+
+/// The opcode of a ping frame.
+const PING: u8 = 0x9;
 
 fn marker_of(text: &str) -> Option<u64> {
     if let Some(sensor) = sensor_of(text) {

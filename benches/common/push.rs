@@ -48,7 +48,8 @@ pub async fn push_service(
     counts: Arc<Counts>,
     epoch: Instant,
 ) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route(
         "/push/{n}",
@@ -74,10 +75,28 @@ pub async fn push_service(
             }
         }),
     );
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+    // A push service is on another machine: this one has threads of its
+    // own below the priority of the run's clients, as bitsd's delivery is.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        })
     });
     addr
+}
+
+/// Lowers this thread's priority to bitsd's delivery's (nice 10).
+fn lower_priority() {
+    // SAFETY: setpriority with this thread's own id changes its nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
 }
 
 /// Writes `n` subscriptions of `open` by `browser`, each a distinct

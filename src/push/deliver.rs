@@ -91,6 +91,56 @@ impl Turn {
     }
 }
 
+/// How far below bitsd's other threads delivery runs, as a nice value. A
+/// storm of pushes is bound by encryption: it takes the CPU the web and the
+/// devices leave, and the websocket fan-out goes on as if it were not there.
+const NICENESS: libc::c_int = 10;
+
+/// Starts delivering pushes until `shutdown`, on a runtime of its own whose
+/// threads run below the priority of the rest of bitsd; `tracker` waits
+/// for it to end.
+pub fn start(
+    push: Arc<Push>,
+    settings: Settings,
+    state: State,
+    store: store::Handle,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bitsd-push")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()?;
+    let token = tracker.token();
+    std::thread::Builder::new()
+        .name("bitsd-push".into())
+        .spawn(move || {
+            lower_priority();
+            runtime.block_on(run(push, settings, state, store, metrics, shutdown));
+            drop(runtime);
+            drop(token);
+        })?;
+    Ok(())
+}
+
+/// Lowers this thread's priority by [`NICENESS`].
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority with this thread's
+    // own id changes only its nice value.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICENESS)
+    };
+    if done != 0 {
+        tracing::warn!(
+            "push: cannot lower the delivery's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Delivers pushes until `shutdown`.
 ///
 /// One loop schedules every subscription's turn: at most `AT_ONCE` at
@@ -98,7 +148,7 @@ impl Turn {
 /// lately first, so a push service that hangs holds only its own places.
 /// What each turn handled is written in batches; new events are read as
 /// soon as they are stored, while other turns are still under way.
-pub async fn run(
+async fn run(
     push: Arc<Push>,
     settings: Settings,
     state: State,
