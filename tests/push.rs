@@ -478,8 +478,8 @@ async fn what_was_not_delivered_before_a_restart_is_delivered_after() {
     assert_eq!(server.text("/status").await, "1");
 }
 
-/// A storm of pushes is bound by encryption: the delivery's threads run at
-/// nice 10 and every other thread of bitsd at 0, so the web, the devices
+/// A storm of pushes is bound by encryption: the delivery's threads run 10
+/// nice steps below every other thread of bitsd, so the web, the devices
 /// and the websocket fan-out go first.
 #[tokio::test]
 async fn the_delivery_runs_below_the_rest_of_bitsd() {
@@ -491,9 +491,11 @@ async fn the_delivery_runs_below_the_rest_of_bitsd() {
     let (push, others): (Vec<_>, Vec<_>) =
         threads.iter().partition(|(name, _)| name == "bitsd-push");
     assert!(push.len() >= 2, "a runtime of its own: {threads:?}");
-    assert!(push.iter().all(|(_, nice)| *nice == 10), "{threads:?}");
     assert!(others.iter().any(|(name, _)| name == "bitsd-writer"));
-    assert!(others.iter().all(|(_, nice)| *nice == 0), "{threads:?}");
+    let base = others[0].1;
+    assert!(others.iter().all(|(_, nice)| *nice == base), "{threads:?}");
+    let lowered = (base + 10).min(19);
+    assert!(push.iter().all(|(_, nice)| *nice == lowered), "{threads:?}");
 }
 
 /// The name and nice value of each thread of process `pid`.

@@ -91,7 +91,7 @@ impl Turn {
     }
 }
 
-/// How far below bitsd's other threads delivery runs, as a nice value. A
+/// How far below bitsd's other threads delivery runs, in nice steps. A
 /// storm of pushes is bound by encryption: it takes the CPU the web and the
 /// devices leave, and the websocket fan-out goes on as if it were not there.
 const NICENESS: libc::c_int = 10;
@@ -125,15 +125,16 @@ pub fn start(
     Ok(())
 }
 
-/// Lowers this thread's priority by [`NICENESS`].
+/// Lowers this thread's priority by [`NICENESS`] from the process's, at
+/// most to the lowest (19).
 fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority with this thread's
-    // own id changes only its nice value.
-    let done = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICENESS)
+    // SAFETY: on Linux `nice` changes the calling thread's nice value only;
+    // errno is this thread's, cleared first as -1 may be a valid answer.
+    let failed = unsafe {
+        *libc::__errno_location() = 0;
+        libc::nice(NICENESS) == -1 && *libc::__errno_location() != 0
     };
-    if done != 0 {
+    if failed {
         tracing::warn!(
             "push: cannot lower the delivery's priority: {}",
             std::io::Error::last_os_error()
