@@ -62,7 +62,13 @@ async fn a_named_member_who_opens_is_named_and_others_are_not() {
         &["<p id=\"status-set-by\">Set by <strong>ada</strong></p>"],
     );
     let page = carl.get("/admin?lang=it").await.text().await.unwrap();
-    assert_contains(&page, &["Impostato da <strong>ada</strong>"]);
+    assert_contains(
+        &page,
+        &[
+            "Impostato da <strong>ada</strong>",
+            "<p>dalle <time datetime=",
+        ],
+    );
 
     // Ada hides: her name goes at once, everywhere.
     let r = ada.submit("/admin", &[("visibility", "counted")]).await;

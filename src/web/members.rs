@@ -28,7 +28,7 @@ use crate::limits::{AddressKey, Rate};
 use crate::record::StatusValue;
 use crate::state::{Event, Origin, Outcome};
 use crate::store::{Device, MAX_DEVICES, NewCode, User, Visibility};
-use crate::words::{self, AdminWords, MessageWords, Moment};
+use crate::words::{self, AdminWords, AroundTime, MessageWords, Moment};
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE: usize = 1000;
@@ -73,7 +73,7 @@ struct AdminPage {
     status_class: &'static str,
     /// `HH:MM` the room stays open until, as somebody said; empty for none.
     until: String,
-    since: Option<Moment>,
+    since: Option<AroundTime>,
     /// The `named` member who made the last status change.
     set_by: Option<String>,
     /// People present, hidden members left out.
@@ -208,7 +208,7 @@ pub(super) async fn admin_answer(
         since: snapshot
             .status
             .as_ref()
-            .map(|s| Moment::new(&all.times, &s.timestamp, &now_local)),
+            .map(|s| words::admin_since(all, &s.timestamp, &now_local)),
         set_by: snapshot
             .status
             .as_ref()

@@ -128,6 +128,7 @@ pub const WORDS: Words = Words {
         until_label: "Open until",
         until_set: "Set",
         since: "since {time}",
+        since_before: "since {time}",
         set_by: "Set by {person}",
         open_room: "Open the room",
         close_room: "Close the room",

@@ -184,8 +184,10 @@ pub struct AdminWords {
     /// The field of the time the room stays open until, and its button.
     pub until_label: &'static str,
     pub until_set: &'static str,
-    /// `{time}` of the last change.
+    /// `{time}` of the last change, when it was today.
     pub since: &'static str,
+    /// The same for a change of an earlier day.
+    pub since_before: &'static str,
     /// `{person}`, the `named` member who made the last change.
     pub set_by: &'static str,
     pub open_room: &'static str,
@@ -529,6 +531,12 @@ impl AroundTime {
 pub fn since(words: &Words, at: &LocalTime, now: &LocalTime, by: &str) -> AroundTime {
     let phrases = (words.home.since, words.home.since_before);
     AroundTime::new(words, phrases, at, now, &[("by", by)])
+}
+
+/// "Since" a change `at`, read `now`, on `/admin`.
+pub fn admin_since(words: &Words, at: &LocalTime, now: &LocalTime) -> AroundTime {
+    let phrases = (words.admin.since, words.admin.since_before);
+    AroundTime::new(words, phrases, at, now, &[])
 }
 
 /// Minutes before the time the room was to stay open until in which the

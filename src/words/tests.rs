@@ -104,6 +104,17 @@ fn since_reads_as_a_time_and_how_long_ago() {
         since_text(italian, &before, &now, "dal dispositivo"),
         "dal sab 28 nov, 09:30 (2 giorni fa), segnalato dal dispositivo"
     );
+    // /admin's "since" takes "dalle" before a time of day, "dal" a date.
+    let admin = |words, at| {
+        let AroundTime { before, at, after } = admin_since(words, at, &now);
+        format!("{before}{}{after}", at.text)
+    };
+    assert_eq!(admin(italian, &today), "dalle 18:02 (2 ore fa)");
+    assert_eq!(
+        admin(italian, &before),
+        "dal sab 28 nov, 09:30 (2 giorni fa)"
+    );
+    assert_eq!(admin(words, &today), "since 18:02 (2 hours ago)");
 }
 
 #[test]
