@@ -60,7 +60,8 @@ lint:
 # install test checks the unit with systemd-analyze and renders the man pages;
 # the proxy tests run Debian's nginx in front of bitsd with deploy/nginx.conf;
 # the MQTT tests start Debian's mosquitto; the README's first screen runs
-# curl.
+# curl; the push interoperability test runs the npm package web-push-testing
+# (pinned in tests/npm) on Node.js, installed again when its lock changes.
 test-deps:
 	@command -v curl >/dev/null 2>&1 \
 		|| (echo "installing Debian's curl for the README's first screen" \
@@ -77,6 +78,13 @@ test-deps:
 	@test -x /usr/sbin/mosquitto && command -v mosquitto_passwd >/dev/null 2>&1 \
 		|| (echo "installing Debian's mosquitto for the MQTT tests" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+		|| (echo "installing Debian's nodejs and npm for the push interoperability test" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	@cmp -s tests/npm/package-lock.json target/npm/package-lock.json \
+		|| (echo "installing web-push-testing from the npm registry into target/npm" \
+		&& mkdir -p target/npm && cp tests/npm/package.json tests/npm/package-lock.json target/npm/ \
+		&& npm ci --prefix target/npm --no-audit --no-fund --loglevel=error)
 
 test: test-deps lint
 	$(CARGO) test
