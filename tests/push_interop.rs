@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use common::{PATIENCE, TestServer, client_from};
@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 /// `web-push-testing`'s server, on a free port, stopped when dropped.
 struct WebPushTesting {
     child: Child,
+    /// Kept open: a write to a closed pipe would end the server.
+    _stdout: BufReader<ChildStdout>,
     url: String,
     http: reqwest::Client,
 }
@@ -47,12 +49,12 @@ impl WebPushTesting {
             .expect("node starts web-push-testing");
         // It says so once it listens.
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         assert!(line.contains("running on port"), "web-push-testing: {line}");
         WebPushTesting {
             child,
+            _stdout: stdout,
             url: format!("http://localhost:{port}"),
             http: reqwest::Client::new(),
         }
