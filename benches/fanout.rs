@@ -26,7 +26,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -34,8 +33,7 @@ use tokio::io::AsyncWriteExt as _;
 
 mod common;
 use common::fanout::{CLOSED, Clients, OPEN, Spread};
-use common::process::Spawned;
-use common::push::{Browser, Counts, push_service};
+use common::push::Storm;
 use common::{DEADLINE, cpu_ms, device, median, setting};
 
 fn main() {
@@ -226,33 +224,19 @@ async fn floor_phase(settings: &Settings) {
 
 async fn storm_phase(settings: &Settings) {
     let (n, subscribers) = (settings.clients, settings.subscribers);
-    let browser = Arc::new(Browser::new());
-    let counts = Arc::new(Counts::default());
-    let service = push_service(browser.clone(), counts.clone(), Instant::now()).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("bench.db");
-    common::bootstrap(&db);
-    common::push::subscribe(&db, subscribers, service, &browser);
-    let bitsd = Spawned::start_with(
-        &db,
+    let Storm { bitsd, counts, .. } = &Storm::start(
+        subscribers,
+        Instant::now(),
         &[
-            "--timezone",
-            "UTC",
             "--web-max-connections-per-address",
             "100000",
             "--web-max-streams",
             "100000",
-            "--log-requests=false",
-            "--push-allow-local",
-            "--push-quiet",
-            "0",
-            "--push-contact",
-            "mailto:bench@example.org",
         ],
-        "warn,bitsd=info",
-    );
+    )
+    .await;
     let mut clients = Clients::connect(bitsd.web, n).await;
-    let mut dev = device(&bitsd).await;
+    let mut dev = device(bitsd).await;
     println!(
         "## One temperature sample to {} websocket clients, quiet and during a push to {subscribers} subscribers ({} rounds)\n",
         clients.connected, settings.rounds

@@ -14,15 +14,13 @@
 //!
 //! Settings: BENCH_SUBSCRIBERS (10000), BENCH_ROUNDS (5).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 
 mod common;
-use common::process::Spawned;
-use common::push::{Browser, Counts, push_service};
+use common::push::{Browser, Storm};
 use common::{DEADLINE, PeakRss, cpu_ms, median, setting};
 
 fn main() {
@@ -36,28 +34,13 @@ fn main() {
 }
 
 async fn run(subscribers: usize, rounds: usize) {
-    let browser = Arc::new(Browser::new());
-    let counts = Arc::new(Counts::default());
     let epoch = Instant::now();
-    let service = push_service(browser.clone(), counts.clone(), epoch).await;
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("bench.db");
-    common::bootstrap(&db);
-    common::push::subscribe(&db, subscribers, service, &browser);
-    let bitsd = Spawned::start_with(
-        &db,
-        &[
-            "--timezone",
-            "UTC",
-            "--push-allow-local",
-            "--push-quiet",
-            "0",
-            "--push-contact",
-            "mailto:bench@example.org",
-        ],
-        "warn,bitsd=info",
-    );
+    let Storm {
+        bitsd,
+        browser,
+        counts,
+        ..
+    } = &Storm::start(subscribers, epoch, &[]).await;
     let mut device = tokio::net::TcpStream::connect(bitsd.control)
         .await
         .expect("device port");

@@ -343,12 +343,9 @@ async fn an_opening_and_a_message_reach_their_subscribers_encrypted_and_signed()
     );
     assert_eq!(service.to("ada").len(), 1);
     assert!(service.refused().is_empty(), "{:?}", service.refused());
-    assert_eq!(
-        server
-            .metric("bitsd_push_deliveries_total{result=\"delivered\"}")
-            .await,
-        4.0
-    );
+    server
+        .wait_for_metric("bitsd_push_deliveries_total{result=\"delivered\"}", 4.0)
+        .await;
     assert_eq!(
         server
             .metric("bitsd_push_subscriptions{topic=\"open\"}")

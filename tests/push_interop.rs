@@ -156,10 +156,7 @@ async fn web_push_testing_takes_and_decrypts_an_opening_and_a_message() {
     let messages = service.wait_for(&name, 2).await;
     assert_eq!(messages[1]["body"], "messaggio da BITS: pizza alle otto");
     assert_eq!(messages[1]["tag"], "message");
-    assert_eq!(
-        server
-            .metric("bitsd_push_deliveries_total{result=\"delivered\"}")
-            .await,
-        4.0
-    );
+    server
+        .wait_for_metric("bitsd_push_deliveries_total{result=\"delivered\"}", 4.0)
+        .await;
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use super::process::Spawned;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
@@ -117,4 +119,44 @@ pub fn subscribe(db: &Path, n: usize, service: SocketAddr, browser: &Browser) {
         ],
     )
     .expect("subscriptions");
+}
+
+/// A release bitsd pushing every opening (`push_quiet` 0) to `n`
+/// subscriptions of `open` by one browser, on a push service of this
+/// process; the service's times count from `epoch`.
+pub struct Storm {
+    pub bitsd: Spawned,
+    pub browser: Arc<Browser>,
+    pub counts: Arc<Counts>,
+    _dir: tempfile::TempDir,
+}
+
+impl Storm {
+    /// Starts it with `extra` options.
+    pub async fn start(n: usize, epoch: Instant, extra: &[&str]) -> Storm {
+        let browser = Arc::new(Browser::new());
+        let counts = Arc::new(Counts::default());
+        let service = push_service(browser.clone(), counts.clone(), epoch).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("bench.db");
+        super::bootstrap(&db);
+        subscribe(&db, n, service, &browser);
+        let mut args = vec![
+            "--timezone",
+            "UTC",
+            "--log-requests=false",
+            "--push-allow-local",
+            "--push-quiet",
+            "0",
+            "--push-contact",
+            "mailto:bench@example.org",
+        ];
+        args.extend_from_slice(extra);
+        Storm {
+            bitsd: Spawned::start_with(&db, &args, "warn,bitsd=info"),
+            browser,
+            counts,
+            _dir: dir,
+        }
+    }
 }

@@ -205,6 +205,23 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 
+    /// Waits until the metric `name` (with its labels) reads `value`: for
+    /// what bitsd counts once an answer is back, after its sender saw it.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.metric(name).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {name} {value}; it is {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The `state` of each row of `/log?format=json` with `limit`, newest
     /// first.
     pub async fn logged_states(&self, limit: u32) -> Vec<String> {
