@@ -108,7 +108,7 @@ async fn run(subscribers: usize, rounds: usize) {
         counts.wrong.load(Ordering::Relaxed)
     );
     println!();
-    encryption_cost(&browser);
+    encryption_cost(browser);
 }
 
 /// Encrypts a notification's payload for one browser, many times.

@@ -394,12 +394,9 @@ async fn a_push_service_that_fails_is_tried_again_and_one_that_says_gone_loses_t
     let delivered = service.wait_for(2).await;
     let tags = tags(&delivered);
     assert_eq!(tags, ["status", "message"]);
-    assert_eq!(
-        server
-            .metric("bitsd_push_deliveries_total{result=\"retried\"}")
-            .await,
-        2.0
-    );
+    server
+        .wait_for_metric("bitsd_push_deliveries_total{result=\"retried\"}", 2.0)
+        .await;
     // Bob's is gone: so is his subscription.
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while stored(&server).len() != 1 {
@@ -410,12 +407,9 @@ async fn a_push_service_that_fails_is_tried_again_and_one_that_says_gone_loses_t
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        server
-            .metric("bitsd_push_deliveries_total{result=\"gone\"}")
-            .await,
-        1.0
-    );
+    server
+        .wait_for_metric("bitsd_push_deliveries_total{result=\"gone\"}", 1.0)
+        .await;
 }
 
 #[tokio::test]
