@@ -2,7 +2,8 @@
 // so that a phone without network still shows the last state (the page
 // script says how old it is). The network comes first, always: a kept copy
 // is used only when the network fails. It also shows bitsd's push messages
-// as notifications, and a click on one brings up the homepage.
+// as notifications, a click on one brings up the homepage, and a push
+// subscription the browser replaces is handed to bitsd in place of the old.
 "use strict";
 
 var KEPT = "bitsd-kept-2";
@@ -115,5 +116,53 @@ self.addEventListener("notificationclick", function (event) {
     })[0];
     if (open && "focus" in open) return open.focus();
     return self.clients.openWindow(target.href);
+  }));
+});
+
+// ---- a subscription replaced ---------------------------------------------
+
+// Bytes of a base64url text.
+function bytes(text) {
+  var plain = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+  var out = new Uint8Array(plain.length);
+  for (var i = 0; i < plain.length; i++) out[i] = plain.charCodeAt(i);
+  return out;
+}
+
+// A new subscription made here, with bitsd's public key.
+function subscribeAgain() {
+  return fetch("/push/key", { cache: "no-store" }).then(function (response) {
+    if (!response.ok) throw new Error("no push key: " + response.status);
+    return response.json();
+  }).then(function (key) {
+    return self.registration.pushManager.subscribe({
+      userVisibleOnly: true,
+      applicationServerKey: bytes(key.publicKey),
+    });
+  });
+}
+
+// The browser replaced its push subscription (the push service renewed
+// or expired it). bitsd alone knows what the old one chose, so the new
+// one goes to bitsd in place of the old and keeps that choice. Firefox
+// gives the new subscription; other browsers may not, and the worker
+// subscribes again itself.
+self.addEventListener("pushsubscriptionchange", function (event) {
+  var old = event.oldSubscription;
+  // Without the old subscription there is no telling bitsd whose choice
+  // to keep, and the worker does not know the choice: nothing is sent.
+  // bitsd forgets the old one once its push service says it is gone.
+  if (!old) return;
+  var fresh = event.newSubscription ? Promise.resolve(event.newSubscription) : subscribeAgain();
+  event.waitUntil(fresh.then(function (subscription) {
+    return fetch("/push/subscriptions", {
+      method: "POST",
+      cache: "no-store",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ subscription: subscription.toJSON(), replaces: old.endpoint }),
+    });
+  }).then(function (response) {
+    if (!response.ok) throw new Error("bitsd refused the new subscription: " + response.status);
   }));
 });

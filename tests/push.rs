@@ -1,7 +1,8 @@
 //! Web Push (SPEC 20) over real HTTP: the VAPID key kept across restarts,
-//! subscriptions stored, replaced and removed, every check and limit a
-//! stranger meets, and deliveries to a local push service that checks the
-//! signature and decrypts as a real one and a browser would.
+//! subscriptions stored, replaced and removed, one the browser replaced
+//! handed over with its choice, every check and limit a stranger meets,
+//! and deliveries to a local push service that checks the signature and
+//! decrypts as a real one and a browser would.
 
 mod common;
 
@@ -266,6 +267,98 @@ async fn five_new_subscriptions_an_hour_from_one_address_and_ten_thousand_in_all
     assert!(text.contains("10000 push subscriptions"), "{text}");
     let (status, _) = subscribe(&server, "127.0.0.7", &subscription(&endpoint(1), &["open"])).await;
     assert_eq!(status, StatusCode::OK);
+    // A replacement frees the place of the one it replaces.
+    let renewed = replacing(&subscription(&endpoint(10_001), &[]), &endpoint(1));
+    let (status, text) = subscribe(&server, "127.0.0.7", &renewed).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let kept = stored(&server);
+    assert_eq!(kept.len(), 10_000);
+    assert!(kept.iter().all(|(e, _, _)| *e != endpoint(1)));
+}
+
+/// `body`'s subscription alone, sent in place of the one of `old`.
+fn replacing(body: &Value, old: &str) -> Value {
+    json!({"subscription": body["subscription"], "replaces": old})
+}
+
+#[tokio::test]
+async fn a_subscription_the_browser_replaced_keeps_its_choice() {
+    let (server, service) = subscribed(&[], &[("ada", &["open", "message"], "it")]).await;
+    let old = service.endpoint("ada");
+    // The browser's new subscription, without topics or language.
+    let renewed = replacing(&service.subscription("ada2", &[], "en"), &old);
+    let (status, text) = subscribe(&server, "127.0.1.1", &renewed).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert_eq!(
+        stored(&server),
+        [(service.endpoint("ada2"), "open,message".into(), "it".into())]
+    );
+
+    // What comes next reaches the new one only, in the old one's language.
+    let mut device = server.device().await;
+    device.send("status 1").await;
+    device.send_message("ciao").await;
+    let delivered = service.wait_for(2).await;
+    assert_eq!(tags(&delivered), ["status", "message"]);
+    assert!(delivered.iter().all(|d| d.subscriber == "ada2"));
+    assert_eq!(delivered[0].payload["title"], "Lab è aperta");
+    assert_eq!(service.arrived(), 2, "nothing sent to the old endpoint");
+    assert!(service.refused().is_empty(), "{:?}", service.refused());
+    for topic in ["open", "message"] {
+        let metric = format!("bitsd_push_subscriptions{{topic=\"{topic}\"}}");
+        assert_eq!(server.metric(&metric).await, 1.0, "{metric}");
+    }
+
+    // Sent again, it is the one kept: 200. Topics and language sent win.
+    let mut chosen = service.subscription("ada3", &["message"], "en");
+    chosen["replaces"] = json!(service.endpoint("ada2"));
+    let (status, _) = subscribe(&server, "127.0.1.1", &renewed).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, text) = subscribe(&server, "127.0.1.1", &chosen).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert_eq!(
+        stored(&server),
+        [(service.endpoint("ada3"), "message".into(), "en".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_replacement_of_an_unknown_subscription_needs_topics() {
+    let server = TestServer::start().await;
+    let fresh = subscription("https://push.example.net/new", &["open"]);
+    let unknown = "https://push.example.net/unknown";
+    // Said before the address spends a new subscription on it.
+    for _ in 0..6 {
+        let (status, text) = subscribe(&server, "127.0.0.8", &replacing(&fresh, unknown)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        assert!(
+            text.contains("no subscription with that endpoint to replace; send topics"),
+            "{text}"
+        );
+    }
+    assert!(stored(&server).is_empty());
+    let mut with_topics = fresh.clone();
+    with_topics["replaces"] = json!(unknown);
+    let (status, text) = subscribe(&server, "127.0.0.8", &with_topics).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert_eq!(
+        stored(&server),
+        [(
+            "https://push.example.net/new".into(),
+            "open".into(),
+            "it".into()
+        )]
+    );
+
+    let long = format!("https://push.example.net/{}", "a".repeat(1100));
+    let (status, text) = subscribe(&server, "127.0.0.8", &replacing(&fresh, &long)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("replaces: longer than 1024 bytes"), "{text}");
+    // Without `replaces`, topics are needed.
+    let bare = json!({"subscription": fresh["subscription"]});
+    let (status, text) = subscribe(&server, "127.0.0.8", &bare).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("topics: expected at least one"), "{text}");
 }
 
 /// The tags of `delivered`, in order.

@@ -1,6 +1,7 @@
 //! A push subscription as a browser sends it, checked whole before anything
 //! is stored: an endpoint bitsd may call, keys that encrypt, topics it
-//! knows.
+//! knows; or one sent in place of the browser's old subscription, which
+//! may leave the topics and language to the old one.
 
 use std::net::IpAddr;
 
@@ -9,19 +10,41 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 pub use crate::limits::is_local;
-pub use crate::record::push::{Subscription, Topic};
+pub use crate::record::push::{Replacement, Subscription, Topic};
 use crate::words::Lang;
 
 /// Longest endpoint URL accepted, in bytes.
 pub const MAX_ENDPOINT: usize = 1024;
 
-/// `POST /push/subscriptions`, as JSON.
+/// `POST /push/subscriptions`, as JSON. With `replaces`, the endpoint of
+/// the subscription it takes the place of, `topics` and `lang` may be left
+/// out.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub subscription: Keyed,
-    pub topics: Vec<String>,
+    pub topics: Option<Vec<String>>,
     pub lang: Option<String>,
+    pub replaces: Option<String>,
+}
+
+/// A subscription sent, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Stored as sent.
+    Whole(Subscription),
+    /// Stored in place of another.
+    Replacing(Replacement),
+}
+
+impl Checked {
+    /// The endpoint of the subscription sent.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            Checked::Whole(s) => &s.endpoint,
+            Checked::Replacing(r) => &r.subscription.endpoint,
+        }
+    }
 }
 
 /// The browser's `PushSubscription.toJSON()`; `expirationTime` is read and
@@ -51,15 +74,20 @@ impl Request {
     /// The subscription, or what is wrong with it in one sentence.
     /// `allow_local` lets `http://` and loopback, private and link-local
     /// hosts through.
-    pub fn check(self, allow_local: bool) -> Result<Subscription, String> {
+    pub fn check(self, allow_local: bool) -> Result<Checked, String> {
         let endpoint = check_endpoint(&self.subscription.endpoint, allow_local)?;
         let p256dh = key_bytes("p256dh", &self.subscription.keys.p256dh, 65)?;
         if web_push_native::p256::PublicKey::from_sec1_bytes(&p256dh).is_err() {
             return Err("keys.p256dh: not a point of the P-256 curve".into());
         }
         let auth = key_bytes("auth", &self.subscription.keys.auth, 16)?;
+        if let Some(replaces) = &self.replaces
+            && replaces.len() > MAX_ENDPOINT
+        {
+            return Err(format!("replaces: longer than {MAX_ENDPOINT} bytes"));
+        }
         let mut topics = Vec::new();
-        for text in &self.topics {
+        for text in self.topics.iter().flatten() {
             let topic = Topic::parse(text).ok_or_else(|| {
                 format!(
                     "topics: unknown topic {}; known: open, message",
@@ -70,7 +98,9 @@ impl Request {
                 topics.push(topic);
             }
         }
-        if topics.is_empty() {
+        // Left out, they are the replaced subscription's.
+        let taken = self.topics.is_none() && self.replaces.is_some();
+        if topics.is_empty() && !taken {
             return Err("topics: expected at least one of open, message".into());
         }
         topics.sort();
@@ -79,12 +109,20 @@ impl Request {
             Some(code) => Lang::from_code(code)
                 .ok_or_else(|| format!("lang: expected en or it, got {}", quoted(code)))?,
         };
-        Ok(Subscription {
+        let subscription = Subscription {
             endpoint,
             p256dh: URL_SAFE_NO_PAD.encode(p256dh),
             auth: URL_SAFE_NO_PAD.encode(auth),
             topics,
             lang: lang.code().to_string(),
+        };
+        Ok(match self.replaces {
+            None => Checked::Whole(subscription),
+            Some(replaces) => Checked::Replacing(Replacement {
+                subscription,
+                lang_sent: self.lang.is_some(),
+                replaces,
+            }),
         })
     }
 }
@@ -163,17 +201,28 @@ mod tests {
                 },
                 expiration_time: None,
             },
-            topics: topics.iter().map(|t| t.to_string()).collect(),
+            topics: Some(topics.iter().map(|t| t.to_string()).collect()),
             lang: Some("it".into()),
+            replaces: None,
+        }
+    }
+
+    /// The subscription of a request without `replaces`.
+    fn whole(checked: Checked) -> Subscription {
+        match checked {
+            Checked::Whole(s) => s,
+            Checked::Replacing(r) => panic!("a replacement: {r:?}"),
         }
     }
 
     #[test]
     fn a_browsers_subscription_is_taken() {
         let push = "https://fcm.googleapis.com/fcm/send/abc:def";
-        let taken = request(push, P256DH, AUTH, &["message", "open", "open"])
-            .check(false)
-            .unwrap();
+        let taken = whole(
+            request(push, P256DH, AUTH, &["message", "open", "open"])
+                .check(false)
+                .unwrap(),
+        );
         assert_eq!(taken.topics, [Topic::Open, Topic::Message]);
         assert_eq!(taken.lang, "it");
         assert_eq!(taken.p256dh, P256DH);
@@ -254,6 +303,56 @@ mod tests {
         let mut unknown_lang = request(push, P256DH, AUTH, &["open"]);
         unknown_lang.lang = Some("fr".into());
         assert!(unknown_lang.check(false).unwrap_err().contains("lang"));
+        let mut no_topics = request(push, P256DH, AUTH, &[]);
+        no_topics.topics = None;
+        let why = no_topics.check(false).unwrap_err();
+        assert!(why.contains("topics: expected at least one"), "{why}");
+        let mut long_old = request(push, P256DH, AUTH, &["open"]);
+        long_old.replaces = Some(format!("https://push.example/{}", "a".repeat(1010)));
+        let why = long_old.check(false).unwrap_err();
+        assert_eq!(why, "replaces: longer than 1024 bytes");
+    }
+
+    #[test]
+    fn a_replacement_takes_what_it_leaves_out_from_the_one_it_replaces() {
+        let old = "https://push.example/old";
+        let mut sent = request("https://push.example/new", P256DH, AUTH, &[]);
+        (sent.topics, sent.lang, sent.replaces) = (None, None, Some(old.into()));
+        let Checked::Replacing(bare) = sent.check(false).unwrap() else {
+            panic!("not a replacement");
+        };
+        assert_eq!(bare.replaces, old);
+        assert!(bare.takes_topics() && !bare.lang_sent);
+        let stored = (vec![Topic::Open, Topic::Message], "it".to_string());
+        let taken = bare.taking(Some(stored.clone())).unwrap();
+        assert_eq!(taken.endpoint, "https://push.example/new");
+        assert_eq!((taken.topics, taken.lang), stored);
+        assert_eq!(bare.taking(None), None, "no topics from anywhere");
+
+        // What is sent wins.
+        let mut full = request("https://push.example/new", P256DH, AUTH, &["message"]);
+        full.replaces = Some(old.into());
+        let Checked::Replacing(full) = full.check(false).unwrap() else {
+            panic!("not a replacement");
+        };
+        assert!(!full.takes_topics() && full.lang_sent);
+        let english = (vec![Topic::Open], "en".to_string());
+        let taken = full.taking(Some(english.clone())).unwrap();
+        assert_eq!(
+            (taken.topics, taken.lang.as_str()),
+            (vec![Topic::Message], "it")
+        );
+        let alone = full.taking(None).unwrap();
+        assert_eq!(alone.topics, [Topic::Message]);
+        // A language left out is the old one's, else the default.
+        let mut no_lang = request("https://push.example/new", P256DH, AUTH, &["open"]);
+        (no_lang.lang, no_lang.replaces) = (None, Some(old.into()));
+        let Checked::Replacing(no_lang) = no_lang.check(false).unwrap() else {
+            panic!("not a replacement");
+        };
+        let stored = (vec![Topic::Message], "it".to_string());
+        assert_eq!(no_lang.taking(Some(stored)).unwrap().lang, "it");
+        assert_eq!(no_lang.taking(None).unwrap().lang, "en");
     }
 
     #[test]

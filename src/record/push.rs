@@ -39,6 +39,42 @@ pub struct Subscription {
     pub lang: String,
 }
 
+/// A subscription sent in place of another, checked: what it does not
+/// say is taken from the one it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// The new subscription, with the topics and language sent: `topics`
+    /// empty when none were sent.
+    pub subscription: Subscription,
+    /// Whether a language was sent (else `subscription.lang` is the
+    /// default).
+    pub lang_sent: bool,
+    /// The endpoint of the subscription it replaces.
+    pub replaces: String,
+}
+
+impl Replacement {
+    /// Whether its topics must come from the subscription it replaces.
+    pub fn takes_topics(&self) -> bool {
+        self.subscription.topics.is_empty()
+    }
+
+    /// What to store, given the topics and language of the subscription
+    /// replaced, if that one is stored; none with topics from neither.
+    pub fn taking(&self, replaced: Option<(Vec<Topic>, String)>) -> Option<Subscription> {
+        let mut s = self.subscription.clone();
+        if let Some((topics, lang)) = replaced {
+            if s.topics.is_empty() {
+                s.topics = topics;
+            }
+            if !self.lang_sent {
+                s.lang = lang;
+            }
+        }
+        (!s.topics.is_empty()).then_some(s)
+    }
+}
+
 /// How many subscribe to each topic, as the push delivery last counted:
 /// the writer stores no event nobody would be sent.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Batch, Db, StoreError};
-use crate::record::push::{Subscription, Topic};
+use crate::record::push::{Replacement, Subscription, Topic};
 
 /// Schema version 13.
 pub(super) const MIGRATION: &str = r#"
@@ -61,6 +61,9 @@ pub enum Subscribed {
     Replaced,
     /// A new endpoint, refused: `limit` subscriptions are kept already.
     Full,
+    /// A replacement without topics, where neither its endpoint nor the
+    /// one it replaces is subscribed: there is nothing to take them from.
+    Unknown,
 }
 
 /// A stored subscription.
@@ -109,44 +112,58 @@ impl Db {
         now: i64,
     ) -> Result<Subscribed, StoreError> {
         let tx = self.conn.transaction()?;
-        let topics: Vec<&str> = s.topics.iter().map(|t| t.as_str()).collect();
-        let topics = topics.join(",");
-        let replaced = tx.execute(
-            "UPDATE bitsd_push_subscription SET p256dh = ?2, auth = ?3, topics = ?4, lang = ?5
-             WHERE endpoint = ?1",
-            params![s.endpoint, s.p256dh, s.auth, topics, s.lang.as_str()],
-        )?;
-        let outcome = if replaced > 0 {
-            Subscribed::Replaced
-        } else {
-            let count: i64 =
-                tx.query_row("SELECT COUNT(*) FROM bitsd_push_subscription", [], |r| {
-                    r.get(0)
-                })?;
-            if count as u64 >= limit {
-                return Ok(Subscribed::Full);
-            }
-            // It hears of what happens from now on: event ids are never
-            // used again, so the last one given is where it starts.
-            tx.execute(
-                "INSERT INTO bitsd_push_subscription
-                     (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                         (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence
-                          WHERE name = 'bitsd_push_event'))",
-                params![
-                    s.endpoint,
-                    s.p256dh,
-                    s.auth,
-                    topics,
-                    s.lang.as_str(),
-                    now,
-                    origin
-                ],
-            )?;
-            Subscribed::Created
+        let outcome = store_subscription(&tx, s, origin, limit, now, None)?;
+        if outcome != Subscribed::Full {
+            tx.commit()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Stores `r` in place of the subscription of `r.replaces`, in one
+    /// transaction: the new one takes the old one's topics and language
+    /// where `r` leaves them out, and its place in the outbox, so it hears
+    /// what the old one had still to hear; the old one is removed, which
+    /// frees its place for the new. Sent again once the old one is gone,
+    /// the new one keeps what it has.
+    pub fn push_replace(
+        &mut self,
+        r: &Replacement,
+        origin: &str,
+        limit: u64,
+        now: i64,
+    ) -> Result<Subscribed, StoreError> {
+        let tx = self.conn.transaction()?;
+        let stored = |endpoint: &str| -> Result<Option<(String, String, i64)>, StoreError> {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT topics, lang, delivered FROM bitsd_push_subscription
+                     WHERE endpoint = ?1",
+                )?
+                .query_row([endpoint], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?)
         };
-        tx.commit()?;
+        let old = stored(&r.replaces)?;
+        let choice = match &old {
+            Some(old) => Some(old.clone()),
+            None => stored(&r.subscription.endpoint)?,
+        };
+        let taken = choice.map(|(topics, lang, _)| (topics_of(&topics), lang));
+        let Some(s) = r.taking(taken) else {
+            return Ok(Subscribed::Unknown);
+        };
+        if old.is_some() && r.replaces != s.endpoint {
+            tx.execute(
+                "DELETE FROM bitsd_push_subscription WHERE endpoint = ?1",
+                [&r.replaces],
+            )?;
+        }
+        let delivered = old.map(|(_, _, delivered)| delivered);
+        let outcome = store_subscription(&tx, &s, origin, limit, now, delivered)?;
+        if outcome != Subscribed::Full {
+            tx.commit()?;
+        }
         Ok(outcome)
     }
 
@@ -177,7 +194,7 @@ impl Db {
                         endpoint: r.get(1)?,
                         p256dh: r.get(2)?,
                         auth: r.get(3)?,
-                        topics: topics.split(',').filter_map(Topic::parse).collect(),
+                        topics: topics_of(&topics),
                         lang: r.get(5)?,
                     },
                 },
@@ -267,4 +284,57 @@ impl Db {
         }
         Ok(counts)
     }
+}
+
+/// Stores `s` in `tx`, replacing what its endpoint had; a new endpoint only
+/// while fewer than `limit` are kept, handled up to `delivered` if given.
+fn store_subscription(
+    tx: &rusqlite::Transaction<'_>,
+    s: &Subscription,
+    origin: &str,
+    limit: u64,
+    now: i64,
+    delivered: Option<i64>,
+) -> Result<Subscribed, StoreError> {
+    let topics: Vec<&str> = s.topics.iter().map(|t| t.as_str()).collect();
+    let topics = topics.join(",");
+    let replaced = tx.execute(
+        "UPDATE bitsd_push_subscription SET p256dh = ?2, auth = ?3, topics = ?4, lang = ?5
+         WHERE endpoint = ?1",
+        params![s.endpoint, s.p256dh, s.auth, topics, s.lang.as_str()],
+    )?;
+    if replaced > 0 {
+        return Ok(Subscribed::Replaced);
+    }
+    let count: i64 = tx.query_row("SELECT COUNT(*) FROM bitsd_push_subscription", [], |r| {
+        r.get(0)
+    })?;
+    if count as u64 >= limit {
+        return Ok(Subscribed::Full);
+    }
+    // Else it hears of what happens from now on: event ids are never used
+    // again, so the last one given is where it starts.
+    tx.execute(
+        "INSERT INTO bitsd_push_subscription
+             (endpoint, p256dh, auth, topics, lang, created, origin, delivered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                 COALESCE(?8, (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence
+                               WHERE name = 'bitsd_push_event')))",
+        params![
+            s.endpoint,
+            s.p256dh,
+            s.auth,
+            topics,
+            s.lang.as_str(),
+            now,
+            origin,
+            delivered
+        ],
+    )?;
+    Ok(Subscribed::Created)
+}
+
+/// The topics stored as `open,message`.
+fn topics_of(text: &str) -> Vec<Topic> {
+    text.split(',').filter_map(Topic::parse).collect()
 }

@@ -215,3 +215,101 @@ fn push_events_are_kept_until_every_subscriber_had_them_or_a_day() {
     assert!(ids(&db).is_empty(), "given up after a day");
     assert_eq!(db.push_events_after(0, 1).unwrap().len(), 0);
 }
+
+#[test]
+fn a_push_replacement_takes_the_old_ones_choice_and_place() {
+    use crate::record::push::{Replacement, Subscription, Topic};
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+    let subscription = |endpoint: &str, topics: Vec<Topic>, lang: &str| Subscription {
+        endpoint: endpoint.into(),
+        p256dh: "k".into(),
+        auth: "a".into(),
+        topics,
+        lang: lang.into(),
+    };
+    let old = subscription(
+        "https://push.example/old",
+        vec![Topic::Open, Topic::Message],
+        "it",
+    );
+    let other = subscription("https://push.example/other", vec![Topic::Open], "en");
+    for s in [&old, &other] {
+        assert_eq!(
+            db.push_subscribe(s, "https://b.example", 2, 0).unwrap(),
+            Subscribed::Created
+        );
+    }
+    // An event the old one has not had yet.
+    let batch = db.batch().unwrap();
+    batch.insert_push_event(Topic::Open, "{}", 100.0).unwrap();
+    batch.commit().unwrap();
+    let replacement = |endpoint: &str, replaces: &str| Replacement {
+        subscription: subscription(endpoint, Vec::new(), "en"),
+        lang_sent: false,
+        replaces: replaces.into(),
+    };
+    let endpoints = |db: &Db| -> Vec<(String, Vec<Topic>, String, i64)> {
+        db.push_pending()
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let s = p.row.subscription;
+                (s.endpoint, s.topics, s.lang, p.delivered)
+            })
+            .collect()
+    };
+
+    // Nothing to take the topics from.
+    let stray = replacement("https://push.example/new", "https://push.example/none");
+    assert_eq!(
+        db.push_replace(&stray, "https://b.example", 2, 0).unwrap(),
+        Subscribed::Unknown
+    );
+    // Two kept of two: the new one takes the old one's place, choice and
+    // events still to hear.
+    let new = replacement("https://push.example/new", "https://push.example/old");
+    assert_eq!(
+        db.push_replace(&new, "https://b.example", 2, 0).unwrap(),
+        Subscribed::Created
+    );
+    assert_eq!(
+        endpoints(&db),
+        [
+            (
+                "https://push.example/other".into(),
+                vec![Topic::Open],
+                "en".into(),
+                0
+            ),
+            (
+                "https://push.example/new".into(),
+                vec![Topic::Open, Topic::Message],
+                "it".into(),
+                0
+            ),
+        ]
+    );
+    // Sent again: the new one keeps what it has.
+    assert_eq!(
+        db.push_replace(&new, "https://b.example", 2, 0).unwrap(),
+        Subscribed::Replaced
+    );
+    assert_eq!(endpoints(&db).len(), 2);
+    // Replaced by an endpoint already kept: that one stays, with the
+    // choice of the one it replaces.
+    let merged = replacement("https://push.example/other", "https://push.example/new");
+    assert_eq!(
+        db.push_replace(&merged, "https://b.example", 2, 0).unwrap(),
+        Subscribed::Replaced
+    );
+    assert_eq!(
+        endpoints(&db),
+        [(
+            "https://push.example/other".into(),
+            vec![Topic::Open, Topic::Message],
+            "it".into(),
+            0
+        )]
+    );
+}

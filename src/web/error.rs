@@ -42,6 +42,9 @@ pub enum Error {
     /// The 404 page, drawn without the live state (the room shown closed).
     #[error("not found")]
     NotFound,
+    /// What the request names is not there; the text says what.
+    #[error("{0}")]
+    Missing(String),
     /// The path exists, but not for this method (axum adds `Allow`).
     #[error("this path does not answer that method")]
     MethodNotAllowed,
@@ -102,7 +105,7 @@ impl Error {
             }
             Error::Unauthorized(_) | Error::DeviceKey => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::ForgeryToken => StatusCode::FORBIDDEN,
-            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::Missing(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -166,6 +169,7 @@ impl IntoResponse for Error {
             Error::BadRequest(_)
             | Error::Forbidden(_)
             | Error::ForgeryToken
+            | Error::Missing(_)
             | Error::MethodNotAllowed
             | Error::DeviceKey
             | Error::TooManyRequests(_)

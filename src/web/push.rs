@@ -1,5 +1,6 @@
 //! Web Push's way in (SPEC 20): `GET /push/key` gives bitsd's VAPID public
-//! key; `POST /push/subscriptions` stores a browser's subscription and
+//! key; `POST /push/subscriptions` stores a browser's subscription, also in
+//! place of the one the browser replaced it with, and
 //! `DELETE /push/subscriptions` removes it. No login; JSON only, so
 //! another site's page cannot send one without a preflight, which bitsd
 //! does not answer, and an `Origin` of another site is refused in front.
@@ -18,7 +19,7 @@ use super::client::Client;
 use super::{App, Error};
 use crate::clock::unix_time;
 use crate::limits::{AddressKey, Rate};
-use crate::push::subscription::{Request, Unsubscribe};
+use crate::push::subscription::{Checked, Request, Unsubscribe};
 use crate::push::{MAX_SUBSCRIPTIONS, Topic};
 use crate::store::Subscribed;
 
@@ -41,8 +42,14 @@ async fn key(AxumState(app): AxumState<App>) -> Response {
     axum::Json(body).into_response()
 }
 
+/// A replacement without topics whose old endpoint is not stored.
+const UNKNOWN_REPLACED: &str = "no subscription with that endpoint to replace; send topics";
+
 /// Stores a subscription: 201 for a new endpoint, 200 for one already
-/// there (its topics and keys replaced).
+/// there (its topics and keys replaced). One with `replaces` takes the
+/// place of the subscription of that endpoint, and its topics and
+/// language unless it sends them: 404 when there are none to take (and
+/// its own endpoint is not stored either).
 async fn subscribe(
     AxumState(app): AxumState<App>,
     client: Client,
@@ -55,14 +62,29 @@ async fn subscribe(
         &body,
         r#"{"subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}, "topics": ["open", "message"], "lang": "en"}"#,
     )?;
-    let subscription = request
+    let checked = request
         .check(app.config.options.push_allow_local)
         .map_err(Error::BadRequest)?;
-    let endpoint = subscription.endpoint.clone();
-    let known = app
+    let endpoint = checked.endpoint().to_string();
+    let taken_from = match &checked {
+        Checked::Replacing(r) if r.takes_topics() => Some(r.replaces.clone()),
+        _ => None,
+    };
+    let (known, orphan) = app
         .store
-        .run(move |db| db.push_subscribed(&endpoint))
+        .run(move |db| {
+            let known = db.push_subscribed(&endpoint)?;
+            let orphan = match taken_from {
+                Some(old) => !known && !db.push_subscribed(&old)?,
+                None => false,
+            };
+            Ok((known, orphan))
+        })
         .await?;
+    // Said before an address spends one of its new subscriptions on it.
+    if orphan {
+        return Err(Error::Missing(UNKNOWN_REPLACED.into()));
+    }
     if !known {
         let address = client.ip.map(AddressKey::from);
         if app
@@ -80,7 +102,10 @@ async fn subscribe(
     let stored = app
         .store
         .run(move |db| {
-            let stored = db.push_subscribe(&subscription, &origin, MAX_SUBSCRIPTIONS, now)?;
+            let stored = match &checked {
+                Checked::Whole(s) => db.push_subscribe(s, &origin, MAX_SUBSCRIPTIONS, now)?,
+                Checked::Replacing(r) => db.push_replace(r, &origin, MAX_SUBSCRIPTIONS, now)?,
+            };
             Ok((stored, db.push_counts()?))
         })
         .await?;
@@ -91,6 +116,7 @@ async fn subscribe(
         Subscribed::Full => Err(Error::Full(format!(
             "{MAX_SUBSCRIPTIONS} push subscriptions are kept already"
         ))),
+        Subscribed::Unknown => Err(Error::Missing(UNKNOWN_REPLACED.into())),
     }
 }
 

@@ -4,7 +4,8 @@
 //! protocol shown as notifications, the newest of a tag replacing the
 //! older; subscribing through Chromium's own push service (out of reach
 //! without network) and through a stand-in push manager, checked against
-//! what bitsd stored.
+//! what bitsd stored; a subscription the browser replaces, handed to bitsd
+//! by the service worker with the old one's choice.
 
 use super::*;
 use bitsd::words::{self, HomeWords, Lang};
@@ -625,6 +626,260 @@ async fn subscribing_asks_and_tells_bitsd_and_says_what_went_wrong() {
         "null"
     );
     assert_eq!(stored_count(&server), 0);
+
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+}
+
+/// The service worker's own realm, reached over a DevTools connection of
+/// its own: chromiumoxide detaches from every service worker it meets.
+struct WorkerConsole {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// The DevTools session attached to the worker.
+    session: String,
+    /// The id of the last command sent.
+    sent: u64,
+}
+
+impl WorkerConsole {
+    /// Attaches to the running service worker of `server`'s pages.
+    async fn attach(browser: &Browser, server: &TestServer) -> WorkerConsole {
+        let (socket, _) = tokio_tungstenite::connect_async(browser.websocket_address().as_str())
+            .await
+            .expect("a DevTools connection");
+        let mut console = WorkerConsole {
+            socket,
+            session: String::new(),
+            sent: 0,
+        };
+        let script = server.url("/sw.js");
+        let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
+        let target = loop {
+            let targets = console.call(None, "Target.getTargets", json!({})).await;
+            let worker = targets["targetInfos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["type"] == "service_worker" && t["url"] == script.as_str())
+                .map(|t| t["targetId"].clone());
+            if let Some(id) = worker {
+                break id;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no service worker {script} running: {targets}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let attached = console
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({"targetId": target, "flatten": true}),
+            )
+            .await;
+        console.session = attached["sessionId"].as_str().unwrap().to_string();
+        console
+    }
+
+    /// Sends the DevTools command `method`, to the worker when `session`
+    /// is its session, else to the browser; its result.
+    async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        use futures_util::SinkExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        self.sent += 1;
+        let mut command = json!({"id": self.sent, "method": method, "params": params});
+        if let Some(session) = session {
+            command["sessionId"] = json!(session);
+        }
+        self.socket
+            .send(Message::Text(command.to_string().into()))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(BROWSER_PATIENCE, async {
+            // Events and other answers pass by.
+            while let Some(message) = self.socket.next().await {
+                if let Message::Text(text) = message.unwrap() {
+                    let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if message["id"] == self.sent {
+                        return message;
+                    }
+                }
+            }
+            panic!("the DevTools connection closed during {method}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {method}"));
+        if let Some(error) = answer.get("error") {
+            panic!("{method}: {error}");
+        }
+        answer["result"].clone()
+    }
+
+    /// What `expression` gives in the worker, a promise awaited; its
+    /// exception fails the test.
+    async fn evaluate(&mut self, expression: &str) -> serde_json::Value {
+        let session = self.session.clone();
+        let params = json!({"expression": expression, "awaitPromise": true, "returnByValue": true});
+        let answer = self.call(Some(&session), "Runtime.evaluate", params).await;
+        if let Some(exception) = answer.get("exceptionDetails") {
+            panic!("in the service worker: {exception}");
+        }
+        answer["result"]["value"].clone()
+    }
+}
+
+/// Dispatches a `pushsubscriptionchange` event in the service worker,
+/// with `old` and `new` (JS expressions) as its subscriptions, and awaits
+/// what the worker asked it to wait for; how many promises that was.
+/// Chromium makes a `PushSubscriptionChangeEvent` only of subscriptions of
+/// its own push service, out of reach here, and an event made by a script
+/// refuses `waitUntil`: the event is made without subscriptions, then
+/// given the two and a `waitUntil` of its own.
+async fn change_subscription(worker: &mut WorkerConsole, old: &str, new: &str) -> u64 {
+    let dispatch = format!(
+        "(function () {{
+           var waits = [];
+           var event = typeof PushSubscriptionChangeEvent === 'function'
+             ? new PushSubscriptionChangeEvent('pushsubscriptionchange')
+             : new ExtendableEvent('pushsubscriptionchange');
+           Object.defineProperty(event, 'oldSubscription', {{ value: {old} }});
+           Object.defineProperty(event, 'newSubscription', {{ value: {new} }});
+           Object.defineProperty(event, 'waitUntil', {{ value: function (p) {{ waits.push(p); }} }});
+           self.dispatchEvent(event);
+           return Promise.all(waits).then(function () {{ return waits.length; }});
+         }})()"
+    );
+    worker.evaluate(&dispatch).await.as_u64().unwrap()
+}
+
+/// A subscription as a JS object whose `toJSON` gives `endpoint` with a
+/// fresh P-256 key and auth secret, as a browser's does.
+fn subscription_js(endpoint: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
+    let key = ES256KeyPair::generate();
+    let json = json!({
+        "endpoint": endpoint,
+        "expirationTime": null,
+        "keys": {
+            "p256dh": URL_SAFE_NO_PAD.encode(key.public_key().public_key().to_bytes_uncompressed()),
+            "auth": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+        },
+    });
+    format!(
+        "{{ endpoint: {}, options: null, \
+           toJSON: function () {{ return {json}; }}, \
+           unsubscribe: function () {{ return Promise.resolve(true); }} }}",
+        json!(endpoint)
+    )
+}
+
+/// Waits until bitsd keeps exactly `expected` (endpoint, topics, lang).
+async fn wait_for_stored(server: &TestServer, what: &str, expected: &[(&str, &str, &str)]) {
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(e, t, l)| (e.to_string(), t.to_string(), l.to_string()))
+        .collect();
+    let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
+    while stored(server) != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}, expected {expected:?}",
+            stored(server)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_browser_replaces_stays_subscribed() {
+    let server = TestServer::start().await;
+    let (mut browser, events, _profile) = launch().await;
+    allow_notifications(&browser, &server, PermissionSetting::Granted).await;
+    // Subscribed in Italian to both, through the stand-in push manager.
+    let page = open(&browser, "about:blank").await;
+    page.evaluate_on_new_document(STAND_IN).await.unwrap();
+    page.goto(server.url("/?lang=it")).await.unwrap();
+    wait_for_control(&page, "the Italian control", "no").await;
+    tick(&page, true, true).await;
+    click(&page, "notify-button").await;
+    wait_for_control(&page, "subscribed", "yes").await;
+    let old = text(
+        &page,
+        "JSON.parse(sessionStorage.getItem('fake-subscription')).endpoint",
+    )
+    .await;
+    assert_eq!(
+        stored(&server),
+        [(old.clone(), "open,message".into(), "it".into())]
+    );
+    wait_for_worker(&page).await;
+    let mut worker = WorkerConsole::attach(&browser, &server).await;
+
+    // Firefox's way: the new subscription comes with the event.
+    let renewed = "https://push.example.net/send/renewed";
+    let old_js = format!("{{ endpoint: {} }}", json!(old));
+    let waited = change_subscription(&mut worker, &old_js, &subscription_js(renewed)).await;
+    assert_eq!(waited, 1, "the worker waits for bitsd");
+    wait_for_stored(
+        &server,
+        "the new subscription in place of the old",
+        &[(renewed, "open,message", "it")],
+    )
+    .await;
+
+    // Without it, the worker subscribes again with bitsd's key, as the page
+    // does.
+    let again = "https://push.example.net/send/again";
+    let made = subscription_js(again);
+    worker
+        .evaluate(&format!(
+            "PushManager.prototype.subscribe = function (options) {{
+               var key = btoa(String.fromCharCode.apply(null, new Uint8Array(options.applicationServerKey)))
+                 .replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+               self.askedWith = {{ userVisibleOnly: options.userVisibleOnly, key: key }};
+               return Promise.resolve({made});
+             }}; true"
+        ))
+        .await;
+    let renewed_js = format!("{{ endpoint: {} }}", json!(renewed));
+    let waited = change_subscription(&mut worker, &renewed_js, "null").await;
+    assert_eq!(waited, 1);
+    wait_for_stored(
+        &server,
+        "the worker's own subscription in place of the old",
+        &[(again, "open,message", "it")],
+    )
+    .await;
+    let key = server.json("/push/key").await;
+    assert_eq!(
+        worker.evaluate("self.askedWith").await,
+        json!({"userVisibleOnly": true, "key": key["publicKey"]})
+    );
+
+    // Without the old subscription, there is no telling whose choice to
+    // keep: nothing is sent.
+    let waited = change_subscription(
+        &mut worker,
+        "null",
+        &subscription_js("https://push.example.net/send/orphan"),
+    )
+    .await;
+    assert_eq!(waited, 0);
+    assert_eq!(
+        stored(&server),
+        [(again.into(), "open,message".into(), "it".into())]
+    );
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;
