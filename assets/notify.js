@@ -38,13 +38,15 @@
 
   // ---- what bitsd took ------------------------------------------------------
 
-  // {"endpoint": ..., "topics": [...]}, as bitsd last accepted them.
+  // {"endpoint": ..., "topics": [...], "lang": ...}, as bitsd last
+  // accepted them.
   var KEPT = "bits-notify";
   function kept() {
     try { return JSON.parse(localStorage.getItem(KEPT)); } catch (e) { return null; }
   }
-  function keep(endpoint, topics) {
-    try { localStorage.setItem(KEPT, JSON.stringify({ endpoint: endpoint, topics: topics })); } catch (e) { /* private mode */ }
+  function keep(endpoint, topics, lang) {
+    var choice = { endpoint: endpoint, topics: topics, lang: lang };
+    try { localStorage.setItem(KEPT, JSON.stringify(choice)); } catch (e) { /* private mode */ }
   }
   function forget() {
     try { localStorage.removeItem(KEPT); } catch (e) { /* private mode */ }
@@ -213,9 +215,10 @@
           .then(function (s) { made = s; return s; });
       }, function (error) { throw pushFailure(error); });
     }).then(function (subscription) {
-      var body = { subscription: subscription.toJSON(), topics: topics, lang: document.documentElement.lang };
+      var lang = document.documentElement.lang;
+      var body = { subscription: subscription.toJSON(), topics: topics, lang: lang };
       return send("POST", "/push/subscriptions", body).then(function () {
-        keep(subscription.endpoint, topics);
+        keep(subscription.endpoint, topics, lang);
         current = subscription;
       });
     }).catch(function (error) {
@@ -256,6 +259,21 @@
       });
   }
 
+  // The browser replaced its subscription since bitsd took the choice (a
+  // push service renews them, and not every browser tells the service
+  // worker): bitsd takes the new one in place of the old, with the choice.
+  function carryOver() {
+    var choice = kept();
+    if (!current || !choice || !choice.endpoint || choice.endpoint === current.endpoint) return;
+    var body = { subscription: current.toJSON(), replaces: choice.endpoint, topics: choice.topics };
+    if (choice.lang) body.lang = choice.lang;
+    var subscription = current;
+    return send("POST", "/push/subscriptions", body).then(function () {
+      keep(subscription.endpoint, choice.topics, choice.lang);
+      render();
+    }, function (error) { log("the new subscription not handed over", error); });
+  }
+
   // ---- start ------------------------------------------------------------
 
   function appleMobile() {
@@ -289,5 +307,5 @@
   stopButton.addEventListener("click", stop);
   // Shown once the service worker is ready (it always is where push
   // works), as not subscribed when the browser would not say.
-  update().then(function () { section.hidden = false; });
+  update().then(carryOver).then(function () { section.hidden = false; });
 })();

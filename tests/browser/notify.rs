@@ -823,12 +823,36 @@ async fn a_subscription_the_browser_replaces_stays_subscribed() {
         stored(&server),
         [(old.clone(), "open,message".into(), "it".into())]
     );
+
+    // A browser that renews the subscription without telling the worker:
+    // the page, next opened, hands the new one to bitsd with the choice.
+    let moved = "https://push.example.net/send/moved";
+    page.evaluate(format!(
+        "var k = JSON.parse(sessionStorage.getItem('fake-subscription')); \
+         k.endpoint = {}; sessionStorage.setItem('fake-subscription', JSON.stringify(k)); \
+         location.reload(); true",
+        json!(moved)
+    ))
+    .await
+    .unwrap();
+    wait_for_stored(
+        &server,
+        "the page's new subscription in place of the old",
+        &[(moved, "open,message", "it")],
+    )
+    .await;
+    wait_for_control(&page, "subscribed after the renewal", "yes").await;
+    assert_eq!(
+        text_of(&page, "notify-state").await,
+        home(Lang::It).notify_on_both
+    );
+
     wait_for_worker(&page).await;
     let mut worker = WorkerConsole::attach(&browser, &server).await;
 
     // Firefox's way: the new subscription comes with the event.
     let renewed = "https://push.example.net/send/renewed";
-    let old_js = format!("{{ endpoint: {} }}", json!(old));
+    let old_js = format!("{{ endpoint: {} }}", json!(moved));
     let waited = change_subscription(&mut worker, &old_js, &subscription_js(renewed)).await;
     assert_eq!(waited, 1, "the worker waits for bitsd");
     wait_for_stored(
