@@ -2,7 +2,7 @@
 //! 20) in headless Chromium: the control in both languages on a phone's
 //! screen and a desktop's; push messages delivered through the DevTools
 //! protocol shown as notifications, the newest of a tag replacing the
-//! older; subscribing through Chromium's own push service (out of reach
+//! older, and a click on one bringing up its page; subscribing through Chromium's own push service (out of reach
 //! without network) and through a stand-in push manager, checked against
 //! what bitsd stored; a subscription the browser replaces, handed to bitsd
 //! by the service worker with the old one's choice.
@@ -427,6 +427,88 @@ async fn push_messages_show_as_notifications_the_newest_of_a_tag_only() {
         ],
     )
     .await;
+
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+}
+
+/// Clicks the notification of `tag` in the service worker: a
+/// `notificationclick` event of the notification shown, made by a script
+/// (headless Chromium has no notification to click), with a `waitUntil`
+/// of its own, as a script's event refuses the real one. The worker's
+/// `focus` and `openWindow`, which only a real click may use, record what
+/// they were asked instead. What they were asked: `[focused, opened]`.
+async fn click_notification(worker: &mut WorkerConsole, tag: &str) -> serde_json::Value {
+    let click = format!(
+        "(function () {{
+           var asked = {{ focused: [], opened: [] }};
+           WindowClient.prototype.focus = function () {{
+             asked.focused.push(this.url);
+             return Promise.resolve(this);
+           }};
+           self.clients.openWindow = function (url) {{
+             asked.opened.push(url);
+             return Promise.resolve(null);
+           }};
+           return self.registration.getNotifications({{ tag: {tag} }}).then(function (list) {{
+             if (list.length !== 1) throw new Error(list.length + ' notifications of the tag');
+             var waits = [];
+             var event = new NotificationEvent('notificationclick', {{ notification: list[0] }});
+             Object.defineProperty(event, 'waitUntil', {{ value: function (p) {{ waits.push(p); }} }});
+             self.dispatchEvent(event);
+             return Promise.all(waits);
+           }}).then(function () {{ return [asked.focused, asked.opened]; }});
+         }})()",
+        tag = json!(tag)
+    );
+    worker.evaluate(&click).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_on_a_notification_brings_up_its_page() {
+    let server = TestServer::start().await;
+    let (mut browser, events, _profile) = launch().await;
+    allow_notifications(&browser, &server, PermissionSetting::Granted).await;
+    let page = open(&browser, &server.url("/")).await;
+    wait_for_worker(&page).await;
+    wait_until(
+        &page,
+        "the worker activated",
+        "navigator.serviceWorker.controller.state === 'activated'",
+    )
+    .await;
+    let mut pusher = Pusher::new(&page, &server).await;
+    for (tag, url) in [
+        ("status", "/"),
+        ("message", "/log"),
+        ("other", "https://elsewhere.example/"),
+    ] {
+        let push = json!({"title": "BITS", "body": tag, "url": url, "tag": tag});
+        pusher.deliver(&page, &push.to_string()).await;
+    }
+    wait_for_notifications(
+        &page,
+        "three notifications",
+        &[
+            ("BITS", "message", "message"),
+            ("BITS", "other", "other"),
+            ("BITS", "status", "status"),
+        ],
+    )
+    .await;
+    let mut worker = WorkerConsole::attach(&browser, &server).await;
+
+    // The homepage is open: it is brought up, and the notification goes.
+    let asked = click_notification(&mut worker, "status").await;
+    assert_eq!(asked, json!([[server.url("/")], []]));
+    // Another page of the site: opened, as no window shows it.
+    let asked = click_notification(&mut worker, "message").await;
+    assert_eq!(asked, json!([[], [server.url("/log")]]));
+    // Another site's: the homepage instead, which is open.
+    let asked = click_notification(&mut worker, "other").await;
+    assert_eq!(asked, json!([[server.url("/")], []]));
+    wait_for_notifications(&page, "every clicked notification closed", &[]).await;
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;
