@@ -201,11 +201,15 @@ pub async fn run(
         contact,
         allow_local: config.options.push_allow_local,
     };
+    // The delivery reads and writes on a connection of its own: its
+    // threads run at a lower priority, and must never hold the web's.
+    let push_store = store::Handle::open(&config.db_path)
+        .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
     push::deliver::start(
         push.clone(),
         settings,
         state.clone(),
-        store.clone(),
+        push_store,
         metrics.clone(),
         shutdown.clone(),
         &tracker,

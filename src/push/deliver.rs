@@ -97,8 +97,8 @@ impl Turn {
 const NICENESS: libc::c_int = 10;
 
 /// Starts delivering pushes until `shutdown`, on a runtime of its own whose
-/// threads run below the priority of the rest of bitsd; `tracker` waits
-/// for it to end.
+/// threads run [`NICENESS`] steps below the thread that calls this (at
+/// most at the lowest, 19); `tracker` waits for it to end.
 pub fn start(
     push: Arc<Push>,
     settings: Settings,
@@ -108,32 +108,63 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bitsd-push")
-        .on_thread_start(lower_priority)
-        .enable_all()
-        .build()?;
+    let nice = (this_thread_nice() + NICENESS).min(LOWEST);
     let token = tracker.token();
+    let (built_tx, built) = std::sync::mpsc::sync_channel(1);
+    // The runtime is made and dropped on its own thread, never in the
+    // caller's async context.
     std::thread::Builder::new()
         .name("bitsd-push".into())
         .spawn(move || {
-            lower_priority();
-            runtime.block_on(run(push, settings, state, store, metrics, shutdown));
-            drop(runtime);
+            set_nice(nice);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("bitsd-push")
+                .on_thread_start(move || set_nice(nice))
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => {
+                    let _ = built_tx.send(Ok(()));
+                    runtime.block_on(run(push, settings, state, store, metrics, shutdown));
+                }
+                Err(e) => {
+                    let _ = built_tx.send(Err(e));
+                }
+            }
             drop(token);
         })?;
-    Ok(())
+    built
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the push thread ended at start")))
 }
 
-/// Lowers this thread's priority by [`NICENESS`] from the process's, at
-/// most to the lowest (19).
-fn lower_priority() {
-    // SAFETY: on Linux `nice` changes the calling thread's nice value only;
-    // errno is this thread's, cleared first as -1 may be a valid answer.
-    let failed = unsafe {
+/// The lowest priority, as a nice value.
+const LOWEST: libc::c_int = 19;
+
+/// The calling thread's nice value.
+fn this_thread_nice() -> libc::c_int {
+    // SAFETY: on Linux the priority of PRIO_PROCESS 0 is the calling
+    // thread's; errno is this thread's, cleared first as -1 is a valid
+    // answer.
+    unsafe {
         *libc::__errno_location() = 0;
-        libc::nice(NICENESS) == -1 && *libc::__errno_location() != 0
-    };
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            nice
+        }
+    }
+}
+
+/// Sets the calling thread's nice value to `nice`. A thread inherits the
+/// value of the thread that starts it, so a set value, unlike a step, is
+/// the same however the runtime's threads come to be started.
+fn set_nice(nice: libc::c_int) {
+    // SAFETY: on Linux PRIO_PROCESS with a thread id changes that thread's
+    // nice value only; gettid has no preconditions.
+    let failed =
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) != 0 };
     if failed {
         tracing::warn!(
             "push: cannot lower the delivery's priority: {}",

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use rand::{Rng as _, RngCore as _};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -244,14 +244,6 @@ fn device_id(tx: &Transaction<'_>, name: &str) -> Result<(i64, String), DeviceEr
 }
 
 impl Db {
-    /// A write transaction that holds the lock from its start, so what it
-    /// reads stays true until it commits, also against other processes.
-    fn immediate(&mut self) -> Result<Transaction<'_>, StoreError> {
-        Ok(self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
-    }
-
     /// Registers the device `name` with a claim code valid for `ttl`
     /// seconds from `now`.
     pub fn add_device(&mut self, name: &str, now: i64, ttl: i64) -> Result<NewCode, DeviceError> {

@@ -217,6 +217,15 @@ pub struct Db {
 }
 
 impl Db {
+    /// A write transaction that holds the lock from its start, so what it
+    /// reads stays true until it commits, also against other connections
+    /// and processes.
+    pub(super) fn immediate(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path, log_queries: bool) -> Result<Db, StoreError> {
         let opened = Connection::open(path).and_then(|conn| {

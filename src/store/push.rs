@@ -132,7 +132,9 @@ impl Db {
         limit: u64,
         now: i64,
     ) -> Result<Subscribed, StoreError> {
-        let tx = self.conn.transaction()?;
+        // It reads before it writes: the lock from the start, so no other
+        // connection's commit comes between.
+        let tx = self.immediate()?;
         let stored = |endpoint: &str| -> Result<Option<(String, String, i64)>, StoreError> {
             Ok(tx
                 .prepare_cached(
