@@ -81,10 +81,11 @@ test-deps:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
 		|| (echo "installing Debian's nodejs and npm for the push interoperability test" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
-	@cmp -s tests/npm/package-lock.json target/npm/package-lock.json \
+	@cmp -s tests/npm/package-lock.json target/npm/installed.json \
 		|| (echo "installing web-push-testing from the npm registry into target/npm" \
 		&& mkdir -p target/npm && cp tests/npm/package.json tests/npm/package-lock.json target/npm/ \
-		&& npm ci --prefix target/npm --no-audit --no-fund --loglevel=error)
+		&& npm ci --prefix target/npm --ignore-scripts --no-audit --no-fund --loglevel=error \
+		&& cp tests/npm/package-lock.json target/npm/installed.json)
 
 test: test-deps lint
 	$(CARGO) test

@@ -36,28 +36,37 @@ impl WebPushTesting {
             )],
             "web-push-testing (npm)",
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let mut child = Command::new("node")
-            .arg(script)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node starts web-push-testing");
-        // It says so once it listens.
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        assert!(line.contains("running on port"), "web-push-testing: {line}");
-        WebPushTesting {
-            child,
-            _stdout: stdout,
-            url: format!("http://localhost:{port}"),
-            http: reqwest::Client::new(),
+        // It takes a port number and cannot be given 0: a free one is
+        // picked, and another if something took it meanwhile.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let mut child = Command::new("node")
+                .arg(&script)
+                .arg(port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("node starts web-push-testing");
+            // It says so once it listens, or prints why not and exits.
+            let mut line = String::new();
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            stdout.read_line(&mut line).unwrap();
+            if line.contains("running on port") {
+                return WebPushTesting {
+                    child,
+                    _stdout: stdout,
+                    url: format!("http://localhost:{port}"),
+                    http: reqwest::Client::new(),
+                };
+            }
+            eprintln!("web-push-testing on port {port}: {line}");
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("web-push-testing did not start");
     }
 
     /// POSTs `body` to its `path`: the answer's `data`.

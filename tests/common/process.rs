@@ -34,7 +34,7 @@ pub fn installed(variable: &str, paths: &[&str], program: &str) -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| {
             panic!(
-                "no {program} found: `make test` installs Debian's {program}, \
+                "no {program} found: `make test-deps` installs it, \
                  or set {variable}=/path"
             )
         })
