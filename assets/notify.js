@@ -47,9 +47,25 @@
   function keep(endpoint, topics, lang) {
     var choice = { endpoint: endpoint, topics: topics, lang: lang };
     try { localStorage.setItem(KEPT, JSON.stringify(choice)); } catch (e) { /* private mode */ }
+    share(choice);
   }
   function forget() {
     try { localStorage.removeItem(KEPT); } catch (e) { /* private mode */ }
+    share(null);
+  }
+  // The same for the service worker, which cannot read localStorage: in
+  // Cache Storage (CHOICE in sw.js), so that it can hand a replaced
+  // subscription to bitsd with the choice even once bitsd forgot the old.
+  var CHOICE = "bitsd-push-choice";
+  function share(choice) {
+    if (!window.caches) return;
+    var done = choice
+      ? caches.open(CHOICE).then(function (cache) {
+        var json = new Response(JSON.stringify(choice), { headers: { "Content-Type": "application/json" } });
+        return cache.put("/push/choice", json);
+      })
+      : caches.delete(CHOICE);
+    done.catch(function (error) { log("choice not shared with the worker", error); });
   }
 
   // ---- showing ----------------------------------------------------------
@@ -264,7 +280,9 @@
   // worker): bitsd takes the new one in place of the old, with the choice.
   function carryOver() {
     var choice = kept();
-    if (!current || !choice || !choice.endpoint || choice.endpoint === current.endpoint) return;
+    if (!current || !choice || !choice.endpoint) return;
+    // Kept from before the worker was told of it.
+    if (choice.endpoint === current.endpoint) return share(choice);
     var body = { subscription: current.toJSON(), replaces: choice.endpoint, topics: choice.topics };
     if (choice.lang) body.lang = choice.lang;
     var subscription = current;
@@ -307,5 +325,8 @@
   stopButton.addEventListener("click", stop);
   // Shown once the service worker is ready (it always is where push
   // works), as not subscribed when the browser would not say.
-  update().then(carryOver).then(function () { section.hidden = false; });
+  update().then(function () {
+    section.hidden = false;
+    return carryOver();
+  });
 })();

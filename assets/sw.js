@@ -7,6 +7,9 @@
 "use strict";
 
 var KEPT = "bitsd-kept-2";
+// What the page last had bitsd take: {"endpoint", "topics", "lang"} at
+// /push/choice (the CHOICE of notify.js).
+var CHOICE = "bitsd-push-choice";
 
 // The homepage, the state, the forecast picture, the manifest and the
 // static files; never a form, a member's page or an event stream.
@@ -22,7 +25,7 @@ self.addEventListener("install", function () {
 
 self.addEventListener("activate", function (event) {
   event.waitUntil(caches.keys().then(function (names) {
-    return Promise.all(names.filter(function (name) { return name !== KEPT; })
+    return Promise.all(names.filter(function (name) { return name !== KEPT && name !== CHOICE; })
       .map(function (name) { return caches.delete(name); }));
   }).then(function () { return self.clients.claim(); }));
 });
@@ -142,27 +145,52 @@ function subscribeAgain() {
   });
 }
 
+// The choice the page last had bitsd take, or null.
+function keptChoice() {
+  return caches.open(CHOICE).then(function (cache) {
+    return cache.match("/push/choice");
+  }).then(function (response) {
+    return response ? response.json() : null;
+  }).catch(function () { return null; });
+}
+
 // The browser replaced its push subscription (the push service renewed
-// or expired it). bitsd alone knows what the old one chose, so the new
-// one goes to bitsd in place of the old and keeps that choice. Firefox
-// gives the new subscription; other browsers may not, and the worker
-// subscribes again itself.
+// or expired it). The new one goes to bitsd in place of the old, with the
+// choice the page kept for the old one; without it (a choice made before
+// the page kept it for the worker) bitsd takes the old one's, while it
+// still has it. Firefox gives the new subscription; other browsers may
+// not, and the worker subscribes again itself.
 self.addEventListener("pushsubscriptionchange", function (event) {
   var old = event.oldSubscription;
-  // Without the old subscription there is no telling bitsd whose choice
-  // to keep, and the worker does not know the choice: nothing is sent.
-  // bitsd forgets the old one once its push service says it is gone.
+  // Without the old subscription there is no telling whose choice this
+  // is: nothing is sent. The page hands the browser's new subscription to
+  // bitsd next time it is opened, and bitsd forgets the old one once its
+  // push service says it is gone.
   if (!old) return;
   var fresh = event.newSubscription ? Promise.resolve(event.newSubscription) : subscribeAgain();
-  event.waitUntil(fresh.then(function (subscription) {
+  event.waitUntil(Promise.all([fresh, keptChoice()]).then(function (both) {
+    var subscription = both[0];
+    var choice = both[1] && both[1].endpoint === old.endpoint ? both[1] : null;
+    var body = { subscription: subscription.toJSON(), replaces: old.endpoint };
+    if (choice) {
+      body.topics = choice.topics;
+      if (choice.lang) body.lang = choice.lang;
+    }
     return fetch("/push/subscriptions", {
       method: "POST",
       cache: "no-store",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ subscription: subscription.toJSON(), replaces: old.endpoint }),
+      body: JSON.stringify(body),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("bitsd refused the new subscription: " + response.status);
+      if (!choice) return;
+      // The choice now belongs to the new subscription.
+      var kept = { endpoint: subscription.endpoint, topics: choice.topics, lang: choice.lang };
+      return caches.open(CHOICE).then(function (cache) {
+        var json = new Response(JSON.stringify(kept), { headers: { "Content-Type": "application/json" } });
+        return cache.put("/push/choice", json);
+      });
     });
-  }).then(function (response) {
-    if (!response.ok) throw new Error("bitsd refused the new subscription: " + response.status);
   }));
 });

@@ -1,6 +1,6 @@
 //! Web Push's way in (SPEC 20): `GET /push/key` gives bitsd's VAPID public
 //! key; `POST /push/subscriptions` stores a browser's subscription, also in
-//! place of the one the browser replaced it with, and
+//! place of the one it replaces, and
 //! `DELETE /push/subscriptions` removes it. No login; JSON only, so
 //! another site's page cannot send one without a preflight, which bitsd
 //! does not answer, and an `Origin` of another site is refused in front.
@@ -60,7 +60,7 @@ async fn subscribe(
     let request: Request = json(
         &headers,
         &body,
-        r#"{"subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}, "topics": ["open", "message"], "lang": "en"}"#,
+        r#"{"subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}, "topics": ["open", "message"], "lang": "en", "replaces": "https://... (optional)"}"#,
     )?;
     let checked = request
         .check(app.config.options.push_allow_local)
@@ -81,10 +81,9 @@ async fn subscribe(
             Ok((known, orphan))
         })
         .await?;
-    // Said before an address spends one of its new subscriptions on it.
-    if orphan {
-        return Err(Error::Missing(UNKNOWN_REPLACED.into()));
-    }
+    // A new endpoint spends one of its address's new subscriptions, also
+    // when there is nothing to replace: asking which endpoints bitsd
+    // keeps is as rationed as subscribing.
     if !known {
         let address = client.ip.map(AddressKey::from);
         if app
@@ -97,6 +96,9 @@ async fn subscribe(
                 "at most 5 new push subscriptions an hour from one address".into(),
             ));
         }
+    }
+    if orphan {
+        return Err(Error::Missing(UNKNOWN_REPLACED.into()));
     }
     let now = unix_time() as i64;
     let stored = app

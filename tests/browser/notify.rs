@@ -929,8 +929,29 @@ async fn a_subscription_the_browser_replaces_stays_subscribed() {
         home(Lang::It).notify_on_both
     );
 
+    // The page shares the choice with the worker.
+    wait_until_resolved(
+        &page,
+        "the choice shared with the worker",
+        &format!(
+            "caches.open('bitsd-push-choice') \
+               .then(function (c) {{ return c.match('/push/choice'); }}) \
+               .then(function (r) {{ return r ? r.json() : null; }}) \
+               .then(function (c) {{ return !!c && c.endpoint === {} && c.lang === 'it' \
+                 && c.topics.join() === 'open,message'; }})",
+            json!(moved)
+        ),
+    )
+    .await;
+
     wait_for_worker(&page).await;
     let mut worker = WorkerConsole::attach(&browser, &server).await;
+    // bitsd forgot the old one already (its push service said it was gone
+    // before the browser told the worker): the worker's choice is enough.
+    rusqlite::Connection::open(&server.db)
+        .unwrap()
+        .execute("DELETE FROM bitsd_push_subscription", [])
+        .unwrap();
 
     // Firefox's way: the new subscription comes with the event.
     let renewed = "https://push.example.net/send/renewed";
@@ -975,6 +996,13 @@ async fn a_subscription_the_browser_replaces_stays_subscribed() {
 
     // Without the old subscription, there is no telling whose choice to
     // keep: nothing is sent.
+    worker
+        .evaluate(
+            "self.fetched = []; var fetchAtFirst = self.fetch; \
+             self.fetch = function (url) { self.fetched.push(String(url)); \
+               return fetchAtFirst.apply(self, arguments); }; true",
+        )
+        .await;
     let waited = change_subscription(
         &mut worker,
         "null",
@@ -982,6 +1010,7 @@ async fn a_subscription_the_browser_replaces_stays_subscribed() {
     )
     .await;
     assert_eq!(waited, 0);
+    assert_eq!(worker.evaluate("self.fetched").await, json!([]));
     assert_eq!(
         stored(&server),
         [(again.into(), "open,message".into(), "it".into())]
