@@ -29,7 +29,8 @@
 //! - `mqtt`: the state on an MQTT broker's retained topics, Home Assistant
 //!   discovery, and `set/` topics read as device commands.
 //! - `push`: Web Push, its VAPID key pair and the subscriptions browsers
-//!   send.
+//!   send; its delivery runs on a runtime of its own, on threads of lower
+//!   priority, with a database connection of its own.
 //! - `wiki`: markdown pages.
 //! - `net`: binding TCP and unix-socket listeners.
 //! - `presence`: the forecast of openings, its heat map, and the automatic

@@ -43,8 +43,8 @@ pub struct Counts {
     pub wrong: AtomicUsize,
 }
 
-/// The push service: takes every `POST /push/<n>` with 201, decrypting the
-/// first body of each round (one in `every`) to check it.
+/// The push service: takes every `POST /push/<n>` with 201, decrypting one
+/// body in a thousand to check it.
 pub async fn push_service(
     browser: Arc<Browser>,
     counts: Arc<Counts>,
@@ -85,6 +85,7 @@ pub async fn push_service(
         .build()
         .unwrap();
     std::thread::spawn(move || {
+        lower_priority();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -93,7 +94,8 @@ pub async fn push_service(
     addr
 }
 
-/// Lowers this thread's priority to bitsd's delivery's (nice 10).
+/// Sets this thread's nice value to 10, where bitsd's delivery runs when
+/// started at 0, as the run starts it.
 fn lower_priority() {
     // SAFETY: setpriority with this thread's own id changes its nice value.
     unsafe {

@@ -42,7 +42,7 @@ impl Checked {
     pub fn endpoint(&self) -> &str {
         match self {
             Checked::Whole(s) => &s.endpoint,
-            Checked::Replacing(r) => &r.subscription.endpoint,
+            Checked::Replacing(r) => &r.endpoint,
         }
     }
 }
@@ -109,18 +109,21 @@ impl Request {
             Some(code) => Lang::from_code(code)
                 .ok_or_else(|| format!("lang: expected en or it, got {}", quoted(code)))?,
         };
-        let subscription = Subscription {
-            endpoint,
-            p256dh: URL_SAFE_NO_PAD.encode(p256dh),
-            auth: URL_SAFE_NO_PAD.encode(auth),
-            topics,
-            lang: lang.code().to_string(),
-        };
+        let (p256dh, auth) = (URL_SAFE_NO_PAD.encode(p256dh), URL_SAFE_NO_PAD.encode(auth));
         Ok(match self.replaces {
-            None => Checked::Whole(subscription),
+            None => Checked::Whole(Subscription {
+                endpoint,
+                p256dh,
+                auth,
+                topics,
+                lang: lang.code().to_string(),
+            }),
             Some(replaces) => Checked::Replacing(Replacement {
-                subscription,
-                lang_sent: self.lang.is_some(),
+                endpoint,
+                p256dh,
+                auth,
+                topics: self.topics.is_some().then_some(topics),
+                lang: self.lang.is_some().then(|| lang.code().to_string()),
                 replaces,
             }),
         })
@@ -315,6 +318,7 @@ mod tests {
 
     #[test]
     fn a_replacement_takes_what_it_leaves_out_from_the_one_it_replaces() {
+        const DEFAULT: &str = "en";
         let old = "https://push.example/old";
         let mut sent = request("https://push.example/new", P256DH, AUTH, &[]);
         (sent.topics, sent.lang, sent.replaces) = (None, None, Some(old.into()));
@@ -322,12 +326,12 @@ mod tests {
             panic!("not a replacement");
         };
         assert_eq!(bare.replaces, old);
-        assert!(bare.takes_topics() && !bare.lang_sent);
+        assert!(bare.takes_topics() && bare.lang.is_none());
         let stored = (vec![Topic::Open, Topic::Message], "it".to_string());
-        let taken = bare.taking(Some(stored.clone())).unwrap();
+        let taken = bare.taking(Some(stored.clone()), DEFAULT).unwrap();
         assert_eq!(taken.endpoint, "https://push.example/new");
         assert_eq!((taken.topics, taken.lang), stored);
-        assert_eq!(bare.taking(None), None, "no topics from anywhere");
+        assert_eq!(bare.taking(None, DEFAULT), None, "no topics from anywhere");
 
         // What is sent wins.
         let mut full = request("https://push.example/new", P256DH, AUTH, &["message"]);
@@ -335,14 +339,14 @@ mod tests {
         let Checked::Replacing(full) = full.check(false).unwrap() else {
             panic!("not a replacement");
         };
-        assert!(!full.takes_topics() && full.lang_sent);
+        assert!(!full.takes_topics() && full.lang.is_some());
         let english = (vec![Topic::Open], "en".to_string());
-        let taken = full.taking(Some(english.clone())).unwrap();
+        let taken = full.taking(Some(english.clone()), DEFAULT).unwrap();
         assert_eq!(
             (taken.topics, taken.lang.as_str()),
             (vec![Topic::Message], "it")
         );
-        let alone = full.taking(None).unwrap();
+        let alone = full.taking(None, DEFAULT).unwrap();
         assert_eq!(alone.topics, [Topic::Message]);
         // A language left out is the old one's, else the default.
         let mut no_lang = request("https://push.example/new", P256DH, AUTH, &["open"]);
@@ -351,8 +355,8 @@ mod tests {
             panic!("not a replacement");
         };
         let stored = (vec![Topic::Message], "it".to_string());
-        assert_eq!(no_lang.taking(Some(stored)).unwrap().lang, "it");
-        assert_eq!(no_lang.taking(None).unwrap().lang, "en");
+        assert_eq!(no_lang.taking(Some(stored), DEFAULT).unwrap().lang, "it");
+        assert_eq!(no_lang.taking(None, DEFAULT).unwrap().lang, "en");
     }
 
     #[test]

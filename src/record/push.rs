@@ -43,12 +43,13 @@ pub struct Subscription {
 /// say is taken from the one it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replacement {
-    /// The new subscription, with the topics and language sent: `topics`
-    /// empty when none were sent.
-    pub subscription: Subscription,
-    /// Whether a language was sent (else `subscription.lang` is the
-    /// default).
-    pub lang_sent: bool,
+    pub endpoint: String,
+    pub p256dh: String,
+    pub auth: String,
+    /// The topics sent, if any.
+    pub topics: Option<Vec<Topic>>,
+    /// The language sent (a code), if any.
+    pub lang: Option<String>,
     /// The endpoint of the subscription it replaces.
     pub replaces: String,
 }
@@ -56,22 +57,29 @@ pub struct Replacement {
 impl Replacement {
     /// Whether its topics must come from the subscription it replaces.
     pub fn takes_topics(&self) -> bool {
-        self.subscription.topics.is_empty()
+        self.topics.is_none()
     }
 
     /// What to store, given the topics and language of the subscription
-    /// replaced, if that one is stored; none with topics from neither.
-    pub fn taking(&self, replaced: Option<(Vec<Topic>, String)>) -> Option<Subscription> {
-        let mut s = self.subscription.clone();
-        if let Some((topics, lang)) = replaced {
-            if s.topics.is_empty() {
-                s.topics = topics;
-            }
-            if !self.lang_sent {
-                s.lang = lang;
-            }
-        }
-        (!s.topics.is_empty()).then_some(s)
+    /// replaced, if that one is stored: what was sent, else the replaced
+    /// one's, else for the language `default_lang`; none without topics.
+    pub fn taking(
+        &self,
+        replaced: Option<(Vec<Topic>, String)>,
+        default_lang: &str,
+    ) -> Option<Subscription> {
+        let (old_topics, old_lang) = replaced.unzip();
+        Some(Subscription {
+            endpoint: self.endpoint.clone(),
+            p256dh: self.p256dh.clone(),
+            auth: self.auth.clone(),
+            topics: self.topics.clone().or(old_topics)?,
+            lang: self
+                .lang
+                .clone()
+                .or(old_lang)
+                .unwrap_or_else(|| default_lang.to_string()),
+        })
     }
 }
 

@@ -63,7 +63,7 @@ pub enum Subscribed {
     Full,
     /// A replacement without topics, where neither its endpoint nor the
     /// one it replaces is subscribed: there is nothing to take them from.
-    Unknown,
+    NothingToReplace,
 }
 
 /// A stored subscription.
@@ -128,6 +128,7 @@ impl Db {
     pub fn push_replace(
         &mut self,
         r: &Replacement,
+        default_lang: &str,
         origin: &str,
         limit: u64,
         now: i64,
@@ -149,11 +150,11 @@ impl Db {
         let old = stored(&r.replaces)?;
         let choice = match &old {
             Some(old) => Some(old.clone()),
-            None => stored(&r.subscription.endpoint)?,
+            None => stored(&r.endpoint)?,
         };
         let taken = choice.map(|(topics, lang, _)| (topics_of(&topics), lang));
-        let Some(s) = r.taking(taken) else {
-            return Ok(Subscribed::Unknown);
+        let Some(s) = r.taking(taken, default_lang) else {
+            return Ok(Subscribed::NothingToReplace);
         };
         if old.is_some() && r.replaces != s.endpoint {
             tx.execute(

@@ -244,10 +244,16 @@ fn a_push_replacement_takes_the_old_ones_choice_and_place() {
     let batch = db.batch().unwrap();
     batch.insert_push_event(Topic::Open, "{}", 100.0).unwrap();
     batch.commit().unwrap();
-    let replacement = |endpoint: &str, replaces: &str| Replacement {
-        subscription: subscription(endpoint, Vec::new(), "en"),
-        lang_sent: false,
-        replaces: replaces.into(),
+    let replacement = |endpoint: &str, replaces: &str| {
+        let s = subscription(endpoint, Vec::new(), "en");
+        Replacement {
+            endpoint: s.endpoint,
+            p256dh: s.p256dh,
+            auth: s.auth,
+            topics: None,
+            lang: None,
+            replaces: replaces.into(),
+        }
     };
     let endpoints = |db: &Db| -> Vec<(String, Vec<Topic>, String, i64)> {
         db.push_pending()
@@ -263,14 +269,16 @@ fn a_push_replacement_takes_the_old_ones_choice_and_place() {
     // Nothing to take the topics from.
     let stray = replacement("https://push.example/new", "https://push.example/none");
     assert_eq!(
-        db.push_replace(&stray, "https://b.example", 2, 0).unwrap(),
-        Subscribed::Unknown
+        db.push_replace(&stray, "en", "https://b.example", 2, 0)
+            .unwrap(),
+        Subscribed::NothingToReplace
     );
     // Two kept of two: the new one takes the old one's place, choice and
     // events still to hear.
     let new = replacement("https://push.example/new", "https://push.example/old");
     assert_eq!(
-        db.push_replace(&new, "https://b.example", 2, 0).unwrap(),
+        db.push_replace(&new, "en", "https://b.example", 2, 0)
+            .unwrap(),
         Subscribed::Created
     );
     assert_eq!(
@@ -292,7 +300,8 @@ fn a_push_replacement_takes_the_old_ones_choice_and_place() {
     );
     // Sent again: the new one keeps what it has.
     assert_eq!(
-        db.push_replace(&new, "https://b.example", 2, 0).unwrap(),
+        db.push_replace(&new, "en", "https://b.example", 2, 0)
+            .unwrap(),
         Subscribed::Replaced
     );
     assert_eq!(endpoints(&db).len(), 2);
@@ -300,7 +309,8 @@ fn a_push_replacement_takes_the_old_ones_choice_and_place() {
     // choice of the one it replaces.
     let merged = replacement("https://push.example/other", "https://push.example/new");
     assert_eq!(
-        db.push_replace(&merged, "https://b.example", 2, 0).unwrap(),
+        db.push_replace(&merged, "en", "https://b.example", 2, 0)
+            .unwrap(),
         Subscribed::Replaced
     );
     assert_eq!(

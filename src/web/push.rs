@@ -22,6 +22,7 @@ use crate::limits::{AddressKey, Rate};
 use crate::push::subscription::{Checked, Request, Unsubscribe};
 use crate::push::{MAX_SUBSCRIPTIONS, Topic};
 use crate::store::Subscribed;
+use crate::words::Lang;
 
 /// New subscriptions from one address: five, then one an hour.
 pub const NEW_SUBSCRIPTIONS: Rate = Rate {
@@ -106,7 +107,10 @@ async fn subscribe(
         .run(move |db| {
             let stored = match &checked {
                 Checked::Whole(s) => db.push_subscribe(s, &origin, MAX_SUBSCRIPTIONS, now)?,
-                Checked::Replacing(r) => db.push_replace(r, &origin, MAX_SUBSCRIPTIONS, now)?,
+                Checked::Replacing(r) => {
+                    let lang = Lang::default().code();
+                    db.push_replace(r, lang, &origin, MAX_SUBSCRIPTIONS, now)?
+                }
             };
             Ok((stored, db.push_counts()?))
         })
@@ -118,7 +122,7 @@ async fn subscribe(
         Subscribed::Full => Err(Error::Full(format!(
             "{MAX_SUBSCRIPTIONS} push subscriptions are kept already"
         ))),
-        Subscribed::Unknown => Err(Error::Missing(UNKNOWN_REPLACED.into())),
+        Subscribed::NothingToReplace => Err(Error::Missing(UNKNOWN_REPLACED.into())),
     }
 }
 

@@ -2,10 +2,11 @@
 //! 20) in headless Chromium: the control in both languages on a phone's
 //! screen and a desktop's; push messages delivered through the DevTools
 //! protocol shown as notifications, the newest of a tag replacing the
-//! older, and a click on one bringing up its page; subscribing through Chromium's own push service (out of reach
-//! without network) and through a stand-in push manager, checked against
-//! what bitsd stored; a subscription the browser replaces, handed to bitsd
-//! by the service worker with the old one's choice.
+//! older, and a click on one bringing up its page; subscribing through
+//! Chromium's own push service (out of reach without network) and through
+//! a stand-in push manager, checked against what bitsd stored; a
+//! subscription the browser replaces, handed to bitsd by the service
+//! worker, or by the page next opened, with the old one's choice.
 
 use super::*;
 use bitsd::words::{self, HomeWords, Lang};
