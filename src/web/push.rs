@@ -1,9 +1,9 @@
 //! Web Push's way in (SPEC 20): `GET /push/key` gives bitsd's VAPID public
 //! key; `POST /push/subscriptions` stores a browser's subscription, also in
-//! place of the one it replaces, and
-//! `DELETE /push/subscriptions` removes it. No login; JSON only, so
-//! another site's page cannot send one without a preflight, which bitsd
-//! does not answer, and an `Origin` of another site is refused in front.
+//! place of the one it replaces, and `DELETE /push/subscriptions` removes
+//! it. No login; JSON only, so another site's page cannot send one without
+//! a preflight, which bitsd does not answer, and an `Origin` of another
+//! site is refused in front.
 
 use std::time::Duration;
 
