@@ -281,7 +281,8 @@
   function carryOver() {
     var choice = kept();
     if (!current || !choice || !choice.endpoint) return;
-    // Kept from before the worker was told of it.
+    // Nothing replaced: shared again, for a choice kept before the page
+    // shared it with the worker.
     if (choice.endpoint === current.endpoint) return share(choice);
     var body = { subscription: current.toJSON(), replaces: choice.endpoint, topics: choice.topics };
     if (choice.lang) body.lang = choice.lang;
