@@ -358,12 +358,11 @@ async fn wait_for_notifications(page: &Page, what: &str, expected: &[(&str, &str
     wait_until_resolved(page, what, &expression).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_messages_show_as_notifications_the_newest_of_a_tag_only() {
-    let server = TestServer::start().await;
-    let (mut browser, events, _profile) = launch().await;
-    allow_notifications(&browser, &server, PermissionSetting::Granted).await;
-    let page = open(&browser, &server.url("/")).await;
+/// The homepage, allowed to notify, with its service worker activated,
+/// and a pusher to it.
+async fn homepage_taking_pushes(browser: &Browser, server: &TestServer) -> (Page, Pusher) {
+    allow_notifications(browser, server, PermissionSetting::Granted).await;
+    let page = open(browser, &server.url("/")).await;
     wait_for_worker(&page).await;
     // The worker takes the page while it activates; push messages are
     // for an activated worker.
@@ -373,7 +372,15 @@ async fn push_messages_show_as_notifications_the_newest_of_a_tag_only() {
         "navigator.serviceWorker.controller.state === 'activated'",
     )
     .await;
-    let mut pusher = Pusher::new(&page, &server).await;
+    let pusher = Pusher::new(&page, server).await;
+    (page, pusher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_messages_show_as_notifications_the_newest_of_a_tag_only() {
+    let server = TestServer::start().await;
+    let (mut browser, events, _profile) = launch().await;
+    let (page, mut pusher) = homepage_taking_pushes(&browser, &server).await;
 
     let opened_at: i64 = 1_796_000_000_000;
     let open = json!({"title": "BITS is open", "body": "since 18:02", "url": "/",
@@ -470,16 +477,7 @@ async fn click_notification(worker: &mut WorkerConsole, tag: &str) -> serde_json
 async fn a_click_on_a_notification_brings_up_its_page() {
     let server = TestServer::start().await;
     let (mut browser, events, _profile) = launch().await;
-    allow_notifications(&browser, &server, PermissionSetting::Granted).await;
-    let page = open(&browser, &server.url("/")).await;
-    wait_for_worker(&page).await;
-    wait_until(
-        &page,
-        "the worker activated",
-        "navigator.serviceWorker.controller.state === 'activated'",
-    )
-    .await;
-    let mut pusher = Pusher::new(&page, &server).await;
+    let (page, mut pusher) = homepage_taking_pushes(&browser, &server).await;
     for (tag, url) in [
         ("status", "/"),
         ("message", "/log"),
