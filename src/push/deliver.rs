@@ -97,7 +97,7 @@ impl Turn {
 const NICENESS: libc::c_int = 10;
 
 /// Starts delivering pushes until `shutdown`, on a runtime of its own whose
-/// threads run [`NICENESS`] steps below the thread that calls this (at
+/// threads run `NICENESS` steps below the thread that calls this (at
 /// most at the lowest, 19); `tracker` waits for it to end.
 pub fn start(
     push: Arc<Push>,
