@@ -214,15 +214,17 @@ async fn run(
     // The subscription of each turn's task.
     let mut tasks: HashMap<tokio::task::Id, i64> = HashMap::new();
     let mut read = true;
+    // The web counts what it adds and removes; the delivery counts at its
+    // first read, and at the read after it removed subscriptions whose
+    // push service said they were gone.
+    let mut recount = true;
     loop {
         if read {
             read = false;
             let seen = relevant(&watch.borrow_and_update());
-            if let Ok(counted) = store.run(|db| db.push_counts()).await {
-                for (topic, n) in counted {
-                    metrics.push_subscriptions(topic.as_str()).set(n as i64);
-                    push.subscribers.set(topic, n);
-                }
+            if recount && let Ok(counted) = store.run(|db| db.push_counts()).await {
+                push.count(counted, &metrics);
+                recount = false;
             }
             let found = store
                 .run(|db| {
@@ -253,7 +255,7 @@ async fn run(
         }
         let unwritten = !plan.written.is_empty() || !plan.gone.is_empty();
         if plan.written.len() >= FLUSH_EVERY || (turns.is_empty() && unwritten) {
-            flush(&store, &mut plan).await;
+            recount |= flush(&store, &mut plan).await;
         }
         // A batch of events sent to everyone: the next batch.
         if turns.is_empty() && plan.waiting.is_empty() && plan.more {
@@ -466,8 +468,9 @@ impl Plan {
 }
 
 /// Writes what was handled and removes the subscriptions gone; events
-/// older than a day go too, whether anybody subscribed or not.
-async fn flush(store: &store::Handle, plan: &mut Plan) {
+/// older than a day go too, whether anybody subscribed or not. Whether
+/// subscriptions were removed.
+async fn flush(store: &store::Handle, plan: &mut Plan) -> bool {
     let handled: Vec<(i64, i64)> = plan.written.iter().map(|(s, e)| (*s, *e)).collect();
     let gone = plan.gone.clone();
     let before = unix_time() - retry::GIVE_UP_AFTER.as_secs_f64();
@@ -477,10 +480,13 @@ async fn flush(store: &store::Handle, plan: &mut Plan) {
     {
         Ok(()) => {
             plan.written.clear();
-            plan.gone.clear();
+            !std::mem::take(&mut plan.gone).is_empty()
         }
         // Kept, and written with the next ones: at least once.
-        Err(e) => tracing::error!("push: cannot record what was sent: {}", Report(&e)),
+        Err(e) => {
+            tracing::error!("push: cannot record what was sent: {}", Report(&e));
+            false
+        }
     }
 }
 

@@ -46,6 +46,15 @@ impl Push {
     pub fn subscriptions_changed(&self) {
         self.changed.notify_one();
     }
+
+    /// Takes the number of subscribers of each topic, counted after a
+    /// change: for the writer, and for `/metrics`.
+    pub fn count(&self, counts: Vec<(Topic, u64)>, metrics: &crate::metrics::Metrics) {
+        for (topic, n) in counts {
+            metrics.push_subscriptions(topic.as_str()).set(n as i64);
+            self.subscribers.set(topic, n);
+        }
+    }
 }
 
 /// bitsd's VAPID key pair (RFC 8292), made on first start and kept in the

@@ -144,9 +144,7 @@ async fn unsubscribe(
 /// Takes the subscriptions counted with a change, so the writer stores
 /// the next event for a subscriber already answered; wakes the delivery.
 fn counted<T>(app: &App, (outcome, counts): (T, Vec<(Topic, u64)>)) -> T {
-    for (topic, n) in counts {
-        app.push.subscribers.set(topic, n);
-    }
+    app.push.count(counts, &app.metrics);
     app.push.subscriptions_changed();
     outcome
 }
